@@ -1,0 +1,34 @@
+"""Schema version and table layout, read from schema.sql so there is one source of truth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+SCHEMA_VERSION = 1
+SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
+TABLES = ("runs", "cells", "samples")
+
+
+def init_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables if missing and record the schema version once."""
+    con.execute(SCHEMA_SQL)
+    if con.execute("SELECT count(*) FROM schema_info").fetchone()[0] == 0:
+        con.execute("INSERT INTO schema_info VALUES (?, now())", [SCHEMA_VERSION])
+    else:
+        found = con.execute("SELECT max(schema_version) FROM schema_info").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise ValueError(
+                f"store has schema version {found}, newer than this shapebench ({SCHEMA_VERSION}); "
+                "upgrade shapebench to open it"
+            )
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type, in table order."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = ? ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return {name: dtype for name, dtype in rows}

@@ -1,0 +1,72 @@
+-- shapebench store schema. One file, idempotent: every statement is safe to run on an
+-- existing store. Bump SCHEMA_VERSION in store/schema.py when a column changes meaning.
+
+CREATE TABLE IF NOT EXISTS schema_info (
+    schema_version INTEGER NOT NULL,
+    created_at     TIMESTAMP NOT NULL
+);
+
+-- One execution of a plan on one machine (one hardware regime).
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        VARCHAR PRIMARY KEY,
+    series_id     VARCHAR,            -- links repeats of one plan (reproducibility)
+    started_at    TIMESTAMP,
+    finished_at   TIMESTAMP,          -- NULL while running or when killed
+    status        VARCHAR NOT NULL,   -- running | finished | interrupted | failed
+    plan_name     VARCHAR,
+    plan          JSON,               -- the validated plan as run
+    environment   JSON,               -- device, driver, CUDA, library versions, host
+    regime        VARCHAR NOT NULL,   -- hardware key, e.g. "NVIDIA H100 80GB HBM3 x1 | driver 580.65 | CUDA 13.0"
+    device_kind   VARCHAR NOT NULL,   -- cuda | cpu
+    tool_version  VARCHAR,
+    git_revision  VARCHAR,
+    shuffle_seed  BIGINT,
+    n_cells_planned INTEGER
+);
+
+-- One measured combination (model shape, backend, device, dtype, batch, prompt, gen).
+CREATE TABLE IF NOT EXISTS cells (
+    cell_id         VARCHAR PRIMARY KEY,  -- run_id + '/' + cell_key
+    run_id          VARCHAR NOT NULL,
+    cell_key        VARCHAR NOT NULL,     -- hash of the configuration, equal across runs
+    order_index     INTEGER,              -- position in the shuffled execution order
+    model_name      VARCHAR NOT NULL,
+    model_source    VARCHAR,              -- registry | grid | checkpoint | hub
+    n_layer         INTEGER NOT NULL,
+    n_embd          INTEGER NOT NULL,
+    n_head          INTEGER NOT NULL,
+    n_inner         INTEGER NOT NULL,
+    vocab_size      INTEGER NOT NULL,
+    n_positions     INTEGER NOT NULL,
+    params          BIGINT,               -- counted from the built model, tied weights once
+    backend         VARCHAR NOT NULL,
+    backend_options JSON,                 -- e.g. {"mode": "default"} for torch-compile
+    device          VARCHAR NOT NULL,     -- cuda | cpu
+    dtype           VARCHAR NOT NULL,     -- float32 | bfloat16 | float16
+    batch_size      INTEGER NOT NULL,
+    prompt_len      INTEGER NOT NULL,
+    gen_len         INTEGER NOT NULL,
+    status          VARCHAR NOT NULL,     -- ok | failed | unsupported
+    error           VARCHAR,
+    setup_s         DOUBLE,               -- build + compile/capture, never in the phases
+    cold_ms         DOUBLE,               -- first prefill after setup
+    warmup_iters    INTEGER,
+    warmup_s        DOUBLE,
+    warmup_converged BOOLEAN,
+    measured_s      DOUBLE,
+    flags           VARCHAR[],            -- integrity flags, empty when clean
+    correctness     JSON,                 -- gate details vs the hf-eager reference
+    telemetry       JSON,                 -- nvml before/after (GPU only)
+    started_at      TIMESTAMP,
+    finished_at     TIMESTAMP
+);
+
+-- Raw samples: one row per timed region.
+CREATE TABLE IF NOT EXISTS samples (
+    cell_id    VARCHAR NOT NULL,
+    phase      VARCHAR NOT NULL,   -- prefill | decode | e2e
+    rep        INTEGER NOT NULL,   -- repetition index within the cell
+    step       INTEGER NOT NULL,   -- decode step (0-based); 0 for prefill and e2e
+    latency_ms DOUBLE NOT NULL,
+    timer      VARCHAR NOT NULL    -- cuda_event | perf_counter_ns
+);
