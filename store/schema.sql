@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS runs (
     plan_name     VARCHAR,
     plan          JSON,               -- the validated plan as run
     environment   JSON,               -- device, driver, CUDA, library versions, host
-    regime        VARCHAR NOT NULL,   -- hardware key, e.g. "NVIDIA H100 80GB HBM3 x1 | driver 580.65 | CUDA 13.0"
+    regime        VARCHAR NOT NULL,   -- hardware key, e.g. "NVIDIA H100 80GB HBM3 | driver 580.65 | CUDA 13.0"
     device_kind   VARCHAR NOT NULL,   -- cuda | cpu
     tool_version  VARCHAR,
     git_revision  VARCHAR,
@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS cells (
     warmup_s        DOUBLE,
     warmup_converged BOOLEAN,
     measured_s      DOUBLE,
+    check_s         DOUBLE,               -- correctness gate, after the timed phases
     flags           VARCHAR[],            -- integrity flags, empty when clean
     correctness     JSON,                 -- gate details vs the hf-eager reference
     telemetry       JSON,                 -- nvml before/after (GPU only)

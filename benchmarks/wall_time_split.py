@@ -1,0 +1,43 @@
+"""Where a run's wall time went: setup, warm-up, measured, correctness check, other.
+
+Reads a run directory (no database needed). Target (issue 3, seed plan): other <= 10%.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from pathlib import Path
+
+
+def split(run_path: Path) -> dict[str, float]:
+    meta = json.loads((run_path / "meta.json").read_text())
+    if not meta.get("finished_at"):
+        raise SystemExit(f"{run_path}: run not finished (status {meta.get('status')})")
+    wall = (datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])).total_seconds()
+    parts = {"setup": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}
+    for path in (run_path / "cells").glob("*.json"):
+        cell = json.loads(path.read_text())
+        parts["setup"] += cell.get("setup_s") or 0.0
+        parts["warm-up"] += cell.get("warmup_s") or 0.0
+        parts["measured"] += cell.get("measured_s") or 0.0
+        parts["correctness check"] += cell.get("check_s") or 0.0
+    parts["other"] = wall - sum(parts.values())
+    parts["wall"] = wall
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("run_dir", type=Path)
+    args = parser.parse_args()
+    parts = split(args.run_dir)
+    wall = parts.pop("wall")
+    print(f"wall_time_split {args.run_dir.name}: {wall:.1f} s")
+    for name, seconds in parts.items():
+        print(f"  {name:18s} {seconds:8.1f} s  {100 * seconds / wall:5.1f}%")
+    print(f"  other/wall = {parts['other'] / wall:.3f} (target <= 0.10)")
+
+
+if __name__ == "__main__":
+    main()

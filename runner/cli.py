@@ -1,0 +1,197 @@
+"""`python -m runner`: run plans headless, ingest run directories, inspect, analyse, share.
+
+Nothing here needs a database to run a plan: `run --no-ingest` only writes the run
+directory (how the GPU machines, which have no duckdb, are used).
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="shapebench: latency vs transformer shape")
+snapshot_app = typer.Typer(no_args_is_help=True, help="export, import and check snapshots")
+app.add_typer(snapshot_app, name="snapshot")
+console = Console(stderr=True)
+out = Console()
+
+DEFAULT_DB = Path("shapebench.duckdb")
+DEFAULT_RUNS = Path("runs")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _load(plan_path: Path):
+    from runner.plan import PlanError, load_plan
+
+    try:
+        return load_plan(plan_path)
+    except PlanError as error:
+        _fail(str(error))
+
+
+def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _ingest(db: Path, run_path: Path) -> None:
+    from store.db import connect
+    from store.ingest import ingest_run_dir
+
+    con = connect(db)
+    try:
+        report = ingest_run_dir(con, run_path)
+    finally:
+        con.close()
+    console.print(f"ingested {report.cells_added} cells, {report.samples_added} samples into {db}")
+
+
+@app.command()
+def run(
+    plan: Path = typer.Argument(..., help="plan TOML file"),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB store to ingest into when the run ends"),
+    runs_dir: Path = typer.Option(DEFAULT_RUNS, help="where run directories are written"),
+    device: Optional[str] = typer.Option(None, help="override the plan's device: cpu | cuda"),
+    resume: Optional[str] = typer.Option(None, help="run id to resume: skips its finished cells"),
+    no_ingest: bool = typer.Option(False, "--no-ingest", help="only write the run directory"),
+) -> None:
+    """Run a plan (or resume a run), with a live progress bar; ingest at the end."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from runner.executor import RunError, continue_run, start_run
+    from runner.plan import PlanError
+    from runner.runfiles import RunDir
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    loaded = _load(plan) if resume is None else None
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+    )
+    runs: list[RunDir] = []
+    try:
+        if resume:
+            pending = [RunDir(runs_dir / resume)]
+            if not pending[0].exists():
+                _fail(f"no run '{resume}' under {runs_dir}")
+        else:
+            pending = []
+            series = None
+            for index in range(loaded.repeats):
+                import uuid
+
+                series = series or (uuid.uuid4().hex[:12] if loaded.repeats > 1 else None)
+                pending.append(start_run(loaded, runs_dir, device=device, series_id=series, repeat_index=index))
+        with progress:
+            for run_dir in pending:
+                meta = run_dir.read_meta()
+                console.print(f"run [bold]{run_dir.run_id}[/bold] on {meta['regime']} -> {run_dir.path}")
+                task = progress.add_task("starting", total=meta["n_cells_planned"], completed=len(run_dir.finished_keys()))
+
+                def report(event: dict, task=task) -> None:
+                    if event["event"] == "cell_started":
+                        progress.update(task, description=event["label"])
+                    else:
+                        progress.update(task, completed=event["done"])
+                        if event["status"] != "ok":
+                            progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
+
+                runs.append(continue_run(run_dir, report))
+    except (PlanError, RunError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: resume with --resume " + (pending[-1].run_id if pending else ""))
+        for run_dir in pending:
+            if not no_ingest and run_dir.exists():
+                _ingest(db, run_dir.path)
+        raise typer.Exit(130)
+    for run_dir in runs:
+        if not no_ingest:
+            _ingest(db, run_dir.path)
+        out.print(run_dir.run_id)
+
+
+@app.command()
+def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
+         device: Optional[str] = typer.Option(None, help="cpu | cuda (default: the plan's)")) -> None:
+    """Validate a plan; print its cells and a rough time estimate."""
+    from runner.plan import PlanError, estimate_seconds, expand
+
+    loaded = _load(plan)
+    dev = device or (loaded.device if loaded.device != "auto" else "cuda")
+    try:
+        cells = expand(loaded, device=dev, resolve_remote=False)
+    except PlanError as error:
+        _fail(str(error))
+    table = Table(title=f"{loaded.name}: {len(cells)} cells on {dev} (x{loaded.repeats} repeats)")
+    for column in ("model", "layers", "width", "backend", "dtype", "batch", "prompt", "gen"):
+        table.add_column(column)
+    for cell in cells:
+        table.add_row(cell.model.name, str(cell.model.n_layer), str(cell.model.n_embd), cell.backend,
+                      cell.dtype, str(cell.batch_size), str(cell.prompt_len), str(cell.gen_len))
+    out.print(table)
+    seconds = estimate_seconds(cells, loaded.measure) * loaded.repeats
+    out.print(f"rough estimate: {seconds / 60:.1f} min")
+
+
+@app.command("list")
+def list_(what: str = typer.Argument("all", help="models | backends | all")) -> None:
+    """The model registry, and the backends with what each supports on this machine."""
+    from runner.models import REGISTRY
+
+    if what in ("models", "all"):
+        table = Table(title="reference models")
+        for column in ("name", "n_layer", "n_embd", "n_head", "params"):
+            table.add_column(column)
+        for spec in REGISTRY.values():
+            table.add_row(spec.name, str(spec.n_layer), str(spec.n_embd), str(spec.n_head), f"{spec.approx_params():,}")
+        out.print(table)
+    if what in ("backends", "all"):
+        from runner.capabilities import backend_capabilities
+
+        table = Table(title="backends on this machine")
+        for column in ("backend", "devices", "dtypes", "here", "description"):
+            table.add_column(column)
+        for row in backend_capabilities():
+            table.add_row(row["backend"], ", ".join(row["devices"]), ", ".join(row["dtypes"]),
+                          row["available_here"], row["description"])
+        out.print(table)
+
+
+@app.command()
+def ingest(
+    runs_dir: Path = typer.Argument(DEFAULT_RUNS, help="a run directory, or a folder of them"),
+    db: Path = typer.Option(DEFAULT_DB, help="DuckDB store"),
+) -> None:
+    """Ingest run directories into the store (idempotent)."""
+    from store.db import connect
+    from store.ingest import ingest_run_dir, ingest_runs
+
+    if not runs_dir.exists():
+        _fail(f"{runs_dir} does not exist")
+    con = connect(db)
+    try:
+        if (runs_dir / "meta.json").exists():
+            report = ingest_run_dir(con, runs_dir)
+        else:
+            report = ingest_runs(con, runs_dir)
+    finally:
+        con.close()
+    out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

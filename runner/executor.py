@@ -1,0 +1,171 @@
+"""Running a plan: shuffle the cells, measure each, write the run directory as it goes.
+
+Cells run in a shuffled order (seed recorded) so that drift in clocks or temperature does
+not line up with model size. A failed cell is recorded and the run goes on; Ctrl-C (or
+SIGTERM from the dashboard's Cancel) marks the run interrupted, and `resume` picks up the
+cells that have no file yet.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from runner import TOOL_VERSION
+from runner.plan import Cell, Plan, expand, resolve_device
+from runner.runfiles import RunDir, new_run_id, now_iso
+
+ProgressCallback = Callable[[dict], None]
+
+
+class RunError(ValueError):
+    """A run that cannot start or resume, with the reason."""
+
+
+def _prepare_device(device: str) -> dict:
+    """Initialise CUDA (telemetry learns our own GPU process) and collect the environment."""
+    from runner import environment, telemetry
+
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RunError("the plan asks for device 'cuda' but no CUDA device is available here")
+        telemetry.mark_baseline()
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
+        telemetry.mark_own()
+        # float32 means float32: TF32 matrix units would change the numbers and the gate
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return environment.collect(device)
+
+
+def start_run(
+    plan: Plan,
+    runs_dir: str | Path,
+    *,
+    device: str | None = None,
+    series_id: str | None = None,
+    repeat_index: int = 0,
+    cells: list[Cell] | None = None,
+) -> RunDir:
+    """Create the run directory with its shuffled cell order; measures nothing yet."""
+    from runner.environment import regime_key
+
+    device = resolve_device(device or plan.device)
+    cells = cells if cells is not None else expand(plan, device=device)
+    env = _prepare_device(device)
+    shuffle_seed = plan.seed + repeat_index
+    order = list(range(len(cells)))
+    random.Random(shuffle_seed).shuffle(order)
+    run = RunDir(Path(runs_dir) / new_run_id())
+    run.create({
+        "run_id": run.run_id,
+        "series_id": series_id,
+        "plan_name": plan.name,
+        "plan": plan.model_dump(mode="json"),
+        "started_at": now_iso(),
+        "finished_at": None,
+        "status": "running",
+        "environment": env,
+        "regime": regime_key(env),
+        "device_kind": device,
+        "tool_version": TOOL_VERSION,
+        "git_revision": env.get("git_revision"),
+        "shuffle_seed": shuffle_seed,
+        "input_seed": plan.seed,
+        "n_cells_planned": len(cells),
+        "cells": [
+            {"key": cells[i].key, "order_index": pos, "cell": cells[i].model_dump(mode="json")}
+            for pos, i in enumerate(order)
+        ],
+    })
+    run.event("run_started", total=len(cells), regime=regime_key(env))
+    return run
+
+
+def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDir:
+    """Measure every planned cell of a run that has no cell file yet, in the stored order."""
+    from runner.plan import MeasureSettings
+    from runner.protocol import ReferenceCache, measure_cell
+
+    if not run.exists():
+        raise RunError(f"no run directory at {run.path}")
+    meta = run.read_meta()
+    if meta.get("device_kind") == "cuda":
+        _prepare_device("cuda")
+    settings = MeasureSettings.model_validate(meta["plan"]["measure"])
+    planned = meta["cells"]
+    done = run.finished_keys()
+    total = len(planned)
+    references = ReferenceCache()
+    run.update_meta(status="running", finished_at=None)
+    try:
+        for entry in planned:
+            if entry["key"] in done:
+                continue
+            cell = Cell.model_validate(entry["cell"])
+            started = now_iso()
+            info = {"key": entry["key"], "label": cell.label(), "index": len(done), "total": total}
+            run.event("cell_started", **info)
+            if progress:
+                progress({"event": "cell_started", **info})
+            result = measure_cell(cell, settings, meta["input_seed"], references)
+            record = {
+                "cell_key": entry["key"],
+                "order_index": entry["order_index"],
+                "cell": entry["cell"],
+                "started_at": started,
+                "finished_at": now_iso(),
+                **asdict(result),
+            }
+            run.write_cell(entry["key"], record)
+            done.add(entry["key"])
+            summary = _summary(result)
+            run.event("cell_finished", key=entry["key"], label=cell.label(), status=result.status,
+                      error=result.error, done=len(done), total=total, **summary)
+            if progress:
+                progress({"event": "cell_finished", "label": cell.label(), "status": result.status,
+                          "error": result.error, "done": len(done), "total": total, **summary})
+    except KeyboardInterrupt:
+        run.update_meta(status="interrupted")
+        run.event("run_interrupted", done=len(done), total=total)
+        raise
+    run.update_meta(status="finished", finished_at=now_iso())
+    run.event("run_finished", done=len(done), total=total)
+    return run
+
+
+def _summary(result) -> dict:
+    """Medians for the progress log (the store computes the real statistics)."""
+    from runner.timing import median
+
+    out = {}
+    if result.decode:
+        out["decode_ms_per_token"] = median([v for rep in result.decode for v in rep])
+    if result.prefill:
+        out["prefill_ms"] = median(result.prefill)
+    return out
+
+
+def execute(
+    plan: Plan,
+    runs_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+    on_run_created: Callable[[RunDir], None] | None = None,
+) -> list[RunDir]:
+    """Run a plan `plan.repeats` times (independently shuffled runs sharing a series id)."""
+    import uuid
+
+    series_id = uuid.uuid4().hex[:12] if plan.repeats > 1 else None
+    runs = []
+    for repeat_index in range(plan.repeats):
+        run = start_run(plan, runs_dir, device=device, series_id=series_id, repeat_index=repeat_index)
+        if on_run_created:
+            on_run_created(run)
+        runs.append(continue_run(run, progress))
+    return runs

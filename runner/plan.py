@@ -1,0 +1,292 @@
+"""Plans: a TOML file, validated with pydantic, expanded into cells.
+
+A plan describes a factorial (models x backends x dtypes x batch x prompt x gen) plus
+optional extra sweeps (`[[also]]`) that override some axes, e.g. "prompt 512 for eager and
+cuda-graph only". Expansion deduplicates cells by their configuration key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
+
+BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph")
+DTYPES = ("float32", "bfloat16", "float16")
+DeviceName = Literal["cpu", "cuda", "auto"]
+
+
+class GridSpec(BaseModel):
+    """A depth x width factorial of GPT-2 shapes."""
+
+    model_config = ConfigDict(extra="forbid")
+    depths: list[int] = Field(min_length=1, description="n_layer values, e.g. [1, 2, 4, 8]")
+    widths: list[int] = Field(min_length=1, description="n_embd values, e.g. [64, 128, 256]")
+    n_head: int = Field(default=2, gt=0, description="heads for every shape (2, as the reference family)")
+
+    @field_validator("depths", "widths")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 for v in values):
+            raise ValueError("every value must be a positive integer")
+        return sorted(set(values))
+
+
+class ModelsSection(BaseModel):
+    """Which shapes to measure; every source is optional, at least one is needed."""
+
+    model_config = ConfigDict(extra="forbid")
+    reference: list[str] | Literal["all"] = Field(default_factory=list, description="names from the registry, or 'all'")
+    grid: GridSpec | None = None
+    custom: list[ModelSpec] = Field(default_factory=list, description="explicit shapes")
+    checkpoints: list[str] = Field(default_factory=list, description="local GPT-2 checkpoint directories (safetensors)")
+    hub: list[str] = Field(default_factory=list, description="Hugging Face ids, e.g. 'Crusadersk/gpt2-25m'")
+
+    @field_validator("reference")
+    @classmethod
+    def _known(cls, names):
+        if names == "all":
+            return names
+        for name in names:
+            get_registered(name)
+        return names
+
+    def specs(self, resolve_remote: bool = True) -> list[ModelSpec]:
+        """All shapes in a stable order; checkpoints and hub ids are read here."""
+        names = list(REGISTRY) if self.reference == "all" else self.reference
+        out = [get_registered(n) for n in names]
+        if self.grid:
+            out += grid(self.grid.depths, self.grid.widths, self.grid.n_head)
+        out += [s.model_copy(update={"source": "custom"}) for s in self.custom]
+        out += [spec_from_checkpoint(p) for p in self.checkpoints]
+        if resolve_remote:
+            for model_id in self.hub:
+                spec = spec_from_checkpoint(resolve_hub_id(model_id), name=model_id)
+                out.append(spec.model_copy(update={"source": "hub"}))
+        return out
+
+
+class MeasureSettings(BaseModel):
+    """How much to measure per cell. Defaults aim at stable medians in seconds per cell."""
+
+    model_config = ConfigDict(extra="forbid")
+    prefill_reps: int = Field(default=20, ge=1, description="timed prefills")
+    decode_reps: int = Field(default=5, ge=1, description="timed generations; each gives gen_len decode samples")
+    e2e_reps: int = Field(default=5, ge=1, description="timed whole generations")
+    warmup_min_iters: int = Field(default=3, ge=1, description="never judge stability on fewer")
+    warmup_min_s: float = Field(default=0.5, ge=0, description="lets clocks and allocator settle")
+    warmup_max_iters: int = Field(default=50, ge=1, description="stop waiting for stability here (flagged)")
+    warmup_window: int = Field(default=5, ge=2, description="iterations per median window")
+    warmup_tolerance: float = Field(default=0.05, gt=0, description="relative change of window medians counted as stable")
+    min_samples: int = Field(default=10, ge=2, description="below this a phase is flagged too-few-samples")
+    cv_threshold: float = Field(default=0.10, gt=0, description="coefficient of variation above this is flagged")
+    check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
+    profile: bool = Field(default=False, description="count kernels/operators after the timed phases")
+
+    @model_validator(mode="after")
+    def _window(self) -> "MeasureSettings":
+        if self.warmup_max_iters < self.warmup_min_iters:
+            raise ValueError("warmup_max_iters must be >= warmup_min_iters")
+        return self
+
+
+class Axes(BaseModel):
+    """The axes a sweep varies; `[[also]]` entries override any subset of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: ModelsSection | None = None
+    backends: list[str] | None = None
+    dtypes: list[str] | None = None
+    batch_sizes: list[int] | None = None
+    prompt_lens: list[int] | None = None
+    gen_lens: list[int] | None = None
+
+    @field_validator("backends")
+    @classmethod
+    def _backends(cls, names):
+        if names is not None:
+            for name in names:
+                if name not in BACKEND_NAMES:
+                    raise ValueError(f"unknown backend '{name}'; allowed: {', '.join(BACKEND_NAMES)}")
+        return names
+
+    @field_validator("dtypes")
+    @classmethod
+    def _dtypes(cls, names):
+        if names is not None:
+            for name in names:
+                if name not in DTYPES:
+                    raise ValueError(f"unknown dtype '{name}'; allowed: {', '.join(DTYPES)}")
+        return names
+
+    @field_validator("batch_sizes", "prompt_lens", "gen_lens")
+    @classmethod
+    def _positive(cls, values):
+        if values is not None and any(v <= 0 for v in values):
+            raise ValueError("every value must be a positive integer")
+        return values
+
+
+class Plan(Axes):
+    """A whole benchmark plan."""
+
+    name: str = Field(default="plan", min_length=1)
+    description: str = ""
+    device: DeviceName = Field(default="auto", description="cpu, cuda, or auto (cuda when present)")
+    seed: int = Field(default=1234, description="shuffle order and input tokens")
+    repeats: int = Field(default=1, ge=1, le=100, description="run the whole cell set this many times")
+    measure: MeasureSettings = Field(default_factory=MeasureSettings)
+    backend_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
+    also: list[Axes] = Field(default_factory=list, description="extra sweeps overriding some axes")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Plan":
+        missing = [f for f in ("models", "backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens") if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"plan is missing: {', '.join(missing)}")
+        return self
+
+
+class Cell(BaseModel):
+    """One measured combination: the unit that is timed, stored, retried and resumed."""
+
+    model_config = ConfigDict(frozen=True)
+    model: ModelSpec
+    backend: str
+    backend_options: dict = Field(default_factory=dict)
+    device: str
+    dtype: str
+    batch_size: int
+    prompt_len: int
+    gen_len: int
+
+    @property
+    def key(self) -> str:
+        """A short hash of the configuration: equal for the same cell in any run."""
+        payload = self.model_dump(mode="json")
+        payload["model"].pop("name", None)  # a renamed shape is the same cell
+        digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return digest[:12]
+
+    def label(self) -> str:
+        return (
+            f"{self.model.name} {self.backend} {self.dtype} b{self.batch_size} "
+            f"p{self.prompt_len} g{self.gen_len}"
+        )
+
+
+class PlanError(ValueError):
+    """A plan that cannot run, with a message naming the field."""
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "plan"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_plan(data: dict) -> Plan:
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as error:
+        raise PlanError(format_validation_error(error)) from None
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a TOML plan file."""
+    path = Path(path)
+    if not path.exists():
+        raise PlanError(f"plan file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(f"{path}: not valid TOML: {error}") from None
+    return parse_plan(data)
+
+
+def plan_to_toml(plan: Plan) -> str:
+    """Render a plan as TOML (for the dashboard's plan builder and download)."""
+    from runner.toml_writer import dumps
+
+    return dumps(plan.model_dump(mode="json", exclude_defaults=True))
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -> list[Cell]:
+    """All cells of a plan, deduplicated, in declaration order (the runner shuffles)."""
+    device = device or plan.device
+    sweeps = [plan] + [
+        plan.model_copy(update={k: v for k, v in extra.model_dump(exclude_none=True).items()} | (
+            {"models": extra.models} if extra.models is not None else {}
+        ))
+        for extra in plan.also
+    ]
+    cells: dict[str, Cell] = {}
+    for sweep in sweeps:
+        specs = sweep.models.specs(resolve_remote=resolve_remote)
+        if not specs:
+            raise PlanError("models: the plan names no model")
+        for spec in specs:
+            for backend in sweep.backends:
+                for dtype in sweep.dtypes:
+                    for batch in sweep.batch_sizes:
+                        for prompt_len in sweep.prompt_lens:
+                            for gen_len in sweep.gen_lens:
+                                if prompt_len + gen_len + 1 > spec.n_positions:
+                                    raise PlanError(
+                                        f"prompt_lens/gen_lens: {prompt_len} + {gen_len} tokens exceed "
+                                        f"model '{spec.name}' context of {spec.n_positions} positions"
+                                    )
+                                cell = Cell(
+                                    model=spec,
+                                    backend=backend,
+                                    backend_options=dict(plan.backend_options.get(backend, {})),
+                                    device=device,
+                                    dtype=dtype,
+                                    batch_size=batch,
+                                    prompt_len=prompt_len,
+                                    gen_len=gen_len,
+                                )
+                                cells.setdefault(cell.key, cell)
+    return list(cells.values())
+
+
+def estimate_seconds(cells: list[Cell], measure: MeasureSettings) -> float:
+    """A rough wall-time estimate, to warn before a long run; not a measurement.
+
+    Assumes a GPU step costs ~0.1 ms per layer (launch-bound small models) and a CPU step
+    moves every weight once at ~10 GB/s; compile adds ~30 s per cell.
+    """
+    total = 0.0
+    for cell in cells:
+        spec = cell.model
+        if cell.device == "cuda":
+            step_s = 1e-4 * (spec.n_layer * 1.0 + 1)
+        else:
+            bytes_moved = spec.approx_params() * 4
+            step_s = bytes_moved / 10e9 + 2 * spec.approx_params() * cell.batch_size / 20e9
+        prefill_s = step_s * (1 + cell.prompt_len * cell.batch_size / 512)
+        generation_s = prefill_s + cell.gen_len * step_s
+        measured = (
+            measure.prefill_reps * prefill_s
+            + (measure.decode_reps + measure.e2e_reps) * generation_s
+        )
+        warmup = max(measure.warmup_min_s, measure.warmup_min_iters * (prefill_s + 8 * step_s))
+        setup = 2.0 + (30.0 if cell.backend == "torch-compile" else 0.0)
+        check = 2 * generation_s if measure.check_correctness else 0.0
+        total += setup + warmup + measured + check
+    return total

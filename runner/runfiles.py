@@ -1,0 +1,105 @@
+"""The run directory: what the runner writes as it goes, and the only thing it writes.
+
+    <runs_dir>/<run_id>/meta.json          run record (rewritten atomically on status change)
+    <runs_dir>/<run_id>/events.jsonl       append-only progress log (one JSON object a line)
+    <runs_dir>/<run_id>/cells/<key>.json   one finished cell: its columns and raw samples
+
+Every file is written to a temporary name and renamed, so a kill -9 leaves either the old
+or the new file, never half of one: a killed run loses at most the cell in flight. The
+store ingests these files; the runner never opens the database.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+FORMAT_VERSION = 1
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, separators=(",", ":"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.cells_dir = self.path / "cells"
+        self.meta_file = self.path / "meta.json"
+        self.events_file = self.path / "events.jsonl"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def create(self, meta: dict) -> None:
+        self.cells_dir.mkdir(parents=True, exist_ok=False)
+        self.write_meta(meta | {"format_version": FORMAT_VERSION})
+
+    def exists(self) -> bool:
+        return self.meta_file.exists()
+
+    def read_meta(self) -> dict:
+        return json.loads(self.meta_file.read_text())
+
+    def write_meta(self, meta: dict) -> None:
+        write_json_atomic(self.meta_file, meta)
+
+    def update_meta(self, **changes) -> dict:
+        meta = self.read_meta() | changes
+        self.write_meta(meta)
+        return meta
+
+    def event(self, kind: str, **fields) -> None:
+        """Append one progress event; a torn last line (kill mid-write) is skipped on read."""
+        line = json.dumps({"ts": time.time(), "event": kind, **fields}, separators=(",", ":"))
+        with open(self.events_file, "a") as handle:
+            handle.write(line + "\n")
+
+    def events(self) -> list[dict]:
+        if not self.events_file.exists():
+            return []
+        out = []
+        for line in self.events_file.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def write_cell(self, cell_key: str, record: dict) -> None:
+        write_json_atomic(self.cells_dir / f"{cell_key}.json", record)
+
+    def finished_keys(self) -> set[str]:
+        return {p.stem for p in self.cells_dir.glob("*.json")}
+
+    def cell_records(self) -> list[dict]:
+        records = []
+        for path in sorted(self.cells_dir.glob("*.json")):
+            records.append(json.loads(path.read_text()))
+        return records
+
+
+def list_run_dirs(runs_dir: str | Path) -> list[RunDir]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "meta.json").exists()]

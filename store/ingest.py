@@ -1,0 +1,153 @@
+"""Ingestion of run directories into the store: the one place that writes runs and cells.
+
+Idempotent, keyed by run id and cell id: a run is upserted (its status moves from running
+to finished), a cell and its samples are inserted once. Each run directory is ingested in
+one transaction, so a reader never sees a cell without its samples. Reads the run files
+with plain json (no torch), so the dashboard can ingest runs started from the CLI.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+RUN_COLUMNS = [
+    "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
+    "environment", "regime", "device_kind", "tool_version", "git_revision", "shuffle_seed",
+    "n_cells_planned",
+]
+CELL_RESULT_COLUMNS = [
+    "status", "error", "params", "setup_s", "cold_ms", "warmup_iters", "warmup_s",
+    "warmup_converged", "measured_s", "check_s", "flags", "correctness", "telemetry",
+]
+
+
+@dataclass
+class IngestReport:
+    runs: int = 0
+    cells_added: int = 0
+    samples_added: int = 0
+
+    def __add__(self, other: "IngestReport") -> "IngestReport":
+        return IngestReport(self.runs + other.runs, self.cells_added + other.cells_added,
+                            self.samples_added + other.samples_added)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # a file being replaced right now: picked up on the next ingest
+
+
+def _timestamp(value: str | None):
+    """ISO-8601 with offset (as the runner writes) -> naive UTC, the store's convention."""
+    return None if value is None else pd.Timestamp(value).tz_convert("UTC").tz_localize(None)
+
+
+def _run_row(meta: dict) -> dict:
+    row = {column: meta.get(column) for column in RUN_COLUMNS}
+    row["started_at"] = _timestamp(meta.get("started_at"))
+    row["finished_at"] = _timestamp(meta.get("finished_at"))
+    row["plan"] = json.dumps(meta.get("plan"))
+    row["environment"] = json.dumps(meta.get("environment"))
+    return row
+
+
+def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
+    cell = record["cell"]
+    model = cell["model"]
+    cell_id = f"{run_id}/{record['cell_key']}"
+    row = {
+        "cell_id": cell_id,
+        "run_id": run_id,
+        "cell_key": record["cell_key"],
+        "order_index": record.get("order_index"),
+        "model_name": model["name"],
+        "model_source": model.get("source"),
+        "n_layer": model["n_layer"],
+        "n_embd": model["n_embd"],
+        "n_head": model["n_head"],
+        "n_inner": model.get("n_inner") or 4 * model["n_embd"],
+        "vocab_size": model["vocab_size"],
+        "n_positions": model["n_positions"],
+        "backend": cell["backend"],
+        "backend_options": json.dumps(cell.get("backend_options") or {}),
+        "device": cell["device"],
+        "dtype": cell["dtype"],
+        "batch_size": cell["batch_size"],
+        "prompt_len": cell["prompt_len"],
+        "gen_len": cell["gen_len"],
+        "started_at": _timestamp(record.get("started_at")),
+        "finished_at": _timestamp(record.get("finished_at")),
+    }
+    for column in CELL_RESULT_COLUMNS:
+        row[column] = record.get(column)
+    row["flags"] = list(record.get("flags") or [])
+    row["correctness"] = json.dumps(record.get("correctness")) if record.get("correctness") is not None else None
+    row["telemetry"] = json.dumps(record.get("telemetry")) if record.get("telemetry") is not None else None
+    samples = []
+    if record.get("status") == "ok":
+        timer = record.get("timer") or "unknown"
+        for rep, value in enumerate(record.get("prefill") or []):
+            samples.append((cell_id, "prefill", rep, 0, value, timer))
+        for rep, steps in enumerate(record.get("decode") or []):
+            for step, value in enumerate(steps):
+                samples.append((cell_id, "decode", rep, step, value, timer))
+        for rep, value in enumerate(record.get("e2e") or []):
+            samples.append((cell_id, "e2e", rep, 0, value, timer))
+    return row, samples
+
+
+def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> IngestReport:
+    """Bring one run directory into the store; a second call adds nothing."""
+    run_path = Path(run_path)
+    meta = _read_json(run_path / "meta.json")
+    if meta is None:
+        raise ValueError(f"{run_path} is not a run directory (no readable meta.json)")
+    run_id = meta["run_id"]
+    known = {
+        row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
+    }
+    cell_rows, sample_rows = [], []
+    for path in sorted((run_path / "cells").glob("*.json")):
+        record = _read_json(path)
+        if record is None or f"{run_id}/{record['cell_key']}" in known:
+            continue
+        row, samples = _cell_rows(run_id, record)
+        cell_rows.append(row)
+        sample_rows.extend(samples)
+
+    run_frame = pd.DataFrame([_run_row(meta)])  # noqa: F841 - read by DuckDB by name
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+        con.execute("INSERT INTO runs BY NAME SELECT * FROM run_frame")
+        if cell_rows:
+            cell_frame = pd.DataFrame(cell_rows)  # noqa: F841
+            con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
+        if sample_rows:
+            sample_frame = pd.DataFrame(  # noqa: F841
+                sample_rows, columns=["cell_id", "phase", "rep", "step", "latency_ms", "timer"]
+            )
+            con.execute("INSERT INTO samples BY NAME SELECT * FROM sample_frame")
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return IngestReport(runs=1, cells_added=len(cell_rows), samples_added=len(sample_rows))
+
+
+def ingest_runs(con: duckdb.DuckDBPyConnection, runs_dir: str | Path) -> IngestReport:
+    """Ingest every run directory under runs_dir (finished, interrupted or still running)."""
+    report = IngestReport()
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return report
+    for run_path in sorted(root.iterdir()):
+        if (run_path / "meta.json").exists():
+            report = report + ingest_run_dir(con, run_path)
+    return report
