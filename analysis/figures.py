@@ -1,0 +1,168 @@
+"""Plotly figures: pure functions of frames from `stats`, `regression`, `inversions`, `regimes`.
+
+Every point trace carries `customdata` whose first column is the cell_id, so a selection on
+the dashboard maps back to rows. Point traces switch to WebGL (Scattergl) past
+`WEBGL_THRESHOLD` points, where SVG gets slow in the browser.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
+WIDTH_COLORSCALE = "Viridis"
+BAND_FILL = "rgba(99, 110, 250, 0.15)"
+
+
+def _scatter(n_points: int) -> type:
+    return go.Scattergl if n_points > WEBGL_THRESHOLD else go.Scatter
+
+
+def _error_y(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "type": "data", "symmetric": False,
+        "array": (frame["median_ci_high"] - frame["median"]).to_numpy(),
+        "arrayminus": (frame["median"] - frame["median_ci_low"]).to_numpy(),
+    }
+
+
+def _points(frame: pd.DataFrame, x: str, name: str = "cells", color_by_width: bool = True) -> go.Scatter:
+    marker: dict[str, Any] = {"size": 8}
+    if color_by_width:
+        marker.update(color=frame["n_embd"].to_numpy(), colorscale=WIDTH_COLORSCALE, showscale=True,
+                      colorbar={"title": "width"})
+    return _scatter(len(frame))(
+        x=frame[x].to_numpy(), y=frame["median"].to_numpy(), mode="markers", name=name, marker=marker,
+        error_y=_error_y(frame),
+        customdata=frame[["cell_id", "model_name", "n_layer", "n_embd"]].to_numpy(),
+        hovertemplate="%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{y:.3g} ms<extra></extra>",
+    )
+
+
+def _band(band: pd.DataFrame, x: str, name: str) -> list[go.Scatter]:
+    """A fitted line and its CI as a filled band (upper, then lower filled to it)."""
+    xs = band[x].to_numpy()
+    return [
+        go.Scatter(x=xs, y=band["mean_ci_upper"].to_numpy(), mode="lines", line={"width": 0},
+                   name=f"{name} CI", showlegend=False, hoverinfo="skip"),
+        go.Scatter(x=xs, y=band["mean_ci_lower"].to_numpy(), mode="lines", line={"width": 0},
+                   fill="tonexty", fillcolor=BAND_FILL, name=f"{name} CI", hoverinfo="skip"),
+        go.Scatter(x=xs, y=band["mean"].to_numpy(), mode="lines", name=name),
+    ]
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, log: bool) -> go.Figure:
+    axis = "log" if log else "linear"
+    fig.update_layout(title=title, xaxis={"title": x_title, "type": axis},
+                      yaxis={"title": "median latency (ms)", "type": axis}, template="plotly_white")
+    return fig
+
+
+def latency_vs_params(stats: pd.DataFrame, bands: pd.DataFrame | None = None, scale: str = "log") -> go.Figure:
+    """Median latency per cell against parameter count, coloured by width, with CI bars.
+
+    `stats` holds one group's cell statistics; `bands` (from `GroupFit.bands`) adds the
+    params-only fit of `scale` with its CI (on the log scale a CI of the median).
+    """
+    frame = stats.assign(params_m=stats["params"] / 1e6)
+    fig = go.Figure([_points(frame, "params_m")])
+    if bands is not None and not bands.empty:
+        fig.add_traces(_band(bands[(bands["model"] == "params") & (bands["scale"] == scale)], "params_m", f"params-only fit ({scale})"))
+    return _layout(fig, "Latency vs parameters", "parameters (millions)", scale == "log")
+
+
+def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, scale: str = "log") -> go.Figure:
+    """Median latency per cell against depth, coloured by width, with the depth + width fit per width."""
+    fig = go.Figure([_points(stats, "n_layer")])
+    if bands is not None and not bands.empty:
+        sel = bands[(bands["model"] == "depth+width") & (bands["scale"] == scale)]
+        for width, band in sel.groupby("width", sort=True):
+            fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}"))
+    return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log")
+
+
+def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth") -> go.Figure:
+    """Depth (or width) elasticity per level with 95% CIs, one trace per comparison group."""
+    fig = go.Figure()
+    for comp in comparisons:
+        if comp.get("status") != "ok":
+            continue
+        levels = comp["levels"]
+        effect = np.array([lv[f"{variable}_effect"] for lv in levels])
+        low = np.array([lv[f"{variable}_ci_low"] for lv in levels])
+        high = np.array([lv[f"{variable}_ci_high"] for lv in levels])
+        c = comp["comparison"]
+        fig.add_trace(go.Scatter(
+            x=effect, y=[str(lv["level"]) for lv in levels], mode="markers",
+            name=f"{c.get('backend', c.get('regime', ''))} {c['phase']} b{c['batch_size']} p{c['prompt_len']}",
+            error_x={"type": "data", "symmetric": False, "array": high - effect, "arrayminus": effect - low},
+            customdata=np.array([[str(lv["level"]), lv["n_cells"]] for lv in levels], dtype=object),
+        ))
+    fig.add_vline(x=0, line_dash="dot")
+    factor = comparisons[0]["factor"] if comparisons else "level"
+    fig.update_layout(title=f"{variable.capitalize()} elasticity per {factor} (95% CI)",
+                      xaxis_title=f"d log latency / d log {variable}", yaxis_title=factor, template="plotly_white")
+    return fig
+
+
+def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
+    """Ratio median(smaller) / median(larger) for every pair of one group.
+
+    Rows: the smaller model (by params), columns: the larger, both ordered by params; a
+    cell above 1 is an inversion, and significant ones (CI lower bound above 1) carry a
+    marker. `pairs` comes from `pair_ratios(..., inversions_only=False)` for one group.
+    """
+    rows = pairs.drop_duplicates("cell_id_a").sort_values("params_a")
+    cols = pairs.drop_duplicates("cell_id_b").sort_values("params_b")
+    matrix = pairs.pivot_table(index="model_name_a", columns="model_name_b", values="ratio", aggfunc="first")
+    matrix = matrix.reindex(index=rows["model_name_a"].unique(), columns=cols["model_name_b"].unique())
+    fig = go.Figure(go.Heatmap(
+        z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), zmid=1.0,
+        colorscale="RdBu_r", colorbar={"title": "ratio"}, name="ratio",
+        hovertemplate="smaller %{y} / larger %{x}: %{z:.2f}<extra></extra>",
+    ))
+    sig = pairs[pairs["significant"]]
+    fig.add_trace(go.Scatter(
+        x=sig["model_name_b"].to_numpy(), y=sig["model_name_a"].to_numpy(), mode="markers+text", text=["*"] * len(sig),
+        marker={"symbol": "circle-open", "size": 10, "color": "black"}, name="significant inversion",
+        customdata=sig[["cell_id_a", "cell_id_b", "ratio_ci_low", "ratio_ci_high"]].to_numpy(),
+        hovertemplate="%{y} slower than %{x}: CI [%{customdata[2]:.2f}, %{customdata[3]:.2f}]<extra></extra>",
+    ))
+    fig.update_layout(title="Latency inversions: median(smaller) / median(larger)",
+                      xaxis_title="larger model", yaxis_title="smaller model", template="plotly_white")
+    return fig
+
+
+def sample_distributions(samples: pd.DataFrame, kind: str = "box") -> go.Figure:
+    """Raw sample distribution per cell (one box or violin per cell), customdata = cell_id.
+
+    `samples` needs cell_id and latency_ms; a `label` column (e.g. model name) names the
+    boxes, else the cell_id does. One trace per phase keeps the figure light.
+    """
+    if kind not in ("box", "violin"):
+        raise ValueError(f"kind must be 'box' or 'violin', got {kind!r}")
+    trace = go.Box if kind == "box" else go.Violin
+    label = samples["label"] if "label" in samples else samples["cell_id"]
+    fig = go.Figure()
+    phases = samples["phase"] if "phase" in samples else pd.Series("samples", index=samples.index)
+    for phase in pd.unique(phases):
+        sel = (phases == phase).to_numpy()
+        extra = {"boxpoints": False} if kind == "box" else {"points": False}
+        fig.add_trace(trace(x=label[sel].to_numpy(), y=samples["latency_ms"][sel].to_numpy(), name=str(phase),
+                            customdata=samples["cell_id"][sel].to_numpy()[:, None], **extra))
+    fig.update_layout(title="Sample distributions per cell", yaxis_title="latency (ms)", template="plotly_white",
+                      boxmode="group", violinmode="group")
+    return fig
+
+
+def regime_comparison(stats: pd.DataFrame, factor: str = "regime") -> go.Figure:
+    """Median latency vs params, one trace per regime (or backend), log axes, CI bars."""
+    fig = go.Figure()
+    frame = stats.assign(params_m=stats["params"] / 1e6)
+    for level, sub in frame.groupby(factor, sort=True):
+        sub = sub.sort_values("params_m")
+        fig.add_trace(_points(sub, "params_m", name=str(level), color_by_width=False))
+    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True)

@@ -1,0 +1,259 @@
+"""Depth vs width per group: which shape variable explains latency.
+
+Per group (cells equal in everything but shape) we fit OLS on cell medians with HC3
+errors, which stay honest when the spread grows with model size:
+
+- depth:        latency ~ depth               log: log latency ~ log depth
+- params:       latency ~ params (millions)   log: log latency ~ log params
+- depth+width:  latency ~ depth + width       log: log latency ~ log depth + log width
+
+log params is (nearly) log depth + 2 log width for these models, so it never shares a model
+with log depth or log width: that would make the coefficients unidentifiable.
+
+Verdict, per scale: "depth" when the depth coefficient's CI in depth+width excludes 0 and
+the depth-only model beats the params-only model clearly (AIC lower by at least
+`CLEAR_AIC_GAP` and a higher adjusted R^2); "params" symmetrically, with the params
+coefficient's CI excluding 0; otherwise "inconclusive", saying which condition failed. The
+group's verdict is the scales' common answer; when they disagree it is inconclusive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+
+from analysis.load import group_dict
+
+# Fewest distinct shapes for depth + width (3 coefficients) with 3 residual degrees of
+# freedom, so that HC3 errors and t intervals are not degenerate.
+MIN_SHAPES = 6
+MIN_DEPTHS = 3  # a line through two depths cannot show whether depth fits at all
+MIN_WIDTHS = 2
+# Burnham & Anderson: a model 10 AIC units worse has essentially no support.
+CLEAR_AIC_GAP = 10.0
+CONFIDENCE = 0.95
+BAND_POINTS = 40  # points per fitted line: smooth on a log axis, cheap to predict
+
+MODELS: dict[str, dict[str, str]] = {
+    "linear": {
+        "depth": "latency ~ depth",
+        "params": "latency ~ params_m",
+        "depth+width": "latency ~ depth + width",
+    },
+    "log": {
+        "depth": "log_latency ~ log_depth",
+        "params": "log_latency ~ log_params",
+        "depth+width": "log_latency ~ log_depth + log_width",
+    },
+}
+DEPTH_TERM = {"linear": "depth", "log": "log_depth"}
+PARAMS_TERM = {"linear": "params_m", "log": "log_params"}
+UNITS = {"linear": "ms per layer", "log": "elasticity"}
+
+
+@dataclass
+class GroupFit:
+    """Fits of one group. `bands` (fitted lines with CIs, in ms) stays out of `to_dict`."""
+
+    group: dict[str, Any]
+    group_id: str
+    status: str  # ok | too_few_shapes
+    message: str
+    n_cells: int
+    n_shapes: int
+    models: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
+    verdict: dict[str, str] = field(default_factory=dict)
+    bands: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (without the bands)."""
+        return {
+            "group": self.group, "group_id": self.group_id, "status": self.status,
+            "message": self.message, "n_cells": self.n_cells, "n_shapes": self.n_shapes,
+            "models": self.models, "verdicts": self.verdicts, "verdict": self.verdict,
+        }
+
+
+def design_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cell medians with the regressors both scales need."""
+    return pd.DataFrame(
+        {
+            "cell_id": cells["cell_id"].to_numpy(),
+            "latency": cells["median"].to_numpy(dtype=float),
+            "depth": cells["n_layer"].to_numpy(dtype=float),
+            "width": cells["n_embd"].to_numpy(dtype=float),
+            "params_m": cells["params"].to_numpy(dtype=float) / 1e6,
+            "log_latency": np.log(cells["median"].to_numpy(dtype=float)),
+            "log_depth": np.log(cells["n_layer"].to_numpy(dtype=float)),
+            "log_width": np.log(cells["n_embd"].to_numpy(dtype=float)),
+            "log_params": np.log(cells["params"].to_numpy(dtype=float)),
+        }
+    )
+
+
+def shape_shortfall(cells: pd.DataFrame) -> str | None:
+    """Why these cells cannot support the fits, with how many more shapes are needed; None if fine."""
+    shapes = cells[["n_layer", "n_embd"]].drop_duplicates()
+    n_shapes, n_depths, n_widths = len(shapes), shapes["n_layer"].nunique(), shapes["n_embd"].nunique()
+    problems = []
+    if n_shapes < MIN_SHAPES:
+        problems.append(
+            f"{n_shapes} distinct shapes (depth x width); depth + width needs at least {MIN_SHAPES}: "
+            f"measure {MIN_SHAPES - n_shapes} more"
+        )
+    if n_depths < MIN_DEPTHS:
+        problems.append(f"{n_depths} distinct depths; add {MIN_DEPTHS - n_depths} more depth(s)")
+    if n_widths < MIN_WIDTHS:
+        problems.append(f"{n_widths} distinct width(s); add {MIN_WIDTHS - n_widths} more width(s)")
+    if not problems:
+        design = np.column_stack([np.ones(n_shapes), np.log(shapes["n_layer"]), np.log(shapes["n_embd"])])
+        if np.linalg.matrix_rank(design) < 3:
+            problems.append(
+                "depth and width move together in these shapes (log width is a linear function of "
+                "log depth), so their effects cannot be separated: add shapes off that line"
+            )
+    if not problems:
+        return None
+    return "too few distinct shapes for a fit: " + "; ".join(problems) + "."
+
+
+def fit_group(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> GroupFit:
+    """Fit the three models on both scales for one group's cells (one row per cell)."""
+    group = group_dict(cells)
+    group_id = str(cells["group_id"].iloc[0]) if "group_id" in cells else ""
+    n_shapes = len(cells[["n_layer", "n_embd"]].drop_duplicates())
+    shortfall = shape_shortfall(cells)
+    if shortfall:
+        return GroupFit(group, group_id, "too_few_shapes", shortfall, len(cells), n_shapes)
+    data = design_frame(cells)
+    alpha = 1 - confidence
+    models, fits = [], {}
+    for scale, specs in MODELS.items():
+        for name, formula in specs.items():
+            res = smf.ols(formula, data).fit(cov_type="HC3")
+            fits[(scale, name)] = res
+            models.append(_model_record(scale, name, formula, res, alpha))
+    verdicts = {scale: _scale_verdict(scale, {n: fits[(scale, n)] for n in MODELS[scale]}, alpha) for scale in MODELS}
+    verdict = _combine(verdicts)
+    bands = _bands(data, fits, alpha)
+    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, bands)
+
+
+def fit_all(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> list[GroupFit]:
+    """`fit_group` for every group in a cell-stats frame, in group order."""
+    return [fit_group(g, confidence) for _, g in stats.groupby("group_id", sort=True)]
+
+
+def _model_record(scale: str, name: str, formula: str, res: Any, alpha: float) -> dict[str, Any]:
+    ci = res.conf_int(alpha)
+    coefficients = [
+        {
+            "term": term,
+            "estimate": float(res.params[term]),
+            "ci_low": float(ci.loc[term, 0]),
+            "ci_high": float(ci.loc[term, 1]),
+            "p_value": float(res.pvalues[term]),
+        }
+        for term in res.params.index
+    ]
+    return {
+        "scale": scale, "model": name, "formula": formula, "n": int(res.nobs),
+        "adj_r2": float(res.rsquared_adj), "aic": float(res.aic), "coefficients": coefficients,
+        "cov_type": "HC3",
+    }
+
+
+def _ci(res: Any, term: str, alpha: float) -> tuple[float, float, float]:
+    low, high = res.conf_int(alpha).loc[term]
+    return float(res.params[term]), float(low), float(high)
+
+
+def _scale_verdict(scale: str, fits: dict[str, Any], alpha: float) -> dict[str, str]:
+    depth, params, both = fits["depth"], fits["params"], fits["depth+width"]
+    gap = params.aic - depth.aic  # > 0: depth-only fits better
+    d_est, d_low, d_high = _ci(both, DEPTH_TERM[scale], alpha)
+    p_est, p_low, p_high = _ci(params, PARAMS_TERM[scale], alpha)
+    detail = (
+        f"{scale} scale: depth-only adj R^2 {depth.rsquared_adj:.3f}, AIC {depth.aic:.1f}; "
+        f"params-only adj R^2 {params.rsquared_adj:.3f}, AIC {params.aic:.1f}; "
+        f"depth coefficient in depth + width {d_est:.3g} [{d_low:.3g}, {d_high:.3g}] ({UNITS[scale]})"
+    )
+    depth_ci_clear = d_low > 0 or d_high < 0
+    params_ci_clear = p_low > 0 or p_high < 0
+    if gap >= CLEAR_AIC_GAP and depth.rsquared_adj > params.rsquared_adj and depth_ci_clear:
+        return {"winner": "depth", "text": f"depth explains latency better than parameter count here: {detail}", "detail": detail}
+    if -gap >= CLEAR_AIC_GAP and params.rsquared_adj > depth.rsquared_adj and params_ci_clear:
+        return {
+            "winner": "params",
+            "text": f"parameter count explains latency better than depth here: {detail}; "
+            f"params coefficient {p_est:.3g} [{p_low:.3g}, {p_high:.3g}]",
+            "detail": detail,
+        }
+    reasons = []
+    if abs(gap) < CLEAR_AIC_GAP:
+        reasons.append(f"AIC differs by only {abs(gap):.1f} (< {CLEAR_AIC_GAP:g})")
+    elif (gap > 0) != (depth.rsquared_adj > params.rsquared_adj):
+        reasons.append("AIC and adjusted R^2 disagree")
+    elif gap > 0 and not depth_ci_clear:
+        reasons.append("the depth coefficient's CI includes 0 once width is in the model")
+    elif gap < 0 and not params_ci_clear:
+        reasons.append("the params coefficient's CI includes 0")
+    return {"winner": "inconclusive", "text": f"inconclusive ({'; '.join(reasons)}): {detail}", "detail": detail}
+
+
+def _combine(verdicts: dict[str, dict[str, str]]) -> dict[str, str]:
+    winners = {v["winner"] for v in verdicts.values()}
+    decided = winners - {"inconclusive"}
+    details = "; ".join(v["detail"] for v in verdicts.values())
+    if len(decided) == 1:
+        winner = decided.pop()
+        scales = [s for s, v in verdicts.items() if v["winner"] == winner]
+        lead = verdicts[scales[0]]["text"].split(": ", 1)[0]
+        others = [s for s in verdicts if s not in scales]
+        where = (
+            f"on the {', '.join(scales)} scale only ({', '.join(others)} inconclusive)"
+            if others else "linear and log-log scales agree"
+        )
+        return {"winner": winner, "text": f"{lead} ({where}): {details}"}
+    if len(decided) > 1:
+        return {"winner": "inconclusive", "text": f"inconclusive: the linear and log-log scales disagree: {details}"}
+    reasons = "; ".join(f"{s}: {v['text'].split(': ', 1)[0].removeprefix('inconclusive ')}" for s, v in verdicts.items())
+    return {"winner": "inconclusive", "text": f"inconclusive on both scales ({reasons}): {details}"}
+
+
+def _bands(data: pd.DataFrame, fits: dict[tuple[str, str], Any], alpha: float) -> pd.DataFrame:
+    """Fitted lines with CI (and observation) bands, in ms, for plotting.
+
+    On the log scale the line and its band are exp of a mean of log latency: a CI of the
+    (geometric) median, not of the mean. Observation intervals use the model's residual
+    variance, not HC3: they are not robust and are kept for reference only.
+    """
+    depth_grid = np.geomspace(data["depth"].min(), data["depth"].max(), BAND_POINTS)
+    params_grid = np.geomspace(data["params_m"].min(), data["params_m"].max(), BAND_POINTS)
+    widths = np.sort(data["width"].unique())
+    grids = {
+        "depth": pd.DataFrame({"depth": depth_grid, "width": np.nan, "params_m": np.nan}),
+        "params": pd.DataFrame({"depth": np.nan, "width": np.nan, "params_m": params_grid}),
+        "depth+width": pd.DataFrame(
+            {"depth": np.tile(depth_grid, len(widths)), "width": np.repeat(widths, BAND_POINTS), "params_m": np.nan}
+        ),
+    }
+    parts = []
+    for (scale, name), res in fits.items():
+        grid = grids[name].copy()
+        grid["log_depth"] = np.log(grid["depth"])
+        grid["log_width"] = np.log(grid["width"])
+        grid["log_params"] = np.log(grid["params_m"] * 1e6)
+        frame = res.get_prediction(grid).summary_frame(alpha=alpha)
+        cols = ["mean", "mean_ci_lower", "mean_ci_upper", "obs_ci_lower", "obs_ci_upper"]
+        values = np.exp(frame[cols].to_numpy()) if scale == "log" else frame[cols].to_numpy()
+        out = grid[["depth", "width", "params_m"]].copy()
+        out[cols] = values
+        out.insert(0, "model", name)
+        out.insert(0, "scale", scale)
+        parts.append(out)
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,129 @@
+"""Headless report: everything the analysis says about a store, as a dict and as text.
+
+Two functions, the whole interface the CLI (`python -m runner analyze --db PATH [--json]`)
+needs:
+
+    analyze(con, *, n_resamples=2000, seed=0, **filters) -> dict
+        con: a DuckDB connection to a store (read-only is fine).
+        filters: column=value or column=[values], e.g. regime="...", backend="hf-sdpa",
+            phase="decode", batch_size=1 (see analysis.load.FILTER_COLUMNS); only ok cells.
+        Returns a JSON-serialisable dict (NaN as None):
+            filters       the filters applied
+            cell_stats    {n_cells, n_rows, n_samples, phases, median_cv, high_cv, cells: [...]}
+                          cells: one record per (cell, phase) with n, median, CI, cv, p5, p95, tokens/s
+            regressions   [{group, group_id, status, message, n_cells, n_shapes, models, verdicts, verdict}]
+            inversions    {n_inverted_pairs, n_significant, headlines: [{group_id, text}], significant: [...]}
+            regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
+            backends      same shape as regimes, comparing backends within a regime
+
+    format_text(result) -> str
+        Readable tables of the same dict, for a terminal.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from analysis.inversions import find_inversions, inversions_summary
+from analysis.regimes import compare
+from analysis.regression import fit_all
+from analysis.stats import compute_cell_stats, summarize
+
+CELL_RECORD_COLUMNS = (
+    "cell_id", "phase", "group_id", "model_name", "n_layer", "n_embd", "params", "n", "median",
+    "median_ci_low", "median_ci_high", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
+)
+
+
+def analyze(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    **filters: Any,
+) -> dict[str, Any]:
+    """Cell statistics, regressions per group, inversions and regime/backend comparisons."""
+    stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
+    frame = stats.frame
+    summary = summarize(frame)
+    summary["cells"] = frame[list(CELL_RECORD_COLUMNS)].to_dict("records") if len(frame) else []
+    result = {
+        "filters": filters,
+        "cell_stats": summary,
+        "regressions": [fit.to_dict() for fit in fit_all(frame)] if len(frame) else [],
+        "inversions": inversions_summary(find_inversions(stats)) if len(frame) else inversions_summary(pd.DataFrame(columns=["group_id", "significant", "ratio_ci_low"])),
+        "regimes": compare(frame, "regime"),
+        "backends": compare(frame, "backend"),
+    }
+    return _jsonable(result)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain Python types only; NaN and NA become None so the JSON is strict."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if value is pd.NA or value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _table(records: list[dict[str, Any]], columns: list[str], floatfmt: str = "{:.4g}") -> str:
+    if not records:
+        return "  (none)"
+    frame = pd.DataFrame(records)[columns]
+    return frame.to_string(index=False, float_format=lambda x: floatfmt.format(x))
+
+
+def format_text(result: dict[str, Any]) -> str:
+    """Readable text for a terminal: the same content as `analyze`, as sections and tables."""
+    lines: list[str] = []
+    cs = result["cell_stats"]
+    lines += ["== Cell statistics ==", f"{cs['n_cells']} ok cells, {cs['n_rows']} cell-phases, {cs['n_samples']} samples"]
+    if cs["n_rows"]:
+        lines.append(f"median CV {cs['median_cv']:.3f}; phases: " + ", ".join(f"{k} {v}" for k, v in cs["phases"].items()))
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for rec in cs["cells"]:
+            by_group.setdefault(rec["group_id"], []).append(rec)
+        for group_id, recs in sorted(by_group.items()):
+            recs = sorted(recs, key=lambda r: (r["params"] or 0, r["cell_id"]))
+            lines.append(f"-- {group_id}")
+            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci_low", "median_ci_high", "cv", "tokens_per_s"]))
+    lines += ["", "== Depth vs width, per group =="]
+    for reg in result["regressions"]:
+        lines.append(f"-- {reg['group_id']} ({reg['n_cells']} cells, {reg['n_shapes']} shapes)")
+        lines.append(f"   {reg['message']}")
+        if reg["status"] != "ok":
+            continue
+        rows = [
+            {"scale": m["scale"], "model": m["model"], "term": c["term"], "estimate": c["estimate"],
+             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "adj_r2": m["adj_r2"], "aic": m["aic"]}
+            for m in reg["models"] for c in m["coefficients"] if c["term"] != "Intercept"
+        ]
+        lines.append(_table(rows, ["scale", "model", "term", "estimate", "ci_low", "ci_high", "adj_r2", "aic"]))
+    inv = result["inversions"]
+    lines += ["", "== Latency inversions (smaller model slower) ==",
+              f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant (ratio CI above 1)"]
+    lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
+    if inv["significant"]:
+        lines.append(_table(inv["significant"][:20], ["model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
+    for key, title in (("regimes", "Across regimes"), ("backends", "Across backends")):
+        lines += ["", f"== {title} =="]
+        if not result[key]:
+            lines.append("  (no cells)")
+        for comp in result[key]:
+            c = comp["comparison"]
+            lines.append("-- " + ", ".join(f"{k}={v}" for k, v in c.items()))
+            lines.append(f"   {comp['message']}")
+            if comp["levels"]:
+                lines.append(_table(comp["levels"], ["level", "n_cells", "depth_effect", "depth_ci_low", "depth_ci_high", "width_effect"]))
+    return "\n".join(lines)
