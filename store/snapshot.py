@@ -1,0 +1,265 @@
+"""Snapshots: export a selection of the store, merge one into a store, or open one in memory.
+
+A snapshot is how measurements travel between machines and how the hosted dashboard gets
+its data, so import is strict (see store.snapshot_read) and merging is idempotent: runs,
+cells and samples are keyed, rows already present are left alone, and the only update is a
+run that was still `running` when one snapshot was taken and has since ended.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store.db import connect_memory
+from store.schema import SCHEMA_VERSION, TABLES, table_columns
+from store.snapshot_manifest import (
+    MANIFEST_NAME, SNAPSHOT_FORMAT_VERSION, Manifest, SnapshotError, table_file, tool_version,
+)
+from store.snapshot_read import (
+    LOCAL_LIMITS, TABLE_KEYS, UPLOAD_LIMITS, Limits, LoadedSnapshot, load_snapshot,
+)
+
+__all__ = [
+    "SNAPSHOT_FORMAT_VERSION", "Manifest", "ImportReport", "SnapshotError", "Limits",
+    "LOCAL_LIMITS", "UPLOAD_LIMITS", "export_snapshot", "export_snapshot_bytes",
+    "import_snapshot", "open_snapshot", "open_snapshot_bytes",
+]
+
+
+def _q(name: str) -> str:
+    """Quote an identifier; only ever applied to names from the store's own schema."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- export ---------------------------------------------------------------------------
+
+def _selection(con: duckdb.DuckDBPyConnection, regimes, run_ids, backends) -> dict[str, pa.Table]:
+    """The rows a filtered export holds: runs by regime and id, cells by backend, and
+    only runs that keep at least one cell when a backend filter is given."""
+    params = {
+        "regimes": None if regimes is None else sorted(regimes),
+        "run_ids": None if run_ids is None else sorted(run_ids),
+        "backends": None if backends is None else sorted(backends),
+    }
+    cell_ok = "($backends::VARCHAR[] IS NULL OR list_contains($backends::VARCHAR[], c.backend))"
+    run_ok = (
+        "($regimes::VARCHAR[] IS NULL OR list_contains($regimes::VARCHAR[], r.regime)) AND "
+        "($run_ids::VARCHAR[] IS NULL OR list_contains($run_ids::VARCHAR[], r.run_id))"
+    )
+    cells_where = f"c.run_id IN (SELECT r.run_id FROM runs r WHERE {run_ok}) AND {cell_ok}"
+    queries = {
+        "runs": f"SELECT r.* FROM runs r WHERE {run_ok} AND ($backends::VARCHAR[] IS NULL OR "
+                f"r.run_id IN (SELECT c.run_id FROM cells c WHERE {cell_ok})) ORDER BY r.run_id",
+        "cells": f"SELECT c.* FROM cells c WHERE {cells_where} ORDER BY c.cell_id",
+        "samples": f"SELECT s.* FROM samples s WHERE s.cell_id IN "
+                   f"(SELECT c.cell_id FROM cells c WHERE {cells_where}) "
+                   "ORDER BY s.cell_id, s.phase, s.rep, s.step",
+    }
+    out = {}
+    for table, sql in queries.items():
+        # Bind only the parameters a query uses: DuckDB refuses unused named parameters.
+        used = {k: v for k, v in params.items() if f"${k}" in sql}
+        out[table] = con.sql(sql, params=used or None).to_arrow_table()
+    return out
+
+
+def _snapshot_files(con, regimes, run_ids, backends) -> tuple[Manifest, dict[str, bytes]]:
+    tables = _selection(con, regimes, run_ids, backends)
+    files = {}
+    for table, tbl in tables.items():
+        buf = io.BytesIO()
+        pq.write_table(tbl, buf, compression="zstd")
+        files[table_file(table)] = buf.getvalue()
+    manifest = Manifest(
+        created_at=Manifest.now(),
+        tool_version=tool_version(),
+        schema_version=SCHEMA_VERSION,
+        regimes=sorted(set(tables["runs"]["regime"].to_pylist())),
+        row_counts={t: tbl.num_rows for t, tbl in tables.items()},
+        files={n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()},
+        filters={"regimes": regimes and sorted(regimes), "run_ids": run_ids and sorted(run_ids),
+                 "backends": backends and sorted(backends)},
+    )
+    return manifest, files
+
+
+def _zip_bytes(manifest: Manifest, files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            # Parquet is zstd inside already: store it rather than deflate it again.
+            zf.writestr(name, data, compress_type=zipfile.ZIP_STORED)
+        zf.writestr(MANIFEST_NAME, manifest.to_json(), compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def export_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    out: str | Path,
+    *,
+    regimes: Sequence[str] | None = None,
+    run_ids: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None,
+) -> Manifest:
+    """Write a snapshot to `out`: a single zip when it ends in .zip, else a directory.
+
+    Filters select runs (by regime, by id), then their cells (by backend) and samples;
+    None means no filter. Works on a read-only connection: it only reads the store.
+    """
+    out = Path(out)
+    manifest, files = _snapshot_files(con, regimes, run_ids, backends)
+    if out.suffix.lower() == ".zip":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Write beside the target and rename, so a reader never sees half a zip.
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_zip_bytes(manifest, files))
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    # Manifest out first and back last: an interrupted export fails its checks on import.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    (out / MANIFEST_NAME).write_bytes(manifest.to_json())
+    return manifest
+
+
+def export_snapshot_bytes(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    regimes: Sequence[str] | None = None,
+    run_ids: Sequence[str] | None = None,
+    backends: Sequence[str] | None = None,
+) -> bytes:
+    """The zip of a snapshot, built in memory: what a download button hands out."""
+    return _zip_bytes(*_snapshot_files(con, regimes, run_ids, backends))
+
+
+# --- import ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What a merge did, per table: rows added, rows already there, runs updated."""
+
+    manifest: Manifest
+    added: dict[str, int] = field(default_factory=dict)
+    present: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(self.added.values()) or any(self.updated.values())
+
+    def __str__(self) -> str:
+        parts = [f"{t}: +{self.added[t]} new, {self.present[t]} present"
+                 + (f", {self.updated[t]} updated" if self.updated.get(t) else "")
+                 for t in TABLES]
+        return "; ".join(parts)
+
+
+def _register(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot) -> dict[str, str]:
+    names = {t: f"_shapebench_snapshot_{t}" for t in TABLES}
+    for t, name in names.items():
+        con.register(name, snap.tables[t])
+    return names
+
+
+def _merge(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot, src: dict[str, str]) -> ImportReport:
+    added, present, updated = {}, {}, {}
+    cols = {t: table_columns(con, t) for t in TABLES}
+    # A run snapshotted while running, now ended: take the ended row (finished_at, status).
+    set_cols = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in cols["runs"] if c != "run_id")
+    updated["runs"] = con.execute(
+        f"UPDATE runs SET {set_cols} FROM {src['runs']} s "
+        "WHERE runs.run_id = s.run_id AND runs.status = 'running' AND s.status <> 'running'"
+    ).fetchall()[0][0]
+    for t in TABLES:
+        col_list = ", ".join(_q(c) for c in cols[t])
+        match = " AND ".join(f"d.{_q(k)} = s.{_q(k)}" for k in TABLE_KEYS[t])
+        added[t] = con.execute(
+            f"INSERT INTO {t} ({col_list}) SELECT {', '.join('s.' + _q(c) for c in cols[t])} "
+            f"FROM {src[t]} s WHERE NOT EXISTS (SELECT 1 FROM {t} d WHERE {match})"
+        ).fetchall()[0][0]
+        present[t] = snap.tables[t].num_rows - added[t] - updated.get(t, 0)
+    updated.setdefault("cells", 0)
+    updated.setdefault("samples", 0)
+    return ImportReport(snap.manifest, added, present, updated)
+
+
+def import_snapshot(
+    con: duckdb.DuckDBPyConnection, path: str | Path | bytes, *, limits: Limits = LOCAL_LIMITS
+) -> ImportReport:
+    """Merge a snapshot (directory, .zip, or zip bytes) into the store, all or nothing.
+
+    Everything is validated against this store's own schema before the store is touched;
+    refusals raise SnapshotError with a one-line reason and leave the store as it was.
+    """
+    columns = {t: table_columns(con, t) for t in TABLES}
+    snap = load_snapshot(path, columns, limits)
+    src = _register(con, snap)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            report = _merge(con, snap, src)
+            con.execute("COMMIT")
+        except duckdb.Error as e:
+            con.execute("ROLLBACK")
+            raise SnapshotError(f"import failed, store unchanged: {str(e).splitlines()[0]}") from None
+    finally:
+        for name in src.values():
+            con.unregister(name)
+    return report
+
+
+# --- open in memory -------------------------------------------------------------------
+
+def _open(source: str | Path | bytes, limits: Limits) -> duckdb.DuckDBPyConnection:
+    con = connect_memory()
+    try:
+        snap = load_snapshot(source, {t: table_columns(con, t) for t in TABLES}, limits)
+        src = _register(con, snap)
+        for t in TABLES:
+            cols = ", ".join(_q(c) for c in table_columns(con, t))
+            con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {src[t]}")
+            con.unregister(src[t])
+    except duckdb.Error as e:
+        con.close()
+        raise SnapshotError(f"snapshot does not fit the store: {str(e).splitlines()[0]}") from None
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def open_snapshot(path: str | Path, *, limits: Limits = LOCAL_LIMITS) -> duckdb.DuckDBPyConnection:
+    """An in-memory store holding a snapshot's tables: no file lock, nothing written to disk."""
+    return _open(path, limits)
+
+
+def open_snapshot_bytes(
+    data: bytes, max_bytes: int = UPLOAD_LIMITS.max_bytes, *, limits: Limits | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open an uploaded snapshot zip from memory; `max_bytes` bounds the upload itself."""
+    limits = limits or Limits(
+        max_bytes=max_bytes,
+        max_uncompressed=UPLOAD_LIMITS.max_uncompressed,
+        max_ratio=UPLOAD_LIMITS.max_ratio,
+    )
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotError("an upload must be bytes")
+    return _open(bytes(data), limits)
