@@ -43,14 +43,19 @@ def _q(name: str) -> str:
 
 # --- export ---------------------------------------------------------------------------
 
+def _as_list(values: Sequence[str] | None) -> list[str] | None:
+    """A filter as a sorted list; a bare string would silently filter on its characters."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise ValueError(f"a filter takes a list of names, got the string {values!r}")
+    return sorted(values)
+
+
 def _selection(con: duckdb.DuckDBPyConnection, regimes, run_ids, backends) -> dict[str, pa.Table]:
     """The rows a filtered export holds: runs by regime and id, cells by backend, and
     only runs that keep at least one cell when a backend filter is given."""
-    params = {
-        "regimes": None if regimes is None else sorted(regimes),
-        "run_ids": None if run_ids is None else sorted(run_ids),
-        "backends": None if backends is None else sorted(backends),
-    }
+    params = {"regimes": _as_list(regimes), "run_ids": _as_list(run_ids), "backends": _as_list(backends)}
     cell_ok = "($backends::VARCHAR[] IS NULL OR list_contains($backends::VARCHAR[], c.backend))"
     run_ok = (
         "($regimes::VARCHAR[] IS NULL OR list_contains($regimes::VARCHAR[], r.regime)) AND "
@@ -87,8 +92,8 @@ def _snapshot_files(con, regimes, run_ids, backends) -> tuple[Manifest, dict[str
         regimes=sorted(set(tables["runs"]["regime"].to_pylist())),
         row_counts={t: tbl.num_rows for t, tbl in tables.items()},
         files={n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()},
-        filters={"regimes": regimes and sorted(regimes), "run_ids": run_ids and sorted(run_ids),
-                 "backends": backends and sorted(backends)},
+        filters={"regimes": _as_list(regimes), "run_ids": _as_list(run_ids),
+                 "backends": _as_list(backends)},
     )
     return manifest, files
 

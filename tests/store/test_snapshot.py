@@ -154,3 +154,18 @@ def test_open_snapshot_holds_the_tables_in_memory(store, tmp_path, dump_store):
 def test_report_reads_as_one_line(store):
     report = import_snapshot(connect_memory(), export_snapshot_bytes(store))
     assert "\n" not in str(report) and "runs: +2 new" in str(report)
+
+
+def test_a_filter_given_as_a_bare_string_is_an_error(store):
+    with pytest.raises(ValueError, match="list of names"):
+        export_snapshot_bytes(store, backends="hf-sdpa")
+
+
+def test_parquet_written_by_duckdb_copy_is_accepted(store, tmp_path, forge, dump_store):
+    """DuckDB tags JSON columns as arrow.json and marks NOT NULL: both must read back."""
+    files = forge.unzip(export_snapshot_bytes(store))
+    for table in ("runs", "cells", "samples"):
+        path = tmp_path / f"{table}.parquet"
+        store.execute(f"COPY {table} TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+        files[path.name] = path.read_bytes()
+    assert dump_store(open_snapshot_bytes(forge.rezip(files))) == dump_store(store)
