@@ -90,6 +90,8 @@ def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str
         "model_name_b", "params_b", "n_layer_b", "n_embd_b", "median_b",
         "ratio", "ratio_ci_low", "ratio_ci_high", "significant", "rank",
     ]
+    if inversions.empty:
+        return {"n_inverted_pairs": 0, "n_significant": 0, "headlines": [], "significant": []}
     heads = headlines(inversions)
     sig = inversions[inversions["significant"]].sort_values("ratio_ci_low", ascending=False)
     return {

@@ -55,7 +55,7 @@ def analyze(
         "filters": filters,
         "cell_stats": summary,
         "regressions": [fit.to_dict() for fit in fit_all(frame)] if len(frame) else [],
-        "inversions": inversions_summary(find_inversions(stats)) if len(frame) else inversions_summary(pd.DataFrame(columns=["group_id", "significant", "ratio_ci_low"])),
+        "inversions": inversions_summary(find_inversions(stats)),
         "regimes": compare(frame, "regime"),
         "backends": compare(frame, "backend"),
     }

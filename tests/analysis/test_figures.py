@@ -1,0 +1,85 @@
+"""Figures: checked on the figure object, traces and data, no browser."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import pandas as pd
+
+from analysis.figures import (
+    WEBGL_THRESHOLD, coefficient_plot, inversion_heatmap, latency_vs_depth, latency_vs_params,
+    regime_comparison, sample_distributions,
+)
+from analysis.inversions import pair_ratios
+from analysis.load import load_samples
+from analysis.regimes import compare
+from analysis.regression import fit_group
+
+
+def _decode(stats):
+    return stats.frame[stats.frame["phase"] == "decode"]
+
+
+def test_latency_vs_params_has_points_with_ci_bars_and_a_fitted_band(depth_stats):
+    cells = _decode(depth_stats)
+    fig = latency_vs_params(cells, fit_group(cells).bands)
+    points = fig.data[0]
+    assert isinstance(points, go.Scatter) and points.mode == "markers"
+    np.testing.assert_allclose(points.y, cells["median"])
+    np.testing.assert_allclose(points.error_y.array, cells["median_ci_high"] - cells["median"])
+    assert list(points.customdata[:, 0]) == list(cells["cell_id"])
+    np.testing.assert_array_equal(points.marker.color, cells["n_embd"])
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    names = [t.name for t in fig.data]
+    assert "params-only fit (log)" in names and any(t.fill == "tonexty" for t in fig.data)
+
+
+def test_latency_vs_depth_draws_one_fitted_line_per_width(depth_stats):
+    cells = _decode(depth_stats)
+    fig = latency_vs_depth(cells, fit_group(cells).bands)
+    lines = [t for t in fig.data if t.name and t.name.startswith("depth + width fit") and t.mode == "lines" and t.fill is None and t.showlegend is not False]
+    assert len(lines) == cells["n_embd"].nunique()
+    np.testing.assert_array_equal(fig.data[0].x, cells["n_layer"])
+
+
+def test_many_points_switch_to_webgl(depth_stats):
+    cells = _decode(depth_stats)
+    many = pd.concat([cells] * (WEBGL_THRESHOLD // len(cells) + 1), ignore_index=True)
+    assert isinstance(latency_vs_params(many).data[0], go.Scattergl)
+
+
+def test_coefficient_plot_shows_each_regime_with_its_ci(two_regime_stats):
+    comps = compare(two_regime_stats.frame, "regime")
+    fig = coefficient_plot(comps)
+    assert len(fig.data) == len(comps)
+    trace = fig.data[0]
+    assert list(trace.y) == ["fast-launch", "slow-launch"]
+    np.testing.assert_allclose(trace.x, [lv["depth_effect"] for lv in comps[0]["levels"]])
+    np.testing.assert_allclose(trace.error_x.array, [lv["depth_ci_high"] - lv["depth_effect"] for lv in comps[0]["levels"]])
+
+
+def test_inversion_heatmap_rows_smaller_columns_larger_and_marks_significant(depth_stats):
+    cells = depth_stats.frame[depth_stats.frame["phase"] == "decode"]
+    pairs = pair_ratios(depth_stats, inversions_only=False)
+    pairs = pairs[pairs["group_id"] == cells["group_id"].iloc[0]]
+    fig = inversion_heatmap(pairs)
+    heat, marks = fig.data
+    assert isinstance(heat, go.Heatmap)
+    row, col = list(heat.y).index("24x64"), list(heat.x).index("1x128")
+    expected = pairs[(pairs["model_name_a"] == "24x64") & (pairs["model_name_b"] == "1x128")]["ratio"].iloc[0]
+    assert heat.z[row][col] == expected > 1
+    assert len(marks.x) == int(pairs["significant"].sum()) > 0
+
+
+def test_sample_distributions_one_box_per_phase_with_cell_ids(depth_store):
+    samples = load_samples(depth_store, {"n_layer": 1})
+    fig = sample_distributions(samples)
+    assert {t.name for t in fig.data} == {"prefill", "decode", "e2e"}
+    assert all(isinstance(t, go.Box) for t in fig.data)
+    assert sum(len(t.y) for t in fig.data) == len(samples)
+    assert set(fig.data[0].customdata[:, 0]) <= set(samples["cell_id"])
+    assert isinstance(sample_distributions(samples, kind="violin").data[0], go.Violin)
+
+
+def test_regime_comparison_has_one_trace_per_regime(two_regime_stats):
+    fig = regime_comparison(two_regime_stats.frame[two_regime_stats.frame["backend"] == "hf-eager"])
+    assert [t.name for t in fig.data] == ["fast-launch", "slow-launch"]
