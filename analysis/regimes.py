@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from analysis.load import GROUP_KEYS, E2E_GROUP_KEYS
+from analysis.load import GROUP_KEYS
 from analysis.regression import CONFIDENCE, shape_shortfall
 
 FORMULA = "log_latency ~ log_depth * C(level) + log_width * C(level)"

@@ -1,11 +1,8 @@
 """Depth vs width: the fits recover a known law and the verdict names what drives latency."""
 from __future__ import annotations
 
-import pandas as pd
-import pytest
-
-from analysis.regression import MIN_SHAPES, MODELS, fit_all, fit_group
-from analysis.synthetic import SyntheticPlan, depth_width_law
+from analysis.regression import MIN_SHAPES, MODELS, fit_all
+from analysis.synthetic import SyntheticPlan
 
 from .conftest import DEPTH_LAW, make_stats
 
@@ -71,7 +68,7 @@ def test_too_few_shapes_gives_a_message_with_how_many_more_not_a_fit():
     plan = SyntheticPlan(shapes=((1, 64), (2, 128), (4, 64), (8, 128)), phases=("decode",), reps=2)
     fit = _decode_fit(make_stats(plan))
     assert fit.status == "too_few_shapes"
-    assert f"4 distinct shapes" in fit.message and f"measure {MIN_SHAPES - 4} more" in fit.message
+    assert "4 distinct shapes" in fit.message and f"measure {MIN_SHAPES - 4} more" in fit.message
     assert fit.models == [] and fit.bands.empty
 
 
