@@ -86,7 +86,7 @@ def headline_text(row: pd.Series) -> str:
 def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str, Any]:
     """JSON-ready: counts, headlines per group, and the top significant pairs."""
     cols = [
-        "group_id", "model_name_a", "params_a", "n_layer_a", "n_embd_a", "median_a",
+        "group_id", "regime", "backend", "phase", "model_name_a", "params_a", "n_layer_a", "n_embd_a", "median_a",
         "model_name_b", "params_b", "n_layer_b", "n_embd_b", "median_b",
         "ratio", "ratio_ci_low", "ratio_ci_high", "significant", "rank",
     ]

@@ -115,7 +115,7 @@ def format_text(result: dict[str, Any]) -> str:
               f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant (ratio CI above 1)"]
     lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
     if inv["significant"]:
-        lines.append(_table(inv["significant"][:20], ["model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
+        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
     for key, title in (("regimes", "Across regimes"), ("backends", "Across backends")):
         lines += ["", f"== {title} =="]
         if not result[key]:
