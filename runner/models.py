@@ -200,10 +200,12 @@ def build_model(
             trust_remote_code=False,
         )
     else:
+        # Initialise in float32 and cast: initialising directly in bfloat16 draws different
+        # weights from the same seed, and the correctness gate needs the same model.
         torch.manual_seed(seed)
         model = GPT2LMHeadModel._from_config(
-            hf_config(spec), attn_implementation=attn_implementation, dtype=dtype
-        )
+            hf_config(spec), attn_implementation=attn_implementation, dtype=torch.float32
+        ).to(dtype)
     return model.to(device).eval()
 
 

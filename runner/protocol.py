@@ -153,6 +153,29 @@ def _measure(cell, settings, seed, references, backend) -> CellResult:
         tolerance=settings.warmup_tolerance,
     )
 
+    # No garbage-collector pauses inside timed regions: a collection triggered by the
+    # Python objects of one step would land on a random sample as a multi-ms outlier.
+    gc.collect()
+    gc.disable()
+    try:
+        _timed_phases(session, cell, settings, input_ids, result, device)
+    finally:
+        gc.enable()
+
+    after = telemetry.read_gpu() if device == "cuda" else None
+    if before is not None:
+        result.telemetry = {"before": before, "after": after}
+    if reference is not None:
+        t_check = time.perf_counter()
+        result.correctness = correctness.compare(session, reference, cell.dtype, device)
+        result.check_s = time.perf_counter() - t_check
+    session.close()
+    result.flags = integrity_flags(result, settings)
+    return result
+
+
+def _timed_phases(session, cell: Cell, settings: MeasureSettings, input_ids, result: CellResult, device: str) -> None:
+    """Prefill, decode and e2e samples, in that order, each region timed on its own."""
     measured_start = time.perf_counter()
     timer = make_timer(device)
     for _ in range(settings.prefill_reps):
@@ -179,16 +202,6 @@ def _measure(cell, settings, seed, references, backend) -> CellResult:
     synchronize(device)
     result.measured_s = time.perf_counter() - measured_start
 
-    after = telemetry.read_gpu() if device == "cuda" else None
-    if before is not None:
-        result.telemetry = {"before": before, "after": after}
-    if reference is not None:
-        t_check = time.perf_counter()
-        result.correctness = correctness.compare(session, reference, cell.dtype, device)
-        result.check_s = time.perf_counter() - t_check
-    session.close()
-    result.flags = integrity_flags(result, settings)
-    return result
 
 
 def _cv(values: list[float]) -> float:
