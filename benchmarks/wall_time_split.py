@@ -10,11 +10,29 @@ from datetime import datetime
 from pathlib import Path
 
 
+def _active_seconds(run_path: Path) -> float:
+    """Sum of the run's active segments (a resumed run has several), from events.jsonl."""
+    total, opened = 0.0, None
+    for line in (run_path / "events.jsonl").read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event["event"] in ("run_started", "segment_started"):
+            opened = opened if opened is not None else event["ts"]
+        elif event["event"] in ("run_interrupted", "run_finished") and opened is not None:
+            total += event["ts"] - opened
+            opened = None
+    return total
+
+
 def split(run_path: Path) -> dict[str, float]:
     meta = json.loads((run_path / "meta.json").read_text())
     if not meta.get("finished_at"):
         raise SystemExit(f"{run_path}: run not finished (status {meta.get('status')})")
-    wall = (datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])).total_seconds()
+    wall = _active_seconds(run_path) or (
+        datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])
+    ).total_seconds()
     parts = {"setup": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}
     for path in (run_path / "cells").glob("*.json"):
         cell = json.loads(path.read_text())

@@ -102,6 +102,9 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
     total = len(planned)
     references = ReferenceCache()
     run.update_meta(status="running", finished_at=None)
+    # Wall-time accounting sums the segments between this event and the next
+    # run_interrupted/run_finished, so a resumed run's idle gap is not counted.
+    run.event("segment_started", done=len(done), total=total)
     try:
         for entry in planned:
             if entry["key"] in done:
