@@ -84,7 +84,7 @@ class MeasureSettings(BaseModel):
     warmup_window: int = Field(default=5, ge=2, description="iterations per median window")
     warmup_tolerance: float = Field(default=0.05, gt=0, description="relative change of window medians counted as stable")
     min_samples: int = Field(default=10, ge=2, description="below this a phase is flagged too-few-samples")
-    cv_threshold: float = Field(default=0.10, gt=0, description="coefficient of variation above this is flagged")
+    cv_threshold: float = Field(default=0.10, gt=0, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
     profile: bool = Field(default=False, description="count kernels/operators after the timed phases")
 

@@ -41,14 +41,23 @@ def mark_own(index: int = 0) -> None:
     _own_pids = _gpu_pids(index) - (_baseline_pids or set())
 
 
-def _nvml():
-    try:
-        import pynvml
+_NVML = None
+_NVML_TRIED = False
 
-        pynvml.nvmlInit()
-        return pynvml
-    except Exception:  # noqa: BLE001 - no driver or no library: telemetry is simply absent
-        return None
+
+def _nvml():
+    """pynvml, initialised once per process (nvmlInit is slow), or None without a driver."""
+    global _NVML, _NVML_TRIED
+    if not _NVML_TRIED:
+        _NVML_TRIED = True
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _NVML = pynvml
+        except Exception:  # noqa: BLE001 - no driver or no library: telemetry is simply absent
+            _NVML = None
+    return _NVML
 
 
 def read_gpu(index: int = 0) -> dict | None:
