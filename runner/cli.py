@@ -47,7 +47,14 @@ def _ingest(db: Path, run_path: Path) -> None:
     from store.db import connect
     from store.ingest import ingest_run_dir
 
-    con = connect(db)
+    try:
+        con = connect(db)
+    except Exception as error:  # noqa: BLE001 - DuckDB allows one writer: the dashboard may hold it
+        console.print(
+            f"[yellow]not ingested[/yellow]: {db} is busy ({str(error).splitlines()[0][:120]}); "
+            f"the run directory {run_path} is complete and the dashboard (or `python -m runner ingest`) will ingest it"
+        )
+        return
     try:
         report = ingest_run_dir(con, run_path)
     finally:
@@ -187,6 +194,108 @@ def ingest(
     finally:
         con.close()
     out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}")
+
+
+def _open_dataset(db: Optional[Path], snapshot: Optional[Path]):
+    from store.dataset import open_read_only, resolve
+    from store.snapshot import SnapshotError
+
+    dataset = resolve(db, snapshot)
+    try:
+        return dataset, open_read_only(dataset)
+    except (FileNotFoundError, SnapshotError) as error:
+        _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - e.g. the file is locked by a running dashboard
+        _fail(f"cannot open {dataset.label}: {str(error).splitlines()[0]}")
+
+
+@app.command()
+def analyze(
+    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb, else the bundled snapshot)"),
+    snapshot: Optional[Path] = typer.Option(None, help="analyse a snapshot (directory or .zip) instead"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
+    backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
+    phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
+    dtype: Optional[list[str]] = typer.Option(None, help="only these dtypes (repeatable)"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+) -> None:
+    """Regressions, inversions and the regime comparison, as text or JSON."""
+    from analysis.report import analyze as run_analysis
+    from analysis.report import format_text
+
+    dataset, con = _open_dataset(db, snapshot)
+    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "dtype": dtype}.items() if v}
+    try:
+        result = run_analysis(con, seed=seed, **filters)
+    except ValueError as error:
+        _fail(str(error))
+    finally:
+        con.close()
+    if as_json:
+        out.print_json(json.dumps(result | {"dataset": dataset.label}))
+    else:
+        console.print(f"dataset: {dataset.label}")
+        out.print(format_text(result), markup=False, highlight=False)
+
+
+@snapshot_app.command("export")
+def snapshot_export(
+    out_path: Path = typer.Option(..., "--out", help="a .zip file, or a directory"),
+    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb)"),
+    regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
+    run: Optional[list[str]] = typer.Option(None, help="only these run ids (repeatable)"),
+    backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
+) -> None:
+    """Export the store (or a filtered part) as a snapshot with a checksummed manifest."""
+    from store.snapshot import SnapshotError, export_snapshot
+
+    _, con = _open_dataset(db or DEFAULT_DB, None)
+    try:
+        manifest = export_snapshot(con, out_path, regimes=regime, run_ids=run, backends=backend)
+    except (SnapshotError, ValueError) as error:
+        _fail(str(error))
+    finally:
+        con.close()
+    out.print(f"wrote {out_path}: " + ", ".join(f"{n} {t}" for t, n in manifest.row_counts.items()))
+
+
+@snapshot_app.command("import")
+def snapshot_import(
+    path: Path = typer.Argument(..., help="snapshot .zip or directory"),
+    db: Path = typer.Option(DEFAULT_DB, help="store file to merge into (created if missing)"),
+) -> None:
+    """Merge a snapshot into a store: validated first, idempotent, all or nothing."""
+    from store.db import connect
+    from store.snapshot import SnapshotError, import_snapshot
+
+    if not path.exists():
+        _fail(f"{path} does not exist")
+    try:
+        con = connect(db)
+    except Exception as error:  # noqa: BLE001 - a lock held by another process
+        _fail(f"cannot open {db}: {str(error).splitlines()[0]}")
+    try:
+        report = import_snapshot(con, path)
+    except SnapshotError as error:
+        _fail(f"refused: {error}")
+    finally:
+        con.close()
+    out.print(str(report))
+
+
+@snapshot_app.command("check")
+def snapshot_check(path: Path = typer.Argument(..., help="snapshot .zip or directory")) -> None:
+    """Validate a snapshot (manifest, checksums, schema) without importing it."""
+    from store.snapshot import SnapshotError, open_snapshot
+
+    try:
+        con = open_snapshot(path)
+    except (SnapshotError, FileNotFoundError) as error:
+        _fail(f"invalid: {error}")
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("runs", "cells", "samples")}
+    con.close()
+    out.print(f"ok: {path} " + ", ".join(f"{n} {t}" for t, n in counts.items()))
 
 
 def main() -> None:  # pragma: no cover - console entry
