@@ -74,7 +74,7 @@ def run(
     """Run a plan (or resume a run), with a live progress bar; ingest at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from runner.executor import RunError, continue_run, start_run
+    from runner.executor import RunError, continue_run, execute
     from runner.plan import PlanError
     from runner.runfiles import RunDir
 
@@ -85,40 +85,42 @@ def run(
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
     )
     runs: list[RunDir] = []
-    try:
-        if resume:
-            pending = [RunDir(runs_dir / resume)]
-            if not pending[0].exists():
-                _fail(f"no run '{resume}' under {runs_dir}")
+    current: list[RunDir] = []
+
+    def track(run_dir: RunDir) -> None:
+        """Show a run's header and give it a progress bar when it starts or resumes."""
+        current.append(run_dir)
+        meta = run_dir.read_meta()
+        console.print(f"run [bold]{run_dir.run_id}[/bold] on {meta['regime']} -> {run_dir.path}")
+        bars.append(progress.add_task("starting", total=meta["n_cells_planned"],
+                                      completed=len(run_dir.finished_keys())))
+
+    bars: list = []
+
+    def report(event: dict) -> None:
+        if event["event"] == "cell_started":
+            progress.update(bars[-1], description=event["label"])
         else:
-            pending = []
-            series = None
-            for index in range(loaded.repeats):
-                import uuid
+            progress.update(bars[-1], completed=event["done"])
+            if event["status"] != "ok":
+                progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
 
-                series = series or (uuid.uuid4().hex[:12] if loaded.repeats > 1 else None)
-                pending.append(start_run(loaded, runs_dir, device=device, series_id=series, repeat_index=index))
+    try:
         with progress:
-            for run_dir in pending:
-                meta = run_dir.read_meta()
-                console.print(f"run [bold]{run_dir.run_id}[/bold] on {meta['regime']} -> {run_dir.path}")
-                task = progress.add_task("starting", total=meta["n_cells_planned"], completed=len(run_dir.finished_keys()))
-
-                def report(event: dict, task=task) -> None:
-                    if event["event"] == "cell_started":
-                        progress.update(task, description=event["label"])
-                    else:
-                        progress.update(task, completed=event["done"])
-                        if event["status"] != "ok":
-                            progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
-
+            if resume:
+                run_dir = RunDir(runs_dir / resume)
+                if not run_dir.exists():
+                    _fail(f"no run '{resume}' under {runs_dir}")
+                track(run_dir)
                 runs.append(continue_run(run_dir, report))
+            else:
+                runs = execute(loaded, runs_dir, device=device, progress=report, on_run_created=track)
     except (PlanError, RunError) as error:
         _fail(str(error))
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: resume with --resume " + (pending[-1].run_id if pending else ""))
-        for run_dir in pending:
-            if not no_ingest and run_dir.exists():
+        console.print(f"[yellow]interrupted[/yellow]: resume with --resume {current[-1].run_id if current else ''}")
+        if not no_ingest:
+            for run_dir in current:
                 _ingest(db, run_dir.path)
         raise typer.Exit(130)
     for run_dir in runs:

@@ -86,7 +86,6 @@ class MeasureSettings(BaseModel):
     min_samples: int = Field(default=10, ge=2, description="below this a phase is flagged too-few-samples")
     cv_threshold: float = Field(default=0.10, gt=0, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
-    profile: bool = Field(default=False, description="count kernels/operators after the timed phases")
 
     @model_validator(mode="after")
     def _window(self) -> "MeasureSettings":
