@@ -176,6 +176,15 @@ def list_(what: str = typer.Argument("all", help="models | backends | all")) -> 
         out.print(table)
 
 
+@app.command("calibrate")
+def calibrate_cmd(device: str = typer.Option("auto", help="cpu | cuda | auto")) -> None:
+    """Measure this device's bandwidth, matrix throughput and launch cost (printed as JSON)."""
+    from runner.calibrate import calibrate
+    from runner.plan import resolve_device
+
+    out.print_json(json.dumps(calibrate(resolve_device(device))))
+
+
 @app.command()
 def ingest(
     runs_dir: Path = typer.Argument(DEFAULT_RUNS, help="a run directory, or a folder of them"),

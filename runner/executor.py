@@ -82,6 +82,10 @@ def start_run(
             for pos, i in enumerate(order)
         ],
     })
+    if plan.measure.calibrate:
+        from runner.calibrate import calibrate
+
+        run.update_meta(calibration=calibrate(device))
     run.event("run_started", total=len(cells), regime=regime_key(env))
     return run
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
 
-BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph")
+BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "vllm", "onnxruntime")
 DTYPES = ("float32", "bfloat16", "float16")
 DeviceName = Literal["cpu", "cuda", "auto"]
 
@@ -86,6 +86,8 @@ class MeasureSettings(BaseModel):
     min_samples: int = Field(default=10, ge=2, description="below this a phase is flagged too-few-samples")
     cv_threshold: float = Field(default=0.10, gt=0, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
+    profile: bool = Field(default=False, description="count kernels (GPU) or operators (CPU) of one prefill and one decode step, after the timed phases")
+    calibrate: bool = Field(default=False, description="measure the device's bandwidth, compute and launch ceilings at run start")
 
     @model_validator(mode="after")
     def _window(self) -> "MeasureSettings":

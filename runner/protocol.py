@@ -41,6 +41,7 @@ class CellResult:
     flags: list[str] = field(default_factory=list)
     correctness: dict | None = None
     telemetry: dict | None = None
+    profile: dict | None = None
     timer: str | None = None
     prefill: list[float] = field(default_factory=list)
     decode: list[list[float]] = field(default_factory=list)  # per rep, one value per step
@@ -171,6 +172,10 @@ def _measure(cell, settings, seed, references, backend) -> CellResult:
         t_check = time.perf_counter()
         result.correctness = correctness.compare(session, reference, cell.dtype, device)
         result.check_s = reference_s + time.perf_counter() - t_check
+    if settings.profile:
+        from runner.profiling import profile_cell
+
+        result.profile = profile_cell(session, input_ids, device)
     session.close()
     result.flags = integrity_flags(result, settings)
     return result

@@ -17,7 +17,7 @@ import pandas as pd
 RUN_COLUMNS = [
     "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
     "environment", "regime", "device_kind", "tool_version", "git_revision", "shuffle_seed",
-    "n_cells_planned",
+    "n_cells_planned", "calibration",
 ]
 CELL_RESULT_COLUMNS = [
     "status", "error", "params", "setup_s", "cold_ms", "warmup_iters", "warmup_s",
@@ -54,6 +54,7 @@ def _run_row(meta: dict) -> dict:
     row["finished_at"] = _timestamp(meta.get("finished_at"))
     row["plan"] = json.dumps(meta.get("plan"))
     row["environment"] = json.dumps(meta.get("environment"))
+    row["calibration"] = json.dumps(meta["calibration"]) if meta.get("calibration") else None
     return row
 
 
@@ -88,7 +89,8 @@ def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
         row[column] = record.get(column)
     row["flags"] = list(record.get("flags") or [])
     row["correctness"] = json.dumps(record.get("correctness")) if record.get("correctness") is not None else None
-    row["telemetry"] = json.dumps(record.get("telemetry")) if record.get("telemetry") is not None else None
+    for column in ("telemetry", "profile"):
+        row[column] = json.dumps(record.get(column)) if record.get(column) is not None else None
     samples = []
     if record.get("status") == "ok":
         timer = record.get("timer") or "unknown"

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS runs (
     tool_version  VARCHAR,
     git_revision  VARCHAR,
     shuffle_seed  BIGINT,
-    n_cells_planned INTEGER
+    n_cells_planned INTEGER,
+    calibration   JSON                -- measured ceilings: bandwidth, compute, launch latency
 );
 
 -- One measured combination (model shape, backend, device, dtype, batch, prompt, gen).
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS cells (
     flags           VARCHAR[],            -- integrity flags, empty when clean
     correctness     JSON,                 -- gate details vs the hf-eager reference
     telemetry       JSON,                 -- nvml before/after (GPU only)
+    profile         JSON,                 -- kernel/operator counts of one prefill and decode step
     started_at      TIMESTAMP,
     finished_at     TIMESTAMP
 );

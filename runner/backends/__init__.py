@@ -18,6 +18,14 @@ def get_backend(name: str) -> Backend:
         from runner.backends.cuda_graph import CudaGraph
 
         return CudaGraph()
+    if name == "onnxruntime":
+        from runner.backends.ort import OnnxRuntime
+
+        return OnnxRuntime()
+    if name == "vllm":
+        from runner.backends.vllm_backend import VLLM
+
+        return VLLM()
     raise ValueError(f"unknown backend '{name}'")
 
 

@@ -1,0 +1,67 @@
+"""The device's measured ceilings, once per run: memory bandwidth, matrix throughput, and
+the cost of launching one tiny kernel (or dispatching one tiny operator on the CPU).
+
+A launch-floor model of a cell (analysis.why) divides its bytes, FLOPs and kernel count by
+these, so every regime is judged against its own hardware rather than a datasheet.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from runner.timing import time_callable
+
+
+def _bandwidth_gb_s(device: str, n_bytes: int) -> float:
+    """A large copy: bytes read plus bytes written, over the median copy time."""
+    src = torch.empty(n_bytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(time_callable(lambda: dst.copy_(src), 10 if device == "cuda" else 5, device))
+    return 2 * n_bytes / (ms / 1e3) / 1e9
+
+
+def _matmul_tflops(device: str, size: int, dtype: torch.dtype) -> float:
+    a = torch.randn(size, size, device=device, dtype=torch.float32).to(dtype)
+    b = torch.randn(size, size, device=device, dtype=torch.float32).to(dtype)
+    a @ b
+    ms = statistics.median(time_callable(lambda: a @ b, 10 if device == "cuda" else 3, device))
+    return 2 * size**3 / (ms / 1e3) / 1e12
+
+
+def _launch_us(device: str, n: int = 2000) -> float:
+    """Host cost of one tiny op, launched back to back: the floor under every eager kernel."""
+    x = torch.zeros(1, device=device)
+    for _ in range(100):
+        x.add_(1)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(n):
+        x.add_(1)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def calibrate(device: str) -> dict:
+    """Ceilings for this device. Sizes fill an H100 yet finish in seconds on a 2-core CPU."""
+    with torch.inference_mode():
+        if device == "cuda":
+            result = {
+                "bandwidth_gb_s": _bandwidth_gb_s(device, 1 << 30),
+                "matmul_tflops_float32": _matmul_tflops(device, 4096, torch.float32),
+                "matmul_tflops_bfloat16": _matmul_tflops(device, 8192, torch.bfloat16),
+                "launch_us": _launch_us(device),
+            }
+        else:
+            result = {
+                "bandwidth_gb_s": _bandwidth_gb_s(device, 1 << 28),
+                "matmul_tflops_float32": _matmul_tflops(device, 1024, torch.float32),
+                "matmul_tflops_bfloat16": _matmul_tflops(device, 1024, torch.bfloat16),
+                "launch_us": _launch_us(device),
+            }
+    result["device"] = device
+    return result
