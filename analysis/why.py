@@ -1,0 +1,136 @@
+"""Why a shape is slow: a launch-floor model of each decode step against the device's ceilings.
+
+    predicted = launches x launch cost + bytes moved / bandwidth + FLOPs / matrix throughput
+
+Launches and kernels come from the cell's profile (runner.profiling), the ceilings from the
+run's calibration (runner.calibrate), bytes and FLOPs from the shape: a decode step reads
+every weight once (gpt-fast's bandwidth figure) plus the KV cache, and does about
+2 x params multiply-adds per token. The largest term is the verdict (launch-, bandwidth- or
+compute-bound); measured / predicted says how much the model leaves unexplained. The
+per-launch overhead actually paid is fitted per regime and backend with statsmodels, with
+its CI, because the calibration's tiny-op loop is a floor, not what a real layer costs.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+
+from analysis.load import where_clause
+
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
+COMPONENTS = ("launch", "memory", "compute")
+
+
+def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Ok cells that carry a profile, with their run's calibration and decode median."""
+    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
+    where, params = where_clause(cell_filters, allow_phase=False)
+    sql = f"""
+        SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
+               c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
+               CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
+               median(s.latency_ms) AS decode_ms
+        FROM cells c JOIN runs r USING (run_id) JOIN samples s ON s.cell_id = c.cell_id AND s.phase = 'decode'
+        WHERE {where} AND c.profile IS NOT NULL
+        GROUP BY ALL ORDER BY c.cell_id
+    """
+    frame = con.execute(sql, params).df()
+    if frame.empty:
+        return frame
+    profiles = frame.pop("profile").map(json.loads)
+    calibrations = frame.pop("calibration").map(lambda v: json.loads(v) if v else None)
+    decode = [p.get("decode") or {} for p in profiles]
+    gpu = (frame["device"] == "cuda").tolist()
+    # The GPU counts device kernels and host launches (a CUDA graph is one launch of many
+    # kernels); the CPU's equivalent of both is the number of operators dispatched.
+    frame["kernels"] = [d.get("kernels") if on_gpu else d.get("operators") for d, on_gpu in zip(decode, gpu)]
+    frame["launches"] = [
+        (d.get("kernel_launches") or 0) + (d.get("graph_launches") or 0) if on_gpu else d.get("operators")
+        for d, on_gpu in zip(decode, gpu)
+    ]
+    frame["graph_launches"] = [d.get("graph_launches") for d in decode]
+    frame["kernel_time_ms"] = [d.get("kernel_time_ms") for d in decode]
+    frame["busy_fraction"] = [d.get("busy_fraction") for d in decode]
+    frame["bandwidth_gb_s"] = calibrations.map(lambda c: (c or {}).get("bandwidth_gb_s"))
+    frame["launch_us"] = calibrations.map(lambda c: (c or {}).get("launch_us"))
+    frame["matmul_tflops"] = [
+        (c or {}).get(f"matmul_tflops_{dtype}", (c or {}).get("matmul_tflops_float32"))
+        for c, dtype in zip(calibrations, frame["dtype"])
+    ]
+    return frame
+
+
+def decode_step_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Bytes and FLOPs of one decode step, from the shape (a mid-generation KV cache)."""
+    out = frame.copy()
+    element = out["dtype"].map(BYTES_PER_ELEMENT).astype(float)
+    context = out["prompt_len"] + out["gen_len"] / 2
+    kv_bytes = 2 * out["n_layer"] * out["batch_size"] * context * out["n_embd"] * element
+    out["bytes_per_step"] = out["params"] * element + kv_bytes
+    attention_flops = 4 * out["n_layer"] * out["batch_size"] * context * out["n_embd"]
+    out["flops_per_step"] = 2 * out["params"] * out["batch_size"] + attention_flops
+    return out
+
+
+def launch_floor(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: the three predicted components (ms), the verdict and measured / predicted."""
+    out = decode_step_cost(frame)
+    out["launch_ms"] = out["launches"] * out["launch_us"] / 1e3
+    out["memory_ms"] = out["bytes_per_step"] / (out["bandwidth_gb_s"] * 1e9) * 1e3
+    out["compute_ms"] = out["flops_per_step"] / (out["matmul_tflops"] * 1e12) * 1e3
+    out["predicted_ms"] = out[["launch_ms", "memory_ms", "compute_ms"]].sum(axis=1)
+    out["unexplained_ms"] = (out["decode_ms"] - out["predicted_ms"]).clip(lower=0)
+    out["measured_over_predicted"] = out["decode_ms"] / out["predicted_ms"]
+    components = out[["launch_ms", "memory_ms", "compute_ms"]].to_numpy()
+    out["verdict"] = [f"{COMPONENTS[i]}-bound" for i in np.nanargmax(components, axis=1)]
+    out["achieved_bandwidth_gb_s"] = out["bytes_per_step"] / (out["decode_ms"] / 1e3) / 1e9
+    out["bandwidth_fraction"] = out["achieved_bandwidth_gb_s"] / out["bandwidth_gb_s"]
+    out["achieved_tflops"] = out["flops_per_step"] / (out["decode_ms"] / 1e3) / 1e12
+    out["compute_fraction"] = out["achieved_tflops"] / out["matmul_tflops"]
+    return out
+
+
+def fit_launch_overhead(frame: pd.DataFrame, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Per (regime, backend, dtype): decode_ms ~ launches + memory_ms, HC3 errors.
+
+    The launches coefficient is the cost actually paid per launch (ms) with its CI; a group
+    with fewer than 4 distinct launch counts gets a message instead of a fit.
+    """
+    results = []
+    alpha = 1 - confidence
+    for (regime, backend, dtype), group in frame.groupby(["regime", "backend", "dtype"], sort=True):
+        base = {"regime": regime, "backend": backend, "dtype": dtype, "n_cells": len(group)}
+        distinct = group["launches"].nunique()
+        if distinct < 4:
+            results.append(base | {"status": "too_few_shapes",
+                                   "message": f"{distinct} distinct launch counts; at least 4 are needed"})
+            continue
+        fit = smf.ols("decode_ms ~ launches + memory_ms", data=group).fit(cov_type="HC3")
+        low, high = fit.conf_int(alpha).loc["launches"]
+        results.append(base | {
+            "status": "ok",
+            "per_launch_us": fit.params["launches"] * 1e3,
+            "per_launch_us_ci": [low * 1e3, high * 1e3],
+            "intercept_ms": fit.params["Intercept"],
+            "r2": fit.rsquared,
+        })
+    return results
+
+
+def explain_pair(slow: pd.Series, fast: pd.Series) -> str:
+    """One sentence for an inversion: why the smaller model is the slower one."""
+    ratio = slow["launches"] / fast["launches"] if fast["launches"] else float("nan")
+    both = slow["verdict"] if slow["verdict"] == fast["verdict"] else None
+    text = (
+        f"{slow['model_name']} ({slow['n_layer']} layers) launches {slow['launches']:.0f} kernels per token, "
+        f"{ratio:.1f}x the {fast['launches']:.0f} of {fast['model_name']} ({fast['n_layer']} layers)"
+    )
+    if both == "launch-bound":
+        return text + "; both are launch-bound, so latency follows the launch count, not the parameters."
+    return text + f"; verdicts: {slow['verdict']} vs {fast['verdict']}."
