@@ -44,6 +44,8 @@ def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | N
     if frame.empty:
         return frame
     profiles = frame.pop("profile").map(json.loads)
+    usable = profiles.map(lambda p: "error" not in p)  # a failed profile explains nothing
+    frame, profiles = frame[usable].reset_index(drop=True), profiles[usable].reset_index(drop=True)
     calibrations = frame.pop("calibration").map(lambda v: json.loads(v) if v else None)
     decode = [p.get("decode") or {} for p in profiles]
     gpu = (frame["device"] == "cuda").tolist()

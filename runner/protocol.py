@@ -175,7 +175,10 @@ def _measure(cell, settings, seed, references, backend) -> CellResult:
     if settings.profile:
         from runner.profiling import profile_cell
 
-        result.profile = profile_cell(session, input_ids, device)
+        try:
+            result.profile = profile_cell(session, input_ids, device)
+        except Exception as error:  # noqa: BLE001 - a profiler failure must not discard the timings
+            result.profile = {"error": f"{type(error).__name__}: {error}"[:500]}
     session.close()
     result.flags = integrity_flags(result, settings)
     return result
