@@ -1,0 +1,179 @@
+"""Queries the pages need beyond `analysis`, and incremental ingestion of run directories.
+
+Every function takes a DuckDB connection (the caller passes a cursor) and returns plain
+frames or dicts, fully fetched: in DuckDB 2.0 a half-read result blocks `register` on the
+same connection.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from analysis.load import FILTER_COLUMNS, PHASES
+
+OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
+
+
+def cell_where(filters: Mapping[str, Any] | None) -> tuple[str, list]:
+    """Conditions on cells joined with runs (any status); a phase filter does not apply."""
+    conditions, params = ["TRUE"], []
+    for key, values in (filters or {}).items():
+        if key == "phase" or not values:
+            continue
+        if key not in FILTER_COLUMNS:
+            raise ValueError(f"unknown filter '{key}'; allowed: {', '.join(FILTER_COLUMNS)}")
+        conditions.append(f"{FILTER_COLUMNS[key]}.{key} IN ({', '.join('?' for _ in values)})")
+        params.extend(values)
+    return " AND ".join(conditions), params
+
+
+def summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts shown in the sidebar: runs, regimes, cells (ok / failed), samples."""
+    runs, regimes, running = con.execute(
+        "SELECT count(*), count(DISTINCT regime), count(*) FILTER (status = 'running') FROM runs").fetchall()[0]
+    cells, ok, failed = con.execute(
+        "SELECT count(*), count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') FROM cells").fetchall()[0]
+    samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    return {"runs": runs, "regimes": regimes, "running": running, "cells": cells, "ok": ok,
+            "failed": failed, "samples": samples}
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Changes whenever an ingest or import changed what the analysis would see."""
+    s = summary(con)
+    statuses = con.execute("SELECT coalesce(string_agg(run_id || ':' || status, ',' ORDER BY run_id), '') FROM runs").fetchall()[0][0]
+    return f"{s['runs']}/{s['cells']}/{s['samples']}/{hash(statuses)}"
+
+
+def options(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
+    """The values each global filter can take in this dataset."""
+    out: dict[str, list] = {}
+    out["regime"] = [r[0] for r in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
+    for column in OPTION_COLUMNS[1:]:
+        out[column] = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM cells ORDER BY 1").fetchall()]
+    present = {r[0] for r in con.execute("SELECT DISTINCT phase FROM samples").fetchall()}
+    out["phase"] = [p for p in PHASES if p in present]
+    return out
+
+
+def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Every cell matching the filters, whatever its status, with regime, flags and error."""
+    where, params = cell_where(filters)
+    return con.execute(
+        "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
+        "c.backend, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
+        "c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status "
+        f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY r.regime, c.backend, c.params, c.cell_id",
+        params,
+    ).df()
+
+
+def coverage(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells per regime and backend, split by status, with distinct shapes: what was measured."""
+    if cells.empty:
+        return pd.DataFrame(columns=["regime", "backend", "shapes", "ok", "failed", "unsupported"])
+    cells = cells.assign(shape=cells["n_layer"].astype(str) + "x" + cells["n_embd"].astype(str))
+    counts = pd.crosstab([cells["regime"], cells["backend"]], cells["status"])
+    for status in ("ok", "failed", "unsupported"):
+        if status not in counts:
+            counts[status] = 0
+    shapes = cells.groupby(["regime", "backend"])["shape"].nunique().rename("shapes")
+    out = counts.join(shapes).reset_index()
+    return out[["regime", "backend", "shapes", "ok", "failed", "unsupported"]]
+
+
+def integrity(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with integrity flags or that did not finish ok: what to distrust or re-run."""
+    if cells.empty:
+        return cells
+    flagged = cells["flags"].apply(lambda f: f is not None and len(f) > 0) | (cells["status"] != "ok")
+    out = cells[flagged].copy()
+    out["flags"] = out["flags"].apply(lambda f: ", ".join(f) if f is not None and len(f) else "")
+    return out[["regime", "backend", "model_name", "n_layer", "n_embd", "dtype", "batch_size", "prompt_len",
+                "status", "flags", "error", "cell_id"]]
+
+
+def samples_for(con: duckdb.DuckDBPyConnection, cell_ids: list[str], phases: list[str] | None = None) -> pd.DataFrame:
+    """Raw samples of chosen cells, labelled by model for the distribution chart."""
+    if not cell_ids:
+        return pd.DataFrame(columns=["cell_id", "phase", "rep", "step", "latency_ms", "label"])
+    sql = ("SELECT s.cell_id, s.phase, s.rep, s.step, s.latency_ms, "
+           "c.model_name || ' ' || c.backend || ' b' || c.batch_size AS label "
+           "FROM samples s JOIN cells c USING (cell_id) "
+           f"WHERE s.cell_id IN ({', '.join('?' for _ in cell_ids)})")
+    params: list = list(cell_ids)
+    if phases:
+        sql += f" AND s.phase IN ({', '.join('?' for _ in phases)})"
+        params += list(phases)
+    return con.execute(sql + " ORDER BY s.cell_id, s.phase, s.rep, s.step", params).df()
+
+
+def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per (cell, phase) with its statistics; failed cells kept with their error."""
+    stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95", "tokens_per_s"]
+    merged = cells.merge(stats[stat_cols] if len(stats) else pd.DataFrame(columns=stat_cols), on="cell_id", how="left")
+    merged["flags"] = merged["flags"].apply(lambda f: ", ".join(f) if f is not None and len(f) else "")
+    merged["params_m"] = merged["params"] / 1e6
+    cols = ["regime", "backend", "phase", "model_name", "n_layer", "n_embd", "params_m", "dtype", "batch_size",
+            "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95",
+            "tokens_per_s", "flags", "error", "cell_id", "run_id"]
+    return merged[cols].reset_index(drop=True)
+
+
+# --- ingestion -----------------------------------------------------------------------------
+
+def _signature(run_path: Path) -> tuple[int, int]:
+    """What changes in a run directory as it progresses: meta rewrites and new cell files."""
+    try:
+        meta_mtime = (run_path / "meta.json").stat().st_mtime_ns
+    except OSError:
+        meta_mtime = 0
+    cells_dir = run_path / "cells"
+    n_cells = sum(1 for _ in cells_dir.glob("*.json")) if cells_dir.is_dir() else 0
+    return meta_mtime, n_cells
+
+
+def changed_run_dirs(runs_dir: str | Path, seen: Mapping[str, tuple[int, int]]) -> list[tuple[Path, tuple[int, int]]]:
+    """Run directories whose files changed since `seen` (path -> signature)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for run_path in sorted(root.iterdir()):
+        if not (run_path / "meta.json").exists():
+            continue
+        sig = _signature(run_path)
+        if seen.get(str(run_path)) != sig:
+            out.append((run_path, sig))
+    return out
+
+
+def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: MutableMapping[str, tuple[int, int]]) -> dict[str, int]:
+    """Ingest only run directories that changed (cheap enough to call on every rerun).
+
+    Returns counts: runs looked at, cells and samples added, and errors (a directory that
+    could not be read is retried on the next call).
+    """
+    from store.ingest import ingest_run_dir
+
+    totals = {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
+    for run_path, sig in changed_run_dirs(runs_dir, seen):
+        try:
+            report = ingest_run_dir(con, run_path)
+        except Exception:  # noqa: BLE001 - a directory mid-write or malformed: try again later
+            totals["errors"] += 1
+            continue
+        seen[str(run_path)] = sig
+        totals["runs"] += 1
+        totals["cells_added"] += report.cells_added
+        totals["samples_added"] += report.samples_added
+    return totals
+
+
+def default_runs_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("SHAPEBENCH_RUNS", "runs"))

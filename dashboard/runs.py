@@ -1,0 +1,205 @@
+"""Starting, following and cancelling a benchmark run from the dashboard.
+
+The run is `python -m runner run PLAN --runs-dir DIR --no-ingest` in its own session
+(process group), so a CUDA crash or an OOM kill never takes the server down and the
+dashboard stays the only DuckDB writer (it ingests the run directory as cells finish).
+One run at a time per machine: a lock file holds the runner's pid; a lock whose process
+is gone is stale and ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from runner.runfiles import RunDir, list_run_dirs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CANCEL_GRACE_S = 10.0  # the runner finishes writing its files on SIGTERM; then we kill
+_PROCS: dict[int, subprocess.Popen] = {}  # our children, so finished ones get reaped
+
+
+def lock_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """One lock per machine (the GPU is the shared resource), overridable for tests."""
+    return Path(environ.get("SHAPEBENCH_RUN_LOCK", Path(tempfile.gettempdir()) / "shapebench-run.lock"))
+
+
+def _alive(pid: int) -> bool:
+    proc = _PROCS.get(pid)
+    if proc is not None and proc.poll() is not None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def read_lock(path: Path | None = None) -> dict[str, Any] | None:
+    """The active run's lock record, or None when no run holds the machine."""
+    path = path or lock_path()
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not _alive(int(info.get("pid", -1))):
+        return None
+    return info
+
+
+def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | None = None,
+          python: str = sys.executable) -> dict[str, Any]:
+    """Write the plan, launch the runner, take the lock; raise RuntimeError if one is running."""
+    lock = lock or lock_path()
+    active = read_lock(lock)
+    if active:
+        raise RuntimeError(f"a run is already in progress on this machine (pid {active['pid']})")
+    runs_dir = Path(runs_dir).resolve()
+    work = runs_dir / ".dashboard"
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in plan_name)[:40] or "plan"
+    plan_file = work / f"{stamp}-{safe}.toml"
+    plan_file.write_text(plan_toml)
+    log_file = work / f"{stamp}-{safe}.log"
+    known = [d.run_id for d in list_run_dirs(runs_dir)]
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest"],
+            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: Ctrl-C in the server's terminal does not hit it
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    _PROCS[proc.pid] = proc
+    info = {"pid": proc.pid, "plan": str(plan_file), "log": str(log_file), "runs_dir": str(runs_dir),
+            "known_runs": known, "started": time.time(), "plan_name": plan_name}
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps(info))
+    return info
+
+
+def cancel(pid: int, grace_s: float = CANCEL_GRACE_S) -> str:
+    """SIGTERM the children, then the runner (it marks the run interrupted); kill what lingers."""
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return "the run had already ended"
+    children = parent.children(recursive=True)
+    for child in children:
+        try:
+            child.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        parent.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        pass
+    _, alive = psutil.wait_procs([parent, *children], timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if pid in _PROCS:
+        _PROCS.pop(pid).poll()
+    return "cancelled" if not alive else f"cancelled ({len(alive)} process(es) had to be killed)"
+
+
+def find_run_dir(info: Mapping[str, Any]) -> RunDir | None:
+    """The run directory the launched runner created (the one not there before it started)."""
+    known = set(info.get("known_runs") or [])
+    fresh = [d for d in list_run_dirs(info["runs_dir"]) if d.run_id not in known]
+    return fresh[-1] if fresh else None
+
+
+def log_tail(path: str | Path, lines: int = 12) -> list[str]:
+    """Last lines of the runner's own output (errors before a run directory exists land here)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    # rich redraws its progress bar with carriage returns: keep the last state of each line
+    return [line.split("\r")[-1] for line in text.splitlines() if line.strip()][-lines:]
+
+
+def _event_line(event: dict) -> str:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("ts", 0)))
+    kind = event.get("event", "?")
+    if kind == "cell_finished":
+        status = event.get("status")
+        text = f"{event.get('done')}/{event.get('total')} {status} {event.get('label', '')}"
+        if status != "ok" and event.get("error"):
+            text += f": {str(event['error'])[:160]}"
+        return f"{stamp} {text}"
+    if kind == "cell_started":
+        return f"{stamp} started {event.get('label', '')}"
+    return f"{stamp} {kind.replace('_', ' ')} " + (f"({event.get('done', 0)}/{event.get('total', '?')})" if "total" in event else "")
+
+
+def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str, Any]:
+    """Where a run stands, from its events.jsonl: done/total, current cell, ETA, recent lines.
+
+    ETA extrapolates the mean time per cell of the current segment (a resumed run's idle
+    gap is not counted).
+    """
+    now = time.time() if now is None else now
+    events = run.events()
+    meta = {}
+    try:
+        meta = run.read_meta()
+    except (OSError, json.JSONDecodeError):
+        pass
+    total = int(meta.get("n_cells_planned") or 0)
+    done, current, failed = 0, None, 0
+    segment_start, segment_done0 = None, 0
+    ended = None
+    for ev in events:
+        kind = ev.get("event")
+        total = int(ev.get("total") or total)
+        if kind == "segment_started":
+            segment_start, segment_done0 = ev.get("ts"), int(ev.get("done") or 0)
+            done = segment_done0
+        elif kind == "cell_started":
+            current = ev.get("label")
+        elif kind == "cell_finished":
+            done = int(ev.get("done") or done + 1)
+            current = None
+            failed += ev.get("status") != "ok"
+        elif kind in ("run_finished", "run_interrupted"):
+            ended = kind
+            current = None
+    eta = None
+    if segment_start and ended is None and done > segment_done0 and total:
+        per_cell = (now - segment_start) / (done - segment_done0)
+        eta = per_cell * (total - done)
+    status = meta.get("status") or ("finished" if ended == "run_finished" else "running")
+    return {
+        "run_id": run.run_id, "status": status, "plan_name": meta.get("plan_name"), "regime": meta.get("regime"),
+        "done": done, "total": total, "failed": failed, "current": current, "eta_s": eta,
+        "fraction": (done / total) if total else 0.0,
+        "recent": [_event_line(e) for e in events[-recent:]],
+    }
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """Every run directory under runs_dir (dashboard or CLI started), newest first."""
+    return [progress(d) for d in reversed(list_run_dirs(runs_dir))]
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating..."
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

@@ -1,0 +1,373 @@
+"""The thin Streamlit layer: connections, cached queries, the sidebar, the page guard.
+
+Connections (st.cache_resource, one per dataset per server process): the store file is
+opened read-write once (the dashboard is the single DuckDB writer); snapshots are
+in-memory DuckDBs; in hosted mode every connection is locked down. Each query runs on its
+own cursor (`con.cursor()`), so sessions on different threads never share one.
+Query results are st.cache_data entries keyed on (dataset, data version, filters); the
+data version is a fingerprint of the store's row counts and run statuses, so an ingest
+or import invalidates them without any explicit clearing.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, filters as flt
+from store.dataset import BUNDLED_SNAPSHOT, REPO_ROOT
+
+log = logging.getLogger("shapebench.dashboard")
+
+STORE, BUNDLED, SNAPSHOT, UPLOAD = "store file", "bundled snapshot", "snapshot path", "uploaded snapshot"
+CTX_KEY = "_shapebench_ctx"
+UPLOAD_KEY = "_shapebench_upload"  # (sha256, connection, file name) of this session's upload
+STATIC = "static"  # data version of a snapshot: it never changes while open
+
+
+# --- hosted mode -----------------------------------------------------------------------
+
+def _secrets() -> dict | None:
+    """st.secrets when a secrets file exists; never let a missing file show an error."""
+    candidates = [REPO_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"]
+    if not any(p.exists() for p in candidates):
+        return None
+    try:
+        return dict(st.secrets)
+    except Exception:  # noqa: BLE001 - a malformed secrets file: behave as if unset
+        return None
+
+
+def is_hosted() -> bool:
+    from store.hosted import hosted_mode_enabled
+
+    return hosted_mode_enabled(os.environ, _secrets())
+
+
+# --- connections -----------------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False)
+def store_connection(path: str) -> duckdb.DuckDBPyConnection:
+    """The server's one read-write connection to a store file (created if missing)."""
+    from store.db import connect
+
+    return connect(path)
+
+
+@st.cache_resource(show_spinner=False)
+def snapshot_connection(path: str, hosted: bool) -> duckdb.DuckDBPyConnection:
+    from store.hosted import open_hosted
+    from store.snapshot import open_snapshot
+
+    return open_hosted(path) if hosted else open_snapshot(path)
+
+
+@st.cache_resource(show_spinner=False)
+def empty_connection() -> duckdb.DuckDBPyConnection:
+    """Stands in for a store file that does not exist yet (nothing is created until an ingest)."""
+    from store.db import connect_memory
+
+    return connect_memory()
+
+
+@st.cache_resource(show_spinner=False)
+def ingest_state(store: str, runs_dir: str) -> dict[str, Any]:
+    """Per (store, runs dir): signatures of ingested run directories and a writer lock."""
+    return {"seen": {}, "lock": threading.Lock()}
+
+
+def store_path(environ=os.environ) -> Path:
+    return Path(environ.get("SHAPEBENCH_DB", "shapebench.duckdb"))
+
+
+def ingest_runs(store: Path, runs_dir: Path) -> dict[str, int]:
+    """Ingest changed run directories into the store file; create it on the first ingest."""
+    state = ingest_state(str(store), str(runs_dir))
+    pending = data.changed_run_dirs(runs_dir, state["seen"])
+    if not pending:
+        return {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
+    con = store_connection(str(store))
+    with state["lock"]:
+        return data.ingest_changed(con.cursor(), runs_dir, state["seen"])
+
+
+# --- context -----------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What a page needs: the open dataset, its version and the global filters."""
+
+    con: duckdb.DuckDBPyConnection
+    ds_key: str
+    version: str
+    kind: str
+    label: str
+    hosted: bool
+    writable: bool
+    store: Path
+    runs_dir: Path
+    summary: dict[str, int]
+    options: dict[str, list]
+    selection: dict[str, list] = field(default_factory=dict)
+    problem: str | None = None  # why the chosen dataset could not be opened
+
+    @property
+    def filters(self) -> dict[str, list]:
+        return flt.as_filters(self.selection)
+
+    @property
+    def fkey(self) -> tuple:
+        return flt.cache_key(self.selection)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()
+
+
+def context() -> Context:
+    """The context app.py built for this script run."""
+    return st.session_state[CTX_KEY]
+
+
+# --- cached queries ------------------------------------------------------------------------
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _summary(_con, ds_key: str, version: str) -> dict[str, int]:
+    return data.summary(_con.cursor())
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _options(_con, ds_key: str, version: str) -> dict[str, list]:
+    return data.options(_con.cursor())
+
+
+@st.cache_data(show_spinner="Computing cell statistics...", max_entries=32)
+def _cell_stats(_con, ds_key: str, version: str, fkey: tuple):
+    from analysis.stats import compute_cell_stats
+
+    return compute_cell_stats(_con.cursor(), flt.from_key(fkey))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cells(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    return data.cells_table(_con.cursor(), flt.from_key(fkey))
+
+
+@st.cache_data(show_spinner="Fitting depth vs width...", max_entries=32)
+def _fits(_con, ds_key: str, version: str, fkey: tuple):
+    from analysis.regression import fit_all
+
+    frame = _cell_stats(_con, ds_key, version, fkey).frame
+    return fit_all(frame) if len(frame) else []
+
+
+@st.cache_data(show_spinner="Bootstrapping ratios...", max_entries=32)
+def _pairs(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    from analysis.inversions import pair_ratios
+
+    stats = _cell_stats(_con, ds_key, version, fkey)
+    return pair_ratios(stats, inversions_only=False)
+
+
+@st.cache_data(show_spinner="Comparing...", max_entries=32)
+def _compare(_con, ds_key: str, version: str, fkey: tuple, factor: str) -> list[dict]:
+    from analysis.regimes import compare
+
+    frame = _cell_stats(_con, ds_key, version, fkey).frame
+    return compare(frame, factor)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _samples(_con, ds_key: str, version: str, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
+    return data.samples_for(_con.cursor(), list(cell_ids), list(phases))
+
+
+def cell_stats(ctx: Context):
+    return _cell_stats(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def cells(ctx: Context) -> pd.DataFrame:
+    return _cells(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def fits(ctx: Context):
+    return _fits(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def pairs(ctx: Context) -> pd.DataFrame:
+    return _pairs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def inversions(ctx: Context) -> pd.DataFrame:
+    p = pairs(ctx)
+    return p[p["ratio"] > 1].reset_index(drop=True) if len(p) else p
+
+
+def compare(ctx: Context, factor: str) -> list[dict]:
+    return _compare(ctx.con, ctx.ds_key, ctx.version, ctx.fkey, factor)
+
+
+def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
+    return _samples(ctx.con, ctx.ds_key, ctx.version, tuple(sorted(cell_ids)), tuple(sorted(phases)))
+
+
+# --- sidebar -------------------------------------------------------------------------------
+
+def _default_kind(hosted: bool) -> str:
+    if hosted:
+        return BUNDLED
+    if os.environ.get("SHAPEBENCH_SNAPSHOT"):
+        return SNAPSHOT
+    return STORE if store_path().exists() else BUNDLED
+
+
+def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[duckdb.DuckDBPyConnection, str, str, str]:
+    """(connection, dataset key, label, data version) for the chosen dataset."""
+    if kind == UPLOAD and UPLOAD_KEY in st.session_state:
+        sha, con, name = st.session_state[UPLOAD_KEY]
+        return con, f"upload:{sha}", f"uploaded snapshot {name}", STATIC
+    if kind == STORE and not hosted:
+        if not store.exists():
+            return empty_connection(), f"empty:{store}", f"store file {store} (not created yet)", STATIC
+        con = store_connection(str(store))
+        return con, f"store:{store.resolve()}", f"store file {store}", data.fingerprint(con.cursor())
+    if kind == SNAPSHOT and not hosted:
+        path = Path(snap_path).expanduser()
+        return snapshot_connection(str(path), False), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC
+    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100, real measurements)", STATIC
+
+
+def sidebar() -> Context:
+    """Dataset picker, dataset summary and the global filters; returns this run's context."""
+    hosted = is_hosted()
+    store = Path(st.session_state.get("store_path") or store_path())
+    runs_dir = data.default_runs_dir()
+    problem = None
+    if not hosted:
+        try:
+            report = ingest_runs(store, runs_dir)
+            if report["errors"]:
+                problem = f"{report['errors']} run director(ies) could not be ingested yet; retrying"
+        except Exception as error:  # noqa: BLE001 - e.g. another process holds the store file
+            problem = f"could not ingest runs from {runs_dir}: {str(error).splitlines()[0][:200]}"
+
+    sb = st.sidebar
+    sb.subheader("Dataset")
+    kinds = [BUNDLED] if hosted else [STORE, BUNDLED, SNAPSHOT]
+    if UPLOAD_KEY in st.session_state:
+        kinds.append(UPLOAD)
+    if st.session_state.get("dataset_kind") not in kinds:
+        st.session_state["dataset_kind"] = _default_kind(hosted)
+    kind = sb.radio("Open", kinds, key="dataset_kind", label_visibility="collapsed")
+    snap_path = ""
+    if kind == STORE:
+        store = Path(sb.text_input("Store file", value=str(store), key="store_path",
+                                   help="DuckDB file; created on the first ingest of a run"))
+    elif kind == SNAPSHOT:
+        snap_path = sb.text_input("Snapshot path", value=os.environ.get("SHAPEBENCH_SNAPSHOT", ""),
+                                  key="snapshot_path", placeholder="snapshot directory or .zip")
+    try:
+        if kind == SNAPSHOT and not snap_path:
+            raise FileNotFoundError("enter a snapshot directory or .zip path")
+        con, ds_key, label, version = _open(kind, hosted, store, snap_path)
+    except Exception as error:  # noqa: BLE001 - a bad path or a locked file: say so, show nothing
+        problem = f"could not open the {kind}: {str(error).splitlines()[0][:300]}"
+        con, ds_key, label, version = empty_connection(), "empty:error", f"{kind} (not open)", STATIC
+    summary = _summary(con, ds_key, version)
+    options = _options(con, ds_key, version)
+    sb.caption(label)
+    c1, c2 = sb.columns(2)
+    c1.metric("Runs", summary["runs"])
+    c2.metric("Regimes", summary["regimes"])
+    c1.metric("Cells", summary["cells"], help=f"{summary['ok']} ok, {summary['failed']} failed or unsupported")
+    c2.metric("Samples", f"{summary['samples']:,}")
+    if hosted:
+        sb.caption("Hosted read-only mode: no runs, no imports.")
+
+    sb.subheader("Filters")
+    if "_filters_loaded" not in st.session_state:  # first run of a session: take the link's filters
+        st.session_state["_filters_loaded"] = True
+        for f in flt.FILTERS:
+            st.session_state[f"filter_{f.param}"] = flt.from_query(st.query_params.get_all)[f.column]
+    selection = {}
+    for f in flt.FILTERS:
+        key = f"filter_{f.param}"
+        allowed = options.get(f.column, [])
+        st.session_state[key] = [v for v in st.session_state.get(key, []) if v in allowed]
+        selection[f.column] = sb.multiselect(f.label, allowed, key=key, placeholder="all")
+    _sync_query_params(selection)
+    ctx = Context(con, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store, runs_dir,
+                  summary, options, selection, problem)
+    st.session_state[CTX_KEY] = ctx
+    return ctx
+
+
+def _sync_query_params(selection: dict[str, list]) -> None:
+    """Mirror the filters into the URL so the view can be shared as a link."""
+    wanted = flt.to_query(selection)
+    for f in flt.FILTERS:
+        if wanted.get(f.param):
+            if st.query_params.get_all(f.param) != wanted[f.param]:
+                st.query_params[f.param] = wanted[f.param]
+        elif f.param in st.query_params:
+            del st.query_params[f.param]
+
+
+# --- page helpers --------------------------------------------------------------------------
+
+def guard(body: Callable[[Context], None]) -> None:
+    """Run a page body; an unexpected error becomes a short st.error, never a traceback."""
+    ctx = context()
+    if ctx.problem:
+        st.warning(ctx.problem)
+    try:
+        body(ctx)
+    except Exception as error:  # noqa: BLE001 - the page must stay usable
+        log.error("page error: %s", traceback.format_exc())
+        st.error(f"This view could not be drawn: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+
+
+def require_data(ctx: Context) -> bool:
+    """Say what to do when nothing matches; True when there are ok cells to analyse."""
+    if ctx.summary["cells"] == 0:
+        if ctx.kind == STORE:
+            st.info("The store is empty. Start a plan on the **Run** page (or `python -m runner run PLAN`), "
+                    "or open the bundled snapshot in the sidebar to explore real H100 measurements.")
+        else:
+            st.info("This dataset holds no cells. Open the bundled snapshot in the sidebar.")
+        return False
+    if ctx.summary["ok"] == 0:
+        st.warning("No cell finished ok yet: every cell failed or is unsupported. See Overview for their errors.")
+        return False
+    if cell_stats(ctx).frame.empty:
+        st.info(f"No measured cells match the filters ({flt.describe(ctx.selection)}). Clear a filter in the sidebar.")
+        return False
+    return True
+
+
+def running_note(ctx: Context) -> None:
+    if ctx.summary.get("running"):
+        st.info(f"{ctx.summary['running']} run(s) in progress: results update as cells finish.")
+
+
+def sha256(data_bytes: bytes) -> str:
+    return hashlib.sha256(data_bytes).hexdigest()
+
+
+def group_label(group_id: str, ctx: Context) -> str:
+    """Drop the regime from a group id when only one regime is open (it is then noise)."""
+    if len(ctx.options.get("regime", [])) <= 1 and " | " in group_id:
+        parts = group_id.split(" | ")
+        # regime is "device | driver | CUDA": the rest starts at the backend
+        for i, part in enumerate(parts):
+            if part in ctx.options.get("backend", []):
+                return " | ".join(parts[i:])
+    return group_id

@@ -1,0 +1,91 @@
+"""Depth vs width: the three fits per group, their charts, and a predictor for a new shape."""
+import pandas as pd
+import streamlit as st
+
+from analysis.figures import latency_vs_depth, latency_vs_params
+from analysis.predict import predict_latency
+from dashboard import ui
+
+VERDICT_BOX = {"depth": st.success, "params": st.success, "inconclusive": st.warning}
+
+
+def _coefficients(fit) -> pd.DataFrame:
+    rows = []
+    for m in fit.models:
+        for c in m["coefficients"]:
+            rows.append({"scale": m["scale"], "model": m["model"], "term": c["term"], "estimate": c["estimate"],
+                         "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["p_value"],
+                         "adj_r2": m["adj_r2"], "aic": m["aic"], "n": m["n"]})
+    return pd.DataFrame(rows)
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Depth vs width")
+    st.caption("Per group (cells equal in everything but shape): OLS of cell medians on depth only, on "
+               "parameter count only, and on depth + width, on linear and log-log scales, with HC3 errors. "
+               "On the log scale a band is a 95% CI of the median latency.")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    fits = ui.fits(ctx)
+    if not fits:
+        st.info("No groups in this selection.")
+        return
+    labels = {f.group_id: f"{ui.group_label(f.group_id, ctx)}  ({f.n_shapes} shapes)" for f in fits}
+    ok_ids = [f.group_id for f in fits if f.status == "ok"]
+    ids = [f.group_id for f in fits]
+    if st.session_state.get("dw_group") not in ids:
+        st.session_state["dw_group"] = ok_ids[0] if ok_ids else ids[0]
+    group_id = st.selectbox("Group", ids, format_func=labels.get, key="dw_group")
+    fit = next(f for f in fits if f.group_id == group_id)
+    if len(ok_ids) < len(ids):
+        st.caption(f"{len(ids) - len(ok_ids)} of {len(ids)} groups have too few distinct shapes for a fit.")
+
+    if fit.status != "ok":
+        st.info(fit.message)
+    else:
+        winner = fit.verdict.get("winner", "inconclusive")
+        head = {"depth": "Depth explains latency better than parameter count",
+                "params": "Parameter count explains latency better than depth",
+                "inconclusive": "Inconclusive"}[winner]
+        lead = fit.verdict["text"].split(": linear scale", 1)[0]  # the details follow, per scale
+        VERDICT_BOX.get(winner, st.info)(f"**{head}.** {lead}")
+        with st.expander("Fits: coefficients with 95% CIs, adjusted R², AIC", expanded=False):
+            for scale, v in fit.verdicts.items():
+                st.markdown(f"- **{scale}**: {v['text']}")
+            st.dataframe(_coefficients(fit), hide_index=True, column_config={
+                c: st.column_config.NumberColumn(format="%.4g") for c in ("estimate", "ci_low", "ci_high", "p_value", "adj_r2", "aic")})
+
+    stats = ui.cell_stats(ctx).frame
+    group_stats = stats[stats["group_id"] == group_id]
+    scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
+    bands = fit.bands if fit.status == "ok" else None
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(latency_vs_depth(group_stats, bands, scale), key="dw_depth")
+    with right:
+        st.plotly_chart(latency_vs_params(group_stats, bands, scale), key="dw_params")
+
+    st.subheader("What would a new shape cost here?")
+    c1, c2, c3 = st.columns([1, 1, 3])
+    depth = c1.number_input("Depth (layers)", min_value=1, max_value=512, value=10, step=1, key="dw_pred_depth")
+    width = c2.number_input("Width (n_embd)", min_value=2, max_value=16384, value=256, step=32, key="dw_pred_width")
+    g = fit.group
+    result = predict_latency(stats, n_layer=int(depth), n_embd=int(width), regime=g["regime"], backend=g["backend"],
+                             phase=g["phase"], dtype=g["dtype"], batch_size=g["batch_size"],
+                             prompt_len=g["prompt_len"], gen_len=g.get("gen_len"))
+    with c3:
+        if result["status"] != "ok":
+            st.info(result["message"])
+        else:
+            low, high = result["ci"]
+            st.metric(f"Predicted median latency of {depth} x {width}", f"{result['median_ms']:.3g} ms",
+                      f"95% CI [{low:.3g}, {high:.3g}] ms", delta_color="off")
+            p_low, p_high = result["prediction_interval"]
+            st.caption(f"A new cell's median should fall in [{p_low:.3g}, {p_high:.3g}] ms (not robust; for reference). "
+                       f"Fitted on {result['n_cells']} cells, log latency ~ log depth + log width.")
+            for warning in result["warnings"]:
+                st.warning(warning)
+
+
+ui.guard(body)

@@ -1,0 +1,86 @@
+"""Explore: every cell with its statistics and flags; sample distributions of chosen cells."""
+import io
+
+import streamlit as st
+
+from analysis.figures import latency_vs_params, sample_distributions
+from analysis.load import PHASES
+from dashboard import data, ui
+
+MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable
+
+
+def _selected_from_chart(event) -> set[str]:
+    points = (getattr(event, "selection", None) or {}).get("points", []) if event else []
+    return {str(p["customdata"][0]) for p in points if p.get("customdata")}
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Explore cells")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    stats = ui.cell_stats(ctx).frame
+    table = data.explore_table(ui.cells(ctx), stats)
+    phases = ctx.selection.get("phase") or []
+    if phases:
+        table = table[table["phase"].isin(phases) | table["phase"].isna()]
+
+    st.caption("Median latency of every measured cell and phase (bars: 95% CI of the median). "
+               "Click a point or drag a box / lasso to select cells; the table and distributions follow.")
+    avail = [p for p in PHASES if p in set(stats["phase"])]
+    chart_phase = avail[0] if len(avail) == 1 else st.radio(
+        "Phase on the chart", avail, index=avail.index("decode") if "decode" in avail else 0,
+        horizontal=True, key="explore_phase")
+    fig = latency_vs_params(stats[stats["phase"] == chart_phase])
+    fig.update_layout(height=420, margin={"t": 50, "b": 40})
+    event = st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    chosen = _selected_from_chart(event)
+
+    shown = table[table["cell_id"].isin(chosen)] if chosen else table
+    failed = int((table["status"] != "ok").sum())
+    st.subheader(f"{shown['cell_id'].nunique()} cells" + (" selected on the chart" if chosen else ""))
+    if failed:
+        st.warning(f"{failed} row(s) are cells that failed or are unsupported: no statistics, see the error column.")
+    picked = st.dataframe(
+        shown, hide_index=True, key="explore_table", on_select="rerun", selection_mode="multi-row",
+        column_config={
+            "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
+            "median": st.column_config.NumberColumn("median ms", format="%.4g"),
+            "median_ci_low": st.column_config.NumberColumn("CI low", format="%.4g"),
+            "median_ci_high": st.column_config.NumberColumn("CI high", format="%.4g"),
+            "cv": st.column_config.NumberColumn("CV", format="%.3f"),
+            "p5": st.column_config.NumberColumn(format="%.4g"), "p95": st.column_config.NumberColumn(format="%.4g"),
+            "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+        },
+    )
+    rows = picked.selection.rows if picked and hasattr(picked, "selection") else []
+    chosen |= set(shown.iloc[rows]["cell_id"]) if rows else set()
+
+    c1, c2, _ = st.columns([1, 1, 4])
+    c1.download_button("Download CSV", lambda: shown.to_csv(index=False), "shapebench-cells.csv", "text/csv",
+                       on_click="ignore")
+    c2.download_button("Download Parquet", lambda: _parquet(shown), "shapebench-cells.parquet",
+                       "application/vnd.apache.parquet", on_click="ignore")
+
+    st.subheader("Sample distributions")
+    ok = table[(table["status"] == "ok")]
+    ids = [c for c in ok["cell_id"].unique() if c in chosen]
+    if not ids:
+        st.info("Select cells on the chart or rows in the table to see their raw sample distributions.")
+        return
+    if len(ids) > MAX_DISTRIBUTIONS:
+        st.caption(f"{len(ids)} cells selected: showing the first {MAX_DISTRIBUTIONS}.")
+        ids = ids[:MAX_DISTRIBUTIONS]
+    samples = ui.samples(ctx, ids, phases)
+    kind = st.radio("Chart", ["box", "violin"], horizontal=True, key="dist_kind")
+    st.plotly_chart(sample_distributions(samples, kind), key="explore_dist")
+
+
+def _parquet(frame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+ui.guard(body)

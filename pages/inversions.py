@@ -1,0 +1,60 @@
+"""Inversions: where a smaller model runs slower, as a heatmap per group and a ranked table."""
+import streamlit as st
+
+from analysis.figures import inversion_heatmap
+from dashboard import ui
+
+TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
+                 "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
+                 "ratio", "ratio_ci_low", "ratio_ci_high", "significant"]
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Latency inversions")
+    st.caption("For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
+               "bootstrap 95% CI. Above 1 the smaller model is slower; significant when the CI's lower bound is above 1.")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    pairs = ui.pairs(ctx)
+    if pairs.empty:
+        st.info("Every group in this selection has a single model: no pairs to compare.")
+        return
+    inv = pairs[pairs["ratio"] > 1]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Pairs compared", f"{len(pairs):,}")
+    c2.metric("Inverted (point estimate)", f"{len(inv):,}")
+    c3.metric("Significant inversions", f"{int(inv['significant'].sum()):,}")
+
+    groups = sorted(pairs["group_id"].unique())
+    counts = inv.groupby("group_id")["significant"].sum()
+    if st.session_state.get("inv_group") not in groups:
+        st.session_state["inv_group"] = max(groups, key=lambda g: counts.get(g, 0))
+    group_id = st.selectbox("Group", groups, key="inv_group",
+                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(counts.get(g, 0))} significant)")
+    sub = pairs[pairs["group_id"] == group_id]
+    fig = inversion_heatmap(sub)
+    n = sub["model_name_a"].nunique() + 1
+    fig.update_layout(height=max(420, min(1100, 22 * n + 200)))
+    st.plotly_chart(fig, key="inv_heatmap")
+
+    st.subheader("Ranked inversions")
+    only_sig = st.toggle("Significant only", value=True, key="inv_sig")
+    this_group = st.toggle("This group only", value=False, key="inv_this")
+    table = inv[inv["significant"]] if only_sig else inv
+    if this_group:
+        table = table[table["group_id"] == group_id]
+    table = table.sort_values("ratio_ci_low", ascending=False)[TABLE_COLUMNS]
+    if table.empty:
+        st.info("No inversion matches: the smaller models are as fast or faster here.")
+        return
+    st.dataframe(table, hide_index=True, column_config={
+        "params_a": st.column_config.NumberColumn("params A", format="%.3g"),
+        "params_b": st.column_config.NumberColumn("params B", format="%.3g"),
+        **{c: st.column_config.NumberColumn(format="%.4g") for c in ("median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high")},
+    })
+    st.download_button("Download CSV", lambda: table.to_csv(index=False), "shapebench-inversions.csv", "text/csv",
+                       on_click="ignore")
+
+
+ui.guard(body)

@@ -1,0 +1,66 @@
+"""Regimes: does the depth effect hold across hardware regimes and backends, and how strongly?"""
+import pandas as pd
+import streamlit as st
+
+from analysis.figures import coefficient_plot, regime_comparison
+from dashboard import ui
+
+
+def _label(comp: dict) -> str:
+    c = comp["comparison"]
+    return " | ".join(f"{v}" if k in ("regime", "backend", "phase", "dtype") else f"{k.replace('_size', '').replace('_len', '')} {v}"
+                      for k, v in c.items())
+
+
+def _section(ctx: ui.Context, factor: str) -> None:
+    comps = ui.compare(ctx, factor)
+    if not comps:
+        st.info("No cells to compare.")
+        return
+    ok = [c for c in comps if c["status"] == "ok"]
+    levels = ctx.options.get(factor, [])
+    if not ok:
+        if all(c["status"] == "single_level" for c in comps):
+            st.info(f"Only one {factor} in this selection ({', '.join(map(str, levels[:3]))}): measure the same shapes "
+                    f"on another {factor} to compare the depth effect across {factor}s.")
+        else:
+            st.info(f"No comparison across {factor}s has at least two levels with enough shapes for their own slopes.")
+        with st.expander("Why, per comparison group"):
+            for c in comps:
+                st.markdown(f"- **{_label(c)}**: {c['message']}")
+        return
+    st.plotly_chart(coefficient_plot(ok, "depth"), key=f"coef_{factor}")
+    rows = [{"comparison": _label(c), "levels": len(c["levels"]), "Wald chi2 (depth equal)": c["wald_depth"]["statistic"],
+             "df": c["wald_depth"]["df"], "p": c["wald_depth"]["p_value"],
+             "depth effect differs": c["wald_depth"]["p_value"] < 0.05, "finding": c["message"]} for c in ok]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
+        "Wald chi2 (depth equal)": st.column_config.NumberColumn(format="%.3g"),
+        "p": st.column_config.NumberColumn(format="%.2g")})
+    skipped = [c for c in comps if c["status"] != "ok"]
+    if skipped:
+        st.caption(f"{len(skipped)} comparison group(s) left out (one level, or too few shapes).")
+
+    choice = st.selectbox("Side by side", range(len(ok)), format_func=lambda i: _label(ok[i]), key=f"side_{factor}")
+    comp = ok[choice]["comparison"]
+    stats = ui.cell_stats(ctx).frame
+    mask = pd.Series(True, index=stats.index)
+    for key, value in comp.items():
+        mask &= stats[key] == value
+    st.plotly_chart(regime_comparison(stats[mask], factor), key=f"side_fig_{factor}")
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Across regimes and backends")
+    st.caption("One pooled model per comparison group, log latency ~ log depth x level + log width x level (HC3): "
+               "each level's depth elasticity with its 95% CI, and a Wald test that they are all equal.")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    tab_r, tab_b = st.tabs(["Hardware regimes", "Backends"])
+    with tab_r:
+        _section(ctx, "regime")
+    with tab_b:
+        _section(ctx, "backend")
+
+
+ui.guard(body)

@@ -1,0 +1,191 @@
+"""Run: build a plan, start it as a subprocess, follow it live, cancel it.
+
+The runner runs as `python -m runner run PLAN --no-ingest` in its own process group; this
+page never touches torch itself (except to list backend capabilities on request) and
+ingests the run directory as cells finish.
+"""
+import time
+
+import pandas as pd
+import streamlit as st
+
+from analysis.predict import samples_needed
+from dashboard import plan_builder, runs, ui
+from runner.models import REGISTRY
+from runner.plan import BACKEND_NAMES, DTYPES, MeasureSettings
+
+POLL_S = 1.5  # progress refresh: events are written once per cell, so faster buys nothing
+DEFAULTS = MeasureSettings()
+
+
+def _slot(slots: dict, key: str) -> None:
+    """A place right under an input for its validation message (filled once the plan is built)."""
+    slots[key] = st.empty()
+
+
+@st.cache_data(show_spinner="Probing backends (imports torch)...")
+def _capabilities() -> pd.DataFrame:
+    from runner.capabilities import backend_capabilities
+
+    return pd.DataFrame(backend_capabilities())
+
+
+def _form(ctx: ui.Context) -> plan_builder.BuiltPlan:
+    form: dict = {}
+    slots: dict = {}
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        form["name"] = st.text_input("Plan name", value="dashboard", key="run_name")
+        _slot(slots, "name")
+        st.markdown("**Models**")
+        form["reference"] = st.multiselect(
+            "Reference models", list(REGISTRY), default=["tiny-gpt2"], key="run_reference",
+            help="; ".join(f"{n}: {s.n_layer} x {s.n_embd}" for n, s in REGISTRY.items()))
+        _slot(slots, "reference")
+        g1, g2, g3 = st.columns([2, 2, 1])
+        form["depths"] = g1.text_input("Grid depths", value="", key="run_depths", placeholder="e.g. 1, 2, 4, 8")
+        form["widths"] = g2.text_input("Grid widths", value="", key="run_widths", placeholder="e.g. 64, 128, 256")
+        form["n_head"] = g3.number_input("Heads", min_value=1, max_value=64, value=2, key="run_heads")
+        _slot(slots, "depths")
+        _slot(slots, "widths")
+        form["checkpoint"] = st.text_input("Local checkpoint directory (GPT-2, safetensors)", value="", key="run_ckpt")
+        _slot(slots, "checkpoint")
+        _slot(slots, "models")
+    with c2:
+        st.markdown("**Where and how**")
+        form["device"] = st.selectbox("Device", ["auto", "cuda", "cpu"], key="run_device")
+        form["backends"] = st.multiselect("Backends", list(BACKEND_NAMES), default=["hf-eager"], key="run_backends")
+        _slot(slots, "backends")
+        form["dtypes"] = st.multiselect("dtypes", list(DTYPES), default=["float32"], key="run_dtypes")
+        _slot(slots, "dtypes")
+        form["batch_sizes"] = st.text_input("Batch sizes", value="1", key="run_batch")
+        _slot(slots, "batch_sizes")
+        p1, p2 = st.columns(2)
+        form["prompt_lens"] = p1.text_input("Prompt lengths", value="16", key="run_prompt")
+        form["gen_lens"] = p2.text_input("Generation lengths", value="8", key="run_gen")
+        _slot(slots, "prompt_lens")
+        _slot(slots, "gen_lens")
+
+    st.markdown("**Repetitions**")
+    r1, r2, r3, r4 = st.columns(4)
+    form["prefill_reps"] = r1.number_input("Prefill reps", 1, 10_000, DEFAULTS.prefill_reps, key="run_prefill")
+    form["decode_reps"] = r2.number_input("Decode reps (x gen length steps)", 1, 10_000, DEFAULTS.decode_reps, key="run_decode")
+    form["e2e_reps"] = r3.number_input("End-to-end reps", 1, 10_000, DEFAULTS.e2e_reps, key="run_e2e")
+    form["repeats"] = r4.number_input("Repeat the whole plan", 1, 100, 1, key="run_repeats",
+                                      help="independent runs of the same plan: run-to-run spread")
+    _slot(slots, "reps")
+    _power_hint(ctx, int(form["prefill_reps"]), int(form["e2e_reps"]))
+
+    built = plan_builder.build(form)
+    for key, message in built.errors.items():
+        (slots.get(key) or st).error(message, icon=":material/error:")
+    return built
+
+
+def _power_hint(ctx: ui.Context, prefill_reps: int, e2e_reps: int) -> None:
+    cv_default = 0.05
+    if ctx.summary["ok"]:
+        frame = ui.cell_stats(ctx).frame
+        if len(frame):
+            cv_default = float(round(frame["cv"].median(), 3)) or cv_default
+    with st.expander("How many samples do I need?", expanded=False):
+        h1, h2 = st.columns(2)
+        cv = h1.number_input("Expected coefficient of variation", 0.001, 2.0, cv_default, step=0.01, format="%.3f",
+                             key="power_cv", help="median CV of the open dataset when there is one")
+        diff = h2.number_input("Smallest relative difference to detect", 0.005, 1.0, 0.05, step=0.01, format="%.3f",
+                               key="power_diff")
+        n = samples_needed(cv, diff)
+        text = (f"To tell apart two cells whose medians differ by {diff:.1%} at CV {cv:.3f} (95% confidence, "
+                f"80% power) you need about **{n} samples per cell**.")
+        short = [name for name, reps in (("prefill", prefill_reps), ("end-to-end", e2e_reps)) if reps < n]
+        if short:
+            st.warning(text + f" The {' and '.join(short)} reps are below that.")
+        else:
+            st.success(text)
+        st.caption("Decode steps within one generation are correlated: count decode reps, not steps, when in doubt.")
+
+
+def _start(ctx: ui.Context, built: plan_builder.BuiltPlan) -> None:
+    try:
+        runs.start(built.toml, built.plan.name, ctx.runs_dir)
+        st.session_state["_run_active"] = True
+    except Exception as error:  # noqa: BLE001 - a lock or a spawn failure, shown on the page
+        st.session_state["_run_start_error"] = str(error)
+
+
+@st.fragment(run_every=POLL_S)
+def _live(ctx: ui.Context) -> None:
+    """Progress of the active run (and any CLI run), ingesting finished cells as they land."""
+    try:
+        report = ui.ingest_runs(ctx.store, ctx.runs_dir)
+        if report["cells_added"]:
+            st.toast(f"Ingested {report['cells_added']} new cell(s) into {ctx.store}")
+    except Exception as error:  # noqa: BLE001 - e.g. the store is locked by another process
+        st.warning(f"Could not ingest yet: {str(error).splitlines()[0][:200]}")
+    lock = runs.read_lock()
+    was_active = st.session_state.get("_run_active", False)
+    if lock:
+        st.session_state["_run_active"] = True
+        run_dir = runs.find_run_dir(lock)
+        if run_dir is None:
+            st.info(f"Starting {lock.get('plan_name')} (pid {lock['pid']}): loading torch and building the first model...")
+            lines = runs.log_tail(lock["log"])
+            if lines:
+                st.code("\n".join(lines), language=None)
+        else:
+            p = runs.progress(run_dir)
+            st.progress(p["fraction"], text=f"{p['done']} / {p['total']} cells"
+                        + (f" · {p['failed']} failed" if p["failed"] else "") + f" · ETA {runs.format_eta(p['eta_s'])}")
+            st.markdown(f"Run `{p['run_id']}` on {p['regime']}: " + (f"measuring **{p['current']}**" if p["current"] else "between cells"))
+            st.code("\n".join(p["recent"]) or "no events yet", language=None)
+        if st.button("Cancel run", type="secondary", key="run_cancel"):
+            st.toast(runs.cancel(int(lock["pid"])))
+            st.session_state["_run_active"] = False
+            ui.ingest_runs(ctx.store, ctx.runs_dir)
+            st.rerun(scope="app")
+    elif was_active:
+        st.session_state["_run_active"] = False
+        st.rerun(scope="app")  # the run ended: refresh the sidebar and every cached view
+
+    history = runs.list_runs(ctx.runs_dir)
+    if not history:
+        st.caption(f"No runs under {ctx.runs_dir} yet. Runs started with `python -m runner run PLAN` show up here too.")
+        return
+    for p in history:
+        if p["status"] == "running" and not lock:
+            st.info(f"Run `{p['run_id']}` ({p['plan_name']}) is running outside the dashboard: "
+                    f"{p['done']} / {p['total']} cells, ETA {runs.format_eta(p['eta_s'])}.")
+    table = pd.DataFrame(history)[["run_id", "plan_name", "status", "done", "total", "failed", "regime"]]
+    st.dataframe(table.head(15), hide_index=True, key="run_history")
+    last = runs.log_tail(lock["log"], 4) if lock else []
+    if last:
+        st.caption("runner output: " + " / ".join(last))
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Run a plan")
+    st.caption(f"Runs go to `{ctx.runs_dir}` and are ingested into the store file `{ctx.store}` as cells finish"
+               + ("" if ctx.kind == ui.STORE else " (open the store file in the sidebar to analyse them)") + ".")
+    built = _form(ctx)
+    if built.ok:
+        n = len(built.cells) * built.plan.repeats
+        minutes = built.estimate_s / 60
+        st.markdown(f"**{n} cells**, roughly **{minutes:.1f} min** "
+                    f"({'GPU' if built.plan.device != 'cpu' else 'CPU'} estimate, not a measurement).")
+        with st.expander("Plan (TOML)", expanded=False):
+            st.code(built.toml, language="toml")
+        st.download_button("Download plan", built.toml, f"{built.plan.name}.toml", "application/toml", on_click="ignore")
+    lock = runs.read_lock()
+    start_error = st.session_state.pop("_run_start_error", None)
+    if start_error:
+        st.error(start_error)
+    st.button("Start run", type="primary", disabled=not built.ok or bool(lock), on_click=_start, args=(ctx, built),
+              key="run_start", help="one run at a time on this machine" if lock else None)
+    with st.expander("Backends on this machine", expanded=False):
+        if st.toggle("Probe backends (imports torch in the server)", key="run_probe"):
+            st.dataframe(_capabilities(), hide_index=True)
+    st.subheader("Progress")
+    _live(ctx)
+
+
+ui.guard(body)

@@ -1,0 +1,83 @@
+"""Snapshots: export the current selection, import one into the store, or open one in this session."""
+import streamlit as st
+
+from dashboard import filters as flt
+from dashboard import ui
+
+
+def _open_upload(data: bytes, name: str) -> None:
+    """Callback: open the upload in memory (locked down) and switch the sidebar to it."""
+    from store.hosted import open_upload
+    from store.snapshot import SnapshotError
+
+    try:
+        con = open_upload(data)
+    except SnapshotError as error:
+        st.session_state["_snap_msg"] = ("error", f"Refused: {error}")
+        return
+    old = st.session_state.get(ui.UPLOAD_KEY)
+    if old:
+        old[1].close()
+    st.session_state[ui.UPLOAD_KEY] = (ui.sha256(data), con, name)
+    st.session_state["dataset_kind"] = ui.UPLOAD
+    st.session_state["_snap_msg"] = ("success", f"Opened {name} read-only in this session (sidebar: uploaded snapshot).")
+
+
+def _import(ctx: ui.Context, data: bytes, name: str) -> None:
+    from store.snapshot import SnapshotError, import_snapshot
+
+    try:
+        con = ui.store_connection(str(ctx.store))
+        report = import_snapshot(con.cursor(), data)
+    except SnapshotError as error:
+        st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {error}")
+        return
+    except Exception as error:  # noqa: BLE001 - e.g. the store file is locked by another process
+        st.session_state["_snap_msg"] = ("error", f"Could not import into {ctx.store}: {str(error).splitlines()[0]}")
+        return
+    st.session_state["dataset_kind"] = ui.STORE
+    st.session_state["_snap_msg"] = ("success", f"Imported {name} into {ctx.store}: {report}")
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Snapshots")
+    st.caption("A snapshot is a zip of Parquet tables (runs, cells, raw samples) with a manifest of row counts and "
+               "checksums: how measurements travel between machines.")
+    msg = st.session_state.pop("_snap_msg", None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+
+    st.subheader("Export the current selection")
+    regimes, backends = ctx.selection.get("regime") or None, ctx.selection.get("backend") or None
+    ignored = [flt.BY_COLUMN[c].label.lower() for c in ("phase", "dtype", "batch_size", "prompt_len") if ctx.selection.get(c)]
+    st.markdown(f"From **{ctx.label}**: regimes {', '.join(regimes) if regimes else 'all'}; "
+                f"backends {', '.join(backends) if backends else 'all'}.")
+    if ignored:
+        st.caption(f"Snapshots select whole runs and backends: the {', '.join(ignored)} filter is not applied to the export.")
+    if ctx.summary["cells"] == 0:
+        st.info("Nothing to export: this dataset is empty.")
+    else:
+        from store.snapshot import export_snapshot_bytes
+
+        st.download_button(
+            "Download snapshot (.zip)",
+            lambda: export_snapshot_bytes(ctx.cursor(), regimes=regimes, backends=backends),
+            "shapebench-snapshot.zip", "application/zip", on_click="ignore", type="primary", key="snap_export")
+
+    st.subheader("Load a snapshot")
+    upload = st.file_uploader("Snapshot zip", type=["zip"], key="snap_upload")
+    if upload is None:
+        st.caption("Upload a snapshot zip to open it read-only in this session"
+                   + ("" if ctx.hosted else " or to merge it into the store file") + ".")
+        return
+    data = upload.getvalue()
+    c1, c2 = st.columns(2)
+    c1.button("Open read-only in this session", on_click=_open_upload, args=(data, upload.name), key="snap_open")
+    if ctx.hosted:
+        c2.caption("Hosted mode: imports into a store are switched off.")
+    else:
+        c2.button(f"Import into the store ({ctx.store})", on_click=_import, args=(ctx, data, upload.name),
+                  key="snap_import", help="validated, idempotent, all or nothing")
+
+
+ui.guard(body)
