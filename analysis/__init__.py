@@ -9,6 +9,8 @@ read-only dashboard on a snapshot can import all of it. Modules, one job each:
 - `regression`: depth-only vs params-only vs depth + width OLS per group, with a verdict.
 - `inversions`: pairs where the smaller model is slower, with a CI of the ratio.
 - `regimes`: pooled models with regime (or backend) interactions and a Wald test.
+- `reproducibility`: run-to-run variance of repeat runs, pooled medians with run-level CIs,
+  and which inversion and regression verdicts hold across runs.
 - `predict`: latency of an unmeasured shape; samples needed to resolve a difference.
 - `figures`: plotly figures, pure functions of frames.
 - `report`: `analyze(con, **filters) -> dict` and `format_text(result) -> str` for the CLI.

@@ -1,4 +1,5 @@
-"""Plotly figures: pure functions of frames from `stats`, `regression`, `inversions`, `regimes`.
+"""Plotly figures: pure functions of frames from `stats`, `regression`, `inversions`, `regimes`,
+`reproducibility`.
 
 Every point trace carries `customdata` whose first column is the cell_id, so a selection on
 the dashboard maps back to rows. Point traces switch to WebGL (Scattergl) past
@@ -166,3 +167,36 @@ def regime_comparison(stats: pd.DataFrame, factor: str = "regime") -> go.Figure:
         sub = sub.sort_values("params_m")
         fig.add_trace(_points(sub, "params_m", name=str(level), color_by_width=False))
     return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True)
+
+
+def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figure:
+    """Each run's median with its within-run CI, side by side per cell; irreproducible cells marked.
+
+    `runs` comes from `reproducibility.run_medians` (one phase and group is easiest to read):
+    one trace per run (colour), cells on x ordered by params, points grouped side by side.
+    Cells flagged `irreproducible` get a red cross above their highest CI and a "!" in their
+    label. customdata: cell_id (run traces), repeat_id (the marker trace).
+    """
+    frame = runs.sort_values(["params", label, "run_id"]) if len(runs) else runs
+    flagged = frame[frame["irreproducible"]] if len(frame) else frame
+    bad = set(flagged[label])
+    names = {v: (f"{v} !" if v in bad else str(v)) for v in pd.unique(frame[label])} if len(frame) else {}
+    fig = go.Figure()
+    for run_id, sub in frame.groupby("run_id", sort=True):
+        fig.add_trace(go.Scatter(
+            x=[names[v] for v in sub[label]], y=sub["median"].to_numpy(), mode="markers", name=str(run_id),
+            offsetgroup=str(run_id), error_y=_error_y(sub),
+            customdata=sub[["cell_id", "run_id", "phase"]].to_numpy(),
+            hovertemplate="%{x}<br>%{customdata[1]}: %{y:.3g} ms<extra></extra>",
+        ))
+    if len(flagged):
+        top = flagged.groupby([label, "phase"], sort=False).agg(y=("median_ci_high", "max"), repeat_id=("repeat_id", "first")).reset_index()
+        fig.add_trace(go.Scatter(
+            x=[names[v] for v in top[label]], y=top["y"].to_numpy() * 1.05, mode="markers", name="irreproducible",
+            marker={"symbol": "x", "size": 10, "color": "red"}, customdata=top[["repeat_id"]].to_numpy(),
+            hovertemplate="%{x}: run medians differ beyond their CIs<extra></extra>",
+        ))
+    fig.update_layout(title="Median per run with within-run 95% CI (! = irreproducible)", xaxis_title="cell",
+                      yaxis={"title": "median latency (ms)", "type": "log"}, scattermode="group",
+                      template="plotly_white", legend_title_text="run")
+    return fig

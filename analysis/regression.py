@@ -15,15 +15,22 @@ the depth-only model beats the params-only model clearly (AIC lower by at least
 `CLEAR_AIC_GAP` and a higher adjusted R^2); "params" symmetrically, with the params
 coefficient's CI excluding 0; otherwise "inconclusive", saying which condition failed. The
 group's verdict is the scales' common answer; when they disagree it is inconclusive.
+
+With repeat runs, `fit_group(..., between_run_cov=...)` adds the coefficients' covariance
+across runs (a run-level bootstrap from `analysis.reproducibility`) to HC3, so that CIs,
+p-values, bands and the verdict include run-to-run variance, and the fit says so
+(`ci_includes_between_run_variance`).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from statsmodels.regression.linear_model import OLSResults, RegressionResultsWrapper
 
 from analysis.load import group_dict
 
@@ -68,6 +75,7 @@ class GroupFit:
     verdicts: dict[str, dict[str, str]] = field(default_factory=dict)
     verdict: dict[str, str] = field(default_factory=dict)
     bands: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ci_includes_between_run_variance: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (without the bands)."""
@@ -75,6 +83,7 @@ class GroupFit:
             "group": self.group, "group_id": self.group_id, "status": self.status,
             "message": self.message, "n_cells": self.n_cells, "n_shapes": self.n_shapes,
             "models": self.models, "verdicts": self.verdicts, "verdict": self.verdict,
+            "ci_includes_between_run_variance": self.ci_includes_between_run_variance,
         }
 
 
@@ -121,8 +130,18 @@ def shape_shortfall(cells: pd.DataFrame) -> str | None:
     return "too few distinct shapes for a fit: " + "; ".join(problems) + "."
 
 
-def fit_group(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> GroupFit:
-    """Fit the three models on both scales for one group's cells (one row per cell)."""
+def fit_group(
+    cells: pd.DataFrame,
+    confidence: float = CONFIDENCE,
+    *,
+    between_run_cov: Mapping[tuple[str, str], np.ndarray] | None = None,
+) -> GroupFit:
+    """Fit the three models on both scales for one group's cells (one row per cell).
+
+    `between_run_cov` maps (scale, model) to a covariance of that model's coefficients (in
+    the formula's term order) across repeat runs; it is added to the HC3 covariance, and the
+    message says that the CIs include between-run variance.
+    """
     group = group_dict(cells)
     group_id = str(cells["group_id"].iloc[0]) if "group_id" in cells else ""
     n_shapes = len(cells[["n_layer", "n_embd"]].drop_duplicates())
@@ -135,12 +154,30 @@ def fit_group(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> GroupFit:
     for scale, specs in MODELS.items():
         for name, formula in specs.items():
             res = smf.ols(formula, data).fit(cov_type="HC3")
+            cov_type = "HC3"
+            if between_run_cov is not None:
+                res = _with_extra_cov(res, between_run_cov[(scale, name)])
+                cov_type = "HC3 + between-run (run-level bootstrap)"
             fits[(scale, name)] = res
-            models.append(_model_record(scale, name, formula, res, alpha))
+            models.append(_model_record(scale, name, formula, res, alpha, cov_type))
     verdicts = {scale: _scale_verdict(scale, {n: fits[(scale, n)] for n in MODELS[scale]}, alpha) for scale in MODELS}
     verdict = _combine(verdicts)
+    widened = between_run_cov is not None
+    if widened:
+        verdict = {**verdict, "text": f"across runs (CIs include between-run variance): {verdict['text']}"}
     bands = _bands(data, fits, alpha)
-    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, bands)
+    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, bands, widened)
+
+
+def _with_extra_cov(res: Any, extra: np.ndarray) -> Any:
+    """The same OLS fit with covariance HC3 + `extra`: conf_int, p-values and get_prediction use it.
+
+    Normal quantiles, as HC3 fits use; `scale` stays the residual variance so that the
+    (non-robust, reference-only) observation intervals keep their meaning.
+    """
+    cov = res.cov_params().to_numpy() + np.asarray(extra, dtype=np.float64)
+    widened = OLSResults(res.model, res.params.to_numpy(), normalized_cov_params=cov / res.scale, scale=res.scale, use_t=False)
+    return RegressionResultsWrapper(widened)
 
 
 def fit_all(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> list[GroupFit]:
@@ -148,7 +185,7 @@ def fit_all(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> list[GroupFi
     return [fit_group(g, confidence) for _, g in stats.groupby("group_id", sort=True)]
 
 
-def _model_record(scale: str, name: str, formula: str, res: Any, alpha: float) -> dict[str, Any]:
+def _model_record(scale: str, name: str, formula: str, res: Any, alpha: float, cov_type: str = "HC3") -> dict[str, Any]:
     ci = res.conf_int(alpha)
     coefficients = [
         {
@@ -163,7 +200,7 @@ def _model_record(scale: str, name: str, formula: str, res: Any, alpha: float) -
     return {
         "scale": scale, "model": name, "formula": formula, "n": int(res.nobs),
         "adj_r2": float(res.rsquared_adj), "aic": float(res.aic), "coefficients": coefficients,
-        "cov_type": "HC3",
+        "cov_type": cov_type,
     }
 
 

@@ -15,6 +15,12 @@ needs:
             inversions    {n_inverted_pairs, n_significant, headlines: [{group_id, text}], significant: [...]}
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
+            reproducibility  {has_repeats, message, ...}: run-to-run variance (analysis.reproducibility)
+
+        When some cells were measured in more than one run (plan repeats), regressions,
+        inversions, regimes and backends work on medians pooled over runs, and regressions
+        and inversions use CIs that include between-run variance (a run-level bootstrap);
+        each then carries "ci_includes_between_run_variance": true. cell_stats stays per run.
 
     format_text(result) -> str
         Readable tables of the same dict, for a terminal.
@@ -31,6 +37,7 @@ from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from analysis.inversions import find_inversions, inversions_summary
 from analysis.regimes import compare
 from analysis.regression import fit_all
+from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import compute_cell_stats, summarize
 
 CELL_RECORD_COLUMNS = (
@@ -46,18 +53,32 @@ def analyze(
     seed: int = DEFAULT_SEED,
     **filters: Any,
 ) -> dict[str, Any]:
-    """Cell statistics, regressions per group, inversions and regime/backend comparisons."""
+    """Cell statistics, regressions per group, inversions, regime/backend comparisons, reproducibility."""
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
     frame = stats.frame
     summary = summarize(frame)
     summary["cells"] = frame[list(CELL_RECORD_COLUMNS)].to_dict("records") if len(frame) else []
+    if has_repeats(stats):
+        # One row per configuration: repeats are not independent cells, and their spread
+        # belongs in the CIs, not in the number of observations.
+        pooled = pooled_stats(stats)
+        regressions = regressions_across_runs(stats, pooled)
+        inversions = {**inversions_summary(find_inversions(pooled)), "ci_includes_between_run_variance": True}
+        compared = pooled.frame
+        reproducibility = reproducibility_summary(stats, con, pooled=pooled, regressions=regressions)
+    else:
+        regressions = [fit.to_dict() for fit in fit_all(frame)] if len(frame) else []
+        inversions = {**inversions_summary(find_inversions(stats)), "ci_includes_between_run_variance": False}
+        compared = frame
+        reproducibility = reproducibility_summary(stats)
     result = {
         "filters": filters,
         "cell_stats": summary,
-        "regressions": [fit.to_dict() for fit in fit_all(frame)] if len(frame) else [],
-        "inversions": inversions_summary(find_inversions(stats)),
-        "regimes": compare(frame, "regime"),
-        "backends": compare(frame, "backend"),
+        "regressions": regressions,
+        "inversions": inversions,
+        "regimes": compare(compared, "regime"),
+        "backends": compare(compared, "backend"),
+        "reproducibility": reproducibility,
     }
     return _jsonable(result)
 
@@ -111,8 +132,9 @@ def format_text(result: dict[str, Any]) -> str:
         ]
         lines.append(_table(rows, ["scale", "model", "term", "estimate", "ci_low", "ci_high", "adj_r2", "aic"]))
     inv = result["inversions"]
+    across = " across runs: CIs include between-run variance" if inv.get("ci_includes_between_run_variance") else ""
     lines += ["", "== Latency inversions (smaller model slower) ==",
-              f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant (ratio CI above 1)"]
+              f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant (ratio CI above 1){across}"]
     lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
     if inv["significant"]:
         lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
@@ -126,4 +148,29 @@ def format_text(result: dict[str, Any]) -> str:
             lines.append(f"   {comp['message']}")
             if comp["levels"]:
                 lines.append(_table(comp["levels"], ["level", "n_cells", "depth_effect", "depth_ci_low", "depth_ci_high", "width_effect"]))
+    lines += ["", "== Reproducibility (run to run) =="]
+    lines += _reproducibility_lines(result.get("reproducibility") or {"message": "(not computed)"})
     return "\n".join(lines)
+
+
+def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
+    lines = [rep["message"]]
+    if not rep.get("has_repeats"):
+        return lines
+    lines.append("Between-run SD of log medians per group (~ relative spread), net of within-run noise:")
+    lines.append(_table(rep["groups"], ["group_id", "n_units", "n_runs", "between_run_sd", "between_run_sd_ci_low",
+                                        "between_run_sd_ci_high", "within_run_se", "max_spread_ratio", "n_irreproducible"]))
+    if rep["irreproducible"]:
+        lines.append("-- irreproducible cells (run medians differ beyond their within-run CIs), widest spread first")
+        rows = [{**r, "differs": ", ".join(sorted(r["environment_diff"] or {})) or "-"} for r in rep["irreproducible"][:20]]
+        lines.append(_table(rows, ["model_name", "phase", "n_runs", "spread_ratio", "median", "median_ci_low", "median_ci_high", "differs"]))
+    inv = rep["inversions"]
+    lines.append(f"-- inversions: {inv['n_reproducible']} reproducible across runs, "
+                 f"{inv['n_not_reproducible']} not reproducible (significant within a run only)")
+    if inv["not_reproducible"]:
+        rows = [{**r, "runs": ", ".join(r["runs_significant"])} for r in inv["not_reproducible"][:20]]
+        lines.append(_table(rows, ["model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "runs"]))
+    for reg in rep["regressions"]:
+        per_run = ", ".join(f"{r['run_id']}: {r['winner'] or r['status']}" for r in reg["per_run"])
+        lines.append(f"-- {reg['group_id']}: {reg['reproducibility']} (across runs: {reg['winner']}; per run: {per_run})")
+    return lines

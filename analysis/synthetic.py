@@ -7,6 +7,7 @@ has a known target. No torch: the dashboard tests can use this too.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -58,25 +59,41 @@ class SyntheticPlan:
     cell_cv: float = 0.0  # cell-to-cell noise (drift between cells), relative
     seed: int = 0
     failed_shapes: Sequence[tuple[int, int]] = ()  # stored as status 'failed' with samples
+    # Repeats (reproducibility): n_runs runs per regime sharing a series id and cell keys.
+    # The law sees a `repeat` column (0-based) next to run_id, so it can plant a run-only effect.
+    n_runs: int = 1  # 1 keeps every earlier store byte for byte
+    run_offsets: Sequence[float] = ()  # per repeat, multiplies every cell of that run; () = all 1
+    run_cell_cv: float = 0.0  # per (run, cell) drift, relative: a between-run SD of ~this on log scale
+    environments: Sequence[dict] = ()  # per repeat, stored as runs.environment; () = NULL
 
 
 def generate(plan: SyntheticPlan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Frames (runs, cells, samples) with the columns of store/schema.sql."""
+    if plan.n_runs < 1:
+        raise ValueError(f"n_runs must be at least 1, got {plan.n_runs}")
+    for name in ("run_offsets", "environments"):
+        if len(getattr(plan, name)) not in (0, plan.n_runs):
+            raise ValueError(f"{name} needs one entry per run (n_runs = {plan.n_runs}), got {len(getattr(plan, name))}")
     rng = np.random.default_rng(plan.seed)
+    # Run i is repeat i % n_runs of regime i // n_runs; with n_runs = 1, run-i is regime i as before.
+    run_regimes = [r for r in plan.regimes for _ in range(plan.n_runs)]
+    repeats = [k for _ in plan.regimes for k in range(plan.n_runs)]
     runs = pd.DataFrame(
         {
-            "run_id": [f"run-{i}" for i in range(len(plan.regimes))],
+            "run_id": [f"run-{i}" for i in range(len(run_regimes))],
             "series_id": "synthetic",
             "status": "finished",
             "plan_name": "synthetic",
-            "regime": list(plan.regimes),
+            "regime": run_regimes,
             "device_kind": "cuda",
-            "shuffle_seed": plan.seed,
+            "shuffle_seed": [plan.seed + k for k in repeats],
             "n_cells_planned": len(plan.shapes) * len(plan.backends),
         }
     )
+    if plan.environments:
+        runs["environment"] = [json.dumps(plan.environments[k], sort_keys=True) for k in repeats]
     rows = []
-    for run_id, regime in zip(runs["run_id"], runs["regime"]):
+    for run_id, regime, repeat in zip(runs["run_id"], runs["regime"], repeats):
         for backend in plan.backends:
             for depth, width in plan.shapes:
                 key = f"{backend}/{depth}x{width}/{plan.dtype}/b{plan.batch_size}/p{plan.prompt_len}/g{plan.gen_len}"
@@ -102,11 +119,22 @@ def generate(plan: SyntheticPlan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
                         "gen_len": plan.gen_len,
                         "status": "failed" if (depth, width) in set(plan.failed_shapes) else "ok",
                         "regime": regime,
+                        "repeat": repeat,
                     }
                 )
     cells = pd.DataFrame(rows)
     decode = np.asarray(plan.law(cells), dtype=np.float64)
-    decode = decode * (1 + plan.cell_cv * rng.standard_normal(len(cells)))
+    # cell_cv is a property of the configuration: drawn once per (regime, cell key), shared by
+    # its repeats (so with n_runs = 1 the draws are exactly the earlier ones).
+    first = (cells["repeat"] == 0).to_numpy()
+    cell_noise = pd.Series(rng.standard_normal(int(first.sum())), index=pd.MultiIndex.from_frame(cells.loc[first, ["regime", "cell_key"]]))
+    decode = decode * (1 + plan.cell_cv * cell_noise.reindex(pd.MultiIndex.from_frame(cells[["regime", "cell_key"]])).to_numpy())
+    if plan.run_offsets:
+        decode = decode * np.asarray(plan.run_offsets, dtype=np.float64)[cells["repeat"].to_numpy()]
+    if plan.run_cell_cv:
+        # A generator of its own, so the sample noise below is the same with or without drift.
+        drift = np.random.default_rng([plan.seed, 1]).standard_normal(len(cells))
+        decode = decode * np.exp(plan.run_cell_cv * drift)
     truth = {
         "decode": decode,
         "prefill": PREFILL_FACTOR * decode,
@@ -132,7 +160,7 @@ def generate(plan: SyntheticPlan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
             )
         )
     samples = pd.concat(parts, ignore_index=True)
-    return runs, cells.drop(columns="regime"), samples
+    return runs, cells.drop(columns=["regime", "repeat"]), samples
 
 
 def insert(con: duckdb.DuckDBPyConnection, runs: pd.DataFrame, cells: pd.DataFrame, samples: pd.DataFrame) -> None:
