@@ -33,10 +33,11 @@ def split(run_path: Path) -> dict[str, float]:
     wall = _active_seconds(run_path) or (
         datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])
     ).total_seconds()
-    parts = {"setup": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}
+    parts = {"setup": 0.0, "cold sample": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}
     for path in (run_path / "cells").glob("*.json"):
         cell = json.loads(path.read_text())
         parts["setup"] += cell.get("setup_s") or 0.0
+        parts["cold sample"] += (cell.get("cold_ms") or 0.0) / 1e3
         parts["warm-up"] += cell.get("warmup_s") or 0.0
         parts["measured"] += cell.get("measured_s") or 0.0
         parts["correctness check"] += cell.get("check_s") or 0.0
