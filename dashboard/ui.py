@@ -29,7 +29,6 @@ from store.dataset import BUNDLED_SNAPSHOT, REPO_ROOT
 log = logging.getLogger("shapebench.dashboard")
 
 STORE, BUNDLED, SNAPSHOT, UPLOAD = "store file", "bundled snapshot", "snapshot path", "uploaded snapshot"
-CTX_KEY = "_shapebench_ctx"
 UPLOAD_KEY = "_shapebench_upload"  # (sha256, connection, file name) of this session's upload
 STATIC = "static"  # data version of a snapshot: it never changes while open
 
@@ -130,11 +129,6 @@ class Context:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
-
-
-def context() -> Context:
-    """The context app.py built for this script run."""
-    return st.session_state[CTX_KEY]
 
 
 # --- cached queries ------------------------------------------------------------------------
@@ -245,35 +239,41 @@ def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[duckdb.
     return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100, real measurements)", STATIC
 
 
-def sidebar() -> Context:
-    """Dataset picker, dataset summary and the global filters; returns this run's context."""
-    hosted = is_hosted()
-    store = Path(st.session_state.get("store_path") or store_path())
-    runs_dir = data.default_runs_dir()
-    problem = None
-    if not hosted:
-        try:
-            report = ingest_runs(store, runs_dir)
-            if report["errors"]:
-                problem = f"{report['errors']} run director(ies) could not be ingested yet; retrying"
-        except Exception as error:  # noqa: BLE001 - e.g. another process holds the store file
-            problem = f"could not ingest runs from {runs_dir}: {str(error).splitlines()[0][:200]}"
+def _init_from_link(hosted: bool) -> None:
+    """First run of a session: the filters from the URL's query parameters."""
+    if "_filters_loaded" in st.session_state:
+        return
+    st.session_state["_filters_loaded"] = True
+    selection = flt.from_query(st.query_params.get_all)
+    for f in flt.FILTERS:
+        st.session_state[_kept(f"filter_{f.param}")] = selection[f.column]
 
-    sb = st.sidebar
-    sb.subheader("Dataset")
+
+def _kinds(hosted: bool) -> list[str]:
     kinds = [BUNDLED] if hosted else [STORE, BUNDLED, SNAPSHOT]
-    if UPLOAD_KEY in st.session_state:
-        kinds.append(UPLOAD)
-    if st.session_state.get("dataset_kind") not in kinds:
-        st.session_state["dataset_kind"] = _default_kind(hosted)
-    kind = sb.radio("Open", kinds, key="dataset_kind", label_visibility="collapsed")
-    snap_path = ""
-    if kind == STORE:
-        store = Path(sb.text_input("Store file", value=str(store), key="store_path",
-                                   help="DuckDB file; created on the first ingest of a run"))
-    elif kind == SNAPSHOT:
-        snap_path = sb.text_input("Snapshot path", value=os.environ.get("SHAPEBENCH_SNAPSHOT", ""),
-                                  key="snapshot_path", placeholder="snapshot directory or .zip")
+    return kinds + [UPLOAD] if UPLOAD_KEY in st.session_state else kinds
+
+
+def _chosen_kind(hosted: bool) -> str:
+    kinds = _kinds(hosted)
+    if st.session_state.get(_kept("dataset_kind")) not in kinds:
+        st.session_state[_kept("dataset_kind")] = _default_kind(hosted)
+    return st.session_state[_kept("dataset_kind")]
+
+
+def build_context() -> Context:
+    """The open dataset, its version and the global filters, from session state (draws nothing).
+
+    app.py's sidebar draws the widgets that set this state; pages call `context()`, which
+    rebuilds it cheaply (connections and queries are cached), so a page never depends on
+    the entrypoint having run in the same script run (AppTest reruns only the page).
+    """
+    hosted = is_hosted()
+    _init_from_link(hosted)
+    kind = _chosen_kind(hosted)
+    store = Path(st.session_state.get(_kept("store_path")) or store_path())
+    snap_path = st.session_state.get(_kept("snapshot_path")) or os.environ.get("SHAPEBENCH_SNAPSHOT", "")
+    problem = st.session_state.get("_ingest_problem")
     try:
         if kind == SNAPSHOT and not snap_path:
             raise FileNotFoundError("enter a snapshot directory or .zip path")
@@ -283,7 +283,50 @@ def sidebar() -> Context:
         con, ds_key, label, version = empty_connection(), "empty:error", f"{kind} (not open)", STATIC
     summary = _summary(con, ds_key, version)
     options = _options(con, ds_key, version)
-    sb.caption(label)
+    selection = {}
+    for f in flt.FILTERS:
+        key = _kept(f"filter_{f.param}")
+        allowed = options.get(f.column, [])
+        st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
+        selection[f.column] = list(st.session_state[key])
+    _sync_query_params(selection)
+    return Context(con, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store,
+                   data.default_runs_dir(), summary, options, selection, problem)
+
+
+def context() -> Context:
+    """This run's context (see build_context)."""
+    return build_context()
+
+
+def sidebar() -> Context:
+    """Ingest new run files, then draw the dataset picker, its summary and the global filters."""
+    hosted = is_hosted()
+    st.session_state.pop("_ingest_problem", None)
+    if not hosted:
+        store = Path(st.session_state.get(_kept("store_path")) or store_path())
+        runs_dir = data.default_runs_dir()
+        try:
+            report = ingest_runs(store, runs_dir)
+            if report["errors"]:
+                st.session_state["_ingest_problem"] = f"{report['errors']} run director(ies) could not be ingested yet; retrying"
+        except Exception as error:  # noqa: BLE001 - e.g. another process holds the store file
+            st.session_state["_ingest_problem"] = f"could not ingest runs from {runs_dir}: {str(error).splitlines()[0][:200]}"
+
+    sb = st.sidebar
+    sb.subheader("Dataset")
+    _init_from_link(hosted)
+    _chosen_kind(hosted)
+    kind = _persistent(sb.radio, "dataset_kind", "Open", _kinds(hosted), label_visibility="collapsed")
+    if kind == STORE:
+        st.session_state.setdefault(_kept("store_path"), str(store_path()))
+        _persistent(sb.text_input, "store_path", "Store file", help="DuckDB file; created on the first ingest of a run")
+    elif kind == SNAPSHOT:
+        st.session_state.setdefault(_kept("snapshot_path"), os.environ.get("SHAPEBENCH_SNAPSHOT", ""))
+        _persistent(sb.text_input, "snapshot_path", "Snapshot path", placeholder="snapshot directory or .zip")
+    ctx = build_context()
+    summary = ctx.summary
+    sb.caption(ctx.label)
     c1, c2 = sb.columns(2)
     c1.metric("Runs", summary["runs"])
     c2.metric("Regimes", summary["regimes"])
@@ -291,23 +334,28 @@ def sidebar() -> Context:
     c2.metric("Samples", f"{summary['samples']:,}")
     if hosted:
         sb.caption("Hosted read-only mode: no runs, no imports.")
-
     sb.subheader("Filters")
-    if "_filters_loaded" not in st.session_state:  # first run of a session: take the link's filters
-        st.session_state["_filters_loaded"] = True
-        for f in flt.FILTERS:
-            st.session_state[f"filter_{f.param}"] = flt.from_query(st.query_params.get_all)[f.column]
-    selection = {}
     for f in flt.FILTERS:
-        key = f"filter_{f.param}"
-        allowed = options.get(f.column, [])
-        st.session_state[key] = [v for v in st.session_state.get(key, []) if v in allowed]
-        selection[f.column] = sb.multiselect(f.label, allowed, key=key, placeholder="all")
-    _sync_query_params(selection)
-    ctx = Context(con, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store, runs_dir,
-                  summary, options, selection, problem)
-    st.session_state[CTX_KEY] = ctx
+        _persistent(sb.multiselect, f"filter_{f.param}", f.label, ctx.options.get(f.column, []), placeholder="all")
     return ctx
+
+
+def _kept(key: str) -> str:
+    return f"_kept_{key}"
+
+
+def _keep(key: str) -> None:
+    st.session_state[_kept(key)] = st.session_state[key]
+
+
+def _persistent(widget, key: str, *args, **kwargs):
+    """A sidebar widget whose value survives page switches.
+
+    Streamlit drops a widget's state when a run does not draw it (and AppTest does so on
+    every page switch), so the value lives under a plain session key and seeds the widget.
+    """
+    st.session_state[key] = st.session_state.get(_kept(key))
+    return widget(*args, key=key, on_change=_keep, args=(key,), **kwargs)
 
 
 def _sync_query_params(selection: dict[str, list]) -> None:

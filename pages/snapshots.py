@@ -19,7 +19,7 @@ def _open_upload(data: bytes, name: str) -> None:
     if old:
         old[1].close()
     st.session_state[ui.UPLOAD_KEY] = (ui.sha256(data), con, name)
-    st.session_state["dataset_kind"] = ui.UPLOAD
+    st.session_state["_kept_dataset_kind"] = ui.UPLOAD
     st.session_state["_snap_msg"] = ("success", f"Opened {name} read-only in this session (sidebar: uploaded snapshot).")
 
 
@@ -35,7 +35,7 @@ def _import(ctx: ui.Context, data: bytes, name: str) -> None:
     except Exception as error:  # noqa: BLE001 - e.g. the store file is locked by another process
         st.session_state["_snap_msg"] = ("error", f"Could not import into {ctx.store}: {str(error).splitlines()[0]}")
         return
-    st.session_state["dataset_kind"] = ui.STORE
+    st.session_state["_kept_dataset_kind"] = ui.STORE
     st.session_state["_snap_msg"] = ("success", f"Imported {name} into {ctx.store}: {report}")
 
 

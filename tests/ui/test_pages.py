@@ -1,0 +1,196 @@
+"""AppTest per page: on the bundled H100 snapshot and on a store the real runner made on the CPU."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.ui.conftest import PAGES, ROOT, assert_clean, fail_cells, fake_running_run, plotly_specs, texts
+
+
+def open_page(at, page):
+    at.run()
+    if page != "overview":
+        at.switch_page(PAGES[page]).run()
+    return at
+
+
+# --- bundled snapshot (real H100 data) --------------------------------------------------
+
+def test_overview_on_bundled_snapshot_states_the_strongest_inversions_with_cis(app_env):
+    at = open_page(app_env(), "overview")
+    assert_clean(at)
+    assert texts(at, "title") == ["Does shape drive latency?"]
+    heads = [m for m in texts(at, "markdown") if "x slower [" in m]
+    assert heads, "a headline inversion with its CI"
+    assert any(m.label and " vs " in m.label for m in at.metric)
+    subheaders = texts(at, "subheader")
+    for section in ("Strongest inversions", "Which shape variable explains latency", "Data coverage", "Integrity warnings"):
+        assert section in subheaders
+    assert any("NVIDIA H100" in m for m in texts(at, "markdown")), "the driver verdict per regime"
+
+
+def test_sidebar_shows_the_open_dataset_and_its_size(app_env):
+    at = open_page(app_env(), "overview")
+    assert any("bundled snapshot" in c for c in texts(at.sidebar, "caption"))
+    metrics = {m.label: m.value for m in at.sidebar.metric}
+    assert metrics["Cells"] == "128" and metrics["Regimes"] == "1" and metrics["Runs"] != "0"
+
+
+def test_depth_width_shows_fits_with_bands_and_predicts_a_new_shape(app_env):
+    at = open_page(app_env(), "depth_width")
+    assert_clean(at)
+    specs = plotly_specs(at)
+    assert len(specs) == 2
+    names = [t.get("name", "") for spec in specs for t in spec["data"]]
+    assert any("fit" in n for n in names), names
+    assert any(" CI" in n for n in names), "fitted lines come with their CI band"
+    assert any(m.label.startswith("Predicted median latency of 10 x 256") for m in at.metric)
+    at.number_input(key="dw_pred_depth").set_value(64).run()
+    assert any("extrapolation" in w for w in texts(at, "warning"))
+
+
+def test_inversions_heatmap_and_ranked_table_with_cis(app_env):
+    at = open_page(app_env(), "inversions")
+    assert_clean(at)
+    spec = plotly_specs(at)[0]
+    assert spec["data"][0]["type"] == "heatmap"
+    table = at.dataframe[0].value
+    assert {"ratio", "ratio_ci_low", "ratio_ci_high"} <= set(table.columns)
+    assert (table["ratio_ci_low"] > 1).all(), "significant only by default"
+    assert list(table["ratio_ci_low"]) == sorted(table["ratio_ci_low"], reverse=True)
+
+
+def test_regimes_with_one_regime_says_what_to_measure_and_compares_backends(app_env):
+    at = open_page(app_env(), "regimes")
+    assert_clean(at)
+    assert any("Only one regime" in i for i in texts(at, "info"))
+    assert any("elasticity" in s["layout"]["title"]["text"] for s in plotly_specs(at)), "backend coefficient plot"
+
+
+def test_explore_backend_filter_changes_the_table_and_the_url(app_env):
+    at = open_page(app_env(), "explore")
+    assert_clean(at)
+    before = at.dataframe[0].value
+    assert before["backend"].nunique() > 1
+    at = app_env().run()  # AppTest runs the entrypoint (the sidebar) on the first run only
+    at.multiselect(key="filter_backend").set_value(["cuda-graph"])
+    at.switch_page(PAGES["explore"]).run()
+    after = at.dataframe[0].value
+    assert set(after["backend"]) == {"cuda-graph"} and len(after) < len(before)
+    assert at.query_params["backend"] in ("cuda-graph", ["cuda-graph"])
+
+
+def test_a_shared_link_opens_with_its_filters(app_env):
+    at = app_env()
+    at.query_params["phase"] = "prefill"
+    at.query_params["batch"] = ["1"]
+    open_page(at, "explore")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert set(table["phase"]) == {"prefill"} and set(table["batch_size"]) == {1}
+
+
+# --- store made by the real runner ------------------------------------------------------
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_on_the_runner_store(app_env, runner_store, page):
+    db, runs = runner_store
+    at = app_env(db, runs).run()
+    assert any("store file" in c for c in texts(at.sidebar, "caption"))
+    if page != "overview":
+        at.switch_page(PAGES[page]).run()
+    assert_clean(at)
+    assert at.title, "each page has a title"
+
+
+def test_explore_lists_the_runner_cells_and_their_sample_distributions(app_env, runner_store):
+    db, runs = runner_store
+    at = open_page(app_env(db, runs), "explore")
+    table = at.dataframe[0].value
+    assert set(table["model_name"]) == {"tiny-gpt2", "4x64", "1x128"}
+    assert set(table["backend"]) == {"hf-eager", "hf-sdpa"}
+    assert (table["median"] > 0).all()
+    spec = plotly_specs(at)[0]
+    assert spec["data"][0]["customdata"], "points carry cell ids for selection"
+
+
+def test_depth_width_on_three_shapes_explains_that_more_shapes_are_needed(app_env, runner_store):
+    db, runs = runner_store
+    at = open_page(app_env(db, runs), "depth_width")
+    assert_clean(at)
+    assert any("too few distinct shapes" in i for i in texts(at, "info"))
+    assert len(plotly_specs(at)) == 2, "the measured points are still drawn"
+
+
+def test_failed_cells_are_listed_with_their_errors(app_env, copy_store):
+    db, runs = copy_store
+    fail_cells(db, "4x64", "CUDA out of memory. Tried to allocate 2.00 GiB")
+    at = open_page(app_env(db, runs), "overview")
+    assert_clean(at)
+    assert any("failed or are unsupported" in w for w in texts(at, "warning"))
+    integrity = at.dataframe[-1].value
+    assert "CUDA out of memory" in " ".join(integrity["error"].dropna())
+
+
+def test_empty_store_tells_how_to_start(app_env, tmp_path):
+    at = app_env(tmp_path / "new.duckdb", kind="store file")
+    for page in ("overview", "explore", "depth_width", "inversions", "regimes"):
+        at = open_page(at, page)
+        assert_clean(at)
+        assert any("Run" in i for i in texts(at, "info")), page
+    assert not (tmp_path / "new.duckdb").exists(), "nothing is created before the first ingest"
+
+
+def test_run_page_validates_next_to_the_field_and_blocks_start(app_env, runner_store):
+    db, runs = runner_store
+    at = open_page(app_env(db, runs), "run")
+    assert_clean(at)
+    assert any("cells" in m and "min" in m for m in texts(at, "markdown")), "time estimate"
+    assert any('reference = ["tiny-gpt2"]' in c for c in texts(at, "code")), "plan as TOML"
+    assert not at.button(key="run_start").disabled
+    at.text_input(key="run_depths").set_value("1, x").run()
+    assert any("whole numbers" in e for e in texts(at, "error"))
+    assert at.button(key="run_start").disabled
+    at.text_input(key="run_depths").set_value("").run()
+    at.text_input(key="run_prompt").set_value("1000")
+    at.text_input(key="run_gen").set_value("100").run()
+    assert any("exceed" in e and "context" in e for e in texts(at, "error"))
+
+
+def test_run_in_progress_shows_cells_done_current_cell_and_eta(app_env, copy_store, tmp_path):
+    db, runs = copy_store
+    fake_running_run(runs, tmp_path / "run.lock")
+    at = open_page(app_env(db, runs), "run")
+    assert_clean(at)
+    bar = at.get("progress")[0]
+    assert "2 / 5 cells" in bar.proto.text and "1 failed" in bar.proto.text and "ETA" in bar.proto.text
+    assert any("gpt2-5m" in m for m in texts(at, "markdown")), "current cell"
+    assert any("out of memory" in c for c in texts(at, "code")), "recent log lines"
+    assert at.button(key="run_start").disabled, "one run at a time"
+    at.switch_page(PAGES["overview"]).run()
+    assert any("in progress" in i for i in texts(at, "info"))
+
+
+def test_hosted_mode_has_no_run_page_and_no_import(app_env):
+    at = app_env(hosted=True).run()
+    assert_clean(at)
+    assert "hosted" in " ".join(texts(at.sidebar, "caption")).lower()
+    with pytest.raises(ValueError):
+        at.switch_page(PAGES["run"])
+    at.switch_page(PAGES["snapshots"]).run()
+    assert not [b for b in at.button if b.key == "snap_import"]
+
+
+def test_hosted_app_never_imports_torch():
+    code = (
+        "import os, sys; os.environ['SHAPEBENCH_HOSTED'] = '1'\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()\n"
+        "for p in ['explore', 'depth_width', 'inversions', 'regimes', 'snapshots']:\n"
+        "    at.switch_page(f'pages/{p}.py').run(); assert not at.exception, at.exception\n"
+        "print('TORCH' if 'torch' in sys.modules or 'transformers' in sys.modules else 'CLEAN')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert out.stdout.strip().endswith("CLEAN"), out.stdout[-500:] + out.stderr[-2000:]
