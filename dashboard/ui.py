@@ -265,8 +265,8 @@ def build_context() -> Context:
     """The open dataset, its version and the global filters, from session state (draws nothing).
 
     app.py's sidebar draws the widgets that set this state; pages call `context()`, which
-    rebuilds it cheaply (connections and queries are cached), so a page never depends on
-    the entrypoint having run in the same script run (AppTest reruns only the page).
+    rebuilds it cheaply (connections and queries are cached) rather than reading an object
+    left in session state by an earlier run.
     """
     hosted = is_hosted()
     _init_from_link(hosted)
@@ -351,8 +351,8 @@ def _keep(key: str) -> None:
 def _persistent(widget, key: str, *args, **kwargs):
     """A sidebar widget whose value survives page switches.
 
-    Streamlit drops a widget's state when a run does not draw it (and AppTest does so on
-    every page switch), so the value lives under a plain session key and seeds the widget.
+    Streamlit drops a widget's state when a run does not draw it, so the value lives under a
+    plain session key and seeds the widget.
     """
     st.session_state[key] = st.session_state.get(_kept(key))
     return widget(*args, key=key, on_change=_keep, args=(key,), **kwargs)

@@ -19,6 +19,13 @@ def _coefficients(fit) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _legend_below(fig):
+    """Half-width charts: the legend under the plot, so it does not cover the width colour bar."""
+    fig.update_layout(height=520, legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+                      margin={"t": 50, "r": 10})
+    return fig
+
+
 def body(ctx: ui.Context) -> None:
     st.title("Depth vs width")
     st.caption("Per group (cells equal in everything but shape): OLS of cell medians on depth only, on "
@@ -35,7 +42,8 @@ def body(ctx: ui.Context) -> None:
     ok_ids = [f.group_id for f in fits if f.status == "ok"]
     ids = [f.group_id for f in fits]
     if st.session_state.get("dw_group") not in ids:
-        st.session_state["dw_group"] = ok_ids[0] if ok_ids else ids[0]
+        # default: the best-identified fit (most distinct shapes)
+        st.session_state["dw_group"] = max(fits, key=lambda f: (f.status == "ok", f.n_shapes)).group_id
     group_id = st.selectbox("Group", ids, format_func=labels.get, key="dw_group")
     fit = next(f for f in fits if f.group_id == group_id)
     if len(ok_ids) < len(ids):
@@ -62,9 +70,9 @@ def body(ctx: ui.Context) -> None:
     bands = fit.bands if fit.status == "ok" else None
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(latency_vs_depth(group_stats, bands, scale), key="dw_depth")
+        st.plotly_chart(_legend_below(latency_vs_depth(group_stats, bands, scale)), key="dw_depth")
     with right:
-        st.plotly_chart(latency_vs_params(group_stats, bands, scale), key="dw_params")
+        st.plotly_chart(_legend_below(latency_vs_params(group_stats, bands, scale)), key="dw_params")
 
     st.subheader("What would a new shape cost here?")
     c1, c2, c3 = st.columns([1, 1, 3])
