@@ -1,8 +1,9 @@
 """Inversions: where a smaller model runs slower, as a heatmap per group and a ranked table."""
+import pandas as pd
 import streamlit as st
 
 from analysis.figures import inversion_heatmap
-from dashboard import ui
+from dashboard import data, ui
 
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
                  "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
@@ -16,23 +17,23 @@ def body(ctx: ui.Context) -> None:
     ui.running_note(ctx)
     if not ui.require_data(ctx):
         return
-    pairs = ui.pairs(ctx)
-    if pairs.empty:
+    n_pairs = data.pair_counts(ui.cell_stats(ctx).frame)
+    if n_pairs.sum() == 0:
         st.info("Every group in this selection has a single model: no pairs to compare.")
         return
-    inv = pairs[pairs["ratio"] > 1]
+    inv = ui.inversions(ctx)
     c1, c2, c3 = st.columns(3)
-    c1.metric("Pairs compared", f"{len(pairs):,}")
+    c1.metric("Pairs compared", f"{int(n_pairs.sum()):,}")
     c2.metric("Inverted (point estimate)", f"{len(inv):,}")
     c3.metric("Significant inversions", f"{int(inv['significant'].sum()):,}")
 
-    groups = sorted(pairs["group_id"].unique())
-    counts = inv.groupby("group_id")["significant"].sum()
+    groups = sorted(n_pairs[n_pairs > 0].index)
+    counts = inv.groupby("group_id")["significant"].sum() if len(inv) else pd.Series(dtype=int)
     if st.session_state.get("inv_group") not in groups:
         st.session_state["inv_group"] = max(groups, key=lambda g: counts.get(g, 0))
     group_id = st.selectbox("Group", groups, key="inv_group",
                             format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(counts.get(g, 0))} significant)")
-    sub = pairs[pairs["group_id"] == group_id]
+    sub = ui.group_pairs(ctx, group_id)
     fig = inversion_heatmap(sub)
     n = sub["model_name_a"].nunique() + 1
     fig.update_layout(height=max(420, min(1100, 22 * n + 200)))
@@ -41,6 +42,9 @@ def body(ctx: ui.Context) -> None:
     st.subheader("Ranked inversions")
     only_sig = st.toggle("Significant only", value=True, key="inv_sig")
     this_group = st.toggle("This group only", value=False, key="inv_this")
+    if inv.empty:
+        st.info("No inversion in this selection: every smaller model is as fast or faster.")
+        return
     table = inv[inv["significant"]] if only_sig else inv
     if this_group:
         table = table[table["group_id"] == group_id]

@@ -169,9 +169,9 @@ def body(ctx: ui.Context) -> None:
     built = _form(ctx)
     if built.ok:
         n = len(built.cells) * built.plan.repeats
-        minutes = built.estimate_s / 60
-        st.markdown(f"**{n} cells**, roughly **{minutes:.1f} min** "
-                    f"({'GPU' if built.plan.device != 'cpu' else 'CPU'} estimate, not a measurement).")
+        device = built.cells[0].device if built.cells else "cpu"
+        st.markdown(f"**{n} cell{'s' if n != 1 else ''}**, roughly **{runs.format_eta(built.estimate_s)}** "
+                    f"({device.upper()} estimate, not a measurement).")
         with st.expander("Plan (TOML)", expanded=False):
             st.code(built.toml, language="toml")
         st.download_button("Download plan", built.toml, f"{built.plan.name}.toml", "application/toml", on_click="ignore")

@@ -64,15 +64,16 @@ def bench_apptest(db: Path, repeats: int) -> None:
     os.environ["SHAPEBENCH_RUN_LOCK"] = str(Path(os.environ["SHAPEBENCH_RUNS"]) / "lock")
     print("\n== AppTest script run time (app.py + page) ==")
     for name, path in PAGES.items():
-        st.cache_data.clear()  # cold: every query and statistic recomputed (connections kept)
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         at.run()  # lands on Overview
         if name != "overview":
             at.switch_page(path)
+        st.cache_data.clear()  # cold: every query and statistic recomputed (connections kept)
         start = time.perf_counter()
         at.run()
         cold = time.perf_counter() - start
         assert not at.exception, (name, [e.value for e in at.exception])
+        assert not [e for e in at.error if "could not be drawn" in e.value], (name, [e.value for e in at.error])
         warm = []
         for _ in range(repeats):
             start = time.perf_counter()

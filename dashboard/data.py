@@ -19,6 +19,17 @@ from analysis.load import FILTER_COLUMNS, PHASES
 OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
 
 
+def _flags(value) -> list[str]:
+    """A cell's flags as a list: DuckDB gives a list, NULL comes back as None or pd.NA."""
+    if value is None or value is pd.NA or isinstance(value, float):
+        return []
+    return [str(f) for f in value]
+
+
+def flag_text(value) -> str:
+    return ", ".join(_flags(value))
+
+
 def cell_where(filters: Mapping[str, Any] | None) -> tuple[str, list]:
     """Conditions on cells joined with runs (any status); a phase filter does not apply."""
     conditions, params = ["TRUE"], []
@@ -91,9 +102,9 @@ def integrity(cells: pd.DataFrame) -> pd.DataFrame:
     """Cells with integrity flags or that did not finish ok: what to distrust or re-run."""
     if cells.empty:
         return cells
-    flagged = cells["flags"].apply(lambda f: f is not None and len(f) > 0) | (cells["status"] != "ok")
+    flagged = cells["flags"].apply(lambda f: bool(_flags(f))) | (cells["status"] != "ok")
     out = cells[flagged].copy()
-    out["flags"] = out["flags"].apply(lambda f: ", ".join(f) if f is not None and len(f) else "")
+    out["flags"] = out["flags"].apply(flag_text)
     return out[["regime", "backend", "model_name", "n_layer", "n_embd", "dtype", "batch_size", "prompt_len",
                 "status", "flags", "error", "cell_id"]]
 
@@ -117,12 +128,23 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) with its statistics; failed cells kept with their error."""
     stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95", "tokens_per_s"]
     merged = cells.merge(stats[stat_cols] if len(stats) else pd.DataFrame(columns=stat_cols), on="cell_id", how="left")
-    merged["flags"] = merged["flags"].apply(lambda f: ", ".join(f) if f is not None and len(f) else "")
+    merged["flags"] = merged["flags"].apply(flag_text)
     merged["params_m"] = merged["params"] / 1e6
     cols = ["regime", "backend", "phase", "model_name", "n_layer", "n_embd", "params_m", "dtype", "batch_size",
             "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95",
             "tokens_per_s", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
+
+
+def pair_counts(stats: pd.DataFrame) -> pd.Series:
+    """Pairs (smaller, larger by params) per group: what the inversion analysis compares."""
+    def count(params: pd.Series) -> int:
+        values = params.to_numpy()
+        return int((values[:, None] < values[None, :]).sum())
+
+    if stats.empty:
+        return pd.Series(dtype=int)
+    return stats.groupby("group_id")["params"].apply(count)
 
 
 # --- ingestion -----------------------------------------------------------------------------

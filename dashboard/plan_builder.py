@@ -7,6 +7,7 @@ plan's dict and says which input a message belongs to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runner.plan import Cell, Plan, PlanError, estimate_seconds, expand, parse_plan, plan_to_toml
@@ -30,6 +31,11 @@ def parse_ints(text: str, label: str) -> list[int]:
     if any(v <= 0 for v in values):
         raise ValueError(f"{label}: every value must be a positive integer")
     return values
+
+
+def guess_device() -> str:
+    """What `auto` will resolve to, without importing torch (the hosted app has none)."""
+    return "cuda" if Path("/dev/nvidiactl").exists() else "cpu"
 
 
 @dataclass
@@ -98,7 +104,7 @@ def build(form: dict[str, Any]) -> BuiltPlan:
         data["measure"]["warmup_min_s"] = float(form["warmup_min_s"])
     try:
         plan = parse_plan(data)
-        device = plan.device if plan.device != "auto" else "cuda"  # estimate for the GPU when unsure
+        device = plan.device if plan.device != "auto" else guess_device()
         cells = expand(plan, device=device, resolve_remote=False)
     except (PlanError, ValueError) as error:
         for part in str(error).split("; "):

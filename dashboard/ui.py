@@ -164,11 +164,22 @@ def _fits(_con, ds_key: str, version: str, fkey: tuple):
 
 
 @st.cache_data(show_spinner="Bootstrapping ratios...", max_entries=32)
-def _pairs(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+def _inversions(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    from analysis.inversions import find_inversions
+
+    return find_inversions(_cell_stats(_con, ds_key, version, fkey))
+
+
+@st.cache_data(show_spinner="Bootstrapping ratios...", max_entries=64)
+def _group_pairs(_con, ds_key: str, version: str, fkey: tuple, group_id: str) -> pd.DataFrame:
+    """Every pair of one group (the heatmap), without bootstrapping the other groups."""
     from analysis.inversions import pair_ratios
+    from analysis.stats import CellStats
 
     stats = _cell_stats(_con, ds_key, version, fkey)
-    return pair_ratios(stats, inversions_only=False)
+    rows = (stats.frame["group_id"] == group_id).to_numpy()
+    sub = CellStats(stats.frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
+    return pair_ratios(sub, inversions_only=False)
 
 
 @st.cache_data(show_spinner="Comparing...", max_entries=32)
@@ -196,13 +207,13 @@ def fits(ctx: Context):
     return _fits(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
 
 
-def pairs(ctx: Context) -> pd.DataFrame:
-    return _pairs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
+    return _group_pairs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey, group_id)
 
 
 def inversions(ctx: Context) -> pd.DataFrame:
-    p = pairs(ctx)
-    return p[p["ratio"] > 1].reset_index(drop=True) if len(p) else p
+    """Pairs where the smaller model is slower (point estimate), with CIs, every group."""
+    return _inversions(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
 
 
 def compare(ctx: Context, factor: str) -> list[dict]:

@@ -147,7 +147,7 @@ def test_run_page_validates_next_to_the_field_and_blocks_start(app_env, runner_s
     db, runs = runner_store
     at = open_page(app_env(db, runs), "run")
     assert_clean(at)
-    assert any("cells" in m and "min" in m for m in texts(at, "markdown")), "time estimate"
+    assert any("cell" in m and "estimate" in m for m in texts(at, "markdown")), "time estimate"
     assert any('reference = ["tiny-gpt2"]' in c for c in texts(at, "code")), "plan as TOML"
     assert not at.button(key="run_start").disabled
     at.text_input(key="run_depths").set_value("1, x").run()
