@@ -21,8 +21,9 @@ def _coefficients(fit) -> pd.DataFrame:
 
 def _legend_below(fig):
     """Half-width charts: the legend under the plot, so it does not cover the width colour bar."""
-    fig.update_layout(height=520, legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+    fig.update_layout(height=560, legend={"orientation": "h", "yanchor": "top", "y": -0.28, "x": 0},
                       margin={"t": 50, "r": 10})
+    fig.for_each_trace(lambda t: t.update(showlegend=False) if (t.name or "").endswith(" CI") else None)
     return fig
 
 
