@@ -26,7 +26,8 @@ DEFAULT_RUNS = Path("runs")
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    """One plain line on stderr: no markup parsing, no wrapping (the dashboard reads it)."""
+    typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 

@@ -145,6 +145,14 @@ class Plan(Axes):
     backend_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
     also: list[Axes] = Field(default_factory=list, description="extra sweeps overriding some axes")
 
+    @field_validator("backend_options")
+    @classmethod
+    def _options_for_known_backends(cls, options):
+        for name in options:
+            if name not in BACKEND_NAMES:
+                raise ValueError(f"options for unknown backend '{name}'; allowed: {', '.join(BACKEND_NAMES)}")
+        return options
+
     @model_validator(mode="after")
     def _complete(self) -> "Plan":
         missing = [f for f in ("models", "backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens") if getattr(self, f) is None]

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
+
+BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML bare keys: ASCII letters, digits, _ and - only
 
 
 def _scalar(value) -> str:
@@ -19,7 +22,7 @@ def _scalar(value) -> str:
 
 
 def _key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+    return key if BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
 
 
 def _is_table_list(value) -> bool:

@@ -112,15 +112,11 @@ def test_bad_plan_exits_non_zero_with_a_one_line_error_and_no_traceback(tmp_path
     assert_one_line_error(run_here(tmp_path, command, "plan.toml"), expected)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cli._fail prints through a rich Console, which wraps the "
-                   "message at 80 columns when stderr is not a terminal")
 def test_long_plan_error_stays_on_one_line(tmp_path):
     (tmp_path / "plan.toml").write_text(dumps(plan_dict(backends=["hf-eager", "tensorrt"])))
     assert_one_line_error(run_here(tmp_path, "plan", "plan.toml"), "unknown backend 'tensorrt'")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: cli._fail passes the message to rich as markup: a '[/...]' "
-                   "in it raises MarkupError with a traceback, a '[style]' is silently eaten")
 def test_plan_error_with_brackets_is_printed_verbatim(tmp_path):
     models = {"custom": [{"name": "a[/b]", "n_layer": 1, "n_embd": 50, "n_head": 4}]}
     (tmp_path / "plan.toml").write_text(dumps(plan_dict(models=models)))

@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 PAGES = {
-    "overview": "app_pages/overview.py", "run": "app_pages/run.py", "explore": "app_pages/explore.py",
-    "depth_width": "app_pages/depth_width.py", "inversions": "app_pages/inversions.py",
-    "regimes": "app_pages/regimes.py", "snapshots": "app_pages/snapshots.py",
+    "overview": "pages/views/overview.py", "run": "pages/views/run.py", "explore": "pages/views/explore.py",
+    "depth_width": "pages/views/depth_width.py", "inversions": "pages/views/inversions.py",
+    "regimes": "pages/views/regimes.py", "snapshots": "pages/views/snapshots.py",
 }
 APP_TIMEOUT = 60  # s per script run: the first cold run imports statsmodels and bootstraps
 
