@@ -226,6 +226,7 @@ def analyze(
     db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb, else the bundled snapshot)"),
     snapshot: Optional[Path] = typer.Option(None, help="analyse a snapshot (directory or .zip) instead"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    markdown: bool = typer.Option(False, "--markdown", help="the README's results section (decode, whole dataset)"),
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
     phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
@@ -237,6 +238,14 @@ def analyze(
     from analysis.report import format_text
 
     dataset, con = _open_dataset(db, snapshot)
+    if markdown:
+        from analysis.readme_results import results_markdown
+
+        try:
+            typer.echo(results_markdown(con), nl=False)
+        finally:
+            con.close()
+        return
     filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "dtype": dtype}.items() if v}
     try:
         result = run_analysis(con, seed=seed, **filters)

@@ -1,0 +1,144 @@
+"""The README's results section, generated from a dataset by the project's own analysis.
+
+`python -m runner analyze --markdown` prints it; a test compares it with README.md so the
+README cannot drift from the bundled data. Decode latency (ms per token) is the phase the
+"latency inversion" claim is about. Where a cell was measured in several runs, medians and
+CIs are pooled over runs (run-level bootstrap), so the CIs include run-to-run variance.
+"""
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from analysis.bootstrap import percentile_ci
+from analysis.inversions import pair_ratios
+from analysis.regression import fit_all
+from analysis.reproducibility import has_repeats, pooled_stats
+from analysis.stats import CellStats, compute_cell_stats
+
+PHASE = "decode"
+
+
+def _decode_stats(con: duckdb.DuckDBPyConnection) -> CellStats:
+    stats = compute_cell_stats(con, {"phase": PHASE})
+    return pooled_stats(stats) if has_repeats(stats) else stats
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{low:.2f}, {high:.2f}]"
+
+
+def _inversions(stats: CellStats, regime: str) -> list[str]:
+    pairs = pair_ratios(stats)
+    pairs = pairs[(pairs["regime"] == regime) & pairs["significant"]]
+    if pairs.empty:
+        return ["No significant inversion."]
+    lines = ["| backend | dtype | smaller but slower | larger | slower by [95% CI] |", "|---|---|---|---|---|"]
+    for (backend, dtype), group in pairs.groupby(["backend", "dtype"], sort=True):
+        top = group.sort_values("ratio_ci_low", ascending=False).iloc[0]
+        lines.append(
+            f"| {backend} | {dtype} | {top['model_name_a']} ({top['n_layer_a']} x {top['n_embd_a']}, "
+            f"{top['params_a'] / 1e6:.1f}M) | {top['model_name_b']} ({top['n_layer_b']} x {top['n_embd_b']}, "
+            f"{top['params_b'] / 1e6:.1f}M) | {top['ratio']:.2f}x {_ci(top['ratio_ci_low'], top['ratio_ci_high'])} |"
+        )
+    return lines
+
+
+def _coefficient(fit: dict, scale: str, model: str, term: str) -> dict | None:
+    for record in fit["models"]:
+        if record["scale"] == scale and record["model"] == model:
+            for coefficient in record["coefficients"]:
+                if coefficient["term"] == term:
+                    return coefficient | {"adj_r2": record["adj_r2"], "aic": record["aic"]}
+    return None
+
+
+def _verdicts(stats: CellStats, regime: str) -> list[str]:
+    fits = [f.to_dict() for f in fit_all(stats.frame[stats.frame["regime"] == regime])]
+    lines = [
+        "| backend | dtype | shapes | verdict | ms per layer, depth + width model [95% CI] | adj. R² depth-only / params-only (log) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fit in sorted(fits, key=lambda f: (f["group"]["backend"], f["group"]["dtype"])):
+        group = fit["group"]
+        if fit["status"] != "ok":
+            lines.append(f"| {group['backend']} | {group['dtype']} | {fit['n_shapes']} | {fit['message']} | | |")
+            continue
+        depth = _coefficient(fit, "linear", "depth+width", "depth")
+        log_depth = _coefficient(fit, "log", "depth", "log_depth")
+        log_params = _coefficient(fit, "log", "params", "log_params")
+        r2 = f"{log_depth['adj_r2']:.2f} / {log_params['adj_r2']:.2f}" if log_depth and log_params else ""
+        lines.append(
+            f"| {group['backend']} | {group['dtype']} | {fit['n_shapes']} | {fit['verdict']['winner']} | "
+            f"{depth['estimate']:.3f} {_ci(depth['ci_low'], depth['ci_high'])} | {r2} |"
+        )
+    return lines
+
+
+def _speedups(stats: CellStats, regime: str) -> list[str]:
+    """hf-eager median / cuda-graph median per shape, the CI from the two cells' replicates."""
+    frame = stats.frame.reset_index(drop=True)
+    keys = ["model_name", "dtype", "batch_size", "prompt_len"]
+    eager = frame[(frame["regime"] == regime) & (frame["backend"] == "hf-eager")]
+    graph = frame[(frame["regime"] == regime) & (frame["backend"] == "cuda-graph")]
+    both = eager.reset_index().merge(graph.reset_index(), on=keys, suffixes=("_eager", "_graph"))
+    if both.empty:
+        return ["No shape measured with both hf-eager and cuda-graph."]
+    ratios = stats.draws[both["index_eager"].to_numpy()] / stats.draws[both["index_graph"].to_numpy()]
+    low, high = percentile_ci(ratios, stats.confidence)
+    both["speedup"] = both["median_eager"] / both["median_graph"]
+    both["low"], both["high"] = low, high
+    lines = []
+    for dtype, group in both.groupby("dtype", sort=True):
+        lines.append(
+            f"- {dtype}: {len(group)} shapes, speed-up from {group['speedup'].min():.1f}x to "
+            f"{group['speedup'].max():.1f}x (median {group['speedup'].median():.1f}x); "
+            + "; ".join(
+                f"{row.model_name} {row.speedup:.1f}x {_ci(row.low, row.high)}"
+                for row in group.sort_values("n_layer_eager").itertuples()
+                if row.model_name.startswith(("gpt2-", "tiny-"))
+            )
+        )
+    return lines
+
+
+def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
+    """The whole results section as Markdown (deterministic: seeded bootstraps)."""
+    stats = _decode_stats(con)
+    runs = con.execute(
+        "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
+        "strftime(min(started_at), '%Y-%m-%d') AS first_day FROM runs GROUP BY regime ORDER BY regime"
+    ).df()
+    out = []
+    for row in runs.itertuples():
+        cells = stats.frame[stats.frame["regime"] == row.regime]
+        if cells.empty:
+            continue
+        out.append(f"### {row.regime}")
+        out.append("")
+        repeated = int((cells["n_runs"] > 1).sum()) if "n_runs" in cells else 0
+        pooled = (
+            f" {'All' if repeated == len(cells) else repeated} of them were measured in more than one run: "
+            "their medians are pooled over runs and "
+            "their CIs include run-to-run variance; the other CIs are within one run."
+            if repeated else " Each cell was measured in one run: CIs are within-run."
+        )
+        out.append(
+            f"{row.runs} run{'s' if row.runs > 1 else ''} ({row.plans}), {row.first_day}; {len(cells)} decode cells "
+            f"(ms per token; batch 1, prompt 128, 64 new tokens).{pooled}"
+        )
+        out.append("")
+        out.append("Strongest significant inversion per backend and dtype (smaller model slower):")
+        out.append("")
+        out.extend(_inversions(stats, row.regime))
+        out.append("")
+        out.append("Depth vs parameter count (regressions on cell medians, HC3 errors):")
+        out.append("")
+        out.extend(_verdicts(stats, row.regime))
+        out.append("")
+        out.append("cuda-graph speed-up over hf-eager (decode):")
+        out.append("")
+        out.extend(_speedups(stats, row.regime))
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
