@@ -260,6 +260,30 @@ def analyze(
         out.print(format_text(result), markup=False, highlight=False)
 
 
+@app.command()
+def report(
+    out_path: Path = typer.Option(Path("shapebench-report.html"), "--out", help="HTML file to write"),
+    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb, else the bundled snapshot)"),
+    snapshot: Optional[Path] = typer.Option(None, help="report on a snapshot instead"),
+    regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
+    backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
+    phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
+) -> None:
+    """A self-contained HTML report (interactive charts, no server needed)."""
+    from analysis.html_report import build_report
+
+    dataset, con = _open_dataset(db, snapshot)
+    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase}.items() if v}
+    try:
+        page = build_report(con, filters, title=f"shapebench: {dataset.label}")
+    except ValueError as error:
+        _fail(str(error))
+    finally:
+        con.close()
+    out_path.write_text(page)
+    out.print(f"wrote {out_path} ({len(page) / 1e6:.1f} MB)")
+
+
 @snapshot_app.command("export")
 def snapshot_export(
     out_path: Path = typer.Option(..., "--out", help="a .zip file, or a directory"),

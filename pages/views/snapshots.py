@@ -63,6 +63,15 @@ def body(ctx: ui.Context) -> None:
             "Download snapshot (.zip)",
             lambda: export_snapshot_bytes(ctx.cursor(), regimes=regimes, backends=backends),
             "shapebench-snapshot.zip", "application/zip", on_click="ignore", type="primary", key="snap_export")
+        from analysis.html_report import build_report
+
+        st.download_button(
+            "Download HTML report",
+            lambda: build_report(ctx.cursor(), {k: v for k, v in ctx.selection.items() if v},
+                                 title=f"shapebench: {ctx.label}"),
+            "shapebench-report.html", "text/html", on_click="ignore", key="report_export",
+            help="One self-contained file: headline inversions, verdicts and the interactive charts of the current "
+                 "selection (all filters apply), viewable without any server.")
 
     st.subheader("Load a snapshot")
     upload = st.file_uploader("Snapshot zip", type=["zip"], key="snap_upload")
