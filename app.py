@@ -23,6 +23,8 @@ pages = [
     st.Page("pages/views/depth_width.py", title="Depth vs width", url_path="depth-width", icon=":material/stacked_line_chart:"),
     st.Page("pages/views/inversions.py", title="Inversions", url_path="inversions", icon=":material/swap_vert:"),
     st.Page("pages/views/regimes.py", title="Regimes", url_path="regimes", icon=":material/compare:"),
+    st.Page("pages/views/why.py", title="Why is it slow", url_path="why", icon=":material/troubleshoot:"),
+    st.Page("pages/views/reproducibility.py", title="Reproducibility", url_path="reproducibility", icon=":material/repeat:"),
     st.Page("pages/views/snapshots.py", title="Snapshots", url_path="snapshots", icon=":material/archive:"),
 ]
 if not ctx.hosted:

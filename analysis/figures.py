@@ -1,5 +1,5 @@
 """Plotly figures: pure functions of frames from `stats`, `regression`, `inversions`, `regimes`,
-`reproducibility`.
+`reproducibility`, `why`.
 
 Every point trace carries `customdata` whose first column is the cell_id, so a selection on
 the dashboard maps back to rows. Point traces switch to WebGL (Scattergl) past
@@ -199,4 +199,82 @@ def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figu
     fig.update_layout(title="Median per run with within-run 95% CI (! = irreproducible)", xaxis_title="cell",
                       yaxis={"title": "median latency (ms)", "type": "log"}, scattermode="group",
                       template="plotly_white", legend_title_text="run")
+    return fig
+
+
+WHY_COMPONENTS = (  # (floor column, legend name, colour): the launch-floor model's terms, then the rest
+    ("launch_ms", "launch", "#EF553B"),
+    ("memory_ms", "memory (weights + KV / bandwidth)", "#636EFA"),
+    ("compute_ms", "compute (FLOPs / matmul peak)", "#00CC96"),
+    ("unexplained_ms", "unexplained", "#C8C8C8"),
+)
+
+
+def _shape_labels(frame: pd.DataFrame) -> list[str]:
+    """`8x512` for a grid shape, `gpt2-50m (8x512)` for a named one; repeats get a cell suffix."""
+    shape = frame["n_layer"].astype(str) + "x" + frame["n_embd"].astype(str)
+    names = frame["model_name"].astype(str)
+    labels = np.where(names == shape, shape, names + " (" + shape + ")")
+    dup = pd.Series(labels).duplicated(keep=False).to_numpy()
+    suffix = frame["cell_id"].astype(str).str[-6:].to_numpy()
+    return [f"{lab} [{s}]" if d else str(lab) for lab, d, s in zip(labels, dup, suffix)]
+
+
+def why_components(floor: pd.DataFrame) -> go.Figure:
+    """Stacked bars per shape of one group: launch, memory, compute and unexplained ms per decode step.
+
+    `floor` comes from `why.launch_floor` for one (regime, backend, dtype, workload); shapes
+    run left to right by depth, then width. A black marker is the measured median, so a
+    prediction above it (nothing unexplained) stays visible. customdata: cell_id, verdict,
+    measured / predicted.
+    """
+    frame = floor.sort_values(["n_layer", "n_embd", "model_name", "cell_id"]) if len(floor) else floor
+    labels = _shape_labels(frame) if len(frame) else []
+    custom = frame[["cell_id", "verdict", "measured_over_predicted"]].to_numpy() if len(frame) else None
+    fig = go.Figure()
+    for column, name, colour in WHY_COMPONENTS:
+        fig.add_trace(go.Bar(
+            x=labels, y=frame[column].to_numpy() if len(frame) else [], name=name, marker_color=colour,
+            customdata=custom,
+            hovertemplate=f"%{{x}}<br>{name}: %{{y:.3g}} ms<br>%{{customdata[1]}}, measured / predicted "
+                          "%{customdata[2]:.2f}<extra></extra>",
+        ))
+    fig.add_trace(go.Scatter(
+        x=labels, y=frame["decode_ms"].to_numpy() if len(frame) else [], mode="markers", name="measured median",
+        marker={"symbol": "line-ew-open", "size": 14, "color": "black", "line": {"width": 2}},
+        customdata=custom, hovertemplate="%{x}<br>measured %{y:.3g} ms<extra></extra>",
+    ))
+    fig.update_layout(barmode="stack", title="Where a decode step's time goes (launch-floor model)",
+                      xaxis_title="shape (depth x width), by depth then width", yaxis_title="ms per decode step",
+                      template="plotly_white", legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom",
+                                                       "traceorder": "normal"})
+    return fig
+
+
+def kernels_vs_depth(floor: pd.DataFrame, color: str = "backend") -> go.Figure:
+    """Device kernels per decode step (one token per sequence) against depth.
+
+    `color="backend"`: one trace per backend; `color="n_embd"`: one trace, points coloured by
+    width. customdata: cell_id, model_name, n_embd, host launches (a CUDA graph runs many
+    kernels from one launch).
+    """
+    if color not in ("backend", "n_embd"):
+        raise ValueError(f"color must be 'backend' or 'n_embd', got {color!r}")
+    frame = floor.sort_values(["n_layer", "n_embd"]) if len(floor) else floor
+    cols = ["cell_id", "model_name", "n_embd", "launches"]
+    hover = "%{customdata[1]}: %{x} layers x %{customdata[2]}<br>%{y} kernels, %{customdata[3]} launches<extra></extra>"
+    fig = go.Figure()
+    if color == "backend":
+        for backend, sub in frame.groupby("backend", sort=True):
+            fig.add_trace(_scatter(len(sub))(
+                x=sub["n_layer"].to_numpy(), y=sub["kernels"].to_numpy(), mode="markers", name=str(backend),
+                marker={"size": 9}, customdata=sub[cols].to_numpy(), hovertemplate=hover))
+    else:
+        fig.add_trace(_scatter(len(frame))(
+            x=frame["n_layer"].to_numpy(), y=frame["kernels"].to_numpy(), mode="markers", name="cells",
+            marker={"size": 9, "color": frame["n_embd"].to_numpy(), "colorscale": WIDTH_COLORSCALE, "showscale": True,
+                    "colorbar": {"title": "width"}},
+            customdata=frame[cols].to_numpy(), hovertemplate=hover))
+    fig.update_layout(title="Kernels per token (decode step) against depth", xaxis_title="depth (layers)",
+                      yaxis_title="device kernels per decode step", template="plotly_white")
     return fig

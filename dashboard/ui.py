@@ -190,6 +190,61 @@ def _compare(_con, ds_key: str, version: str, fkey: tuple, factor: str) -> list[
     return compare(frame, factor)
 
 
+@st.cache_data(show_spinner="Modelling profiled cells...", max_entries=32)
+def _why_floor(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    """The launch-floor model of every profiled ok cell (empty when none is profiled)."""
+    from analysis.why import launch_floor, load_profiles
+
+    profiles = load_profiles(_con.cursor(), flt.from_key(fkey))
+    return launch_floor(profiles) if len(profiles) else profiles
+
+
+@st.cache_data(show_spinner="Fitting launch overheads...", max_entries=32)
+def _launch_overhead(_con, ds_key: str, version: str, fkey: tuple) -> list[dict]:
+    from analysis.why import fit_launch_overhead
+
+    floor = _why_floor(_con, ds_key, version, fkey)
+    calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
+    return fit_launch_overhead(calibrated) if len(calibrated) else []
+
+
+@st.cache_data(show_spinner="Pooling repeat runs...", max_entries=32)
+def _pooled(_con, ds_key: str, version: str, fkey: tuple):
+    from analysis.reproducibility import pooled_stats
+
+    return pooled_stats(_cell_stats(_con, ds_key, version, fkey))
+
+
+@st.cache_data(show_spinner="Comparing repeat runs...", max_entries=32)
+def _repeat_table(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    from analysis.reproducibility import repeat_table
+
+    return repeat_table(_cell_stats(_con, ds_key, version, fkey), _con.cursor(), pooled=_pooled(_con, ds_key, version, fkey))
+
+
+@st.cache_data(show_spinner="Judging inversions across runs...", max_entries=32)
+def _inversions_across_runs(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+    from analysis.reproducibility import inversions_across_runs
+
+    return inversions_across_runs(_cell_stats(_con, ds_key, version, fkey), _pooled(_con, ds_key, version, fkey))
+
+
+@st.cache_data(show_spinner="Fitting depth vs width per run...", max_entries=32)
+def _regressions_across_runs(_con, ds_key: str, version: str, fkey: tuple) -> list[dict]:
+    """Only groups measured in more than one run: a single-run group's fit is on Depth vs width."""
+    from analysis.reproducibility import pooled_stats, regressions_across_runs, with_repeat_key
+    from analysis.stats import CellStats
+
+    stats = _cell_stats(_con, ds_key, version, fkey)
+    frame = stats.frame.reset_index(drop=True)
+    runs_per_group = with_repeat_key(frame).groupby("group_id")["run_id"].transform("nunique")
+    rows = (runs_per_group > 1).to_numpy()
+    if not rows.any():
+        return []
+    sub = CellStats(frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
+    return regressions_across_runs(sub, pooled_stats(sub))
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _samples(_con, ds_key: str, version: str, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
     return data.samples_for(_con.cursor(), list(cell_ids), list(phases))
@@ -220,6 +275,57 @@ def compare(ctx: Context, factor: str) -> list[dict]:
     return _compare(ctx.con, ctx.ds_key, ctx.version, ctx.fkey, factor)
 
 
+def why_floor(ctx: Context) -> pd.DataFrame:
+    """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
+    return _why_floor(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def launch_overhead(ctx: Context) -> list[dict]:
+    """The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs."""
+    return _launch_overhead(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
+    """analysis.why.explain_pair for two cells, or None unless both configurations are profiled.
+
+    A cell measured in a run without a profile borrows the profile of the same cell key on the
+    same regime (kernel counts belong to the configuration, not to the run). For a CUDA graph
+    the count that explains latency is the kernels it replays, not its few host launches.
+    """
+    from analysis.why import explain_pair
+
+    floor = why_floor(ctx)
+    if floor.empty:
+        return None
+    floor = floor[floor["bandwidth_gb_s"].notna()]
+    floor = floor.assign(launches=floor["kernels"].where(floor["graph_launches"].fillna(0) > 0, floor["launches"]))
+    keys = cell_stats(ctx).frame.drop_duplicates("cell_id").set_index("cell_id")[["regime", "cell_key"]]
+    profiled = floor.join(keys[["cell_key"]], on="cell_id").drop_duplicates(["regime", "cell_key"]).set_index(["regime", "cell_key"])
+    rows = []
+    for cell in (slow_cell, fast_cell):
+        if cell not in keys.index or tuple(keys.loc[cell]) not in profiled.index:
+            return None
+        rows.append(profiled.loc[tuple(keys.loc[cell])])
+    return explain_pair(*rows)
+
+
+def pooled(ctx: Context):
+    """CellStats pooled over repeat runs, with run-level bootstrap draws (analysis.reproducibility)."""
+    return _pooled(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def repeat_table(ctx: Context) -> pd.DataFrame:
+    return _repeat_table(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def inversions_across_runs(ctx: Context) -> pd.DataFrame:
+    return _inversions_across_runs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
+def regressions_across_runs(ctx: Context) -> list[dict]:
+    return _regressions_across_runs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+
+
 def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
     return _samples(ctx.con, ctx.ds_key, ctx.version, tuple(sorted(cell_ids)), tuple(sorted(phases)))
 
@@ -247,7 +353,7 @@ def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[duckdb.
     if kind == SNAPSHOT and not hosted:
         path = Path(snap_path).expanduser()
         return snapshot_connection(str(path), False), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC
-    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100, real measurements)", STATIC
+    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100 and H200, real measurements)", STATIC
 
 
 def _init_from_link(hosted: bool) -> None:

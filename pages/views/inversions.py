@@ -38,6 +38,12 @@ def body(ctx: ui.Context) -> None:
     n = sub["model_name_a"].nunique() + 1
     fig.update_layout(height=max(420, min(1100, 22 * n + 200)))
     st.plotly_chart(fig, key="inv_heatmap")
+    strongest = inv[(inv["group_id"] == group_id) & inv["significant"]].nlargest(1, "ratio_ci_low") if len(inv) else inv
+    if len(strongest) and strongest["phase"].iat[0] != "prefill":  # the profile counts a decode step
+        why = ui.explain_cells(ctx, strongest["cell_id_a"].iat[0], strongest["cell_id_b"].iat[0])
+        if why:
+            st.markdown(f"**Strongest inversion here, from its decode profile:** {why}")
+    st.page_link("pages/views/why.py", label="Why is it slow?", icon=":material/troubleshoot:")
 
     st.subheader("Ranked inversions")
     only_sig = st.toggle("Significant only", value=True, key="inv_sig")

@@ -19,7 +19,8 @@ APP = str(ROOT / "app.py")
 PAGES = {
     "overview": "pages/views/overview.py", "run": "pages/views/run.py", "explore": "pages/views/explore.py",
     "depth_width": "pages/views/depth_width.py", "inversions": "pages/views/inversions.py",
-    "regimes": "pages/views/regimes.py", "snapshots": "pages/views/snapshots.py",
+    "regimes": "pages/views/regimes.py", "why": "pages/views/why.py", "reproducibility": "pages/views/reproducibility.py",
+    "snapshots": "pages/views/snapshots.py",
 }
 APP_TIMEOUT = 60  # s per script run: the first cold run imports statsmodels and bootstraps
 

@@ -25,7 +25,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENS = Path("/tmp/screens")
 # url_path ("" is the default page, Overview) -> whether the page draws a plotly chart on the runner store
 PAGES = {"": False, "run": False, "explore": True, "depth-width": True, "inversions": True,
-         "regimes": False, "snapshots": False}  # regimes: one regime, 3 shapes: no fit to plot
+         "regimes": False, "why": False, "reproducibility": False, "snapshots": False}
+# regimes: one regime, 3 shapes: no fit to plot; why, reproducibility: no profile, no repeats on the runner store
+BUNDLED_PAGES = {"overview": "Overview", "explore": "Explore", "depth-width": "Depth vs width", "inversions": "Inversions",
+                 "regimes": "Regimes", "why": "Why is it slow", "reproducibility": "Reproducibility"}
 
 pytestmark = [
     pytest.mark.browser,
@@ -121,9 +124,8 @@ def test_every_page_renders_without_exception_and_charts_show(server, page):
     open_page(page, base, "")
     page.get_by_text("bundled snapshot", exact=True).click()
     wait_for_app(page)
-    for url_path in ("overview", "explore", "depth-width", "inversions", "regimes"):
-        page.get_by_role("link", name={"overview": "Overview", "explore": "Explore", "depth-width": "Depth vs width",
-                                       "inversions": "Inversions", "regimes": "Regimes"}[url_path]).click()
+    for url_path, title in BUNDLED_PAGES.items():
+        page.get_by_role("link", name=title, exact=True).click()
         wait_for_app(page)
         if url_path != "overview":  # regimes: the backend chart sits in the second tab (attached, hidden)
             page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000,

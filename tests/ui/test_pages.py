@@ -35,7 +35,7 @@ def test_sidebar_shows_the_open_dataset_and_its_size(app_env):
     at = open_page(app_env(), "overview")
     assert any("bundled snapshot" in c for c in texts(at.sidebar, "caption"))
     metrics = {m.label: m.value for m in at.sidebar.metric}
-    assert metrics["Cells"] == "128" and metrics["Regimes"] == "1" and metrics["Runs"] != "0"
+    assert metrics["Cells"] == "312" and metrics["Regimes"] == "2" and metrics["Runs"] == "5"  # H100 x 4 runs, H200 x 1
 
 
 def test_depth_width_shows_fits_with_bands_and_predicts_a_new_shape(app_env):
@@ -62,11 +62,76 @@ def test_inversions_heatmap_and_ranked_table_with_cis(app_env):
     assert list(table["ratio_ci_low"]) == sorted(table["ratio_ci_low"], reverse=True)
 
 
-def test_regimes_with_one_regime_says_what_to_measure_and_compares_backends(app_env):
+def test_regimes_compares_the_depth_effect_on_h100_and_h200_and_across_backends(app_env):
     at = open_page(app_env(), "regimes")
     assert_clean(at)
-    assert any("Only one regime" in i for i in texts(at, "info"))
-    assert any("elasticity" in s["layout"]["title"]["text"] for s in plotly_specs(at)), "backend coefficient plot"
+    titles = [s["layout"]["title"]["text"] for s in plotly_specs(at)]
+    assert "Depth elasticity per regime (95% CI)" in titles and "Depth elasticity per backend (95% CI)" in titles
+    regimes = {t["name"] for s in plotly_specs(at) if s["layout"]["title"]["text"] == "Latency vs parameters per regime"
+               for t in s["data"]}
+    assert any("H100" in r for r in regimes) and any("H200" in r for r in regimes)
+
+
+def _pick(at, key: str, *parts: str):
+    """Choose the first option of a selectbox whose label contains every part. The options are
+    ids shown through a format_func ("<id>  (<count> ...)"), which AppTest's select_index does
+    not invert, so the id is set as state."""
+    label = next(o for o in at.selectbox(key=key).options if all(p in o for p in parts))
+    value = label.split("  (")[0]
+    if key == "why_group":  # (regime, backend, dtype); the regime itself holds " | "
+        *regime, backend, dtype = value.split(" | ")
+        value = (" | ".join(regime), backend, dtype)
+    at.session_state[key] = value
+    return at.run()
+
+
+def test_why_splits_each_h100_decode_step_and_fits_the_cost_per_launch_with_a_ci(app_env):
+    at = open_page(app_env(), "why")
+    assert_clean(at)
+    at = _pick(at, "why_group", "H100", "| hf-eager | float32")
+    assert_clean(at)
+    components, kernels = plotly_specs(at)
+    assert components["layout"]["barmode"] == "stack"
+    names = [t["name"] for t in components["data"]]
+    assert [n.split(" ")[0] for n in names[:4]] == ["launch", "memory", "compute", "unexplained"]
+    assert "measured median" in names
+    assert len(components["data"][0]["x"]) == 43, "one bar per profiled H100 hf-eager float32 shape"
+    assert {t["name"] for t in kernels["data"]} == {"cuda-graph", "hf-eager", "hf-sdpa", "torch-compile"}
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Bandwidth (calibrated)"].endswith("GB/s") and metrics["Launch (calibrated floor)"].endswith("µs")
+    fits = at.dataframe[0].value
+    row = fits[(fits["backend"] == "hf-eager") & (fits["dtype"] == "float32") & fits["regime"].str.contains("H100")].iloc[0]
+    assert row["cost per"] == "launch" and row["CI low"] < row["µs"] < row["CI high"]
+    assert metrics["Fitted cost per launch"] == f"{row['µs']:.1f} µs"
+    graph = fits[(fits["backend"] == "cuda-graph") & (fits["dtype"] == "float32")].iloc[0]
+    assert graph["cost per"] == "kernel in a CUDA graph"
+    verdicts = at.dataframe[1].value
+    assert len(verdicts) == 43 and set(verdicts["verdict"]) <= {"launch-bound", "memory-bound", "compute-bound"}
+
+
+def test_reproducibility_shows_the_two_runs_of_the_h100_seed_plan(app_env):
+    at = open_page(app_env(), "reproducibility")
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Repeated cell-phases"].replace(",", "")) > 0
+    at = _pick(at, "repro_group", "hf-sdpa | decode | float32")  # hf-sdpa: only the seed plan measures it
+    assert_clean(at)
+    (spec,) = plotly_specs(at)
+    runs = {t["name"] for t in spec["data"]}
+    assert {"20261124-195030-891c84", "20261124-202257-c34468"} <= runs
+    assert "between_run_sd" in at.dataframe[0].value.columns
+    assert "Irreproducible cells and what differed between their runs" in texts(at, "subheader")
+
+
+def test_inversions_links_to_why_and_explains_a_profiled_inversion(app_env):
+    at = open_page(app_env(), "inversions")
+    assert_clean(at)
+    assert [p.proto.label for p in at.get("page_link")] == ["Why is it slow?"]
+    at.session_state["inv_group"] = "NVIDIA H100 80GB HBM3 | driver 580.159.04 | CUDA 13.0 | hf-eager | decode | float32 | batch 1 | prompt 128"
+    at.run()
+    assert_clean(at)
+    (why,) = [m for m in texts(at, "markdown") if m.startswith("**Strongest inversion here")]
+    assert "kernels per token" in why and "launch-bound" in why
 
 
 def test_explore_backend_filter_changes_the_table_and_the_url(app_env):
@@ -136,7 +201,7 @@ def test_failed_cells_are_listed_with_their_errors(app_env, copy_store):
 
 def test_empty_store_tells_how_to_start(app_env, tmp_path):
     at = app_env(tmp_path / "new.duckdb", kind="store file")
-    for page in ("overview", "explore", "depth_width", "inversions", "regimes"):
+    for page in ("overview", "explore", "depth_width", "inversions", "regimes", "why", "reproducibility"):
         at = open_page(at, page)
         assert_clean(at)
         assert any("Run" in i for i in texts(at, "info")), page
@@ -173,6 +238,16 @@ def test_run_in_progress_shows_cells_done_current_cell_and_eta(app_env, copy_sto
     assert any("in progress" in i for i in texts(at, "info"))
 
 
+def test_why_and_reproducibility_on_the_runner_store_say_what_to_measure(app_env, runner_store):
+    db, runs = runner_store
+    at = open_page(app_env(db, runs), "why")
+    assert_clean(at)
+    assert any("`profile = true`" in i and "`calibrate = true`" in i for i in texts(at, "info"))
+    at.switch_page(PAGES["reproducibility"]).run()
+    assert_clean(at)
+    assert any(i.startswith("No repeated cells") and "repeats = N" in i for i in texts(at, "info"))
+
+
 def test_hosted_mode_has_no_run_page_and_no_import(app_env):
     at = app_env(hosted=True).run()
     assert_clean(at)
@@ -188,7 +263,7 @@ def test_hosted_app_never_imports_torch():
         "import os, sys; os.environ['SHAPEBENCH_HOSTED'] = '1'\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()\n"
-        "for p in ['explore', 'depth_width', 'inversions', 'regimes', 'snapshots']:\n"
+        "for p in ['explore', 'depth_width', 'inversions', 'regimes', 'why', 'reproducibility', 'snapshots']:\n"
         "    at.switch_page(f'pages/views/{p}.py').run(); assert not at.exception, at.exception\n"
         "print('TORCH' if 'torch' in sys.modules or 'transformers' in sys.modules else 'CLEAN')\n"
     )

@@ -1,0 +1,111 @@
+"""Reproducibility: do repeat runs of the same cells agree, and which verdicts survive across runs?"""
+import pandas as pd
+import streamlit as st
+
+from analysis.figures import run_medians_figure
+from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, has_repeats, run_medians, variance_components
+from dashboard import ui
+
+INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high",
+                     "runs_significant", "n_runs", "verdict", "regime"]
+CELL_COLUMNS = ["model_name", "group", "n_runs", "run medians (ms)", "spread_ratio", "q_value",
+                "median", "median_ci_low", "median_ci_high", "environment differs in", "regime", "repeat_id"]
+
+
+def _split(frame: pd.DataFrame, ctx: ui.Context) -> pd.DataFrame:
+    """group_id as a short `group` (from the backend on) and its `regime`, which is long and repeats."""
+    backends = set(ctx.options.get("backend", []))
+
+    def cut(group_id: str) -> tuple[str, str]:
+        parts = group_id.split(" | ")
+        i = next((i for i, p in enumerate(parts) if p in backends), 0)
+        return " | ".join(parts[:i]), " | ".join(parts[i:])
+
+    regime, group = zip(*map(cut, frame["group_id"])) if len(frame) else ((), ())
+    return frame.assign(group=list(group), regime=list(regime))
+
+
+def _env_text(diff) -> str:
+    if not diff:
+        return "nothing recorded differs"
+    return "; ".join(f"{key}: {' vs '.join(str(v) for v in values.values())}" for key, values in diff.items())
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Reproducibility")
+    st.caption("Cells measured in more than one run (same cell key, same regime): do the run medians agree within "
+               f"their within-run CIs? A cell is irreproducible when Cochran's Q says no (BH q < {FDR:g}) and the run "
+               f"medians differ by at least {MIN_SPREAD:g}x. Pooled CIs resample runs, so they include between-run variance.")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    stats = ui.cell_stats(ctx)
+    if not has_repeats(stats):
+        st.info(NO_REPEATS_MESSAGE[0].upper() + NO_REPEATS_MESSAGE[1:] + ".")
+        return
+    table = ui.repeat_table(ctx)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Repeated cell-phases", f"{len(table):,}", help=f"measured in 2-{int(table['n_runs'].max())} runs")
+    c2.metric("Irreproducible", f"{int(table['irreproducible'].sum()):,}")
+    c3.metric("Largest run spread", f"{table['spread_ratio'].max():.2f}x", help="max / min of a cell's run medians")
+    c4.metric("Median CI widening", f"{table['ci_widening'].median():.1f}x",
+              help="pooled CI width (run-level bootstrap) / mean within-run CI width")
+
+    st.subheader("Between-run variance per group")
+    components = _split(variance_components(table), ctx)
+    components = components[["group", *[c for c in components.columns if c not in ("group", "group_id", "regime")], "regime"]]
+    st.dataframe(components, hide_index=True, column_config={
+        **{c: st.column_config.NumberColumn(format="%.3f") for c in (
+            "between_run_sd", "between_run_sd_ci_low", "between_run_sd_ci_high", "within_run_se",
+            "median_spread_ratio", "max_spread_ratio")},
+    })
+    st.caption("between_run_sd: SD of log run medians net of within-run noise (about a relative SD), 95% CI over cells.")
+
+    runs = run_medians(stats, table)
+    groups = sorted(runs["group_id"].unique())
+    flagged = table.groupby("group_id")["irreproducible"].sum()
+    if st.session_state.get("repro_group") not in groups:
+        st.session_state["repro_group"] = max(groups, key=lambda g: flagged.get(g, 0))
+    group_id = st.selectbox("Group", groups, key="repro_group",
+                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(flagged.get(g, 0))} irreproducible)")
+    fig = run_medians_figure(runs[runs["group_id"] == group_id])
+    fig.update_layout(height=520)
+    st.plotly_chart(fig, key="repro_runs")
+
+    st.subheader("Inversions across runs")
+    inversions = ui.inversions_across_runs(ctx)
+    verdicts = inversions["verdict"].value_counts() if len(inversions) else pd.Series(dtype=int)
+    st.caption(f"{int(verdicts.get('reproducible', 0)):,} inversions hold on pooled CIs; "
+               f"{int(verdicts.get('not reproducible', 0)):,} are significant within some run but not across runs (below).")
+    not_repro = inversions[inversions["verdict"] == "not reproducible"] if len(inversions) else inversions
+    if len(not_repro):
+        st.dataframe(_split(not_repro, ctx)[INVERSION_COLUMNS], hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.3g") for c in ("ratio", "ratio_ci_low", "ratio_ci_high")})
+    else:
+        st.info("Every inversion significant within a run is also significant across runs.")
+
+    st.subheader("Depth vs width across runs")
+    regressions = ui.regressions_across_runs(ctx)
+    fits = pd.DataFrame([{
+        "group_id": r["group_id"], "runs per cell": r["n_runs"], "pooled verdict": (r.get("verdict") or {}).get("winner"),
+        "across runs": r["reproducibility"],
+        "per run": ", ".join(f"{p['run_id'][-6:]}: {p['winner'] or p['status']}" for p in r["per_run"]),
+    } for r in regressions])
+    if len(fits):
+        fits = _split(fits, ctx)
+        st.dataframe(fits[["group", "runs per cell", "pooled verdict", "across runs", "per run", "regime"]], hide_index=True)
+
+    st.subheader("Irreproducible cells and what differed between their runs")
+    bad = table[table["irreproducible"]].sort_values("spread_ratio", ascending=False)
+    if bad.empty:
+        st.info("No irreproducible cell: every repeated cell's run medians agree within their CIs.")
+        return
+    bad = _split(bad, ctx).assign(**{
+        "environment differs in": bad["environment_diff"].map(_env_text),
+        "run medians (ms)": bad["run_medians"].map(lambda ms: " / ".join(f"{m:.3g}" for m in ms)),
+    })
+    st.dataframe(bad[CELL_COLUMNS], hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3g") for c in ("spread_ratio", "q_value", "median", "median_ci_low", "median_ci_high")})
+
+
+ui.guard(body)

@@ -1,0 +1,96 @@
+"""Why is it slow: each profiled decode step split into launch, memory and compute time (analysis.why)."""
+import pandas as pd
+import streamlit as st
+
+from analysis.figures import kernels_vs_depth, why_components
+from dashboard import ui
+
+GROUP = ["regime", "backend", "dtype"]
+WORKLOAD = ["batch_size", "prompt_len", "gen_len"]
+NO_PROFILE = ("No profiled and calibrated cells in this selection: run a plan with `profile = true` and "
+              "`calibrate = true` in [measure] to count each decode step's kernels and measure the device's ceilings.")
+VERDICT_COLUMNS = ["model_name", "n_layer", "n_embd", "params", "kernels", "launches", "decode_ms", "predicted_ms",
+                   "launch_ms", "memory_ms", "compute_ms", "unexplained_ms", "measured_over_predicted", "verdict",
+                   "busy_fraction", "bandwidth_fraction", "compute_fraction", "cell_id"]
+
+
+def _fit_rows(fits: list[dict]) -> pd.DataFrame:
+    rows = [{"backend": f["backend"], "dtype": f["dtype"], "cost per": f["per"], "cells": f["n_cells"],
+             "µs": f.get("per_launch_us"), "CI low": (f.get("per_launch_us_ci") or [None])[0],
+             "CI high": (f.get("per_launch_us_ci") or [None, None])[1], "R²": f.get("r2"),
+             "note": f.get("message", ""), "regime": f["regime"]} for f in fits]
+    return pd.DataFrame(rows)
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Why is it slow")
+    st.caption("Launch-floor model of one decode step: launches x launch cost + bytes moved / bandwidth + FLOPs / "
+               "matmul throughput, with the launch cost, bandwidth and throughput calibrated on the run's device and "
+               "the launches counted by the profiler. The largest term is the verdict; what the model leaves out is "
+               "unexplained.")
+    ui.running_note(ctx)
+    if not ui.require_data(ctx):
+        return
+    floor = ui.why_floor(ctx)
+    floor = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
+    if floor.empty:
+        st.info(NO_PROFILE)
+        return
+
+    sizes = floor.groupby(GROUP).size()
+    groups = list(sizes.index)
+    if st.session_state.get("why_group") not in groups:
+        st.session_state["why_group"] = max(groups, key=lambda g: sizes[g])
+    regime, backend, dtype = st.selectbox(
+        "Group", groups, key="why_group",
+        format_func=lambda g: f"{g[0]} | {g[1]} | {g[2]}  ({sizes[g]} profiled cells)")
+    group = floor[(floor["regime"] == regime) & (floor["backend"] == backend) & (floor["dtype"] == dtype)]
+    workloads = sorted(group[WORKLOAD].drop_duplicates().itertuples(index=False, name=None))
+    if len(workloads) > 1:
+        batch, prompt, gen = st.selectbox("Workload", workloads, key="why_workload",
+                                          format_func=lambda w: f"batch {w[0]} | prompt {w[1]} | gen {w[2]}")
+        group = group[(group["batch_size"] == batch) & (group["prompt_len"] == prompt) & (group["gen_len"] == gen)]
+
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Bandwidth (calibrated)", f"{group['bandwidth_gb_s'].median():,.0f} GB/s")
+    c2.metric(f"Matmul {dtype} (calibrated)", f"{group['matmul_tflops'].median():,.1f} TFLOP/s")
+    c3.metric("Launch (calibrated floor)", f"{group['launch_us'].median():.1f} µs")
+    fit = next((f for f in ui.launch_overhead(ctx) if (f["regime"], f["backend"], f["dtype"]) == (regime, backend, dtype)), None)
+    if fit and fit["status"] == "ok":
+        low, high = fit["per_launch_us_ci"]
+        c4.metric("Fitted cost per graph kernel" if fit["per"] != "launch" else "Fitted cost per launch", f"{fit['per_launch_us']:.1f} µs",
+                  help=f"95% CI [{low:.1f}, {high:.1f}] µs; decode_ms ~ count + memory_ms, HC3 errors")
+        st.caption(f"Fitted cost per {fit['per']}: **{fit['per_launch_us']:.1f} µs** (95% CI {low:.1f} to {high:.1f}) "
+                   f"over {fit['n_cells']} cells, against a calibrated floor of {group['launch_us'].median():.1f} µs "
+                   "per launch of an empty kernel.")
+    else:
+        c4.metric("Fitted cost per launch", "n/a", help=(fit or {}).get("message", "no fit for this group"))
+    n_runs = group["cell_id"].str.split("/").str[0].nunique()
+    verdicts = group["verdict"].value_counts()
+    st.caption(f"Ceilings: median over {n_runs} calibrated run(s). Verdicts: "
+               + ", ".join(f"{n} {v}" for v, n in verdicts.items())
+               + f"; measured / predicted median {group['measured_over_predicted'].median():.2f}x.")
+
+    st.plotly_chart(why_components(group), key="why_components")
+    color = st.radio("Colour by", ["backend", "width"], horizontal=True, key="why_color")
+    same = floor[(floor["regime"] == regime) & (floor["dtype"] == dtype)]
+    st.plotly_chart(kernels_vs_depth(same, "backend" if color == "backend" else "n_embd"), key="why_kernels")
+
+    st.subheader("Fitted overhead per launch")
+    st.caption("Per (regime, backend, dtype): decode_ms ~ count + memory_ms (OLS, HC3). The count is host launches "
+               "for eager backends and kernels inside the graph for a CUDA-graph backend; 95% CIs.")
+    st.dataframe(_fit_rows(ui.launch_overhead(ctx)), hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.1f") for c in ("µs", "CI low", "CI high")} | {
+        "R²": st.column_config.NumberColumn(format="%.3f")})
+
+    st.subheader("Verdict per cell")
+    table = group.sort_values(["n_layer", "n_embd"])[VERDICT_COLUMNS]
+    st.dataframe(table, hide_index=True, column_config={
+        "params": st.column_config.NumberColumn(format="%.3g"),
+        **{c: st.column_config.NumberColumn(format="%.3g") for c in (
+            "decode_ms", "predicted_ms", "launch_ms", "memory_ms", "compute_ms", "unexplained_ms",
+            "measured_over_predicted", "busy_fraction", "bandwidth_fraction", "compute_fraction")},
+    })
+
+
+ui.guard(body)
