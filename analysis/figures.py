@@ -120,10 +120,21 @@ def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
     cols = pairs.drop_duplicates("cell_id_b").sort_values("params_b")
     matrix = pairs.pivot_table(index="model_name_a", columns="model_name_b", values="ratio", aggfunc="first")
     matrix = matrix.reindex(index=rows["model_name_a"].unique(), columns=cols["model_name_b"].unique())
+    # Colour on log2(ratio) centred on 0 (ratio 1), so 2x slower and 2x faster sit equally far
+    # from neutral and the scale never shows impossible negative ratios; the ratio itself is
+    # the cell's text (hover), the colour bar is labelled in ratios.
+    ratio = matrix.to_numpy(dtype=float)
+    log_ratio = np.log2(ratio)
+    finite = np.isfinite(log_ratio)
+    span = float(np.ceil(np.abs(log_ratio[finite]).max())) if finite.any() else 1.0
+    span = max(span, 1.0)
+    ticks = np.arange(-span, span + 1)
     fig = go.Figure(go.Heatmap(
-        z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), zmid=1.0,
-        colorscale="RdBu_r", colorbar={"title": "ratio"}, name="ratio",
-        hovertemplate="smaller %{y} / larger %{x}: %{z:.2f}<extra></extra>",
+        z=log_ratio, text=ratio, x=list(matrix.columns), y=list(matrix.index), name="ratio",
+        zmin=-span, zmax=span, zmid=0.0, colorscale="RdBu_r",
+        colorbar={"title": "ratio", "tickvals": ticks,
+                  "ticktext": [f"{2.0 ** t:g}" if t >= 0 else f"1/{2.0 ** -t:g}" for t in ticks]},
+        hovertemplate="smaller %{y} / larger %{x}: %{text:.2f}x<extra></extra>",
     ))
     sig = pairs[pairs["significant"]]
     fig.add_trace(go.Scatter(

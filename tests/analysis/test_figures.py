@@ -66,7 +66,9 @@ def test_inversion_heatmap_rows_smaller_columns_larger_and_marks_significant(dep
     assert isinstance(heat, go.Heatmap)
     row, col = list(heat.y).index("24x64"), list(heat.x).index("1x128")
     expected = pairs[(pairs["model_name_a"] == "24x64") & (pairs["model_name_b"] == "1x128")]["ratio"].iloc[0]
-    assert heat.z[row][col] == expected > 1
+    assert heat.text[row][col] == expected > 1
+    assert heat.z[row][col] == np.log2(expected)  # colour on a log scale centred on ratio 1
+    assert heat.zmid == 0
     assert len(marks.x) == int(pairs["significant"].sum()) > 0
 
 
