@@ -71,6 +71,11 @@ def run(
     device: Optional[str] = typer.Option(None, help="override the plan's device: cpu | cuda"),
     resume: Optional[str] = typer.Option(None, help="run id to resume: skips its finished cells"),
     no_ingest: bool = typer.Option(False, "--no-ingest", help="only write the run directory"),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="run the cells as Ray tasks: 'local' starts a local instance, 'auto' joins the "
+        "running cluster, or ray://host:port"),
+    ray_resource: Optional[str] = typer.Option(
+        None, "--ray-resource", help="with --ray: only nodes that have this custom resource (e.g. H100)"),
 ) -> None:
     """Run a plan (or resume a run), with a live progress bar; ingest at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -80,6 +85,8 @@ def run(
     from runner.runfiles import RunDir
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if ray_resource and not ray:
+        _fail("--ray-resource needs --ray")
     loaded = _load(plan) if resume is None else None
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -98,22 +105,40 @@ def run(
 
     bars: list = []
 
+    nodes: dict = {}
+
     def report(event: dict) -> None:
         if event["event"] == "cell_started":
             progress.update(bars[-1], description=event["label"])
+        elif event["event"] == "ray_submitted":
+            progress.update(bars[-1], description=f"{event['tasks']} Ray tasks")
+        elif event["event"] == "ray_finished":
+            for node, count in event["nodes"].items():
+                nodes[node] = nodes.get(node, 0) + count
         else:
             progress.update(bars[-1], completed=event["done"])
             if event["status"] != "ok":
                 progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
 
     try:
+        if ray:
+            from runner.ray_exec import connect, continue_ray_run, execute_ray
+
+            connect(ray)
+            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # ray.init installs its own handler
         with progress:
             if resume:
                 run_dir = RunDir(runs_dir / resume)
                 if not run_dir.exists():
                     _fail(f"no run '{resume}' under {runs_dir}")
                 track(run_dir)
-                runs.append(continue_run(run_dir, report))
+                if ray:
+                    runs.extend(continue_ray_run(run_dir, resource=ray_resource, progress=report))
+                else:
+                    runs.append(continue_run(run_dir, report))
+            elif ray:
+                runs = execute_ray(loaded, runs_dir, device=device, resource=ray_resource, progress=report,
+                                   on_run_created=track)
             else:
                 runs = execute(loaded, runs_dir, device=device, progress=report, on_run_created=track)
     except (PlanError, RunError) as error:
@@ -124,6 +149,8 @@ def run(
             for run_dir in current:
                 _ingest(db, run_dir.path)
         raise typer.Exit(130)
+    for node, count in sorted(nodes.items()):
+        console.print(f"  {count} cells on {node}")
     for run_dir in runs:
         if not no_ingest:
             _ingest(db, run_dir.path)

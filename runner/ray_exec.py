@@ -1,0 +1,316 @@
+"""Running a plan on a Ray cluster: one task per (model, backend) group, the driver writes.
+
+Scheduling: the cells of a run are grouped by (model shape, backend, backend options) and
+each group is one Ray task, so a group's eager reference is built once per task (one
+`ReferenceCache` per task). Each cell still builds (and for torch-compile compiles) its own
+timed model inside `measure_cell`, exactly as without Ray, so setup stays a per-cell figure.
+A task asks for one whole GPU on cuda plans (never a fraction: two cells sharing a GPU
+would time each other) and one CPU on cpu plans; `resource` pins tasks to nodes that
+advertise a custom resource (`ray start --resources='{"H100": 8}'`).
+
+Workers only measure: each returns its cell records (the content of `cells/<key>.json`)
+and its node's environment. The driver alone writes run directories, so the files, the
+events and the ingest are the same as without Ray. Runs are per hardware regime: results
+from a node of another regime go to a run directory cloned from the plan's meta, never
+mixed into one run. Planned cells that no regime has measured yet stay with the first run,
+so `--resume` of that run (with or without Ray) measures what is missing.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from runner import TOOL_VERSION
+from runner.executor import RunError, _summary
+from runner.plan import Cell, Plan, expand
+from runner.runfiles import RunDir, new_run_id, now_iso
+
+ProgressCallback = Callable[[dict], None]
+# A pin only has to select nodes, not count slots: num_cpus / num_gpus limit concurrency.
+PIN_AMOUNT = 0.001
+# Test hook: a task whose group has this model name kills its worker (os._exit) before
+# measuring, as a segfault or an OOM kill would. Read in the task wrapper only.
+CRASH_ENV = "SHAPEBENCH_TEST_CRASH_MODEL"
+PENDING_REGIME = "pending: set by the first Ray worker that reports"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def connect(address: str | None, **init_kwargs) -> None:
+    """ray.init once: 'local' (or None) starts a local instance, else 'auto' or 'ray://host:port'.
+
+    Workers import `runner` from this checkout's path: every node needs the same checkout
+    at the same path (and its requirements), as the README says.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+    if os.environ.get(CRASH_ENV):
+        runtime_env["env_vars"][CRASH_ENV] = os.environ[CRASH_ENV]
+    target = None if address in (None, "", "local") else address
+    try:
+        ray.init(address=target, runtime_env=runtime_env, log_to_driver=False, **init_kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RunError(f"cannot connect to Ray at {address!r}: {str(error).splitlines()[0]}") from error
+
+
+def check_cluster(device: str, resource: str | None) -> None:
+    """Refuse, before anything runs, a plan the cluster can never schedule."""
+    import ray
+
+    available = ray.cluster_resources()
+    if resource and available.get(resource, 0) <= 0:
+        custom = sorted(k for k in available if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                        and not k.startswith(("node:", "accelerator_type:")))
+        raise RunError(
+            f"no node of the Ray cluster has the resource '{resource}' (custom resources: "
+            f"{', '.join(custom) or 'none'}); start the nodes with ray start --resources='{{\"{resource}\": 1}}'"
+        )
+    if device == "cuda" and available.get("GPU", 0) < 1:
+        raise RunError("the plan asks for device 'cuda' but the Ray cluster has no GPU")
+
+
+def resolve_ray_device(requested: str) -> str:
+    """'auto' means cuda when the cluster has a GPU (the driver itself may have none)."""
+    import ray
+
+    if requested != "auto":
+        return requested
+    return "cuda" if ray.cluster_resources().get("GPU", 0) >= 1 else "cpu"
+
+
+def group_entries(entries: list[dict]) -> list[list[dict]]:
+    """Planned cells grouped by (model, backend, options), in the run's shuffled order."""
+    groups: dict[tuple, list[dict]] = {}
+    for entry in sorted(entries, key=lambda e: e["order_index"]):
+        cell = entry["cell"]
+        key = (repr(sorted(cell["model"].items())), cell["backend"], repr(sorted(cell.get("backend_options", {}).items())))
+        groups.setdefault(key, []).append(entry)
+    return list(groups.values())
+
+
+def measure_group(entries: list[dict], measure: dict, input_seed: int, device: str) -> dict:
+    """The body of one Ray task: measure a group's cells on this node, return the records."""
+    import socket
+
+    from runner.executor import _prepare_device
+    from runner.environment import regime_key
+    from runner.plan import MeasureSettings
+    from runner.protocol import ReferenceCache, measure_cell
+
+    if os.environ.get(CRASH_ENV) and os.environ[CRASH_ENV] == entries[0]["cell"]["model"]["name"]:
+        os._exit(1)
+    import ray
+
+    env = _prepare_device(device)
+    settings = MeasureSettings.model_validate(measure)
+    references = ReferenceCache()
+    records = []
+    for entry in entries:
+        cell = Cell.model_validate(entry["cell"])
+        started = now_iso()
+        result = measure_cell(cell, settings, input_seed, references)
+        records.append({"cell_key": entry["key"], "order_index": entry["order_index"], "cell": entry["cell"],
+                        "started_at": started, "finished_at": now_iso(), **asdict(result)})
+    node = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:8]})"
+    return {"environment": env, "regime": regime_key(env), "node": node, "records": records}
+
+
+def failed_records(entries: list[dict], error: str) -> list[dict]:
+    from runner.protocol import CellResult
+
+    stamp = now_iso()
+    return [{"cell_key": e["key"], "order_index": e["order_index"], "cell": e["cell"], "started_at": stamp,
+             "finished_at": stamp, **asdict(CellResult(status="failed", error=error))} for e in entries]
+
+
+def describe_failure(error: Exception) -> str:
+    """The cell error for a task that did not return; system failures were retried once."""
+    import ray.exceptions as rex
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, rex.TaskCancelledError):
+        return f"ray task cancelled: {first}"[:2000]
+    retried = isinstance(error, (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError))
+    note = " (the task was retried once and failed again)" if retried else ""
+    return f"ray task failed, worker died or raised: {type(error).__name__}: {first}{note}"[:2000]
+
+
+def start_ray_run(plan: Plan, runs_dir: str | Path, device: str, *, series_id: str | None = None,
+                  repeat_index: int = 0) -> RunDir:
+    """The run directory, as `start_run` makes it, with the environment left to the workers."""
+    import random
+
+    cells = expand(plan, device=device)
+    shuffle_seed = plan.seed + repeat_index
+    order = list(range(len(cells)))
+    random.Random(shuffle_seed).shuffle(order)
+    run = RunDir(Path(runs_dir) / new_run_id())
+    run.create({
+        "run_id": run.run_id, "series_id": series_id, "plan_name": plan.name,
+        "plan": plan.model_dump(mode="json"), "started_at": now_iso(), "finished_at": None,
+        "status": "running", "environment": {}, "regime": PENDING_REGIME, "device_kind": device,
+        "tool_version": TOOL_VERSION, "git_revision": None, "shuffle_seed": shuffle_seed,
+        "input_seed": plan.seed, "n_cells_planned": len(cells), "executor": "ray",
+        "cells": [{"key": cells[i].key, "order_index": pos, "cell": cells[i].model_dump(mode="json")}
+                  for pos, i in enumerate(order)],
+    })
+    run.event("run_started", total=len(cells), regime=PENDING_REGIME)
+    return run
+
+
+class _RegimeRuns:
+    """Where each regime's records go: the first run, then clones of its meta for others."""
+
+    def __init__(self, primary: RunDir) -> None:
+        self.primary = primary
+        meta = primary.read_meta()
+        self.by_regime: dict[str, RunDir] = {}
+        if meta["regime"] != PENDING_REGIME:
+            self.by_regime[meta["regime"]] = primary
+        self.moved: dict[str, set[str]] = {}  # clone run id -> keys measured there
+
+    def run_for(self, regime: str, env: dict) -> RunDir:
+        if regime in self.by_regime:
+            return self.by_regime[regime]
+        meta = self.primary.read_meta()
+        if not self.by_regime and meta["regime"] == PENDING_REGIME:
+            self.primary.update_meta(environment=env, regime=regime, git_revision=env.get("git_revision"))
+            self.primary.event("regime_set", regime=regime)
+            self.by_regime[regime] = self.primary
+            return self.primary
+        clone = RunDir(self.primary.path.parent / new_run_id())
+        clone.create({k: v for k, v in meta.items() if k != "format_version"} | {
+            "run_id": clone.run_id, "started_at": now_iso(), "environment": env, "regime": regime,
+            "git_revision": env.get("git_revision"), "cloned_from": self.primary.run_id, "status": "running"})
+        clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
+        clone.event("segment_started", done=0, total=0)
+        self.by_regime[regime] = clone
+        self.moved[clone.run_id] = set()
+        return clone
+
+    def record(self, run: RunDir, key: str) -> None:
+        if run is not self.primary:
+            self.moved[run.run_id].add(key)
+
+    def close(self, status: str) -> list[RunDir]:
+        """Split the planned cells: a clone plans what it measured, the first run the rest."""
+        meta = self.primary.read_meta()
+        moved_all = set().union(*self.moved.values()) if self.moved else set()
+        for run in self.by_regime.values():
+            if run is self.primary:
+                continue
+            keys = self.moved[run.run_id] | run.finished_keys()
+            planned = [e for e in meta["cells"] if e["key"] in keys]
+            run.update_meta(cells=planned, n_cells_planned=len(planned), status=status,
+                            finished_at=now_iso() if status == "finished" else None)
+        if moved_all:
+            planned = [e for e in meta["cells"] if e["key"] not in moved_all]
+            self.primary.update_meta(cells=planned, n_cells_planned=len(planned))
+        return [self.primary] + [r for r in self.by_regime.values() if r is not self.primary]
+
+
+def continue_ray_run(run: RunDir, *, resource: str | None = None,
+                     progress: ProgressCallback | None = None) -> list[RunDir]:
+    """Measure a run's cells that have no file yet on the connected Ray cluster.
+
+    Returns the run and any run cloned for another regime. Ctrl-C cancels every task and
+    marks the runs interrupted; cells whose task had returned are already written.
+    """
+    import ray
+
+    if not run.exists():
+        raise RunError(f"no run directory at {run.path}")
+    meta = run.read_meta()
+    device = meta["device_kind"]
+    check_cluster(device, resource)
+    done = run.finished_keys()
+    todo = [e for e in meta["cells"] if e["key"] not in done]
+    total = len(meta["cells"])
+    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
+    if resource:
+        options["resources"] = {resource: PIN_AMOUNT}
+    task = ray.remote(max_retries=1, retry_exceptions=False)(measure_group).options(**options)
+
+    regimes = _RegimeRuns(run)
+    run.update_meta(status="running", finished_at=None)
+    run.event("segment_started", done=len(done), total=total, executor="ray")
+    pending: dict = {}
+    nodes: Counter = Counter()
+    try:
+        for group in group_entries(todo):
+            pending[task.remote(group, meta["plan"]["measure"], meta["input_seed"], device)] = group
+        if progress:
+            progress({"event": "ray_submitted", "tasks": len(pending), "cells": len(todo), "done": len(done),
+                      "total": total})
+        while pending:
+            # a bounded wait returns to Python regularly, so Ctrl-C / SIGTERM is handled at once
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if not ready:
+                continue
+            ref = ready[0]
+            group = pending.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as error:
+                outcome = {"environment": None, "regime": None, "node": "failed",
+                           "records": failed_records(group, describe_failure(error))}
+            target = run if outcome["regime"] is None else regimes.run_for(outcome["regime"], outcome["environment"])
+            nodes[outcome["node"]] += len(outcome["records"])
+            for record in outcome["records"]:
+                target.write_cell(record["cell_key"], record)
+                regimes.record(target, record["cell_key"])
+                done.add(record["cell_key"])
+                label = Cell.model_validate(record["cell"]).label()
+                summary = _summary(_Result(record))
+                target.event("cell_finished", key=record["cell_key"], label=label, status=record["status"],
+                             error=record["error"], done=len(done), total=total, node=outcome["node"], **summary)
+                if progress:
+                    progress({"event": "cell_finished", "label": label, "status": record["status"],
+                              "error": record["error"], "done": len(done), "total": total,
+                              "node": outcome["node"], **summary})
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        runs = regimes.close("interrupted")
+        for r in runs:
+            r.update_meta(status="interrupted")
+            r.event("run_interrupted", done=len(r.finished_keys()), total=r.read_meta()["n_cells_planned"])
+        raise
+    runs = regimes.close("finished")
+    run.update_meta(status="finished", finished_at=now_iso())
+    run.event("run_finished", done=len(run.finished_keys()), total=run.read_meta()["n_cells_planned"],
+              nodes=dict(nodes))
+    for other in runs[1:]:
+        other.event("run_finished", done=len(other.finished_keys()), total=other.read_meta()["n_cells_planned"])
+    if progress:
+        progress({"event": "ray_finished", "nodes": dict(nodes)})
+    return runs
+
+
+class _Result:
+    """The two fields `_summary` reads, from a record."""
+
+    def __init__(self, record: dict) -> None:
+        self.decode, self.prefill = record["decode"], record["prefill"]
+
+
+def execute_ray(plan: Plan, runs_dir: str | Path, *, device: str | None = None, resource: str | None = None,
+                progress: ProgressCallback | None = None,
+                on_run_created: Callable[[RunDir], None] | None = None) -> list[RunDir]:
+    """`execute` on the connected Ray cluster: `plan.repeats` runs, each split into tasks."""
+    device = resolve_ray_device(device or plan.device)
+    check_cluster(device, resource)  # before any run directory exists
+    series_id = uuid.uuid4().hex[:12] if plan.repeats > 1 else None
+    runs = []
+    for repeat_index in range(plan.repeats):
+        run = start_ray_run(plan, runs_dir, device, series_id=series_id, repeat_index=repeat_index)
+        if on_run_created:
+            on_run_created(run)
+        runs.extend(continue_ray_run(run, resource=resource, progress=progress))
+    return runs
