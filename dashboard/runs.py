@@ -56,8 +56,12 @@ def read_lock(path: Path | None = None) -> dict[str, Any] | None:
 
 
 def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | None = None,
-          python: str = sys.executable) -> dict[str, Any]:
-    """Write the plan, launch the runner, take the lock; raise RuntimeError if one is running."""
+          python: str = sys.executable, ray_address: str | None = None) -> dict[str, Any]:
+    """Write the plan, launch the runner, take the lock; raise RuntimeError if one is running.
+
+    With `ray_address` ("local", "auto" or "ray://host:port") the runner sends the cells to a
+    Ray cluster (`--ray`); progress and ingestion are the same.
+    """
     lock = lock or lock_path()
     active = read_lock(lock)
     if active:
@@ -71,9 +75,12 @@ def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | 
     plan_file.write_text(plan_toml)
     log_file = work / f"{stamp}-{safe}.log"
     known = [d.run_id for d in list_run_dirs(runs_dir)]
+    command = [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest"]
+    if ray_address:
+        command += ["--ray", ray_address.strip()]
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
-            [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest"],
+            command,
             cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group: Ctrl-C in the server's terminal does not hit it
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

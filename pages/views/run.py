@@ -107,7 +107,8 @@ def _power_hint(ctx: ui.Context, prefill_reps: int, e2e_reps: int) -> None:
 
 def _start(ctx: ui.Context, built: plan_builder.BuiltPlan) -> None:
     try:
-        runs.start(built.toml, built.plan.name, ctx.runs_dir)
+        runs.start(built.toml, built.plan.name, ctx.runs_dir,
+                   ray_address=st.session_state.get("run_ray_address") or None)
         st.session_state["_run_active"] = True
     except Exception as error:  # noqa: BLE001 - a lock or a spawn failure, shown on the page
         st.session_state["_run_start_error"] = str(error)
@@ -179,6 +180,9 @@ def body(ctx: ui.Context) -> None:
     start_error = st.session_state.pop("_run_start_error", None)
     if start_error:
         st.error(start_error)
+    st.text_input("Ray cluster (optional)", key="run_ray_address", placeholder="local, auto or ray://host:10001",
+                  help="Send the cells to a Ray cluster instead of running them here: one task per (model, backend) "
+                       "group, one whole GPU per task. Leave empty to run on this machine.")
     st.button("Start run", type="primary", disabled=not built.ok or bool(lock), on_click=_start, args=(ctx, built),
               key="run_start", help="one run at a time on this machine" if lock else None)
     with st.expander("Backends on this machine", expanded=False):
