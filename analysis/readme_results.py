@@ -84,6 +84,8 @@ def _speedups(stats: CellStats, regime: str) -> list[str]:
     graph = frame[(frame["regime"] == regime) & (frame["backend"] == "cuda-graph")]
     both = eager.reset_index().merge(graph.reset_index(), on=keys, suffixes=("_eager", "_graph"))
     if both.empty:
+        if graph.empty and (eager.get("device") == "cpu").all():
+            return ["cuda-graph runs on GPUs only: not measured in this regime."]
         return ["No shape measured with both hf-eager and cuda-graph."]
     ratios = stats.draws[both["index_eager"].to_numpy()] / stats.draws[both["index_graph"].to_numpy()]
     low, high = percentile_ci(ratios, stats.confidence)
@@ -118,12 +120,14 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append(f"### {row.regime}")
         out.append("")
         repeated = int((cells["n_runs"] > 1).sum()) if "n_runs" in cells else 0
-        pooled = (
-            f" {'All' if repeated == len(cells) else repeated} of them were measured in more than one run: "
-            "their medians are pooled over runs and "
-            "their CIs include run-to-run variance; the other CIs are within one run."
-            if repeated else " Each cell was measured in one run: CIs are within-run."
-        )
+        if repeated == len(cells):
+            pooled = (" Every cell was measured in more than one run: medians are pooled over runs and CIs "
+                      "include run-to-run variance.")
+        elif repeated:
+            pooled = (f" {repeated} of them were measured in more than one run: their medians are pooled over runs "
+                      "and their CIs include run-to-run variance; the other CIs are within one run.")
+        else:
+            pooled = " Each cell was measured in one run: CIs are within-run."
         out.append(
             f"{row.runs} run{'s' if row.runs > 1 else ''} ({row.plans}), {row.first_day}; {len(cells)} decode cells "
             f"(ms per token; batch 1, prompt 128, 64 new tokens).{pooled}"

@@ -353,7 +353,7 @@ def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[duckdb.
     if kind == SNAPSHOT and not hosted:
         path = Path(snap_path).expanduser()
         return snapshot_connection(str(path), False), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC
-    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100 and H200, real measurements)", STATIC
+    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100, H200 and CPU; real measurements)", STATIC
 
 
 def _init_from_link(hosted: bool) -> None:
