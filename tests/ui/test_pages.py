@@ -1,11 +1,14 @@
 """AppTest per page: on the bundled H100 snapshot and on a store the real runner made on the CPU."""
 from __future__ import annotations
 
+
+import json
 import subprocess
 import sys
 
 import pytest
 
+from store.dataset import BUNDLED_SNAPSHOT
 from tests.ui.conftest import PAGES, ROOT, assert_clean, fail_cells, fake_running_run, plotly_specs, texts
 
 
@@ -35,7 +38,10 @@ def test_sidebar_shows_the_open_dataset_and_its_size(app_env):
     at = open_page(app_env(), "overview")
     assert any("bundled snapshot" in c for c in texts(at.sidebar, "caption"))
     metrics = {m.label: m.value for m in at.sidebar.metric}
-    assert metrics["Cells"] == "312" and metrics["Regimes"] == "2" and metrics["Runs"] == "5"  # H100 x 4 runs, H200 x 1
+    manifest = json.loads((BUNDLED_SNAPSHOT / "manifest.json").read_text())
+    assert metrics["Cells"] == f"{manifest['row_counts']['cells']:,}"
+    assert metrics["Runs"] == f"{manifest['row_counts']['runs']:,}"
+    assert metrics["Regimes"] == str(len(manifest["regimes"]))
 
 
 def test_depth_width_shows_fits_with_bands_and_predicts_a_new_shape(app_env):
@@ -154,7 +160,10 @@ def test_a_shared_link_opens_with_its_filters(app_env):
     open_page(at, "explore")
     assert_clean(at)
     table = at.dataframe[0].value
-    assert set(table["phase"]) == {"prefill"} and set(table["batch_size"]) == {1}
+    measured = table[table["status"] == "ok"]
+    assert set(measured["phase"]) == {"prefill"} and set(table["batch_size"]) == {1}
+    # cells that failed or were refused have no phase: they stay listed, with their reason
+    assert (table[table["phase"].isna()]["status"] != "ok").all()
 
 
 # --- store made by the real runner ------------------------------------------------------
