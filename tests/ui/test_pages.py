@@ -1,7 +1,6 @@
 """AppTest per page: on the bundled H100 snapshot and on a store the real runner made on the CPU."""
 from __future__ import annotations
 
-
 import json
 import subprocess
 import sys
