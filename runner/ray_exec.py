@@ -49,7 +49,10 @@ def connect(address: str | None, **init_kwargs) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
+    # the checkout first, then whatever the driver already had (e.g. packages installed with
+    # pip --target): a worker must import exactly what the driver imports
+    python_path = os.pathsep.join([str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    runtime_env = {"env_vars": {"PYTHONPATH": python_path}}
     if os.environ.get(CRASH_ENV):
         runtime_env["env_vars"][CRASH_ENV] = os.environ[CRASH_ENV]
     target = None if address in (None, "", "local") else address
