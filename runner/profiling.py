@@ -8,10 +8,18 @@ which is why it runs only after the timed phases and its wall times are not late
 """
 from __future__ import annotations
 
+import os
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+# Kineto leaves CUPTI subscribed after a CUDA profile unless TEARDOWN_CUPTI=1 (pytorch
+# issue 144455): every later kernel launch of the process then pays a CUPTI callback, so
+# host-bound cells timed after a profiled cell ran 1.2-1.4x slower (measured on H100 and
+# H200, torch 2.11; benchmarks/profiler_aftereffect.py). Teardown is safe with CUDA graphs
+# from CUDA 12.6 on. Set before the first profile; an explicit user setting wins.
+os.environ.setdefault("TEARDOWN_CUPTI", "1")
 
 # CUDA runtime/driver calls that put work on the device.
 KERNEL_LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
@@ -65,4 +73,5 @@ def profile_cell(session, input_ids: torch.Tensor, device: str) -> dict:
     session.prefill(input_ids)  # a fresh cache, then one profiled step after the prompt
     token = holder["token"]
     decode_counts = _profiled(lambda: session.decode(token).argmax(-1, keepdim=True), device)
-    return {"device": device, "prefill": prefill_counts, "decode": decode_counts}
+    return {"device": device, "prefill": prefill_counts, "decode": decode_counts,
+            "cupti_teardown": os.environ.get("TEARDOWN_CUPTI") == "1" if device == "cuda" else None}
