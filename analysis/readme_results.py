@@ -18,10 +18,15 @@ from analysis.reproducibility import has_repeats, pooled_stats
 from analysis.stats import CellStats, compute_cell_stats
 
 PHASE = "decode"
+# The seed and grid plans' operating point: the main tables compare shapes there only, so
+# a batch-8 or long-prompt cell never joins a batch-1 regression or inversion table.
+SEED_POINT = {"batch_size": 1, "prompt_len": 128, "gen_len": 64}
+# The reference pair of the "latency inversion" claim, followed off the seed point.
+DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
 
 
-def _decode_stats(con: duckdb.DuckDBPyConnection) -> CellStats:
-    stats = compute_cell_stats(con, {"phase": PHASE})
+def _decode_stats(con: duckdb.DuckDBPyConnection, filters: dict | None = None) -> CellStats:
+    stats = compute_cell_stats(con, {"phase": PHASE, **(filters or {})})
     return pooled_stats(stats) if has_repeats(stats) else stats
 
 
@@ -105,9 +110,28 @@ def _speedups(stats: CellStats, regime: str) -> list[str]:
     return lines
 
 
+def _off_seed_point(stats: CellStats, regime: str) -> list[str]:
+    """gpt2-5m / gpt2-25m decode ratio at each (batch, prompt) other than the seed point."""
+    pairs = pair_ratios(stats, inversions_only=False)
+    pairs = pairs[(pairs["regime"] == regime) & (pairs["model_name_a"] == DEEP_NARROW)
+                  & (pairs["model_name_b"] == SHALLOW_WIDE)
+                  & ~((pairs["batch_size"] == SEED_POINT["batch_size"]) & (pairs["prompt_len"] == SEED_POINT["prompt_len"]))]
+    if pairs.empty:
+        return []
+    lines = [f"Off the seed point ({DEEP_NARROW} / {SHALLOW_WIDE}, decode ms per token, 64 new tokens; a CI pools "
+             "runs where both cells were measured in more than one, else it is within one run):", "",
+             f"| batch | prompt | backend | dtype | {DEEP_NARROW} | {SHALLOW_WIDE} | ratio [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for row in pairs.sort_values(["batch_size", "prompt_len", "backend", "dtype"]).itertuples():
+        lines.append(f"| {row.batch_size} | {row.prompt_len} | {row.backend} | {row.dtype} | {row.median_a:.3f} | "
+                     f"{row.median_b:.3f} | {row.ratio:.2f}x {_ci(row.ratio_ci_low, row.ratio_ci_high)} |")
+    return lines + [""]
+
+
 def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
     """The whole results section as Markdown (deterministic: seeded bootstraps)."""
-    stats = _decode_stats(con)
+    stats = _decode_stats(con, SEED_POINT)
+    everything = _decode_stats(con, {"gen_len": SEED_POINT["gen_len"]})
     runs = con.execute(
         "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
         "strftime(min(started_at), '%Y-%m-%d') AS first_day FROM runs GROUP BY regime ORDER BY regime"
@@ -145,4 +169,5 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append("")
         out.extend(_speedups(stats, row.regime))
         out.append("")
+        out.extend(_off_seed_point(everything, row.regime))
     return "\n".join(out).rstrip() + "\n"

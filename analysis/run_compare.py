@@ -68,3 +68,29 @@ def summarize_comparison(table: pd.DataFrame, by: str | None = "phase") -> pd.Da
             "ratio_p95": float(np.quantile(ratio, 0.95)), "max_abs_log2_ratio": float(np.abs(np.log2(ratio)).max()),
         })
     return pd.DataFrame(rows)
+
+
+def within_runs_range(stats: CellStats, candidate: str, others: list[str]) -> pd.DataFrame:
+    """Is the candidate run's median inside the range of the other runs' medians, per cell-phase?
+
+    The within-run CI ignores run-to-run variance; the spread of several ordinary runs does
+    not. If the candidate is just one more run of the same kind (exchangeable with the k
+    others), it lands inside their range with probability (k - 1) / (k + 1), returned as
+    `expected_inside`; a candidate that changes what is measured lands outside more often.
+    Columns: cell_key, phase, backend, candidate_median, others_min, others_max, inside,
+    expected_inside. Only cell-phases measured in the candidate and in every other run.
+    """
+    if len(others) < 2:
+        raise ValueError("need at least two other runs for a range")
+    frame = stats.frame[stats.frame["run_id"].isin([candidate, *others])]
+    wide = frame.pivot_table(index=[*KEY_COLUMNS, "backend"], columns="run_id", values="median")
+    missing = [r for r in [candidate, *others] if r not in wide.columns]
+    if missing:
+        raise ValueError(f"no ok cell for run(s) {', '.join(missing)}")
+    wide = wide.dropna()
+    table = pd.DataFrame({
+        "candidate_median": wide[candidate], "others_min": wide[others].min(axis=1),
+        "others_max": wide[others].max(axis=1)}).reset_index()
+    table["inside"] = table["candidate_median"].between(table["others_min"], table["others_max"])
+    table["expected_inside"] = (len(others) - 1) / (len(others) + 1)
+    return table

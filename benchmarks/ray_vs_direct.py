@@ -6,7 +6,12 @@ beyond those CIs on many eager cells (run-to-run variance, analysis.reproducibil
 `--baseline A B` prints the same figures for two ordinary runs; Ray is fine when its
 disagreement is no larger than that baseline's.
 
-    python -m benchmarks.ray_vs_direct --db store.duckdb RAY_RUN DIRECT_RUN [--baseline A B]
+A second yardstick that includes run-to-run variance: `--direct-runs A B [C...]`, two or more
+direct runs of the plan on the regime; the Ray run's median should land inside their range
+about as often as one more direct run would, (k - 1) / (k + 1) of the time.
+
+    python -m benchmarks.ray_vs_direct --db store.duckdb RAY_RUN DIRECT_RUN [--baseline A B] \
+        [--direct-runs A B C]
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import argparse
 import duckdb
 import pandas as pd
 
-from analysis.run_compare import compare_runs, summarize_comparison
+from analysis.run_compare import compare_runs, summarize_comparison, within_runs_range
 from analysis.stats import compute_cell_stats
 
 
@@ -33,9 +38,10 @@ def main() -> None:
     parser.add_argument("ray_run")
     parser.add_argument("direct_run")
     parser.add_argument("--baseline", nargs=2, metavar=("RUN_A", "RUN_B"), help="two direct runs of the same plan")
+    parser.add_argument("--direct-runs", nargs="+", default=[], help="two or more direct runs for the range check")
     parser.add_argument("--show", type=int, default=0, help="also print the N largest disagreements")
     args = parser.parse_args()
-    runs = [args.direct_run, args.ray_run] + (args.baseline or [])
+    runs = [args.direct_run, args.ray_run] + (args.baseline or []) + args.direct_runs
     con = duckdb.connect(args.db, read_only=True)
     try:
         stats = compute_cell_stats(con, {"run_id": runs})
@@ -46,6 +52,13 @@ def main() -> None:
     if args.baseline:
         _print(f"baseline: direct {args.baseline[0]} vs direct {args.baseline[1]}",
                compare_runs(stats, *args.baseline))
+    if args.direct_runs:
+        ranged = within_runs_range(stats, args.ray_run, args.direct_runs)
+        print(f"\nRay {args.ray_run} inside the range of {len(args.direct_runs)} direct runs: "
+              f"{ranged['inside'].mean():.3f} of {len(ranged)} cell-phases "
+              f"(one more exchangeable run: {ranged['expected_inside'].iat[0]:.3f})")
+        by = ranged.groupby("backend")["inside"].mean()
+        print("  by backend: " + ", ".join(f"{k} {v:.3f}" for k, v in by.items()))
     if args.show:
         worst = table.assign(off=(table["ratio"].apply(lambda r: max(r, 1 / r)))).nlargest(args.show, "off")
         print(worst[["phase", "model_name", "backend", "dtype", "median_a", "ci_low_a", "ci_high_a", "median_b",

@@ -14,11 +14,15 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-# Kineto leaves CUPTI subscribed after a CUDA profile unless TEARDOWN_CUPTI=1 (pytorch
-# issue 144455): every later kernel launch of the process then pays a CUPTI callback, so
-# host-bound cells timed after a profiled cell ran 1.2-1.4x slower (measured on H100 and
-# H200, torch 2.11; benchmarks/profiler_aftereffect.py). Teardown is safe with CUDA graphs
-# from CUDA 12.6 on. Set before the first profile; an explicit user setting wins.
+# Kineto may leave CUPTI subscribed after a CUDA profile unless TEARDOWN_CUPTI=1 (pytorch
+# issue 144455), and then every later kernel launch of the process pays a CUPTI callback:
+# a profiled cell could slow the host-bound cells timed after it. Tearing down is safe with
+# CUDA graphs from CUDA 12.6 on. Checked on an H200 with torch 2.11
+# (benchmarks/profiler_aftereffect.py): hf-eager decode after / before a profile 0.97 with
+# CUPTI kept and 1.02 torn down, both inside the 0.78-0.97 run-to-run noise of the same
+# cell timed twice, and CUDA-graph cells ran after re-initialisation. So no after-effect was
+# seen there; the teardown stays so that none can appear on other versions. Set before the
+# first profile; an explicit user setting wins.
 os.environ.setdefault("TEARDOWN_CUPTI", "1")
 
 # CUDA runtime/driver calls that put work on the device.

@@ -120,7 +120,12 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
         result = measure_cell(cell, settings, input_seed, references)
         records.append({"cell_key": entry["key"], "order_index": entry["order_index"], "cell": entry["cell"],
                         "started_at": started, "finished_at": now_iso(), **asdict(result)})
+    # the GPU Ray gave this task is part of the label, so the per-node progress and the
+    # events show that a multi-GPU host used every GPU, and each cell exactly one
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
     node = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:8]})"
+    if gpu_ids:
+        node += f" GPU {','.join(gpu_ids)}"
     return {"environment": env, "regime": regime_key(env), "node": node, "records": records}
 
 

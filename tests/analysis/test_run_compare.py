@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.run_compare import compare_runs, summarize_comparison
+from analysis.run_compare import compare_runs, summarize_comparison, within_runs_range
 from analysis.synthetic import SyntheticPlan, depth_width_law
 
 from .conftest import make_stats
@@ -38,3 +38,26 @@ def test_a_planted_offset_puts_every_median_outside_the_other_runs_ci():
 def test_an_unknown_run_is_refused_by_name():
     with pytest.raises(ValueError, match="run 'run-9' has no ok cell"):
         compare_runs(_stats((1.0, 1.0)), "run-0", "run-9")
+
+
+def _three_run_stats(offsets):
+    plan = SyntheticPlan(law=depth_width_law(), shapes=SHAPES, phases=("decode",), reps=10, noise_cv=0.05,
+                         seed=12, n_runs=4, run_offsets=offsets)
+    return make_stats(plan)
+
+
+def test_a_run_like_the_others_lands_inside_their_range_about_as_often_as_expected():
+    table = within_runs_range(_three_run_stats((1.0, 1.0, 1.0, 1.0)), "run-3", ["run-0", "run-1", "run-2"])
+    assert len(table) == len(SHAPES)
+    assert table["expected_inside"].iat[0] == pytest.approx(0.5)
+    assert 0.15 <= table["inside"].mean() <= 0.85
+
+
+def test_a_shifted_run_lands_outside_the_range_of_the_others():
+    table = within_runs_range(_three_run_stats((1.0, 1.02, 0.98, 1.5)), "run-3", ["run-0", "run-1", "run-2"])
+    assert not table["inside"].any()
+
+
+def test_a_range_needs_two_other_runs():
+    with pytest.raises(ValueError, match="at least two"):
+        within_runs_range(_three_run_stats((1.0, 1.0, 1.0, 1.0)), "run-3", ["run-0"])
