@@ -46,7 +46,8 @@ def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | N
     profiles = frame.pop("profile").map(json.loads)
     usable = profiles.map(lambda p: "error" not in p)  # a failed profile explains nothing
     frame, profiles = frame[usable].reset_index(drop=True), profiles[usable].reset_index(drop=True)
-    calibrations = frame.pop("calibration").map(lambda v: json.loads(v) if v else None)
+    # a run without calibration (e.g. one run through Ray) reads back as None or NaN
+    calibrations = frame.pop("calibration").map(lambda v: json.loads(v) if isinstance(v, str) and v else None)
     decode = [p.get("decode") or {} for p in profiles]
     gpu = (frame["device"] == "cuda").tolist()
     # The GPU counts device kernels and host launches (a CUDA graph is one launch of many
@@ -86,11 +87,15 @@ def launch_floor(frame: pd.DataFrame) -> pd.DataFrame:
     out["launch_ms"] = out["launches"] * out["launch_us"] / 1e3
     out["memory_ms"] = out["bytes_per_step"] / (out["bandwidth_gb_s"] * 1e9) * 1e3
     out["compute_ms"] = out["flops_per_step"] / (out["matmul_tflops"] * 1e12) * 1e3
-    out["predicted_ms"] = out[["launch_ms", "memory_ms", "compute_ms"]].sum(axis=1)
+    # a cell of an uncalibrated run (e.g. made through Ray) has counts but no ceilings:
+    # no prediction and no verdict, rather than a sum of nothing
+    out["predicted_ms"] = out[["launch_ms", "memory_ms", "compute_ms"]].sum(axis=1, min_count=3)
     out["unexplained_ms"] = (out["decode_ms"] - out["predicted_ms"]).clip(lower=0)
     out["measured_over_predicted"] = out["decode_ms"] / out["predicted_ms"]
-    components = out[["launch_ms", "memory_ms", "compute_ms"]].to_numpy()
-    out["verdict"] = [f"{COMPONENTS[i]}-bound" for i in np.nanargmax(components, axis=1)]
+    components = out[["launch_ms", "memory_ms", "compute_ms"]].to_numpy(dtype=float)
+    known = ~np.isnan(components).all(axis=1)
+    best = np.nanargmax(np.where(known[:, None], components, 0.0), axis=1)
+    out["verdict"] = [f"{COMPONENTS[i]}-bound" if ok else None for i, ok in zip(best, known)]
     out["achieved_bandwidth_gb_s"] = out["bytes_per_step"] / (out["decode_ms"] / 1e3) / 1e9
     out["bandwidth_fraction"] = out["achieved_bandwidth_gb_s"] / out["bandwidth_gb_s"]
     out["achieved_tflops"] = out["flops_per_step"] / (out["decode_ms"] / 1e3) / 1e12
@@ -109,6 +114,9 @@ def fit_launch_overhead(frame: pd.DataFrame, confidence: float = 0.95) -> list[d
     results = []
     alpha = 1 - confidence
     for (regime, backend, dtype), group in frame.groupby(["regime", "backend", "dtype"], sort=True):
+        group = group.dropna(subset=["memory_ms"])  # cells of uncalibrated runs cannot enter the fit
+        if group.empty:
+            continue
         graphed = bool((group["graph_launches"].fillna(0) > 0).all())
         count = "kernels" if graphed else "launches"
         base = {"regime": regime, "backend": backend, "dtype": dtype, "n_cells": len(group),

@@ -96,3 +96,29 @@ def test_a_failed_profile_is_skipped(backend_error):
     con = _store(per_launch_us=5.0)
     con.execute("UPDATE cells SET profile = ? WHERE n_layer = 2", [backend_error])
     assert not (load_profiles(con)["n_layer"] == 2).any()
+
+
+def test_a_profiled_run_without_calibration_keeps_its_counts_and_has_no_ceilings():
+    """As a run made through Ray: profiles on every cell, no calibration on the run."""
+    con = _store(per_launch_us=5.0)
+    con.execute("INSERT INTO runs (run_id, status, regime, device_kind) VALUES ('r2', 'finished', ?, 'cuda')", [REGIME])
+    con.execute("INSERT INTO cells SELECT * REPLACE ('r2/' || cell_key AS cell_id, 'r2' AS run_id) FROM cells")
+    con.execute("INSERT INTO samples SELECT * REPLACE ('r2/' || split_part(cell_id, '/', 2) AS cell_id) FROM samples")
+    frame = load_profiles(con)
+    uncalibrated = frame[frame["cell_id"].str.startswith("r2/")]
+    assert len(uncalibrated) == 21 and uncalibrated["launches"].notna().all()
+    assert uncalibrated["bandwidth_gb_s"].isna().all()
+    assert (frame[frame["cell_id"].str.startswith("r1/")]["bandwidth_gb_s"] == 3000.0).all()
+
+
+def test_cells_of_an_uncalibrated_run_get_no_verdict_and_stay_out_of_the_fit():
+    con = _store(per_launch_us=27.0)
+    con.execute("INSERT INTO runs (run_id, status, regime, device_kind) VALUES ('r2', 'finished', ?, 'cuda')", [REGIME])
+    con.execute("INSERT INTO cells SELECT * REPLACE ('r2/' || cell_key AS cell_id, 'r2' AS run_id) FROM cells")
+    con.execute("INSERT INTO samples SELECT * REPLACE ('r2/' || split_part(cell_id, '/', 2) AS cell_id) FROM samples")
+    floor = launch_floor(load_profiles(con))
+    uncalibrated = floor[floor["cell_id"].str.startswith("r2/")]
+    assert uncalibrated["verdict"].isna().all() and uncalibrated["predicted_ms"].isna().all()
+    assert floor[floor["cell_id"].str.startswith("r1/")]["verdict"].notna().all()
+    (fit,) = fit_launch_overhead(floor)
+    assert fit["n_cells"] == 21 and fit["per_launch_us"] == pytest.approx(27.0, abs=0.1)
