@@ -222,12 +222,17 @@ WHY_COMPONENTS = (  # (floor column, legend name, colour): the launch-floor mode
 
 
 def _shape_labels(frame: pd.DataFrame) -> list[str]:
-    """`8x512` for a grid shape, `gpt2-50m (8x512)` for a named one; repeats get a cell suffix."""
+    """`8x512` for a grid shape, `gpt2-50m (8x512)` for a named one; repeats get a suffix.
+
+    The suffix is the end of the run id (`[c7e33a]`): the same cell measured in two runs has
+    the same cell key, so only the run tells the bars apart (equal labels would stack).
+    """
     shape = frame["n_layer"].astype(str) + "x" + frame["n_embd"].astype(str)
     names = frame["model_name"].astype(str)
     labels = np.where(names == shape, shape, names + " (" + shape + ")")
     dup = pd.Series(labels).duplicated(keep=False).to_numpy()
-    suffix = frame["cell_id"].astype(str).str[-6:].to_numpy()
+    run_ids = frame["cell_id"].astype(str).str.split("/").str[0]
+    suffix = np.where(run_ids.str.len() >= 6, run_ids.str[-6:], frame["cell_id"].astype(str).str[-6:]).tolist()
     return [f"{lab} [{s}]" if d else str(lab) for lab, d, s in zip(labels, dup, suffix)]
 
 

@@ -448,7 +448,10 @@ def sidebar() -> Context:
     c1.metric("Runs", summary["runs"])
     c2.metric("Regimes", summary["regimes"])
     c1.metric("Cells", summary["cells"], help=f"{summary['ok']} ok, {summary['failed']} failed or unsupported")
-    c2.metric("Samples", f"{summary['samples']:,}")
+    samples = summary["samples"]
+    # the sidebar's half column fits about six characters: 242,346 would be cut to "242,…"
+    c2.metric("Samples", f"{samples / 1e6:.2f}M" if samples >= 1e6 else f"{samples / 1e3:.0f}k" if samples >= 1e5
+              else f"{samples:,}", help=f"{samples:,} raw timing samples")
     if hosted:
         sb.caption("Hosted read-only mode: no runs, no imports.")
     sb.subheader("Filters")

@@ -75,3 +75,13 @@ def test_kernels_vs_depth_by_width_colours_points_and_rejects_other_colours():
     np.testing.assert_array_equal(trace.marker.color, floor.sort_values(["n_layer", "n_embd"])["n_embd"])
     with pytest.raises(ValueError, match="color must be"):
         kernels_vs_depth(floor, color="dtype")
+
+
+def test_the_same_cell_measured_in_two_runs_gets_two_bars_named_by_run():
+    """Cell ids are run/cell_key and a repeated cell keeps its key: the run tells them apart."""
+    floor = _floor()
+    eager = floor[floor["backend"] == "hf-eager"].iloc[[1]]
+    twice = pd.concat([eager.assign(cell_id="20261124-221842-178a1a/cfab91624657"),
+                       eager.assign(cell_id="20261124-224821-c7e33a/cfab91624657")])
+    labels = list(why_components(twice).data[0].x)
+    assert labels == ["2x256 [178a1a]", "2x256 [c7e33a]"]
