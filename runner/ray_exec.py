@@ -97,8 +97,30 @@ def group_entries(entries: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-def measure_group(entries: list[dict], measure: dict, input_seed: int, device: str) -> dict:
-    """The body of one Ray task: measure a group's cells on this node, return the records."""
+def _claim_calibration(segment: str, node_id: str) -> bool:
+    """True for the first task of a run segment on a node: it calibrates the node's device.
+
+    An O_EXCL marker file is atomic across the node's worker processes, so concurrent tasks
+    (one per GPU) never calibrate twice. `segment` is new for every start or resume, and the
+    driver only asks for calibration while the run has none, so a resume after a lost
+    calibrating task calibrates again.
+    """
+    import tempfile
+
+    marker = Path(tempfile.gettempdir()) / f"shapebench-calibrated-{segment}-{node_id}"
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def measure_group(entries: list[dict], measure: dict, input_seed: int, device: str, segment: str = "") -> dict:
+    """The body of one Ray task: measure a group's cells on this node, return the records.
+
+    With `calibrate` in the measure settings, the first task of the run on each node first
+    measures the node's ceilings (runner.calibrate) and returns them with its records.
+    """
     import socket
 
     from runner.executor import _prepare_device
@@ -112,6 +134,11 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
 
     env = _prepare_device(device)
     settings = MeasureSettings.model_validate(measure)
+    calibration = None
+    if settings.calibrate and _claim_calibration(segment, ray.get_runtime_context().get_node_id()):
+        from runner.calibrate import calibrate
+
+        calibration = calibrate(device)
     references = ReferenceCache()
     records = []
     for entry in entries:
@@ -126,7 +153,8 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
     node = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:8]})"
     if gpu_ids:
         node += f" GPU {','.join(gpu_ids)}"
-    return {"environment": env, "regime": regime_key(env), "node": node, "records": records}
+    return {"environment": env, "regime": regime_key(env), "node": node, "records": records,
+            "calibration": calibration}
 
 
 def failed_records(entries: list[dict], error: str) -> list[dict]:
@@ -245,6 +273,10 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
         options["resources"] = {resource: PIN_AMOUNT}
     task = ray.remote(max_retries=1, retry_exceptions=False)(measure_group).options(**options)
 
+    # calibrate (once per node) only while the run has no calibration yet
+    measure = dict(meta["plan"]["measure"], calibrate=bool(meta["plan"]["measure"].get("calibrate"))
+                   and not meta.get("calibration"))
+    segment = f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     regimes = _RegimeRuns(run)
     run.update_meta(status="running", finished_at=None)
     run.event("segment_started", done=len(done), total=total, executor="ray")
@@ -252,7 +284,7 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     nodes: Counter = Counter()
     try:
         for group in group_entries(todo):
-            pending[task.remote(group, meta["plan"]["measure"], meta["input_seed"], device)] = group
+            pending[task.remote(group, measure, meta["input_seed"], device, segment)] = group
         if progress:
             progress({"event": "ray_submitted", "tasks": len(pending), "cells": len(todo), "done": len(done),
                       "total": total})
@@ -269,6 +301,8 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                 outcome = {"environment": None, "regime": None, "node": "failed",
                            "records": failed_records(group, describe_failure(error))}
             target = run if outcome["regime"] is None else regimes.run_for(outcome["regime"], outcome["environment"])
+            if outcome.get("calibration") and not target.read_meta().get("calibration"):
+                target.update_meta(calibration=outcome["calibration"])  # one node's ceilings per regime run
             nodes[outcome["node"]] += len(outcome["records"])
             for record in outcome["records"]:
                 target.write_cell(record["cell_key"], record)

@@ -177,3 +177,15 @@ def test_cli_cancel_stops_the_tasks_and_marks_the_run_interrupted(tmp_path):
     assert run.read_meta()["status"] == "interrupted"
     assert [e["event"] for e in run.events()][-1] == "run_interrupted"
     assert "resume with --resume " + run.run_id in stderr
+
+
+def test_a_plan_asking_for_calibration_gets_its_nodes_ceilings_through_ray(tmp_path):
+    plan = parse_plan(plan_dict(measure={**plan_dict()["measure"], "calibrate": True}))
+    [run] = ray_exec.execute_ray(plan, tmp_path / "ray")
+    calibration = run.read_meta()["calibration"]
+    assert calibration and calibration["bandwidth_gb_s"] > 0 and calibration["launch_us"] > 0
+    con = connect_store(tmp_path / "cal.duckdb")
+    ingest_run_dir(con, run.path)
+    [(stored,)] = con.execute("SELECT calibration FROM runs").fetchall()
+    con.close()
+    assert json.loads(stored)["bandwidth_gb_s"] == calibration["bandwidth_gb_s"]
