@@ -508,7 +508,7 @@ def require_data(ctx: Context) -> bool:
     if ctx.summary["cells"] == 0:
         if ctx.kind == STORE:
             st.info("The store is empty. Start a plan on the **Run** page (or `python -m runner run PLAN`), "
-                    "or open the bundled snapshot in the sidebar to explore real H100 measurements.")
+                    "or open the bundled snapshot in the sidebar to explore real H100, H200 and CPU measurements.")
         else:
             st.info("This dataset holds no cells. Open the bundled snapshot in the sidebar.")
         return False
@@ -524,6 +524,16 @@ def require_data(ctx: Context) -> bool:
 def running_note(ctx: Context) -> None:
     if ctx.summary.get("running"):
         st.info(f"{ctx.summary['running']} run(s) in progress: results update as cells finish.")
+
+
+def page_header(ctx: Context, title: str, caption: str | None = None) -> bool:
+    """An analysis page's opening: title, what it computes, a running-run note, then
+    `require_data`. True when the page has ok cells to show."""
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    running_note(ctx)
+    return require_data(ctx)
 
 
 def sha256(data_bytes: bytes) -> str:

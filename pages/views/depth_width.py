@@ -28,12 +28,11 @@ def _legend_below(fig):
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Depth vs width")
-    st.caption("Per group (cells equal in everything but shape): OLS of cell medians on depth only, on "
-               "parameter count only, and on depth + width, on linear and log-log scales, with HC3 errors. "
-               "On the log scale a band is a 95% CI of the median latency.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Depth vs width",
+        "Per group (cells equal in everything but shape): OLS of cell medians on depth only, on "
+        "parameter count only, and on depth + width, on linear and log-log scales, with HC3 errors. "
+        "On the log scale a band is a 95% CI of the median latency."):
         return
     fits = ui.fits(ctx)
     if not fits:

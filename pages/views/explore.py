@@ -16,9 +16,7 @@ def _selected_from_chart(event) -> set[str]:
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Explore cells")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(ctx, "Explore cells"):
         return
     stats = ui.cell_stats(ctx).frame
     table = data.explore_table(ui.cells(ctx), stats)

@@ -11,11 +11,10 @@ TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "p
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Latency inversions")
-    st.caption("For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
-               "bootstrap 95% CI. Above 1 the smaller model is slower; significant when the CI's lower bound is above 1.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Latency inversions",
+        "For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
+        "bootstrap 95% CI. Above 1 the smaller model is slower; significant when the CI's lower bound is above 1."):
         return
     n_pairs = data.pair_counts(ui.cell_stats(ctx).frame)
     if n_pairs.sum() == 0:

@@ -7,12 +7,11 @@ from dashboard import data, ui
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Does shape drive latency?")
-    st.caption("Depth x width of small GPT-2s against measured inference latency. "
-               "An *inversion* is a smaller model that runs slower than a larger one; "
-               "it counts as significant when the 95% CI of the latency ratio lies above 1.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Does shape drive latency?",
+        "Depth x width of small GPT-2s against measured inference latency. "
+        "An *inversion* is a smaller model that runs slower than a larger one; "
+        "it counts as significant when the 95% CI of the latency ratio lies above 1."):
         _integrity(ctx)
         return
 

@@ -50,11 +50,10 @@ def _section(ctx: ui.Context, factor: str) -> None:
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Across regimes and backends")
-    st.caption("One pooled model per comparison group, log latency ~ log depth x level + log width x level (HC3): "
-               "each level's depth elasticity with its 95% CI, and a Wald test that they are all equal.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Across regimes and backends",
+        "One pooled model per comparison group, log latency ~ log depth x level + log width x level (HC3): "
+        "each level's depth elasticity with its 95% CI, and a Wald test that they are all equal."):
         return
     tab_r, tab_b = st.tabs(["Hardware regimes", "Backends"])
     with tab_r:

@@ -32,12 +32,11 @@ def _env_text(diff) -> str:
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Reproducibility")
-    st.caption("Cells measured in more than one run (same cell key, same regime): do the run medians agree within "
-               f"their within-run CIs? A cell is irreproducible when Cochran's Q says no (BH q < {FDR:g}) and the run "
-               f"medians differ by at least {MIN_SPREAD:g}x. Pooled CIs resample runs, so they include between-run variance.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Reproducibility",
+        "Cells measured in more than one run (same cell key, same regime): do the run medians agree within "
+        f"their within-run CIs? A cell is irreproducible when Cochran's Q says no (BH q < {FDR:g}) and the run "
+        f"medians differ by at least {MIN_SPREAD:g}x. Pooled CIs resample runs, so they include between-run variance."):
         return
     stats = ui.cell_stats(ctx)
     if not has_repeats(stats):

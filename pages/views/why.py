@@ -23,13 +23,12 @@ def _fit_rows(fits: list[dict]) -> pd.DataFrame:
 
 
 def body(ctx: ui.Context) -> None:
-    st.title("Why is it slow")
-    st.caption("Launch-floor model of one decode step: launches x launch cost + bytes moved / bandwidth + FLOPs / "
-               "matmul throughput, with the launch cost, bandwidth and throughput calibrated on the run's device and "
-               "the launches counted by the profiler. The largest term is the verdict; what the model leaves out is "
-               "unexplained.")
-    ui.running_note(ctx)
-    if not ui.require_data(ctx):
+    if not ui.page_header(
+        ctx, "Why is it slow",
+        "Launch-floor model of one decode step: launches x launch cost + bytes moved / bandwidth + FLOPs / "
+        "matmul throughput, with the launch cost, bandwidth and throughput calibrated on the run's device and "
+        "the launches counted by the profiler. The largest term is the verdict; what the model leaves out is "
+        "unexplained."):
         return
     floor = ui.why_floor(ctx)
     floor = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
