@@ -231,8 +231,7 @@ def _shape_labels(frame: pd.DataFrame) -> list[str]:
     names = frame["model_name"].astype(str)
     labels = np.where(names == shape, shape, names + " (" + shape + ")")
     dup = pd.Series(labels).duplicated(keep=False).to_numpy()
-    run_ids = frame["cell_id"].astype(str).str.split("/").str[0]
-    suffix = np.where(run_ids.str.len() >= 6, run_ids.str[-6:], frame["cell_id"].astype(str).str[-6:]).tolist()
+    suffix = frame["cell_id"].astype(str).str.split("/").str[0].str[-6:].to_numpy()
     return [f"{lab} [{s}]" if d else str(lab) for lab, d, s in zip(labels, dup, suffix)]
 
 

@@ -47,13 +47,16 @@ def main() -> None:
         stats = compute_cell_stats(con, {"run_id": runs})
     finally:
         con.close()
-    table = compare_runs(stats, args.direct_run, args.ray_run)
+    try:
+        table = compare_runs(stats, args.direct_run, args.ray_run)
+        ranged = within_runs_range(stats, args.ray_run, args.direct_runs) if args.direct_runs else None
+        baseline = compare_runs(stats, *args.baseline) if args.baseline else None
+    except ValueError as error:  # a misspelt run id: say which, no traceback
+        raise SystemExit(f"error: {error}") from None
     _print(f"direct {args.direct_run} vs Ray {args.ray_run}", table)
-    if args.baseline:
-        _print(f"baseline: direct {args.baseline[0]} vs direct {args.baseline[1]}",
-               compare_runs(stats, *args.baseline))
-    if args.direct_runs:
-        ranged = within_runs_range(stats, args.ray_run, args.direct_runs)
+    if baseline is not None:
+        _print(f"baseline: direct {args.baseline[0]} vs direct {args.baseline[1]}", baseline)
+    if ranged is not None:
         print(f"\nRay {args.ray_run} inside the range of {len(args.direct_runs)} direct runs: "
               f"{ranged['inside'].mean():.3f} of {len(ranged)} cell-phases "
               f"(one more exchangeable run: {ranged['expected_inside'].iat[0]:.3f})")
