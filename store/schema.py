@@ -8,6 +8,11 @@ import duckdb
 SCHEMA_VERSION = 1
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 TABLES = ("runs", "cells", "samples")
+# Allowed values of the store's enumerated columns (schema.sql's comments, as code).
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+CELL_STATUSES = ("ok", "failed", "unsupported")
+DEVICES = ("cuda", "cpu")
+PHASES = ("prefill", "decode", "e2e")
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:

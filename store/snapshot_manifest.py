@@ -18,6 +18,8 @@ SNAPSHOT_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # A manifest is a few hundred bytes; anything far larger is not ours.
 MAX_MANIFEST_BYTES = 1 << 20
+# created_at and tool_version are a timestamp and a version string: short.
+MAX_FIELD_CHARS = 64
 REQUIRED_KEYS = ("format", "format_version", "created_at", "tool_version", "schema_version",
                  "regimes", "row_counts", "files")
 
@@ -85,7 +87,8 @@ class Manifest:
                 f"({SNAPSHOT_FORMAT_VERSION}); upgrade shapebench"
             )
         schema_version = raw["schema_version"]
-        if not isinstance(schema_version, int) or schema_version > SCHEMA_VERSION:
+        if (not isinstance(schema_version, int) or isinstance(schema_version, bool)
+                or not 1 <= schema_version <= SCHEMA_VERSION):
             raise SnapshotError(
                 f"snapshot schema version {schema_version!r} is not one this shapebench "
                 f"reads (up to {SCHEMA_VERSION})"
@@ -107,8 +110,23 @@ class Manifest:
         regimes = raw["regimes"]
         if not isinstance(regimes, list) or not all(isinstance(r, str) for r in regimes):
             raise SnapshotError(f"{MANIFEST_NAME} regimes must be a list of strings")
+        for key in ("created_at", "tool_version"):
+            if not isinstance(raw[key], str) or len(raw[key]) > MAX_FIELD_CHARS:
+                raise SnapshotError(f"{MANIFEST_NAME} {key} must be a string of at most {MAX_FIELD_CHARS} characters")
+        try:
+            created = datetime.fromisoformat(raw["created_at"])
+        except ValueError:
+            raise SnapshotError(f"{MANIFEST_NAME} created_at is not an ISO 8601 time") from None
+        if not 2000 <= created.year <= datetime.now(timezone.utc).year + 1:
+            raise SnapshotError(f"{MANIFEST_NAME} created_at {raw['created_at']!r} is not a plausible time")
+        for name, count in counts.items():
+            if isinstance(count, bool):
+                raise SnapshotError(f"{MANIFEST_NAME} row_counts must give a count for {list(TABLES)}")
+        filters = raw.get("filters") or {}
+        if not isinstance(filters, dict):
+            raise SnapshotError(f"{MANIFEST_NAME} filters must be an object")
         return cls(
             created_at=str(raw["created_at"]), tool_version=str(raw["tool_version"]),
             schema_version=schema_version, regimes=regimes, row_counts=counts, files=files,
-            filters=raw.get("filters") or {}, format=raw["format"], format_version=version,
+            filters=filters, format=raw["format"], format_version=version,
         )

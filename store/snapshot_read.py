@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from store.schema import TABLES
 from store.snapshot_manifest import MANIFEST_NAME, Manifest, SnapshotError, table_file
+from store.snapshot_values import check_metadata_text, check_values
 
 MIB = 1 << 20
 # Natural keys per table: what "the same row" means when merging and what must be unique.
@@ -44,11 +45,14 @@ class Limits:
     max_uncompressed: int = 4096 * MIB
     # Parquet inside is already zstd, so an honest member compresses little further.
     max_ratio: float = 100.0
+    # Rows over all tables, from the Parquet footers: 10 million samples decode to about a
+    # GiB and take a few times that while merged; the bundled dataset holds 0.25 million.
+    max_rows: int = 10_000_000
 
 
 # Local files are the user's own; uploads in hosted mode are a stranger's.
 LOCAL_LIMITS = Limits()
-UPLOAD_LIMITS = Limits(max_bytes=50 * MIB, max_uncompressed=512 * MIB)
+UPLOAD_LIMITS = Limits(max_bytes=50 * MIB, max_uncompressed=512 * MIB, max_rows=2_000_000)
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,7 @@ def _decoded_bytes(col: pa.ChunkedArray) -> int:
     return total
 
 
-def _read_parquet(name: str, data: bytes, budget: int) -> pa.Table:
+def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Table:
     """Decode one Parquet file, refusing it as soon as it could cost more than `budget` bytes.
 
     Parquet compresses twice (pages and dictionaries), so a small file can hide a huge
@@ -244,6 +248,11 @@ def _read_parquet(name: str, data: bytes, budget: int) -> pa.Table:
     try:
         pf = pq.ParquetFile(pa.BufferReader(data))
         meta, schema = pf.metadata, pf.schema_arrow
+        if meta.num_rows > max_rows:
+            raise SnapshotError(
+                f"{name} has {meta.num_rows} rows, over the limit of {max_rows} for this snapshot; refused"
+            )
+        check_metadata_text(name.removesuffix(".parquet"), meta)
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
         floor = meta.num_rows * sum(_min_width(f.type) for f in schema)
         if max(declared, floor) > budget:
@@ -277,15 +286,25 @@ def load_snapshot(
         if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SnapshotError(f"checksum mismatch for {name}: the snapshot is corrupt or was altered")
     tables = {}
-    budget = limits.max_uncompressed
+    budget, rows_left = limits.max_uncompressed, limits.max_rows
     for table in TABLES:
         name = table_file(table)
-        tbl = _read_parquet(name, files[name], budget)
+        tbl = _read_parquet(name, files[name], budget, rows_left)
         budget -= tbl.nbytes
+        rows_left -= tbl.num_rows
         _check_table(table, tbl, columns[table], manifest.row_counts[table])
         tables[table] = tbl
     _check_links(tables)
+    check_values(tables)
+    _check_regimes(manifest, tables["runs"])
     return LoadedSnapshot(manifest, tables)
+
+
+def _check_regimes(manifest: Manifest, runs: pa.Table) -> None:
+    """The manifest's regimes are those of its runs: what a listing shows is what is inside."""
+    found = sorted(set(runs["regime"].to_pylist()))
+    if sorted(manifest.regimes) != found:
+        raise SnapshotError(f"{MANIFEST_NAME} regimes do not match the regimes of runs.parquet")
 
 
 def _check_links(tables: dict[str, pa.Table]) -> None:
