@@ -332,12 +332,21 @@ def snapshot_export(
     out.print(f"wrote {out_path}: " + ", ".join(f"{n} {t}" for t, n in manifest.row_counts.items()))
 
 
+def _run_status(run_dir) -> str | None:
+    try:
+        return run_dir.read_meta().get("status")
+    except (OSError, ValueError):
+        return None
+
+
 @snapshot_app.command("import")
 def snapshot_import(
     path: Path = typer.Argument(..., help="snapshot .zip or directory"),
     db: Path = typer.Option(DEFAULT_DB, help="store file to merge into (created if missing)"),
+    runs_dir: Path = typer.Option(DEFAULT_RUNS, help="this machine's runs: a run still running there is never changed"),
 ) -> None:
     """Merge a snapshot into a store: validated first, idempotent, all or nothing."""
+    from runner.runfiles import list_run_dirs
     from store.db import connect
     from store.snapshot import SnapshotError, import_snapshot
 
@@ -348,7 +357,8 @@ def snapshot_import(
     except Exception as error:  # noqa: BLE001 - a lock held by another process
         _fail(f"cannot open {db}: {str(error).splitlines()[0]}")
     try:
-        report = import_snapshot(con, path)
+        live = [d.run_id for d in list_run_dirs(runs_dir) if _run_status(d) == "running"]
+        report = import_snapshot(con, path, live_runs=live)
     except SnapshotError as error:
         _fail(f"refused: {error}")
     finally:

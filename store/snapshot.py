@@ -3,7 +3,8 @@
 A snapshot is how measurements travel between machines and how the hosted dashboard gets
 its data, so import is strict (see store.snapshot_read) and merging is idempotent: runs,
 cells and samples are keyed, rows already present are left alone, and the only update is a
-run that was still `running` when one snapshot was taken and has since ended.
+run that was still `running` when one snapshot was taken and has since ended. The same key
+with different content is a conflict: refused whole, never mixed into the local rows.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -184,9 +185,71 @@ def _register(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot) -> dict[str,
     return names
 
 
-def _merge(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot, src: dict[str, str]) -> ImportReport:
+# A run's columns that may differ between two copies of it: one taken while it was running,
+# one after it ended (Ray runs also add their calibration as they go).
+RUN_ENDING_COLUMNS = ("status", "finished_at", "calibration")
+
+
+def _same(columns, left: str = "d", right: str = "s") -> str:
+    return " AND ".join(f"{left}.{_q(c)} IS NOT DISTINCT FROM {right}.{_q(c)}" for c in columns) or "true"
+
+
+def _conflict(con: duckdb.DuckDBPyConnection, src: dict[str, str], cols: dict[str, dict[str, str]],
+              live_runs: set[str]) -> str | None:
+    """Why the snapshot cannot be merged without mixing two measurements, or None.
+
+    The same run id, cell id or sample key with different content is two measurements under
+    one name: merging either would leave a cell holding samples of both, so it is refused.
+    Only a run that was running in one copy may differ, and only in how it ended.
+    """
+    identity = [c for c in cols["runs"] if c not in RUN_ENDING_COLUMNS]
+    row = con.execute(
+        f"SELECT s.run_id FROM {src['runs']} s JOIN runs d USING (run_id) "
+        f"WHERE NOT ({_same(cols['runs'])}) AND NOT (({_same(identity)}) "
+        "AND (d.status = 'running' OR s.status = 'running')) ORDER BY s.run_id LIMIT 1"
+    ).fetchall()
+    if row:
+        return f"run {row[0][0]!r} is already in the store with different content"
+    if live_runs:
+        row = con.execute(
+            f"SELECT s.run_id FROM {src['runs']} s JOIN runs d USING (run_id) "
+            f"WHERE list_contains($live, s.run_id) AND NOT ({_same(cols['runs'])}) ORDER BY s.run_id LIMIT 1",
+            {"live": sorted(live_runs)},
+        ).fetchall()
+        if not row:  # an identical run row, but cells this machine has not measured (yet)
+            row = con.execute(
+                f"SELECT s.run_id FROM {src['cells']} s WHERE list_contains($live, s.run_id) "
+                "AND s.cell_id NOT IN (SELECT cell_id FROM cells) ORDER BY s.run_id LIMIT 1",
+                {"live": sorted(live_runs)},
+            ).fetchall()
+        if row:
+            return f"run {row[0][0]!r} is still running on this machine; import after it ends"
+    row = con.execute(
+        f"SELECT s.cell_id FROM {src['cells']} s JOIN cells d USING (cell_id) "
+        f"WHERE NOT ({_same(cols['cells'])}) ORDER BY s.cell_id LIMIT 1"
+    ).fetchall()
+    if row:
+        return f"cell {row[0][0]!r} is already in the store with different settings or results"
+    sample_cols = ", ".join(_q(c) for c in cols["samples"])
+    shared = f"SELECT cell_id FROM {src['cells']} JOIN cells USING (cell_id)"
+    row = con.execute(
+        f"WITH here AS (SELECT {sample_cols} FROM samples WHERE cell_id IN ({shared})), "
+        f"there AS (SELECT {sample_cols} FROM {src['samples']} WHERE cell_id IN ({shared})) "
+        "SELECT cell_id FROM ((SELECT * FROM here EXCEPT ALL SELECT * FROM there) "
+        "UNION ALL (SELECT * FROM there EXCEPT ALL SELECT * FROM here)) ORDER BY cell_id LIMIT 1"
+    ).fetchall()
+    if row:
+        return f"cell {row[0][0]!r} is already in the store with different samples"
+    return None
+
+
+def _merge(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot, src: dict[str, str],
+           live_runs: set[str]) -> ImportReport:
     added, present, updated = {}, {}, {}
     cols = {t: table_columns(con, t) for t in TABLES}
+    reason = _conflict(con, src, cols, live_runs)
+    if reason:
+        raise SnapshotError(f"conflict: {reason}; nothing imported (same id, different measurement)")
     # A run snapshotted while running, now ended: take the ended row (finished_at, status).
     set_cols = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in cols["runs"] if c != "run_id")
     updated["runs"] = con.execute(
@@ -207,12 +270,15 @@ def _merge(con: duckdb.DuckDBPyConnection, snap: LoadedSnapshot, src: dict[str, 
 
 
 def import_snapshot(
-    con: duckdb.DuckDBPyConnection, path: str | Path | bytes, *, limits: Limits = LOCAL_LIMITS
+    con: duckdb.DuckDBPyConnection, path: str | Path | bytes, *, limits: Limits = LOCAL_LIMITS,
+    live_runs: Collection[str] = (),
 ) -> ImportReport:
     """Merge a snapshot (directory, .zip, or zip bytes) into the store, all or nothing.
 
     Everything is validated against this store's own schema before the store is touched;
-    refusals raise SnapshotError with a one-line reason and leave the store as it was.
+    refusals raise SnapshotError with a one-line reason and leave the store as it was. A
+    run, cell or sample already in the store with different content is a conflict and is
+    refused; `live_runs` (runs still running on this machine) are never changed.
     """
     columns = {t: table_columns(con, t) for t in TABLES}
     snap = load_snapshot(path, columns, limits)
@@ -220,8 +286,11 @@ def import_snapshot(
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            report = _merge(con, snap, src)
+            report = _merge(con, snap, src, set(live_runs))
             con.execute("COMMIT")
+        except SnapshotError:
+            con.execute("ROLLBACK")
+            raise
         except duckdb.Error as e:
             con.execute("ROLLBACK")
             raise SnapshotError(f"import failed, store unchanged: {str(e).splitlines()[0]}") from None
