@@ -46,7 +46,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
 from scipy import stats as sps
 from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
@@ -54,7 +53,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis.bootstrap import percentile_ci
 from analysis.inversions import pair_ratios
 from analysis.load import add_group_id
-from analysis.regression import MODELS, GroupFit, design_frame, fit_group, shape_shortfall
+from analysis.regression import MODELS, GroupFit, design_frame, design_matrix, fit_group, shape_shortfall
 from analysis.stats import CellStats, _add_throughput
 
 # The configuration of a cell (everything but the run), for `by="config"`.
@@ -383,7 +382,7 @@ def between_run_covariances(pooled: CellStats, rows: np.ndarray) -> dict[tuple[s
     for scale, specs in MODELS.items():
         response = np.log(draws) if scale == "log" else draws
         for name, formula in specs.items():
-            exog = smf.ols(formula, data).exog
+            exog = design_matrix(formula, data).to_numpy()
             coefs = np.linalg.lstsq(exog, response, rcond=None)[0]
             out[(scale, name)] = np.atleast_2d(np.cov(coefs))
     return out
@@ -416,7 +415,7 @@ def regressions_across_runs(stats: CellStats, pooled: CellStats | None = None, b
         runs = per_run_frames[per_run_frames["group_id"] == group_id]
         per_run = []
         for run_id, sub in runs.groupby("run_id", sort=True):
-            run_fit = fit_group(sub)
+            run_fit = fit_group(sub, bands=False)
             per_run.append({"run_id": str(run_id), "status": run_fit.status, "winner": run_fit.verdict.get("winner")})
         record["per_run"] = per_run
         record["reproducibility"] = _regression_verdict(record, per_run, n_runs)
