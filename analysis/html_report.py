@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis import figures
 from analysis.inversions import find_inversions, pair_ratios
+from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
 from analysis.reproducibility import has_repeats, pooled_stats
@@ -28,7 +29,7 @@ body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px;
 h1 { margin-bottom: 0.2rem; } .meta { color: #6b7280; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
 th, td { border-bottom: 1px solid #e5e7eb; padding: 0.3rem 0.6rem; text-align: left; }
-th { background: #f9fafb; }
+th { background: #f9fafb; } .warn { color: #92400e; }
 """
 
 
@@ -57,6 +58,9 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; filters: "
              f"{html.escape(str(filters) if filters else 'none')}; {frame['cell_id'].nunique() if len(frame) else 0} cells.</p>"]
+    warning = left_out(con, filters)
+    if warning:
+        parts.append(f"<p class='warn'>{html.escape(warning)}</p>")
     if frame.empty:
         parts.append("<p>No measured cells match this selection.</p>")
         return _page(title, parts)

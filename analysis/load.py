@@ -43,13 +43,24 @@ CELL_COLUMNS = (
 )
 
 
+# A cell no measurement can produce (a model of 0 layers, a NaN or negative latency): the
+# snapshot import refuses these, but a store may predate that check or be written by hand.
+# One such cell would make a design matrix singular or a headline absurd, so analysis
+# leaves it out and says so (`left_out`), rather than letting it take a page down.
+SANE_CELL = (
+    "(c.n_layer > 0 AND c.n_embd > 0 AND c.n_head > 0 AND c.batch_size > 0 AND c.prompt_len > 0 "
+    "AND c.gen_len > 0 AND c.params > 0 AND NOT EXISTS (SELECT 1 FROM samples b WHERE b.cell_id = c.cell_id "
+    "AND NOT (isfinite(b.latency_ms) AND b.latency_ms > 0)))"
+)
+
+
 def where_clause(filters: Mapping[str, Any] | None, *, allow_phase: bool = True) -> tuple[str, list]:
-    """SQL conditions (always including status = 'ok') and their parameters.
+    """SQL conditions (always including status = 'ok' and SANE_CELL) and their parameters.
 
     Raises ValueError naming the allowed keys for an unknown filter, so a misspelt filter
     never quietly returns an empty analysis.
     """
-    conditions = ["c.status = 'ok'"]
+    conditions = ["c.status = 'ok'", SANE_CELL]
     params: list = []
     for key, value in (filters or {}).items():
         if value is None:
@@ -79,6 +90,21 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
         f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id"
     )
     return con.execute(sql, params).df()
+
+
+def left_out(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> str | None:
+    """A one-line warning naming the ok cells the analysis leaves out as impossible, or None."""
+    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
+    where, params = where_clause(cell_filters, allow_phase=False)
+    where = where.replace(SANE_CELL, f"NOT {SANE_CELL}", 1)
+    rows = con.execute(
+        f"SELECT c.cell_id FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params
+    ).fetchall()
+    if not rows:
+        return None
+    shown = ", ".join(repr(r[0][:80]) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+    return (f"{len(rows)} cell{'s' if len(rows) > 1 else ''} left out of the analysis: impossible values "
+            f"(a shape or parameter count <= 0, or a latency that is not a positive number): {shown}")
 
 
 def load_samples(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:

@@ -16,6 +16,7 @@ needs:
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
             reproducibility  {has_repeats, message, ...}: run-to-run variance (analysis.reproducibility)
+            warnings      one-line notes, e.g. cells left out for impossible values (analysis.load.left_out)
 
         When some cells were measured in more than one run (plan repeats), regressions,
         inversions, regimes and backends work on medians pooled over runs, and regressions
@@ -35,6 +36,7 @@ import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from analysis.inversions import find_inversions, inversions_summary
+from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
@@ -79,6 +81,7 @@ def analyze(
         "regimes": compare(compared, "regime"),
         "backends": compare(compared, "backend"),
         "reproducibility": reproducibility,
+        "warnings": [w for w in (left_out(con, filters),) if w],
     }
     return _jsonable(result)
 
@@ -107,7 +110,7 @@ def _table(records: list[dict[str, Any]], columns: list[str], floatfmt: str = "{
 
 def format_text(result: dict[str, Any]) -> str:
     """Readable text for a terminal: the same content as `analyze`, as sections and tables."""
-    lines: list[str] = []
+    lines: list[str] = [f"warning: {w}" for w in result.get("warnings", [])]
     cs = result["cell_stats"]
     lines += ["== Cell statistics ==", f"{cs['n_cells']} ok cells, {cs['n_rows']} cell-phases, {cs['n_samples']} samples"]
     if cs["n_rows"]:
