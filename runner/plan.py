@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
 
-BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "vllm", "onnxruntime")
+BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
 DTYPES = ("float32", "bfloat16", "float16")
 DeviceName = Literal["cpu", "cuda", "auto"]
 

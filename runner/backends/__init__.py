@@ -18,6 +18,10 @@ def get_backend(name: str) -> Backend:
         from runner.backends.cuda_graph import CudaGraph
 
         return CudaGraph()
+    if name == "fused":
+        from runner.backends.fused import Fused
+
+        return Fused()
     if name == "onnxruntime":
         from runner.backends.ort import OnnxRuntime
 
