@@ -5,6 +5,7 @@ import streamlit as st
 from analysis.figures import latency_vs_depth, latency_vs_params
 from analysis.predict import predict_latency
 from dashboard import ui
+from dashboard.text import md
 
 VERDICT_BOX = {"depth": st.success, "params": st.success, "inconclusive": st.warning}
 
@@ -50,17 +51,17 @@ def body(ctx: ui.Context) -> None:
         st.caption(f"{len(ids) - len(ok_ids)} of {len(ids)} groups have too few distinct shapes for a fit.")
 
     if fit.status != "ok":
-        st.info(fit.message)
+        st.info(md(fit.message, 2000))
     else:
         winner = fit.verdict.get("winner", "inconclusive")
         head = {"depth": "Depth explains latency better than parameter count",
                 "params": "Parameter count explains latency better than depth",
                 "inconclusive": "Inconclusive"}[winner]
         lead = fit.verdict["text"].split(": linear scale", 1)[0]  # the details follow, per scale
-        VERDICT_BOX.get(winner, st.info)(f"**{head}.** {lead}")
+        VERDICT_BOX.get(winner, st.info)(f"**{head}.** {md(lead, 2000)}")
         with st.expander("Fits: coefficients with 95% CIs, adjusted R², AIC", expanded=False):
             for scale, v in fit.verdicts.items():
-                st.markdown(f"- **{scale}**: {v['text']}")
+                st.markdown(f"- **{md(scale)}**: {md(v['text'], 2000)}")
             st.dataframe(_coefficients(fit), hide_index=True, column_config={
                 c: st.column_config.NumberColumn(format="%.4g") for c in ("estimate", "ci_low", "ci_high", "p_value", "adj_r2", "aic")})
 
@@ -84,7 +85,7 @@ def body(ctx: ui.Context) -> None:
                              prompt_len=g["prompt_len"], gen_len=g.get("gen_len"))
     with c3:
         if result["status"] != "ok":
-            st.info(result["message"])
+            st.info(md(result["message"], 2000))
         else:
             low, high = result["ci"]
             st.metric(f"Predicted median latency of {depth} x {width}", f"{result['median_ms']:.3g} ms",
@@ -93,7 +94,7 @@ def body(ctx: ui.Context) -> None:
             st.caption(f"A new cell's median should fall in [{p_low:.3g}, {p_high:.3g}] ms (not robust; for reference). "
                        f"Fitted on {result['n_cells']} cells, log latency ~ log depth + log width.")
             for warning in result["warnings"]:
-                st.warning(warning)
+                st.warning(md(warning, 2000))
 
 
 ui.guard(body)

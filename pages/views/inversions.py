@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis.figures import inversion_heatmap
 from dashboard import data, ui
+from dashboard.text import md
 
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
                  "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
@@ -41,7 +42,7 @@ def body(ctx: ui.Context) -> None:
     if len(strongest) and strongest["phase"].iat[0] != "prefill":  # the profile counts a decode step
         why = ui.explain_cells(ctx, strongest["cell_id_a"].iat[0], strongest["cell_id_b"].iat[0])
         if why:
-            st.markdown(f"**Strongest inversion here, from its decode profile:** {why}")
+            st.markdown(f"**Strongest inversion here, from its decode profile:** {md(why, 2000)}")
     st.page_link("pages/views/why.py", label="Why is it slow?", icon=":material/troubleshoot:")
 
     st.subheader("Ranked inversions")

@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis.inversions import headline_text, headlines
 from dashboard import data, ui
+from dashboard.text import md
 
 
 def body(ctx: ui.Context) -> None:
@@ -25,12 +26,12 @@ def body(ctx: ui.Context) -> None:
         top = heads.sort_values("ratio_ci_low", ascending=False).head(5)
         cols = st.columns(min(3, len(top)))
         for i, (_, row) in enumerate(top.head(3).iterrows()):
-            cols[i].metric(f"{row['model_name_a']} vs {row['model_name_b']}", f"{row['ratio']:.2f}x slower",
+            cols[i].metric(f"{md(row['model_name_a'])} vs {md(row['model_name_b'])}", f"{row['ratio']:.2f}x slower",
                            f"CI [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}]", delta_color="off",
-                           help=f"{row['backend']} {row['phase']} {row['dtype']} batch {row['batch_size']}")
+                           help=md(f"{row['backend']} {row['phase']} {row['dtype']} batch {row['batch_size']}"))
         for _, row in top.iterrows():
-            st.markdown(f"- **{row['backend']} · {row['phase']} · {row['dtype']} · batch {row['batch_size']} · "
-                        f"prompt {row['prompt_len']}**: {headline_text(row)}")
+            st.markdown(f"- **{md(row['backend'])} · {md(row['phase'])} · {md(row['dtype'])} · batch {md(row['batch_size'])} · "
+                        f"prompt {md(row['prompt_len'])}**: {md(headline_text(row), 2000)}")
         st.caption(f"{int(inv['significant'].sum())} significant of {len(inv)} inverted pairs "
                    f"in {heads['group_id'].nunique()} groups; the Inversions page ranks them all.")
 
@@ -49,7 +50,7 @@ def body(ctx: ui.Context) -> None:
             fitted = int(len(sub) - counts.get("too few shapes", 0))
             text = (f"depth wins in **{counts.get('depth', 0)}**, parameter count in **{counts.get('params', 0)}**, "
                     f"inconclusive in **{counts.get('inconclusive', 0)}** of {fitted} fitted groups")
-            st.markdown(f"**{regime}**: {text}" + (f" ({counts.get('too few shapes', 0)} groups have too few shapes)"
+            st.markdown(f"**{md(regime)}**: {text}" + (f" ({counts.get('too few shapes', 0)} groups have too few shapes)"
                                                    if counts.get("too few shapes", 0) else ""))
         st.dataframe(verdicts, hide_index=True,
                      column_config={"driver": st.column_config.TextColumn("driver", help="verdict of the depth vs width fits")})

@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis.figures import coefficient_plot, regime_comparison
 from dashboard import ui
+from dashboard.text import md
 
 
 def _label(comp: dict) -> str:
@@ -21,13 +22,13 @@ def _section(ctx: ui.Context, factor: str) -> None:
     levels = ctx.options.get(factor, [])
     if not ok:
         if all(c["status"] == "single_level" for c in comps):
-            st.info(f"Only one {factor} in this selection ({', '.join(map(str, levels[:3]))}): measure the same shapes "
+            st.info(f"Only one {factor} in this selection ({md(', '.join(map(str, levels[:3])), 2000)}): measure the same shapes "
                     f"on another {factor} to compare the depth effect across {factor}s.")
         else:
             st.info(f"No comparison across {factor}s has at least two levels with enough shapes for their own slopes.")
         with st.expander("Why, per comparison group"):
             for c in comps:
-                st.markdown(f"- **{_label(c)}**: {c['message']}")
+                st.markdown(f"- **{md(_label(c))}**: {md(c['message'], 2000)}")
         return
     st.plotly_chart(coefficient_plot(ok, "depth"), key=f"coef_{factor}")
     rows = [{"comparison": _label(c), "levels": len(c["levels"]), "Wald chi2 (depth equal)": c["wald_depth"]["statistic"],

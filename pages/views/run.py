@@ -11,6 +11,7 @@ import streamlit as st
 
 from analysis.predict import samples_needed
 from dashboard import plan_builder, runs, ui
+from dashboard.text import md
 from runner.models import REGISTRY
 from runner.plan import BACKEND_NAMES, DTYPES, MeasureSettings
 
@@ -129,7 +130,7 @@ def _live(ctx: ui.Context) -> None:
         st.session_state["_run_active"] = True
         run_dir = runs.find_run_dir(lock)
         if run_dir is None:
-            st.info(f"Starting {lock.get('plan_name')} (pid {lock['pid']}): loading torch and building the first model...")
+            st.info(f"Starting {md(lock.get('plan_name'))} (pid {lock['pid']}): loading torch and building the first model...")
             lines = runs.log_tail(lock["log"])
             if lines:
                 st.code("\n".join(lines), language=None)
@@ -137,7 +138,7 @@ def _live(ctx: ui.Context) -> None:
             p = runs.progress(run_dir)
             st.progress(p["fraction"], text=f"{p['done']} / {p['total']} cells"
                         + (f" · {p['failed']} failed" if p["failed"] else "") + f" · ETA {runs.format_eta(p['eta_s'])}")
-            st.markdown(f"Run `{p['run_id']}` on {p['regime']}: " + (f"measuring **{p['current']}**" if p["current"] else "between cells"))
+            st.markdown(f"Run {md(p['run_id'])} on {md(p['regime'])}: " + (f"measuring **{md(p['current'])}**" if p["current"] else "between cells"))
             st.code("\n".join(p["recent"]) or "no events yet", language=None)
         if st.button("Cancel run", type="secondary", key="run_cancel"):
             st.toast(runs.cancel(int(lock["pid"])))
@@ -154,7 +155,7 @@ def _live(ctx: ui.Context) -> None:
         return
     for p in history:
         if p["status"] == "running" and not lock:
-            st.info(f"Run `{p['run_id']}` ({p['plan_name']}) is running outside the dashboard: "
+            st.info(f"Run {md(p['run_id'])} ({md(p['plan_name'])}) is running outside the dashboard: "
                     f"{p['done']} / {p['total']} cells, ETA {runs.format_eta(p['eta_s'])}.")
     table = pd.DataFrame(history)[["run_id", "plan_name", "status", "done", "total", "failed", "regime"]]
     st.dataframe(table.head(15), hide_index=True, key="run_history")

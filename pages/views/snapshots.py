@@ -3,6 +3,7 @@ import streamlit as st
 
 from dashboard import filters as flt
 from dashboard import ui
+from dashboard.text import md
 
 
 def _open_upload(data: bytes, name: str) -> None:
@@ -13,7 +14,7 @@ def _open_upload(data: bytes, name: str) -> None:
     try:
         con = open_upload(data)
     except SnapshotError as error:
-        st.session_state["_snap_msg"] = ("error", f"Refused: {error}")
+        st.session_state["_snap_msg"] = ("error", f"Refused: {md(error, 2000)}")
         return
     old = st.session_state.get(ui.UPLOAD_KEY)
     if old:
@@ -30,7 +31,7 @@ def _import(ctx: ui.Context, data: bytes, name: str) -> None:
         con = ui.store_connection(str(ctx.store))
         report = import_snapshot(con.cursor(), data)
     except SnapshotError as error:
-        st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {error}")
+        st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {md(error, 2000)}")
         return
     except Exception as error:  # noqa: BLE001 - e.g. the store file is locked by another process
         st.session_state["_snap_msg"] = ("error", f"Could not import into {ctx.store}: {str(error).splitlines()[0]}")
@@ -50,8 +51,8 @@ def body(ctx: ui.Context) -> None:
     st.subheader("Export the current selection")
     regimes, backends = ctx.selection.get("regime") or None, ctx.selection.get("backend") or None
     ignored = [flt.BY_COLUMN[c].label.lower() for c in ("phase", "dtype", "batch_size", "prompt_len") if ctx.selection.get(c)]
-    st.markdown(f"From **{ctx.label}**: regimes {', '.join(regimes) if regimes else 'all'}; "
-                f"backends {', '.join(backends) if backends else 'all'}.")
+    st.markdown(f"From **{md(ctx.label)}**: regimes {md(', '.join(regimes), 2000) if regimes else 'all'}; "
+                f"backends {md(', '.join(backends)) if backends else 'all'}.")
     if ignored:
         st.caption(f"Snapshots select whole runs and backends: the {', '.join(ignored)} filter is not applied to the export.")
     if ctx.summary["cells"] == 0:

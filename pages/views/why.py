@@ -4,6 +4,7 @@ import streamlit as st
 
 from analysis.figures import kernels_vs_depth, why_components
 from dashboard import ui
+from dashboard.text import md
 
 GROUP = ["regime", "backend", "dtype"]
 WORKLOAD = ["batch_size", "prompt_len", "gen_len"]
@@ -63,7 +64,7 @@ def body(ctx: ui.Context) -> None:
                    f"over {fit['n_cells']} cells, against a calibrated floor of {group['launch_us'].median():.1f} µs "
                    "per launch of an empty kernel.")
     else:
-        c4.metric("Fitted cost per launch", "n/a", help=(fit or {}).get("message", "no fit for this group"))
+        c4.metric("Fitted cost per launch", "n/a", help=md((fit or {}).get("message", "no fit for this group"), 2000))
     n_runs = group["cell_id"].str.split("/").str[0].nunique()
     verdicts = group["verdict"].value_counts()
     st.caption(f"Ceilings: median over {n_runs} calibrated run(s). Verdicts: "
