@@ -140,6 +140,7 @@ def run(
                 runs = execute_ray(loaded, runs_dir, device=device, resource=ray_resource, progress=report,
                                    on_run_created=track)
             else:
+                _check_fits(loaded, device)
                 runs = execute(loaded, runs_dir, device=device, progress=report, on_run_created=track)
     except (PlanError, RunError) as error:
         _fail(str(error))
@@ -157,16 +158,25 @@ def run(
         out.print(run_dir.run_id)
 
 
+def _check_fits(loaded, device: Optional[str]) -> None:
+    """Refuse, before any model is built, a plan whose largest cell cannot fit on this device."""
+    from runner.plan import check_memory, expand, free_memory, resolve_device
+
+    dev = resolve_device(device or loaded.device)
+    check_memory(expand(loaded, device=dev, resolve_remote=False), free_memory(dev))
+
+
 @app.command()
 def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
          device: Optional[str] = typer.Option(None, help="cpu | cuda (default: the plan's)")) -> None:
     """Validate a plan; print its cells and a rough time estimate."""
-    from runner.plan import PlanError, estimate_seconds, expand
+    from runner.plan import PlanError, check_memory, estimate_seconds, expand, free_memory
 
     loaded = _load(plan)
     dev = device or (loaded.device if loaded.device != "auto" else "cuda")
     try:
         cells = expand(loaded, device=dev, resolve_remote=False)
+        check_memory(cells, free_memory(dev))
     except PlanError as error:
         _fail(str(error))
     table = Table(title=f"{loaded.name}: {len(cells)} cells on {dev} (x{loaded.repeats} repeats)")
@@ -224,15 +234,23 @@ def ingest(
 
     if not runs_dir.exists():
         _fail(f"{runs_dir} does not exist")
-    con = connect(db)
+    try:
+        con = connect(db)
+    except Exception as error:  # noqa: BLE001 - a lock held by another process, or not a store
+        _fail(f"cannot open {db}: {str(error).splitlines()[0]}")
     try:
         if (runs_dir / "meta.json").exists():
             report = ingest_run_dir(con, runs_dir)
         else:
             report = ingest_runs(con, runs_dir)
+    except ValueError as error:
+        _fail(str(error))
     finally:
         con.close()
-    out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}")
+    for problem in report.skipped:
+        console.print(f"skipped: {problem}", markup=False, highlight=False)
+    out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}"
+              + (f"; {len(report.skipped)} run(s) skipped" if report.skipped else ""))
 
 
 def _open_dataset(db: Optional[Path], snapshot: Optional[Path]):

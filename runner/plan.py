@@ -19,6 +19,13 @@ from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub
 BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
 DTYPES = ("float32", "bfloat16", "float16")
 DeviceName = Literal["cpu", "cuda", "auto"]
+# Bounds that keep a typo from becoming a run of days or a number the store cannot hold.
+MAX_REPS = 10_000  # timed repetitions of one phase: a median is stable after tens
+MAX_ITERS = 100_000  # warm-up iterations
+MAX_WARMUP_S = 600.0  # ten minutes of warm-up per cell settles any clock
+MAX_SEED = 2**32 - 1  # seed + repeat index stays far inside the store's BIGINT
+AXIS_CAPS = {"batch_sizes": 1024, "prompt_lens": 131072, "gen_lens": 8192}
+MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default settings
 
 
 class GridSpec(BaseModel):
@@ -35,6 +42,13 @@ class GridSpec(BaseModel):
         if any(v <= 0 for v in values):
             raise ValueError("every value must be a positive integer")
         return sorted(set(values))
+
+    @model_validator(mode="after")
+    def _heads_divide_widths(self) -> "GridSpec":
+        bad = [w for w in self.widths if w % self.n_head]
+        if bad:
+            raise ValueError(f"widths {bad} are not divisible by n_head ({self.n_head})")
+        return self
 
 
 class ModelsSection(BaseModel):
@@ -75,16 +89,16 @@ class MeasureSettings(BaseModel):
     """How much to measure per cell. Defaults aim at stable medians in seconds per cell."""
 
     model_config = ConfigDict(extra="forbid")
-    prefill_reps: int = Field(default=20, ge=1, description="timed prefills")
-    decode_reps: int = Field(default=5, ge=1, description="timed generations; each gives gen_len decode samples")
-    e2e_reps: int = Field(default=5, ge=1, description="timed whole generations")
-    warmup_min_iters: int = Field(default=3, ge=1, description="never judge stability on fewer")
-    warmup_min_s: float = Field(default=0.5, ge=0, description="lets clocks and allocator settle")
-    warmup_max_iters: int = Field(default=50, ge=1, description="stop waiting for stability here (flagged)")
-    warmup_window: int = Field(default=5, ge=2, description="iterations per median window")
-    warmup_tolerance: float = Field(default=0.05, gt=0, description="relative change of window medians counted as stable")
-    min_samples: int = Field(default=10, ge=2, description="below this a phase is flagged too-few-samples")
-    cv_threshold: float = Field(default=0.10, gt=0, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
+    prefill_reps: int = Field(default=20, ge=1, le=MAX_REPS, description="timed prefills")
+    decode_reps: int = Field(default=5, ge=1, le=MAX_REPS, description="timed generations; each gives gen_len decode samples")
+    e2e_reps: int = Field(default=5, ge=1, le=MAX_REPS, description="timed whole generations")
+    warmup_min_iters: int = Field(default=3, ge=1, le=MAX_ITERS, description="never judge stability on fewer")
+    warmup_min_s: float = Field(default=0.5, ge=0, le=MAX_WARMUP_S, allow_inf_nan=False, description="lets clocks and allocator settle")
+    warmup_max_iters: int = Field(default=50, ge=1, le=MAX_ITERS, description="stop waiting for stability here (flagged)")
+    warmup_window: int = Field(default=5, ge=2, le=MAX_ITERS, description="iterations per median window")
+    warmup_tolerance: float = Field(default=0.05, gt=0, le=1, allow_inf_nan=False, description="relative change of window medians counted as stable")
+    min_samples: int = Field(default=10, ge=2, le=MAX_REPS * 1024, description="below this a phase is flagged too-few-samples")
+    cv_threshold: float = Field(default=0.10, gt=0, le=10, allow_inf_nan=False, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
     profile: bool = Field(default=False, description="count kernels (GPU) or operators (CPU) of one prefill and one decode step, after the timed phases")
     calibrate: bool = Field(default=False, description="measure the device's bandwidth, compute and launch ceilings at run start")
@@ -107,6 +121,13 @@ class Axes(BaseModel):
     prompt_lens: list[int] | None = None
     gen_lens: list[int] | None = None
 
+    @field_validator("backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens", mode="before")
+    @classmethod
+    def _not_empty(cls, values):
+        if isinstance(values, (list, tuple)) and not values:
+            raise ValueError("must not be empty (leave it out of an [[also]] entry to keep the plan's)")
+        return values
+
     @field_validator("backends")
     @classmethod
     def _backends(cls, names):
@@ -127,9 +148,12 @@ class Axes(BaseModel):
 
     @field_validator("batch_sizes", "prompt_lens", "gen_lens")
     @classmethod
-    def _positive(cls, values):
+    def _positive(cls, values, info):
         if values is not None and any(v <= 0 for v in values):
             raise ValueError("every value must be a positive integer")
+        cap = AXIS_CAPS[info.field_name]
+        if values is not None and any(v > cap for v in values):
+            raise ValueError(f"every value must be at most {cap}")
         return values
 
 
@@ -139,7 +163,7 @@ class Plan(Axes):
     name: str = Field(default="plan", min_length=1)
     description: str = ""
     device: DeviceName = Field(default="auto", description="cpu, cuda, or auto (cuda when present)")
-    seed: int = Field(default=1234, description="shuffle order and input tokens")
+    seed: int = Field(default=1234, ge=0, le=MAX_SEED, description="shuffle order and input tokens")
     repeats: int = Field(default=1, ge=1, le=100, description="run the whole cell set this many times")
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     backend_options: dict[str, dict[str, str | int | float | bool]] = Field(default_factory=dict)
@@ -272,6 +296,10 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
                                     gen_len=gen_len,
                                 )
                                 cells.setdefault(cell.key, cell)
+                                if len(cells) * plan.repeats > MAX_CELLS:
+                                    raise PlanError(
+                                        f"the plan expands past {MAX_CELLS} cells (x{plan.repeats} repeats); "
+                                        "split it or shrink an axis")
     return list(cells.values())
 
 
@@ -300,3 +328,55 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings) -> float:
         check = 2 * generation_s if measure.check_correctness else 0.0
         total += setup + warmup + measured + check
     return total
+
+
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Leave this share of free memory to the allocator, the CUDA context and the host.
+MEMORY_HEADROOM = 0.9
+
+
+def estimate_cell_bytes(cell: Cell) -> dict[str, int]:
+    """Rough peak memory of one cell: weights (and the eager reference the correctness
+    gate builds), KV cache over the whole sequence, and the prefill's largest activations
+    (float32 logits over every prompt position, the MLP and, for eager attention, the
+    attention scores). An upper-end estimate for refusing the impossible, not a forecast."""
+    spec, width = cell.model, BYTES_PER_ELEMENT.get(cell.dtype, 4)
+    tokens = cell.batch_size * (cell.prompt_len + cell.gen_len)
+    weights = spec.approx_params() * width * (1 if cell.backend == "hf-eager" else 2)
+    kv_cache = 2 * spec.n_layer * tokens * spec.n_embd * width
+    prompt = cell.batch_size * cell.prompt_len
+    activations = (prompt * spec.vocab_size * 4 + 2 * prompt * spec.inner * width
+                   + cell.batch_size * spec.n_head * cell.prompt_len ** 2 * width)
+    return {"weights": weights, "kv_cache": kv_cache, "activations": activations}
+
+
+def free_memory(device: str) -> int | None:
+    """Bytes free on the device now (host RAM for cpu), or None where it cannot be known."""
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info()[0])
+    except Exception:  # noqa: BLE001 - no torch, or a CUDA that will not answer: unknown
+        return None
+    return None
+
+
+def check_memory(cells: list[Cell], free_bytes: int | None) -> None:
+    """Refuse a plan whose largest cell cannot fit in `free_bytes`, naming the cell and the fields."""
+    if free_bytes is None or not cells:
+        return
+    sizes = [(sum(estimate_cell_bytes(c).values()), c) for c in cells]
+    need, cell = max(sizes, key=lambda x: x[0])
+    if need <= MEMORY_HEADROOM * free_bytes:
+        return
+    parts = ", ".join(f"{k.replace('_', ' ')} {v / 1e9:.1f} GB" for k, v in estimate_cell_bytes(cell).items())
+    raise PlanError(
+        f"models/batch_sizes/prompt_lens: cell '{cell.label()}' needs about {need / 1e9:.1f} GB ({parts}), "
+        f"more than {MEMORY_HEADROOM:.0%} of the {free_bytes / 1e9:.1f} GB free on {cell.device}; "
+        "use a smaller model, batch or prompt"
+    )

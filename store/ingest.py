@@ -8,7 +8,7 @@ with plain json (no torch), so the dashboard can ingest runs started from the CL
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -30,10 +30,15 @@ class IngestReport:
     runs: int = 0
     cells_added: int = 0
     samples_added: int = 0
+    skipped: list[str] = field(default_factory=list)  # one line per run directory left out
 
     def __add__(self, other: "IngestReport") -> "IngestReport":
         return IngestReport(self.runs + other.runs, self.cells_added + other.cells_added,
-                            self.samples_added + other.samples_added)
+                            self.samples_added + other.samples_added, self.skipped + other.skipped)
+
+
+class IngestError(ValueError):
+    """A run directory that cannot be ingested; one line naming the directory and why."""
 
 
 def _read_json(path: Path) -> dict | None:
@@ -105,11 +110,25 @@ def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
 
 
 def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> IngestReport:
-    """Bring one run directory into the store; a second call adds nothing."""
+    """Bring one run directory into the store; a second call adds nothing.
+
+    A directory whose files cannot be stored (a missing field, a value out of a column's
+    range) raises IngestError and leaves the store as it was.
+    """
     run_path = Path(run_path)
+    try:
+        return _ingest_run_dir(con, run_path)
+    except IngestError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, duckdb.Error) as error:
+        what = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0][:300]
+        raise IngestError(f"{run_path}: cannot ingest ({type(error).__name__}: {what})") from None
+
+
+def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestReport:
     meta = _read_json(run_path / "meta.json")
-    if meta is None:
-        raise ValueError(f"{run_path} is not a run directory (no readable meta.json)")
+    if not isinstance(meta, dict):
+        raise IngestError(f"{run_path} is not a run directory (no readable meta.json)")
     run_id = meta["run_id"]
     known = {
         row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
@@ -144,12 +163,19 @@ def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> Inge
 
 
 def ingest_runs(con: duckdb.DuckDBPyConnection, runs_dir: str | Path) -> IngestReport:
-    """Ingest every run directory under runs_dir (finished, interrupted or still running)."""
+    """Ingest every run directory under runs_dir (finished, interrupted or still running).
+
+    A run directory that cannot be ingested is left out and named in `report.skipped`;
+    the others are ingested all the same.
+    """
     report = IngestReport()
     root = Path(runs_dir)
     if not root.is_dir():
         return report
     for run_path in sorted(root.iterdir()):
         if (run_path / "meta.json").exists():
-            report = report + ingest_run_dir(con, run_path)
+            try:
+                report = report + ingest_run_dir(con, run_path)
+            except IngestError as error:  # one bad run must not hide the runs after it
+                report = report + IngestReport(skipped=[str(error)])
     return report
