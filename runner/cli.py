@@ -248,7 +248,7 @@ def ingest(
     finally:
         con.close()
     for problem in report.skipped:
-        console.print(f"skipped: {problem}", markup=False, highlight=False)
+        typer.echo(f"skipped: {problem}", err=True)  # one plain line each, never wrapped
     out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}"
               + (f"; {len(report.skipped)} run(s) skipped" if report.skipped else ""))
 
