@@ -105,6 +105,7 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
     done = run.finished_keys()
     total = len(planned)
     references = ReferenceCache()
+    run.remove_temp_files()
     run.update_meta(status="running", finished_at=None)
     # Wall-time accounting sums the segments between this event and the next
     # run_interrupted/run_finished, so a resumed run's idle gap is not counted.
@@ -140,9 +141,24 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
         run.update_meta(status="interrupted")
         run.event("run_interrupted", done=len(done), total=total)
         raise
+    except OSError as error:  # the run directory cannot be written (disk full, quota, read-only)
+        raise RunError(_write_failure(run, error)) from None
     run.update_meta(status="finished", finished_at=now_iso())
     run.event("run_finished", done=len(done), total=total)
     return run
+
+
+def _write_failure(run: RunDir, error: OSError) -> str:
+    """Mark the run interrupted if the disk still takes that much; say so in one line."""
+    reason = error.strerror or str(error).splitlines()[0]
+    try:
+        run.update_meta(status="interrupted")
+        marked = "the run is marked interrupted"
+    except OSError:
+        marked = "the run could not even be marked interrupted"
+    run.remove_temp_files()
+    return (f"cannot write the run directory {run.path}: {reason}; {marked}; "
+            f"free space and resume with --resume {run.run_id}")
 
 
 def _summary(result) -> dict:

@@ -30,11 +30,15 @@ def now_iso() -> str:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (ENOSPC) or a kill: leave no temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class RunDir:
@@ -56,6 +60,13 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.meta_file.exists()
+
+    def remove_temp_files(self) -> int:
+        """Delete temp files a killed writer left (write_json_atomic's `.NAME.PID.tmp`)."""
+        stale = [*self.path.glob(".*.tmp"), *self.cells_dir.glob(".*.tmp")]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def read_meta(self) -> dict:
         return json.loads(self.meta_file.read_text())
