@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -120,6 +121,13 @@ def run(
             if event["status"] != "ok":
                 progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
 
+    from runner.runlock import RunLocked, machine_lock
+
+    held = ExitStack()
+    try:
+        held.enter_context(machine_lock(f"run {resume}" if resume else f"plan {loaded.name}"))
+    except RunLocked as error:
+        _fail(str(error))
     try:
         if ray:
             from runner.ray_exec import connect, continue_ray_run, execute_ray
@@ -150,6 +158,8 @@ def run(
             for run_dir in current:
                 _ingest(db, run_dir.path)
         raise typer.Exit(130)
+    finally:
+        held.close()  # measuring is over: the next run may start
     for node, count in sorted(nodes.items()):
         console.print(f"  {count} cells on {node}")
     for run_dir in runs:

@@ -1,0 +1,65 @@
+"""One measuring run per machine: two runs at once each corrupt the other's timings.
+
+`python -m runner run` holds an exclusive flock on one file while it measures, however it
+was started (a terminal, the dashboard, a script). The kernel drops the lock when the
+process ends, kill -9 included, so a lock is never stale. The file also says who holds it,
+for the refusal message. Its place follows the dashboard's lock (SHAPEBENCH_RUN_LOCK), so a
+test or a second checkout that moves one moves both.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_ENV = "SHAPEBENCH_RUN_LOCK"
+
+
+class RunLocked(RuntimeError):
+    """Another run holds this machine; the message is one line naming it."""
+
+
+def lock_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """The measuring lock: beside the dashboard's lock file, under the same setting."""
+    base = Path(environ.get(LOCK_ENV, Path(tempfile.gettempdir()) / "shapebench-run.lock"))
+    return base.with_name(base.name + ".measure")
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "another process"
+    since = time.strftime("%H:%M:%S", time.localtime(info.get("since", 0)))
+    return f"pid {info['pid']} ({str(info.get('what', 'a run'))[:120]}, since {since})"
+
+
+@contextmanager
+def machine_lock(what: str, path: Path | None = None) -> Iterator[Path]:
+    """Hold the machine for one run; raise RunLocked at once if another run holds it."""
+    path = path or lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(
+                f"another run is measuring on this machine: {_holder(fd)}; two runs at once corrupt "
+                "each other's timings, so wait for it to end (or stop it) and start again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
