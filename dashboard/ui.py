@@ -24,7 +24,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, filters as flt
-from store.dataset import BUNDLED_SNAPSHOT, REPO_ROOT
+from store.dataset import BUNDLED_SNAPSHOT
 
 log = logging.getLogger("shapebench.dashboard")
 
@@ -36,14 +36,12 @@ STATIC = "static"  # data version of a snapshot: it never changes while open
 # --- hosted mode -----------------------------------------------------------------------
 
 def _secrets() -> dict | None:
-    """st.secrets when a secrets file exists; never let a missing file show an error."""
-    candidates = [REPO_ROOT / ".streamlit" / "secrets.toml", Path.home() / ".streamlit" / "secrets.toml"]
-    if not any(p.exists() for p in candidates):
-        return None
-    try:
-        return dict(st.secrets)
-    except Exception:  # noqa: BLE001 - a malformed secrets file: behave as if unset
-        return None
+    """st.secrets from every secrets file Streamlit reads (--secrets.files too); see hosted_secrets."""
+    from streamlit import config
+
+    from store.hosted import hosted_secrets
+
+    return hosted_secrets(st.secrets, config.get_option("secrets.files"))
 
 
 def is_hosted() -> bool:

@@ -12,7 +12,7 @@ own and the local store is unaffected.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,23 @@ def hosted_mode_enabled(environ: Mapping[str, str], secrets: Mapping[str, Any] |
         return isinstance(section, Mapping) and _truthy(section.get("hosted", ""))
     except Exception:  # st.secrets raises when no secrets file exists: treat as unset
         return False
+
+
+def hosted_secrets(secrets: Any, files: Iterable[str | Path]) -> Mapping[str, Any] | None:
+    """The secrets to decide hosted mode on, from every file Streamlit reads.
+
+    `secrets` is st.secrets and `files` Streamlit's `secrets.files` option (its defaults,
+    or what `--secrets.files` gave), so a secrets file in any of those places counts, not
+    only two hard-coded ones. None when there is no secrets file. A file that is there but
+    cannot be read might be the one asking for hosted mode: unclear, so stay read-only.
+    """
+    existing = [Path(f) for f in files if Path(f).is_file()]
+    try:
+        if secrets.load_if_toml_exists():
+            return secrets.to_dict()
+    except Exception:  # noqa: BLE001 - a malformed file: decided below, fail closed
+        pass
+    return {HOSTED_ENV: "1"} if existing else None
 
 
 def lock_down(con: duckdb.DuckDBPyConnection, *, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
