@@ -6,6 +6,7 @@ directory (how the GPU machines, which have no duckdb, are used).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from contextlib import ExitStack
@@ -52,10 +53,14 @@ def _ingest(db: Path, run_path: Path) -> None:
     try:
         con = connect(db)
     except Exception as error:  # noqa: BLE001 - DuckDB allows one writer: the dashboard may hold it
-        console.print(
-            f"[yellow]not ingested[/yellow]: {db} is busy ({str(error).splitlines()[0][:120]}); "
-            f"the run directory {run_path} is complete and the dashboard (or `python -m runner ingest`) will ingest it"
-        )
+        # The dashboard ingests only the runs folder it watches (SHAPEBENCH_RUNS, else runs/).
+        watched = Path(os.environ.get("SHAPEBENCH_RUNS", str(DEFAULT_RUNS))).resolve()
+        later = (f"the dashboard (watching {watched}) or `python -m runner ingest {run_path} --db {db}` will ingest it"
+                 if run_path.parent.resolve() == watched else
+                 f"ingest it with `python -m runner ingest {run_path} --db {db}` (the dashboard watches {watched}, "
+                 "not this folder)")
+        typer.echo(f"not ingested: cannot open {db} ({str(error).splitlines()[0][:160]}); "
+                   f"the run directory {run_path} is complete; {later}", err=True)
         return
     try:
         report = ingest_run_dir(con, run_path)
@@ -196,6 +201,10 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
         table.add_row(cell.model.name, str(cell.model.n_layer), str(cell.model.n_embd), cell.backend,
                       cell.dtype, str(cell.batch_size), str(cell.prompt_len), str(cell.gen_len))
     out.print(table)
+    hub = sorted({m for sweep in [loaded, *loaded.also] if sweep.models for m in sweep.models.hub})
+    if hub:
+        out.print(f"hub models, read when the run starts (not counted above): {', '.join(hub)}",
+                  markup=False, highlight=False)
     seconds = estimate_seconds(cells, loaded.measure) * loaded.repeats
     out.print(f"rough estimate: {seconds / 60:.1f} min")
 

@@ -77,12 +77,28 @@ class ModelsSection(BaseModel):
         if self.grid:
             out += grid(self.grid.depths, self.grid.widths, self.grid.n_head)
         out += [s.model_copy(update={"source": "custom"}) for s in self.custom]
-        out += [spec_from_checkpoint(p) for p in self.checkpoints]
+        out += [_read_checkpoint("checkpoints", p, lambda p=p: spec_from_checkpoint(p)) for p in self.checkpoints]
         if resolve_remote:
             for model_id in self.hub:
-                spec = spec_from_checkpoint(resolve_hub_id(model_id), name=model_id)
+                spec = _read_checkpoint("hub", model_id, lambda m=model_id: spec_from_checkpoint(resolve_hub_id(m), name=m))
                 out.append(spec.model_copy(update={"source": "hub"}))
         return out
+
+
+def _read_checkpoint(field: str, where: str, read) -> ModelSpec:
+    """A checkpoint's shape, or a one-line PlanError naming the field and the checkpoint
+    (a config without n_layer, bad JSON, a shape out of bounds, a missing directory)."""
+    try:
+        return read()
+    except ValidationError as error:
+        raise PlanError(f"models.{field}: '{where}': {format_validation_error(error)}") from None
+    except KeyError as error:
+        raise PlanError(f"models.{field}: '{where}': config.json lacks {error}") from None
+    except AttributeError:
+        raise PlanError(f"models.{field}: '{where}': config.json is not a JSON object") from None
+    except (ValueError, TypeError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PlanError(f"models.{field}: '{where}': {reason}") from None
 
 
 class MeasureSettings(BaseModel):
@@ -272,6 +288,8 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
     cells: dict[str, Cell] = {}
     for sweep in sweeps:
         specs = sweep.models.specs(resolve_remote=resolve_remote)
+        if not specs and sweep.models.hub and not resolve_remote:
+            continue  # hub models only: resolved (downloaded or from the cache) when the run starts
         if not specs:
             raise PlanError("models: the plan names no model")
         for spec in specs:
