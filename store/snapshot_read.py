@@ -176,8 +176,8 @@ def _type_ok(duck_type: str, t: pa.DataType) -> bool:
         return t in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16())
     if duck_type == "BIGINT":
         return pa.types.is_signed_integer(t) or t in (pa.uint8(), pa.uint16(), pa.uint32())
-    if duck_type == "DOUBLE":
-        return pa.types.is_floating(t) or pa.types.is_integer(t)
+    if duck_type == "DOUBLE":  # not float16: DuckDB cannot read Arrow's half floats
+        return t in (pa.float32(), pa.float64()) or pa.types.is_integer(t)
     if duck_type == "BOOLEAN":
         return pa.types.is_boolean(t)
     if duck_type == "TIMESTAMP":

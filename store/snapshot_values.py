@@ -180,9 +180,9 @@ def check_values(tables: dict[str, pa.Table]) -> None:
             present = set(tbl.schema.names)
             rules = [r for r in RULES.get(table, []) if r[0] in present] + _text_rules(table, tbl)
             view = tbl.append_column("_row", pa.array(range(tbl.num_rows), pa.int64()))
-            con.register("_snapshot_rows", view)
             firsts = ", ".join(f"min(_row) FILTER (WHERE NOT coalesce(({cond}), true))" for _, cond, *_ in rules)
             try:
+                con.register("_snapshot_rows", view)
                 bad = con.execute(f"SELECT {firsts} FROM _snapshot_rows").fetchall()[0]
             except duckdb.Error as e:
                 raise SnapshotError(f"{table}.parquet: values cannot be checked: {str(e).splitlines()[0]}") from None

@@ -163,3 +163,15 @@ def test_the_bundled_snapshot_passes_every_value_check():
 
     con = open_snapshot(BUNDLED_SNAPSHOT)
     assert con.execute("SELECT count(*) FROM cells").fetchall()[0][0] > 0
+
+
+def test_a_float16_latency_column_is_refused_by_type_in_one_line(store, dump_store, good, forge):
+    import pyarrow.compute as pc
+
+    samples = forge.table(good, "samples")
+    half = pc.cast(samples["latency_ms"], pa.float16())
+    data = forge.rezip({**good, "samples.parquet": forge.parquet(
+        samples.set_column(samples.schema.get_field_index("latency_ms"), "latency_ms", half))})
+    refused(store, data, dump_store, r"^samples\.latency_ms has type halffloat, incompatible with the store's DOUBLE$")
+    with pytest.raises(SnapshotError, match="halffloat"):
+        open_snapshot_bytes(data)
