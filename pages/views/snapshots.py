@@ -25,11 +25,13 @@ def _open_upload(data: bytes, name: str) -> None:
 
 
 def _import(ctx: ui.Context, data: bytes, name: str) -> None:
+    from runner.runfiles import list_run_dirs
     from store.snapshot import SnapshotError, import_snapshot
 
     try:
         con = ui.store_connection(str(ctx.store))
-        report = import_snapshot(con.cursor(), data)
+        live = [d.run_id for d in list_run_dirs(ctx.runs_dir) if d.read_meta().get("status") == "running"]
+        report = import_snapshot(con.cursor(), data, live_runs=live)  # a run measuring here is never changed
     except SnapshotError as error:
         st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {md(error, 2000)}")
         return
