@@ -116,6 +116,7 @@ class Context:
     options: dict[str, list]
     selection: dict[str, list] = field(default_factory=dict)
     problem: str | None = None  # why the chosen dataset could not be opened
+    content_id: str | None = None  # hash of the rows the analysis reads (None: nothing kept on disk)
 
     @property
     def filters(self) -> dict[str, list]:
@@ -131,6 +132,32 @@ class Context:
 
 # --- cached queries ------------------------------------------------------------------------
 
+def cached_query(spinner: str | bool = False, *, on_disk: bool = False) -> Callable:
+    """Cache `compute(ctx, *args)` per (dataset, data version, filters, args).
+
+    One st.cache_data entry per key in this server process; with `on_disk=True` the result is
+    also kept on disk per dataset content (analysis.derived), so a new server process or a
+    cold page loads it instead of recomputing the pooled statistics (a minute on 2 cores).
+    """
+    def decorate(compute: Callable[..., Any]) -> Callable[..., Any]:
+        name = compute.__name__
+
+        @st.cache_data(show_spinner=spinner, max_entries=512)
+        def cached(_ctx: Context, name: str, ds_key: str, version: str, fkey: tuple, args: tuple):
+            if on_disk and _ctx.content_id:
+                from analysis.derived import load_or_compute
+
+                return load_or_compute(_ctx.content_id, name, (fkey, args), lambda: compute(_ctx, *args))
+            return compute(_ctx, *args)
+
+        def call(ctx: Context, *args):
+            return cached(ctx, name, ctx.ds_key, ctx.version, ctx.fkey, args)
+
+        call.__name__, call.__doc__ = name, compute.__doc__
+        return call
+    return decorate
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _summary(_con, ds_key: str, version: str) -> dict[str, int]:
     return data.summary(_con.cursor())
@@ -141,146 +168,76 @@ def _options(_con, ds_key: str, version: str) -> dict[str, list]:
     return data.options(_con.cursor())
 
 
-@st.cache_data(show_spinner="Computing cell statistics...", max_entries=32)
-def _cell_stats(_con, ds_key: str, version: str, fkey: tuple):
+@st.cache_data(show_spinner=False, max_entries=64)
+def _content_id(_con, ds_key: str, version: str) -> str:
+    return data.content_id(_con.cursor())
+
+
+@cached_query("Computing cell statistics...", on_disk=True)
+def cell_stats(ctx: Context):
+    """Per cell and phase: n, median and its bootstrap CI (analysis.stats)."""
     from analysis.stats import compute_cell_stats
 
-    return compute_cell_stats(_con.cursor(), flt.from_key(fkey))
+    return compute_cell_stats(ctx.cursor(), ctx.filters)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
-def _cells(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
-    return data.cells_table(_con.cursor(), flt.from_key(fkey))
+@cached_query()
+def cells(ctx: Context) -> pd.DataFrame:
+    return data.cells_table(ctx.cursor(), ctx.filters)
 
 
-@st.cache_data(show_spinner="Fitting depth vs width...", max_entries=32)
-def _fits(_con, ds_key: str, version: str, fkey: tuple):
+@cached_query("Fitting depth vs width...", on_disk=True)
+def fits(ctx: Context):
     from analysis.regression import fit_all
 
-    frame = _cell_stats(_con, ds_key, version, fkey).frame
+    frame = cell_stats(ctx).frame
     return fit_all(frame) if len(frame) else []
 
 
-@st.cache_data(show_spinner="Bootstrapping ratios...", max_entries=32)
-def _inversions(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
+@cached_query("Bootstrapping ratios...", on_disk=True)
+def inversions(ctx: Context) -> pd.DataFrame:
+    """Pairs where the smaller model is slower (point estimate), with CIs, every group."""
     from analysis.inversions import find_inversions
 
-    return find_inversions(_cell_stats(_con, ds_key, version, fkey))
+    return find_inversions(cell_stats(ctx))
 
 
-@st.cache_data(show_spinner="Bootstrapping ratios...", max_entries=64)
-def _group_pairs(_con, ds_key: str, version: str, fkey: tuple, group_id: str) -> pd.DataFrame:
+@cached_query("Bootstrapping ratios...", on_disk=True)
+def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
     """Every pair of one group (the heatmap), without bootstrapping the other groups."""
     from analysis.inversions import pair_ratios
     from analysis.stats import CellStats
 
-    stats = _cell_stats(_con, ds_key, version, fkey)
+    stats = cell_stats(ctx)
     rows = (stats.frame["group_id"] == group_id).to_numpy()
     sub = CellStats(stats.frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
     return pair_ratios(sub, inversions_only=False)
 
 
-@st.cache_data(show_spinner="Comparing...", max_entries=32)
-def _compare(_con, ds_key: str, version: str, fkey: tuple, factor: str) -> list[dict]:
-    from analysis.regimes import compare
+@cached_query("Comparing...", on_disk=True)
+def compare(ctx: Context, factor: str) -> list[dict]:
+    from analysis.regimes import compare as compare_factor
 
-    frame = _cell_stats(_con, ds_key, version, fkey).frame
-    return compare(frame, factor)
+    return compare_factor(cell_stats(ctx).frame, factor)
 
 
-@st.cache_data(show_spinner="Modelling profiled cells...", max_entries=32)
-def _why_floor(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
-    """The launch-floor model of every profiled ok cell (empty when none is profiled)."""
+@cached_query("Modelling profiled cells...", on_disk=True)
+def why_floor(ctx: Context) -> pd.DataFrame:
+    """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
     from analysis.why import launch_floor, load_profiles
 
-    profiles = load_profiles(_con.cursor(), flt.from_key(fkey))
+    profiles = load_profiles(ctx.cursor(), ctx.filters)
     return launch_floor(profiles) if len(profiles) else profiles
 
 
-@st.cache_data(show_spinner="Fitting launch overheads...", max_entries=32)
-def _launch_overhead(_con, ds_key: str, version: str, fkey: tuple) -> list[dict]:
-    from analysis.why import fit_launch_overhead
-
-    floor = _why_floor(_con, ds_key, version, fkey)
-    calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
-    return fit_launch_overhead(calibrated) if len(calibrated) else []
-
-
-@st.cache_data(show_spinner="Pooling repeat runs...", max_entries=32)
-def _pooled(_con, ds_key: str, version: str, fkey: tuple):
-    from analysis.reproducibility import pooled_stats
-
-    return pooled_stats(_cell_stats(_con, ds_key, version, fkey))
-
-
-@st.cache_data(show_spinner="Comparing repeat runs...", max_entries=32)
-def _repeat_table(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
-    from analysis.reproducibility import repeat_table
-
-    return repeat_table(_cell_stats(_con, ds_key, version, fkey), _con.cursor(), pooled=_pooled(_con, ds_key, version, fkey))
-
-
-@st.cache_data(show_spinner="Judging inversions across runs...", max_entries=32)
-def _inversions_across_runs(_con, ds_key: str, version: str, fkey: tuple) -> pd.DataFrame:
-    from analysis.reproducibility import inversions_across_runs
-
-    return inversions_across_runs(_cell_stats(_con, ds_key, version, fkey), _pooled(_con, ds_key, version, fkey))
-
-
-@st.cache_data(show_spinner="Fitting depth vs width per run...", max_entries=32)
-def _regressions_across_runs(_con, ds_key: str, version: str, fkey: tuple) -> list[dict]:
-    """Only groups measured in more than one run: a single-run group's fit is on Depth vs width."""
-    from analysis.reproducibility import pooled_stats, regressions_across_runs, with_repeat_key
-    from analysis.stats import CellStats
-
-    stats = _cell_stats(_con, ds_key, version, fkey)
-    frame = stats.frame.reset_index(drop=True)
-    runs_per_group = with_repeat_key(frame).groupby("group_id")["run_id"].transform("nunique")
-    rows = (runs_per_group > 1).to_numpy()
-    if not rows.any():
-        return []
-    sub = CellStats(frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
-    return regressions_across_runs(sub, pooled_stats(sub))
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _samples(_con, ds_key: str, version: str, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
-    return data.samples_for(_con.cursor(), list(cell_ids), list(phases))
-
-
-def cell_stats(ctx: Context):
-    return _cell_stats(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
-
-
-def cells(ctx: Context) -> pd.DataFrame:
-    return _cells(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
-
-
-def fits(ctx: Context):
-    return _fits(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
-
-
-def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
-    return _group_pairs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey, group_id)
-
-
-def inversions(ctx: Context) -> pd.DataFrame:
-    """Pairs where the smaller model is slower (point estimate), with CIs, every group."""
-    return _inversions(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
-
-
-def compare(ctx: Context, factor: str) -> list[dict]:
-    return _compare(ctx.con, ctx.ds_key, ctx.version, ctx.fkey, factor)
-
-
-def why_floor(ctx: Context) -> pd.DataFrame:
-    """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
-    return _why_floor(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
-
-
+@cached_query("Fitting launch overheads...", on_disk=True)
 def launch_overhead(ctx: Context) -> list[dict]:
     """The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs."""
-    return _launch_overhead(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+    from analysis.why import fit_launch_overhead
+
+    floor = why_floor(ctx)
+    calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
+    return fit_launch_overhead(calibrated) if len(calibrated) else []
 
 
 def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
@@ -307,25 +264,51 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
     return explain_pair(*rows)
 
 
+@cached_query("Pooling repeat runs...", on_disk=True)
 def pooled(ctx: Context):
     """CellStats pooled over repeat runs, with run-level bootstrap draws (analysis.reproducibility)."""
-    return _pooled(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+    from analysis.reproducibility import pooled_stats
+
+    return pooled_stats(cell_stats(ctx))
 
 
+@cached_query("Comparing repeat runs...", on_disk=True)
 def repeat_table(ctx: Context) -> pd.DataFrame:
-    return _repeat_table(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+    from analysis.reproducibility import repeat_table as table_of
+
+    return table_of(cell_stats(ctx), ctx.cursor(), pooled=pooled(ctx))
 
 
+@cached_query("Judging inversions across runs...", on_disk=True)
 def inversions_across_runs(ctx: Context) -> pd.DataFrame:
-    return _inversions_across_runs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+    from analysis.reproducibility import inversions_across_runs as judge
+
+    return judge(cell_stats(ctx), pooled(ctx))
 
 
+@cached_query("Fitting depth vs width per run...", on_disk=True)
 def regressions_across_runs(ctx: Context) -> list[dict]:
-    return _regressions_across_runs(ctx.con, ctx.ds_key, ctx.version, ctx.fkey)
+    """Only groups measured in more than one run: a single-run group's fit is on Depth vs width."""
+    from analysis.reproducibility import pooled_stats, regressions_across_runs as fit_across, with_repeat_key
+    from analysis.stats import CellStats
+
+    stats = cell_stats(ctx)
+    frame = stats.frame.reset_index(drop=True)
+    runs_per_group = with_repeat_key(frame).groupby("group_id")["run_id"].transform("nunique")
+    rows = (runs_per_group > 1).to_numpy()
+    if not rows.any():
+        return []
+    sub = CellStats(frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
+    return fit_across(sub, pooled_stats(sub))
+
+
+@cached_query()
+def _samples(ctx: Context, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
+    return data.samples_for(ctx.cursor(), list(cell_ids), list(phases))
 
 
 def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
-    return _samples(ctx.con, ctx.ds_key, ctx.version, tuple(sorted(cell_ids)), tuple(sorted(phases)))
+    return _samples(ctx, tuple(sorted(cell_ids)), tuple(sorted(phases)))
 
 
 # --- sidebar -------------------------------------------------------------------------------
@@ -405,8 +388,9 @@ def build_context() -> Context:
         st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
         selection[f.column] = list(st.session_state[key])
     _sync_query_params(selection)
+    content_id = _content_id(con, ds_key, version) if summary["cells"] else None
     return Context(con, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store,
-                   data.default_runs_dir(), summary, options, selection, problem)
+                   data.default_runs_dir(), summary, options, selection, problem, content_id)
 
 
 def context() -> Context:

@@ -82,6 +82,15 @@ def start_cli(*args) -> subprocess.Popen:
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def start_held_cli(held: Path, *args) -> subprocess.Popen:
+    """`python -m runner ARGS` that holds after its first finished cell (touching `held`) until
+    a signal: a signal test then interrupts a run that is certainly still running."""
+    env = cli_env() | {"SHAPEBENCH_TEST_HELD": str(held)}
+    hook = Path(__file__).with_name("hold_after_first_cell.py")
+    return subprocess.Popen([sys.executable, str(hook), *map(str, args)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, interval: float = 0.02):
     """Poll until predicate() is truthy; fail early (with its stderr) if proc exits first."""
     deadline = time.monotonic() + timeout

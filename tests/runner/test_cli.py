@@ -12,7 +12,7 @@ from runner.runfiles import RunDir
 from runner.toml_writer import dumps
 from store.db import connect
 from tests.runner.helpers import (
-    REPO_ROOT, cli_env, only_run_dir, plan_dict, run_cli, start_cli, wait_for, write_plan,
+    REPO_ROOT, cli_env, only_run_dir, plan_dict, run_cli, start_held_cli, wait_for, write_plan,
 )
 
 SMOKE = REPO_ROOT / "plans" / "smoke-cpu.toml"
@@ -132,14 +132,9 @@ PLANNED = 4
 
 
 def slow_plan(tmp_path):
-    """4 cells, each long enough (warm-up >= 0.4 s) that a signal lands mid-run."""
-    measure = plan_dict()["measure"] | {"warmup_min_s": 0.4, "warmup_max_iters": 1000}
-    return write_plan(tmp_path / "plan.toml", measure=measure)
-
-
-def cell_files(runs_dir):
-    run_path = only_run_dir(runs_dir)
-    return run_path and list((run_path / "cells").glob("*.json"))
+    """4 cells; the signal tests run it held after the first cell (start_held_cli), so the
+    signal always lands mid-run, however fast or busy the machine."""
+    return write_plan(tmp_path / "plan.toml")
 
 
 def assert_store_complete(db, run_id, planned: int):
@@ -154,9 +149,10 @@ def assert_store_complete(db, run_id, planned: int):
 
 def test_kill_9_mid_run_then_resume_completes_with_no_duplicate_rows(tmp_path):
     plan, runs_dir, db = slow_plan(tmp_path), tmp_path / "runs", tmp_path / "store.duckdb"
-    proc = start_cli("run", plan, "--runs-dir", runs_dir, "--no-ingest")
+    held = tmp_path / "held"
+    proc = start_held_cli(held, "run", plan, "--runs-dir", runs_dir, "--no-ingest")
     try:
-        wait_for(lambda: cell_files(runs_dir), timeout=120, proc=proc)
+        wait_for(held.exists, timeout=300, proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -183,9 +179,10 @@ def test_kill_9_mid_run_then_resume_completes_with_no_duplicate_rows(tmp_path):
 
 def test_ctrl_c_mid_run_marks_it_interrupted_and_resume_finishes_it(tmp_path):
     plan, runs_dir, db = slow_plan(tmp_path), tmp_path / "runs", tmp_path / "store.duckdb"
-    proc = start_cli("run", plan, "--runs-dir", runs_dir, "--db", db)
+    held = tmp_path / "held"
+    proc = start_held_cli(held, "run", plan, "--runs-dir", runs_dir, "--db", db)
     try:
-        wait_for(lambda: cell_files(runs_dir), timeout=120, proc=proc)
+        wait_for(held.exists, timeout=300, proc=proc)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -211,11 +208,10 @@ def test_ctrl_c_mid_run_marks_it_interrupted_and_resume_finishes_it(tmp_path):
 
 def test_sigterm_from_the_dashboard_cancel_behaves_like_ctrl_c(tmp_path):
     plan, runs_dir = slow_plan(tmp_path), tmp_path / "runs"
-    proc = start_cli("run", plan, "--runs-dir", runs_dir, "--no-ingest")
+    held = tmp_path / "held"
+    proc = start_held_cli(held, "run", plan, "--runs-dir", runs_dir, "--no-ingest")
     try:
-        wait_for(lambda: only_run_dir(runs_dir), timeout=120, proc=proc)
-        wait_for(lambda: any(e["event"] == "cell_started" for e in RunDir(only_run_dir(runs_dir)).events()),
-                 timeout=120, proc=proc)
+        wait_for(held.exists, timeout=300, proc=proc)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     finally:
