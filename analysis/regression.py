@@ -3,23 +3,38 @@
 Per group (cells equal in everything but shape) we fit OLS on cell medians with HC3
 errors, which stay honest when the spread grows with model size:
 
-- depth:        latency ~ depth               log: log latency ~ log depth
-- params:       latency ~ params (millions)   log: log latency ~ log params
-- depth+width:  latency ~ depth + width       log: log latency ~ log depth + log width
+- depth:         latency ~ depth               log: log latency ~ log depth
+- params:        latency ~ params (millions)   log: log latency ~ log params
+- depth+width:   latency ~ depth + width       log: log latency ~ log depth + log width
+- params+depth:                                log: log latency ~ log params + log depth
 
-log params is (nearly) log depth + 2 log width for these models, so it never shares a model
-with log depth or log width: that would make the coefficients unidentifiable.
+The last is the seed study's (TR121) form. It is identifiable on a grid: log params is
+close to log depth + 2 log width, but that ties log params to log depth only through
+width, and a grid moves width independently (the correlation of log params with log
+n_layer is 0.3-0.6 per bundled group; the fit reports it, the condition number and each
+shape's leverage). What is not identifiable is log params together with *both* log depth
+and log width (three nearly collinear terms), so no model has all three.
 
-Verdict, per scale: "depth" when the depth coefficient's CI in depth+width excludes 0 and
-the depth-only model beats the params-only model clearly (AIC lower by at least
-`CLEAR_AIC_GAP` and a higher adjusted R^2); "params" symmetrically, with the params
-coefficient's CI excluding 0; otherwise "inconclusive", saying which condition failed. The
-group's verdict is the scales' common answer; when they disagree it is inconclusive.
+Verdict. The seed form asks the seed study's question directly: holding parameter count
+fixed, does depth still cost (the log n_layer elasticity), and holding depth fixed, does
+parameter count (the log params elasticity)? Its answer is "depth" or "params" when only
+that coefficient's CI excludes 0, "both" when both do, "inconclusive" when neither does.
+Shapes of leverage above `LEVERAGE_LIMIT` (in the 7-shape reference family tiny-gpt2 has
+0.94) can decide a fit alone, so the seed form is refitted without them and the verdict
+says when that changes the answer. The group's verdict is the seed form's answer where it
+has one; the comparison of single-variable models (per scale: "depth" when the depth
+coefficient's CI in depth+width excludes 0 and the depth-only model beats the params-only
+model clearly, AIC lower by at least `CLEAR_AIC_GAP` and a higher adjusted R^2; "params"
+symmetrically) stays in `verdicts` and in the text, and decides when the seed form cannot
+be fitted.
 
 With repeat runs, `fit_group(..., between_run_cov=...)` adds the coefficients' covariance
 across runs (a run-level bootstrap from `analysis.reproducibility`) to HC3, so that CIs,
 p-values, bands and the verdict include run-to-run variance, and the fit says so
-(`ci_includes_between_run_variance`).
+(`ci_includes_between_run_variance`). That run-level bootstrap resamples whole runs: it is
+how the errors are clustered by run. A cluster-robust sandwich (statsmodels
+`cov_type="cluster"`) is not used because its standard errors need many clusters, and a
+bundled cell has 2-4 runs.
 """
 from __future__ import annotations
 
@@ -42,6 +57,9 @@ MIN_WIDTHS = 2
 # Burnham & Anderson: a model 10 AIC units worse has essentially no support.
 CLEAR_AIC_GAP = 10.0
 CONFIDENCE = 0.95
+# A shape whose hat value is above 0.5 carries more than half of its own fitted value
+# (Hoaglin & Welsch flag 2p/n, which is 0.5 or more for the 6-12 shapes of a small group).
+LEVERAGE_LIMIT = 0.5
 BAND_POINTS = 40  # points per fitted line: smooth on a log axis, cheap to predict
 
 MODELS: dict[str, dict[str, str]] = {
@@ -54,8 +72,10 @@ MODELS: dict[str, dict[str, str]] = {
         "depth": "log_latency ~ log_depth",
         "params": "log_latency ~ log_params",
         "depth+width": "log_latency ~ log_depth + log_width",
+        "params+depth": "log_latency ~ log_params + log_depth",  # the seed study's form
     },
 }
+SEED_FORM = ("log", "params+depth")
 DEPTH_TERM = {"linear": "depth", "log": "log_depth"}
 PARAMS_TERM = {"linear": "params_m", "log": "log_params"}
 UNITS = {"linear": "ms per layer", "log": "elasticity"}
@@ -76,6 +96,7 @@ class GroupFit:
     verdict: dict[str, str] = field(default_factory=dict)
     bands: pd.DataFrame = field(default_factory=pd.DataFrame)
     ci_includes_between_run_variance: bool = False
+    seed_form: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (without the bands)."""
@@ -84,6 +105,7 @@ class GroupFit:
             "message": self.message, "n_cells": self.n_cells, "n_shapes": self.n_shapes,
             "models": self.models, "verdicts": self.verdicts, "verdict": self.verdict,
             "ci_includes_between_run_variance": self.ci_includes_between_run_variance,
+            "seed_form": self.seed_form,
         }
 
 
@@ -181,12 +203,118 @@ def fit_group(
             fits[(scale, name)] = res
             models.append(_model_record(scale, name, formula, res, alpha, cov_type))
     verdicts = {scale: _scale_verdict(scale, {n: fits[(scale, n)] for n in MODELS[scale]}, alpha) for scale in MODELS}
-    verdict = _combine(verdicts)
     widened = between_run_cov is not None
+    seed = seed_form_record(data, fits[SEED_FORM], alpha, cov_type="HC3 + between-run (run-level bootstrap)" if widened else "HC3")
+    seed["ci_includes_between_run_variance"] = widened
+    verdict = _with_seed_form(_combine(verdicts), seed)
     if widened:
         verdict = {**verdict, "text": f"across runs (CIs include between-run variance): {verdict['text']}"}
     lines = _bands(data, fits, alpha) if bands else pd.DataFrame()
-    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, widened)
+    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, widened,
+                    seed)
+
+
+def _fit_seed_form(data: pd.DataFrame) -> Any:
+    formula = MODELS[SEED_FORM[0]][SEED_FORM[1]]
+    exog = design_matrix(formula, data)
+    res = sm.OLS(_response(formula, data).to_numpy(), exog.to_numpy()).fit(cov_type="HC3")
+    res.model.data.xnames = list(exog.columns)
+    return res
+
+
+def _seed_terms(res: Any, alpha: float) -> dict[str, Any]:
+    p_est, p_low, p_high = _ci(res, "log_params", alpha)
+    d_est, d_low, d_high = _ci(res, "log_depth", alpha)
+    return {
+        "coef_log_params": p_est, "coef_log_params_lo": p_low, "coef_log_params_hi": p_high,
+        "coef_log_n_layer": d_est, "coef_log_n_layer_lo": d_low, "coef_log_n_layer_hi": d_high,
+        "r2": float(res.rsquared), "winner": seed_winner(p_low, p_high, d_low, d_high),
+    }
+
+
+def seed_winner(params_lo: float, params_hi: float, depth_lo: float, depth_hi: float) -> str:
+    """"depth", "params", "both" or "inconclusive": which elasticities' CIs exclude 0."""
+    params, depth = params_lo > 0 or params_hi < 0, depth_lo > 0 or depth_hi < 0
+    return {(True, True): "both", (False, True): "depth", (True, False): "params"}.get((params, depth), "inconclusive")
+
+
+def seed_form_record(data: pd.DataFrame, res: Any, alpha: float, cov_type: str = "HC3") -> dict[str, Any]:
+    """The seed form's coefficients with CIs, its fit diagnostics, and a refit without high leverage.
+
+    Leverage is the hat value of each shape; Cook's distance its influence on the whole fit.
+    The refit drops shapes above `LEVERAGE_LIMIT` and uses HC3 alone (a between-run
+    covariance belongs to the full design); it is reported only when it drops something,
+    with `verdict_changed` when its answer differs.
+    """
+    exog = np.asarray(res.model.exog)
+    hat = np.einsum("ij,ji->i", exog, np.linalg.pinv(exog))
+    resid = np.asarray(res.resid)
+    k = exog.shape[1]
+    cooks = resid**2 / (k * res.scale) * hat / np.maximum(1 - hat, 1e-12) ** 2 if res.scale > 0 else np.zeros_like(hat)
+    record: dict[str, Any] = {
+        **_seed_terms(res, alpha),
+        "n_shapes": int(len(data[["depth", "width"]].drop_duplicates())), "n": int(res.nobs), "cov_type": cov_type,
+        "corr_log_params_log_n_layer": float(np.corrcoef(data["log_params"], data["log_depth"])[0, 1]),
+        "condition_number": float(np.linalg.cond(exog)),
+    }
+    order = np.argsort(-hat)
+    record["leverage"] = [
+        {"cell_id": str(data["cell_id"].iloc[i]), "n_layer": int(data["depth"].iloc[i]), "n_embd": int(data["width"].iloc[i]),
+         "leverage": float(hat[i]), "cooks_distance": float(cooks[i])}
+        for i in order[:5]
+    ]
+    record["max_leverage"] = float(hat.max())
+    high = hat > LEVERAGE_LIMIT
+    record["n_high_leverage"] = int(high.sum())
+    record["refit"] = None
+    if high.any():
+        kept = data[~high]
+        dropped = ", ".join(f"{int(d)} x {int(w)}" for d, w in zip(data["depth"][high], data["width"][high]))
+        design = np.column_stack([np.ones(len(kept)), kept["log_params"], kept["log_depth"]])
+        if len(kept) < k + 1 or np.linalg.matrix_rank(design) < k:
+            record["refit"] = {"status": "not_identifiable", "dropped": dropped,
+                               "message": f"without the shapes of leverage above {LEVERAGE_LIMIT:g} ({dropped}) too few "
+                                          "shapes remain to separate params from depth"}
+        else:
+            refit = _seed_terms(_fit_seed_form(kept), alpha)
+            record["refit"] = {"status": "ok", "dropped": dropped, "n": int(len(kept)), "cov_type": "HC3", **refit,
+                               "verdict_changed": refit["winner"] != record["winner"]}
+    return record
+
+
+def _seed_text(seed: Mapping[str, Any]) -> str:
+    text = (f"seed form log latency ~ log params + log n_layer (R^2 {seed['r2']:.3f}): "
+            f"params elasticity {seed['coef_log_params']:.3g} [{seed['coef_log_params_lo']:.3g}, {seed['coef_log_params_hi']:.3g}], "
+            f"depth elasticity {seed['coef_log_n_layer']:.3g} [{seed['coef_log_n_layer_lo']:.3g}, {seed['coef_log_n_layer_hi']:.3g}]")
+    refit = seed.get("refit")
+    if refit and refit["status"] == "ok" and refit["verdict_changed"]:
+        text += (f"; without the shapes of leverage above {LEVERAGE_LIMIT:g} ({refit['dropped']}) the verdict changes "
+                 f"to {refit['winner']} (params {refit['coef_log_params']:.3g} [{refit['coef_log_params_lo']:.3g}, "
+                 f"{refit['coef_log_params_hi']:.3g}], depth {refit['coef_log_n_layer']:.3g} "
+                 f"[{refit['coef_log_n_layer_lo']:.3g}, {refit['coef_log_n_layer_hi']:.3g}])")
+    elif refit and refit["status"] == "ok":
+        text += f"; unchanged without the shapes of leverage above {LEVERAGE_LIMIT:g} ({refit['dropped']})"
+    elif refit:
+        text += f"; {refit['message']}"
+    return text
+
+
+SEED_LEADS = {
+    "depth": "depth drives latency, not parameter count",
+    "params": "parameter count drives latency, not depth",
+    "both": "depth and parameter count both drive latency",
+    "inconclusive": "inconclusive: neither elasticity's CI excludes 0 in the seed form",
+}
+
+
+def _with_seed_form(single: dict[str, str], seed: Mapping[str, Any]) -> dict[str, str]:
+    """The group verdict: the seed form's answer, with the single-variable comparison after it."""
+    winner = seed["winner"]
+    return {
+        "winner": winner,
+        "single_variable_winner": single["winner"],
+        "text": f"{SEED_LEADS[winner]} ({_seed_text(seed)}); single-variable models: {single['text']}",
+    }
 
 
 def _with_extra_cov(res: Any, extra: np.ndarray) -> Any:
@@ -296,11 +424,16 @@ def _bands(data: pd.DataFrame, fits: dict[tuple[str, str], Any], alpha: float) -
     depth_grid = np.geomspace(data["depth"].min(), data["depth"].max(), BAND_POINTS)
     params_grid = np.geomspace(data["params_m"].min(), data["params_m"].max(), BAND_POINTS)
     widths = np.sort(data["width"].unique())
+    depths = np.sort(data["depth"].unique())
     grids = {
         "depth": pd.DataFrame({"depth": depth_grid, "width": np.nan, "params_m": np.nan}),
         "params": pd.DataFrame({"depth": np.nan, "width": np.nan, "params_m": params_grid}),
         "depth+width": pd.DataFrame(
             {"depth": np.tile(depth_grid, len(widths)), "width": np.repeat(widths, BAND_POINTS), "params_m": np.nan}
+        ),
+        # one line over parameter count per measured depth (a width sweep at that depth)
+        "params+depth": pd.DataFrame(
+            {"depth": np.repeat(depths, BAND_POINTS), "width": np.nan, "params_m": np.tile(params_grid, len(depths))}
         ),
     }
     parts = []

@@ -11,8 +11,13 @@ needs:
             filters       the filters applied
             cell_stats    {n_cells, n_rows, n_samples, phases, median_cv, high_cv, cells: [...]}
                           cells: one record per (cell, phase) with n, median, CI, cv, p5, p95, tokens/s
-            regressions   [{group, group_id, status, message, n_cells, n_shapes, models, verdicts, verdict}]
-            inversions    {n_inverted_pairs, n_significant, headlines: [{group_id, text}], significant: [...]}
+            regressions   [{group, group_id, status, message, n_cells, n_shapes, models, verdicts, verdict, seed_form}]
+            seed_form     [{group_id, regime, backend, phase, dtype, batch_size, prompt_len, gen_len,
+                           coef_log_params, coef_log_params_lo/hi, coef_log_n_layer, coef_log_n_layer_lo/hi,
+                           n_shapes, r2, winner, max_leverage, n_high_leverage, refit, ...}]: the seed
+                          study's log latency ~ log params + log n_layer per fitted group (95% CIs)
+            inversions    {n_inverted_pairs, n_significant (at FDR 5% within each group), n_ci_above_1
+                           (uncorrected), fdr, headlines: [{group_id, text}], significant: [...]}
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
             reproducibility  {has_repeats, message, ...}: run-to-run variance (analysis.reproducibility)
@@ -77,6 +82,7 @@ def analyze(
         "filters": filters,
         "cell_stats": summary,
         "regressions": regressions,
+        "seed_form": seed_form_rows(regressions),
         "inversions": inversions,
         "regimes": compare(compared, "regime"),
         "backends": compare(compared, "backend"),
@@ -84,6 +90,18 @@ def analyze(
         "warnings": [w for w in (left_out(con, filters),) if w],
     }
     return _jsonable(result)
+
+
+def seed_form_rows(regressions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat record per fitted group: its keys, then the seed form (leverage list left out)."""
+    rows = []
+    for reg in regressions:
+        seed = reg.get("seed_form")
+        if reg["status"] != "ok" or not seed:
+            continue
+        group = {"gen_len": None, **reg["group"]}
+        rows.append({"group_id": reg["group_id"], **group, **{k: v for k, v in seed.items() if k != "leverage"}})
+    return rows
 
 
 def _jsonable(value: Any) -> Any:
@@ -134,10 +152,16 @@ def format_text(result: dict[str, Any]) -> str:
             for m in reg["models"] for c in m["coefficients"] if c["term"] != "Intercept"
         ]
         lines.append(_table(rows, ["scale", "model", "term", "estimate", "ci_low", "ci_high", "adj_r2", "aic"]))
+        seed = reg.get("seed_form") or {}
+        if seed:
+            lines.append(f"   seed form: max leverage {seed['max_leverage']:.2f} ({seed['n_high_leverage']} above 0.5), "
+                         f"corr(log params, log n_layer) {seed['corr_log_params_log_n_layer']:.2f}, "
+                         f"condition number {seed['condition_number']:.3g}, verdict {seed['winner']}")
     inv = result["inversions"]
     across = " across runs: CIs include between-run variance" if inv.get("ci_includes_between_run_variance") else ""
     lines += ["", "== Latency inversions (smaller model slower) ==",
-              f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant (ratio CI above 1){across}"]
+              f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant at FDR 5% (Benjamini-Hochberg "
+              f"within each group; {inv.get('n_ci_above_1', inv['n_significant'])} with the 95% CI above 1 before FDR control){across}"]
     lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
     if inv["significant"]:
         lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
