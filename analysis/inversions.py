@@ -1,10 +1,31 @@
 """Latency inversions: a smaller model (fewer parameters) that runs slower.
 
 For cells A, B of one group with params(A) < params(B), ratio = median(A) / median(B).
-Its CI comes from the cells' independent bootstrap replicates of the median (each cell's
-samples resampled on their own), divided pairwise. An inversion is significant when the
-CI's lower bound is above 1; pairs are ranked by that lower bound, the strength the data
-can vouch for, rather than by the point ratio.
+Its CI comes from the cells' bootstrap replicates of the median (`CellStats.draws`: within
+a run each cell's samples resampled on their own, across runs the run-level bootstrap of
+`analysis.reproducibility.pooled_stats`), divided pairwise.
+
+Significance controls the false discovery rate over the pairs of a group: a grid group of
+40 shapes has 780 pairs, and testing each at 5% would call dozens of equal-speed pairs
+inverted by chance. Each pair gets a bootstrap p-value for "ratio = 1", two-sided:
+p = 2 min(#{ratio draws <= 1} + 1, #{ratio draws >= 1} + 1) / (B + 1), capped at 1 (the +1
+keeps a p-value from being 0 on finitely many draws, Davison & Hinkley 4.4). An inversion
+is *significant at FDR 5%* when its point ratio is above 1 and Benjamini-Hochberg at
+`FDR` over every pair of its group (inverted or not: selecting the inverted ones first
+would hide the multiplicity) rejects it.
+
+Two-sided, not one-sided, because then p <= 0.05 exactly when the pair's 95% percentile CI
+excludes 1: a pair called significant never shows a CI that touches 1, and BH only ever
+removes pairs from the uncorrected rule (CI lower bound above 1). A one-sided test would
+be valid too (the direction, smaller slower, is fixed by the params order before looking),
+but it would call pairs significant whose shown 95% CI includes 1. Deciding the direction
+by the point ratio after two-sided BH keeps the directional FDR at the level (Benjamini &
+Yekutieli 2005). With B draws the smallest p is 2 / (B + 1) (0.001 at B = 2000), so in a
+group of m pairs strong inversions pass only when at least m x 0.001 / 0.05 of them are
+that strong; more resamples lift that floor.
+
+Pairs are ranked by the CI's lower bound, the strength the data can vouch for, rather than
+by the point ratio.
 """
 from __future__ import annotations
 
@@ -13,8 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from statsmodels.stats.multitest import multipletests
+
 from analysis.bootstrap import percentile_ci
 from analysis.stats import CellStats
+
+FDR = 0.05  # Benjamini-Hochberg level across a group's pairs
+SIGNIFICANT_LABEL = "significant at FDR 5%"
 
 PAIR_CHUNK = 2000  # pairs per batch of ratio replicates: bounds memory to ~32 MB
 SIDE_COLUMNS = ("cell_id", "model_name", "n_layer", "n_embd", "params", "median", "median_ci_low", "median_ci_high")
@@ -26,7 +52,10 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
     With `inversions_only` (default) only pairs whose point ratio is above 1 are kept,
     which is all an inversion table needs; the heatmap wants every pair. Columns: group_id,
     the group keys, `<col>_a` / `<col>_b` for the cell columns, ratio, ratio_ci_low,
-    ratio_ci_high, significant, rank (1 = strongest in its group, among inversions).
+    ratio_ci_high, p_value (two-sided bootstrap), q_value (Benjamini-Hochberg within the
+    group, over all its pairs, also when only inversions are returned), ci_above_1 (the
+    uncorrected rule), significant (at FDR 5%, see the module docstring), rank (1 =
+    strongest in its group, among inversions).
     """
     frame = stats.frame.reset_index(drop=True)
     parts = []
@@ -35,9 +64,11 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
         median = frame["median"].to_numpy()[rows]
         ia, ib = np.nonzero(params[:, None] < params[None, :])
         ratio = median[ia] / median[ib]
+        p_value = _p_values(stats.draws, rows[ia], rows[ib])
+        q_value = multipletests(p_value, alpha=FDR, method="fdr_bh")[1] if len(p_value) else p_value
         if inversions_only:
             keep = ratio > 1
-            ia, ib, ratio = ia[keep], ib[keep], ratio[keep]
+            ia, ib, ratio, p_value, q_value = ia[keep], ib[keep], ratio[keep], p_value[keep], q_value[keep]
         a, b = rows[ia], rows[ib]
         low, high = np.empty(len(a)), np.empty(len(a))
         for lo in range(0, len(a), PAIR_CHUNK):
@@ -51,10 +82,12 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
             part[f"{col}_a"] = frame[col].to_numpy()[a]
             part[f"{col}_b"] = frame[col].to_numpy()[b]
         part["ratio"], part["ratio_ci_low"], part["ratio_ci_high"] = ratio, low, high
+        part["p_value"], part["q_value"] = p_value, q_value
         parts.append(part)
-    columns = ["group_id", "ratio", "ratio_ci_low", "ratio_ci_high"]
+    columns = ["group_id", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "q_value"]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    out["significant"] = out["ratio_ci_low"] > 1
+    out["ci_above_1"] = (out["ratio_ci_low"] > 1).astype(bool)
+    out["significant"] = ((out["q_value"] <= FDR) & (out["ratio"] > 1)).astype(bool)
     out = out.sort_values(["group_id", "ratio_ci_low"], ascending=[True, False], ignore_index=True)
     inverted = out["ratio"] > 1
     out["rank"] = pd.NA
@@ -63,13 +96,24 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
     return out
 
 
+def _p_values(draws: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Two-sided bootstrap p-values of ratio = 1 for pairs (a, b) of rows of `draws`."""
+    n_draws = draws.shape[1] if draws.ndim == 2 else 0
+    p = np.empty(len(a))
+    for lo in range(0, len(a), PAIR_CHUNK):
+        da, db = draws[a[lo:lo + PAIR_CHUNK]], draws[b[lo:lo + PAIR_CHUNK]]
+        below, above = (da <= db).sum(axis=1), (da >= db).sum(axis=1)
+        p[lo:lo + PAIR_CHUNK] = np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (n_draws + 1))
+    return p
+
+
 def find_inversions(stats: CellStats) -> pd.DataFrame:
     """Every pair where the smaller model is slower (point estimate), ranked per group."""
     return pair_ratios(stats, inversions_only=True)
 
 
 def headlines(inversions: pd.DataFrame) -> pd.DataFrame:
-    """The strongest significant inversion of each group (highest CI lower bound)."""
+    """The strongest inversion of each group significant at FDR 5% (highest CI lower bound)."""
     sig = inversions[inversions["significant"]]
     return sig.sort_values("ratio_ci_low", ascending=False).groupby("group_id", sort=True).head(1).sort_values("group_id", ignore_index=True)
 
@@ -84,19 +128,21 @@ def headline_text(row: pd.Series) -> str:
 
 
 def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str, Any]:
-    """JSON-ready: counts, headlines per group, and the top significant pairs."""
+    """JSON-ready: counts (significant at FDR 5%, and uncorrected), headlines per group, the top significant pairs."""
     cols = [
         "group_id", "regime", "backend", "phase", "model_name_a", "params_a", "n_layer_a", "n_embd_a", "median_a",
         "model_name_b", "params_b", "n_layer_b", "n_embd_b", "median_b",
-        "ratio", "ratio_ci_low", "ratio_ci_high", "significant", "rank",
+        "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "q_value", "significant", "rank",
     ]
     if inversions.empty:
-        return {"n_inverted_pairs": 0, "n_significant": 0, "headlines": [], "significant": []}
+        return {"n_inverted_pairs": 0, "n_significant": 0, "n_ci_above_1": 0, "fdr": FDR, "headlines": [], "significant": []}
     heads = headlines(inversions)
     sig = inversions[inversions["significant"]].sort_values("ratio_ci_low", ascending=False)
     return {
         "n_inverted_pairs": int(len(inversions)),
-        "n_significant": int(inversions["significant"].sum()),
+        "n_significant": int(inversions["significant"].sum()),  # at FDR 5% within each group
+        "n_ci_above_1": int(inversions["ci_above_1"].sum()),  # uncorrected: each pair on its own
+        "fdr": FDR,
         "headlines": [{"group_id": r["group_id"], "text": headline_text(r)} for _, r in heads.iterrows()],
         "significant": _records(sig.head(max_rows)[cols]) if len(sig) else [],
     }
