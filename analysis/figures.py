@@ -113,7 +113,7 @@ def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
     """Ratio median(smaller) / median(larger) for every pair of one group.
 
     Rows: the smaller model (by params), columns: the larger, both ordered by params; a
-    cell above 1 is an inversion, and significant ones (CI lower bound above 1) carry a
+    cell above 1 is an inversion, and significant ones (at FDR 5%, see analysis.inversions) carry a
     marker. `pairs` comes from `pair_ratios(..., inversions_only=False)` for one group.
     """
     rows = pairs.drop_duplicates("cell_id_a").sort_values("params_a")

@@ -68,7 +68,7 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
     inversions = find_inversions(stats)
     significant = inversions[inversions["significant"]] if len(inversions) else inversions
     parts.append("<h2>Strongest inversions</h2><p>A smaller model (fewer parameters) that is slower; ratio of "
-                 "medians with a 95% bootstrap CI, significant when the lower bound is above 1.</p>")
+                 "medians with a 95% bootstrap CI, significant at FDR 5% (Benjamini-Hochberg over each group's pairs).</p>")
     if len(significant):
         top = (significant.sort_values("ratio_ci_low", ascending=False).groupby("group_id", sort=False).head(1)
                [["regime", "backend", "phase", "dtype", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]]

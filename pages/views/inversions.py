@@ -15,7 +15,7 @@ def body(ctx: ui.Context) -> None:
     if not ui.page_header(
         ctx, "Latency inversions",
         "For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
-        "bootstrap 95% CI. Above 1 the smaller model is slower; significant when the CI's lower bound is above 1."):
+        "bootstrap 95% CI. Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
         return
     n_pairs = data.pair_counts(ui.cell_stats(ctx).frame)
     if n_pairs.sum() == 0:
@@ -25,14 +25,14 @@ def body(ctx: ui.Context) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Pairs compared", f"{int(n_pairs.sum()):,}")
     c2.metric("Inverted (point estimate)", f"{len(inv):,}")
-    c3.metric("Significant inversions", f"{int(inv['significant'].sum()):,}")
+    c3.metric("Significant at FDR 5%", f"{int(inv['significant'].sum()):,}")
 
     groups = sorted(n_pairs[n_pairs > 0].index)
     counts = inv.groupby("group_id")["significant"].sum() if len(inv) else pd.Series(dtype=int)
     if st.session_state.get("inv_group") not in groups:
         st.session_state["inv_group"] = max(groups, key=lambda g: counts.get(g, 0))
     group_id = st.selectbox("Group", groups, key="inv_group",
-                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(counts.get(g, 0))} significant)")
+                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(counts.get(g, 0))} significant at FDR 5%)")
     sub = ui.group_pairs(ctx, group_id)
     fig = inversion_heatmap(sub)
     n = sub["model_name_a"].nunique() + 1

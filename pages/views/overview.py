@@ -12,7 +12,7 @@ def body(ctx: ui.Context) -> None:
         ctx, "Does shape drive latency?",
         "Depth x width of small GPT-2s against measured inference latency. "
         "An *inversion* is a smaller model that runs slower than a larger one; "
-        "it counts as significant when the 95% CI of the latency ratio lies above 1."):
+        "it counts as significant at FDR 5% (Benjamini-Hochberg over each group's pairs; its 95% CI then lies above 1)."):
         _integrity(ctx)
         return
 
@@ -32,7 +32,7 @@ def body(ctx: ui.Context) -> None:
         for _, row in top.iterrows():
             st.markdown(f"- **{md(row['backend'])} · {md(row['phase'])} · {md(row['dtype'])} · batch {md(row['batch_size'])} · "
                         f"prompt {md(row['prompt_len'])}**: {md(headline_text(row), 2000)}")
-        st.caption(f"{int(inv['significant'].sum())} significant of {len(inv)} inverted pairs "
+        st.caption(f"{int(inv['significant'].sum())} significant at FDR 5% of {len(inv)} inverted pairs "
                    f"in {heads['group_id'].nunique()} groups; the Inversions page ranks them all.")
 
     st.subheader("Which shape variable explains latency")
