@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from runner import TOOL_VERSION
+from runner.host import host_fingerprint
 from runner.telemetry import gpu_facts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ def collect(device: str) -> dict:
         "onnxruntime": _version("onnxruntime"),
         "tool_version": TOOL_VERSION,
         "git_revision": git_revision(),
+        "host_fingerprint": host_fingerprint(),
     }
     if device == "cuda":
         env["cuda_runtime"] = torch.version.cuda
@@ -84,9 +86,13 @@ def regime_key(env: dict) -> str:
     """Hardware key: 'NVIDIA H100 80GB HBM3 | driver 580.95 | CUDA 13.0' or the CPU's.
 
     Every cell runs on one GPU, so the host's GPU count is recorded but not part of the key:
-    one H200 of a 2-GPU host is the same regime as a single H200.
+    one H200 of a 2-GPU host is the same regime as a single H200. Launch-bound GPU latency
+    is decided on the host, so a run that recorded a host fingerprint (protocol 2) adds its
+    host class: two GPU hosts whose CPUs differ are two regimes.
     """
     if env["device_kind"] == "cuda":
         driver = (env.get("gpu") or {}).get("driver", "unknown")
-        return f"{env['gpu_name']} | driver {driver} | CUDA {env['cuda_runtime']}"
+        key = f"{env['gpu_name']} | driver {driver} | CUDA {env['cuda_runtime']}"
+        host = (env.get("host_fingerprint") or {}).get("host_class")
+        return f"{key} | host {host}" if host else key
     return f"CPU {env['cpu_model']} | {env['torch_threads']} threads"

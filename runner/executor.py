@@ -23,9 +23,15 @@ class RunError(ValueError):
     """A run that cannot start or resume, with the reason."""
 
 
-def _prepare_device(device: str) -> dict:
-    """Initialise CUDA (telemetry learns our own GPU process) and collect the environment."""
+PROTOCOL_VERSION = 2  # 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md)
+
+
+def prepare_device(device: str, settings=None) -> dict:
+    """Initialise CUDA (telemetry learns our own GPU process), apply host control (core,
+    threads) and collect the environment, with what was applied read back and the host's
+    measured launch cost on that core. Shared by the direct and the Ray executor."""
     from runner import environment, telemetry
+    from runner.host import apply_host_control, host_launch_us
 
     if device == "cuda":
         import torch
@@ -39,7 +45,15 @@ def _prepare_device(device: str) -> dict:
         # float32 means float32: TF32 matrix units would change the numbers and the gate
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    return environment.collect(device)
+    control = {}
+    if settings is not None:
+        try:
+            control = apply_host_control(settings.cpu_affinity, settings.threads, device)
+        except ValueError as error:
+            raise RunError(str(error)) from None
+    env = environment.collect(device) | control
+    env["host_launch_us"] = host_launch_us(device)
+    return env
 
 
 def start_run(
@@ -56,7 +70,7 @@ def start_run(
 
     device = resolve_device(device or plan.device)
     cells = cells if cells is not None else expand(plan, device=device)
-    env = _prepare_device(device)
+    env = prepare_device(device, plan.measure)
     shuffle_seed = plan.seed + repeat_index
     order = list(range(len(cells)))
     random.Random(shuffle_seed).shuffle(order)
@@ -77,6 +91,8 @@ def start_run(
         "shuffle_seed": shuffle_seed,
         "input_seed": plan.seed,
         "n_cells_planned": len(cells),
+        "protocol_version": PROTOCOL_VERSION,
+        "rounds": plan.measure.rounds,
         "cells": [
             {"key": cells[i].key, "order_index": pos, "cell": cells[i].model_dump(mode="json")}
             for pos, i in enumerate(order)
@@ -93,45 +109,58 @@ def start_run(
 def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDir:
     """Measure every planned cell of a run that has no cell file yet, in the stored order."""
     from runner.plan import MeasureSettings
-    from runner.protocol import ReferenceCache, measure_cell
+    from runner.protocol import ReferenceCache, measure_in_rounds
 
     if not run.exists():
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
-    if meta.get("device_kind") == "cuda":
-        _prepare_device("cuda")
     settings = MeasureSettings.model_validate(meta["plan"]["measure"])
+    prepare_device(meta.get("device_kind", "cpu"), settings)
     planned = meta["cells"]
     done = run.finished_keys()
     total = len(planned)
+    rounds = int(meta.get("rounds") or 1)  # a protocol-1 run resumes as it began: one pass
+    todo = [entry for entry in planned if entry["key"] not in done]
+    cells = [Cell.model_validate(entry["cell"]) for entry in todo]
+    kept = run.round_records()
+    earlier = {i: kept[entry["key"]] for i, entry in enumerate(todo) if entry["key"] in kept}
+    started: dict[int, str] = {}
     references = ReferenceCache()
     run.remove_temp_files()
     run.update_meta(status="running", finished_at=None)
     # Wall-time accounting sums the segments between this event and the next
     # run_interrupted/run_finished, so a resumed run's idle gap is not counted.
     run.event("segment_started", done=len(done), total=total)
+
+    def on_start(i: int, round_index: int) -> None:
+        started.setdefault(i, now_iso())
+        info = {"key": todo[i]["key"], "label": cells[i].label(), "index": len(done), "total": total,
+                "round": round_index, "rounds": rounds}
+        run.event("cell_started", **info)
+        if progress:
+            progress({"event": "cell_started", **info})
+
+    def on_round(i: int, round_index: int, record: dict) -> None:
+        run.write_round(todo[i]["key"], round_index, record)
+        run.event("round_finished", key=todo[i]["key"], round=round_index, rounds=rounds)
+
     try:
-        for entry in planned:
-            if entry["key"] in done:
-                continue
-            cell = Cell.model_validate(entry["cell"])
-            started = now_iso()
-            info = {"key": entry["key"], "label": cell.label(), "index": len(done), "total": total}
-            run.event("cell_started", **info)
-            if progress:
-                progress({"event": "cell_started", **info})
-            result = measure_cell(cell, settings, meta["input_seed"], references)
+        for i, result in measure_in_rounds(cells, settings, meta["input_seed"], references, rounds=rounds,
+                                           order_seed=meta["shuffle_seed"], done=earlier,
+                                           on_round=on_round, on_start=on_start):
+            entry, cell = todo[i], cells[i]
             record = {
                 "cell_key": entry["key"],
                 "order_index": entry["order_index"],
                 "cell": entry["cell"],
-                "started_at": started,
+                "started_at": started.get(i, now_iso()),
                 "finished_at": now_iso(),
                 **asdict(result),
             }
             run.write_cell(entry["key"], record)
+            run.clear_rounds(entry["key"])
             done.add(entry["key"])
-            summary = _summary(result)
+            summary = summary_of(result)
             run.event("cell_finished", key=entry["key"], label=cell.label(), status=result.status,
                       error=result.error, done=len(done), total=total, **summary)
             if progress:
@@ -161,7 +190,7 @@ def _write_failure(run: RunDir, error: OSError) -> str:
             f"free space and resume with --resume {run.run_id}")
 
 
-def _summary(result) -> dict:
+def summary_of(result) -> dict:
     """Medians for the progress log (the store computes the real statistics)."""
     from runner.timing import median
 

@@ -118,6 +118,19 @@ class MeasureSettings(BaseModel):
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
     profile: bool = Field(default=False, description="count kernels (GPU) or operators (CPU) of one prefill and one decode step, after the timed phases")
     calibrate: bool = Field(default=False, description="measure the device's bandwidth, compute and launch ceilings at run start")
+    # Protocol v2: host control and replication where host-bound variance lives.
+    rounds: int = Field(default=3, ge=1, le=100, description="each cell is measured in this many rounds, interleaved with the other cells (order reshuffled per round); the reps are split over the rounds")
+    cpu_affinity: Literal["auto", "none"] | list[int] = Field(
+        default="auto", description='"auto": pin the measuring process to one core on GPU runs (CPU runs keep every core); a list of cores; or "none"')
+    threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cores(cls, cores):
+        if isinstance(cores, list):
+            if not cores or any(c < 0 for c in cores) or len(set(cores)) != len(cores):
+                raise ValueError("cpu_affinity: a list of distinct core numbers >= 0, \"auto\" or \"none\"")
+        return cores
 
     @model_validator(mode="after")
     def _window(self) -> "MeasureSettings":

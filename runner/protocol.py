@@ -5,7 +5,10 @@ happens after the timed phases (checking, profiling) can disturb them.
 from __future__ import annotations
 
 import gc
+import os
+import statistics
 import time
+from collections.abc import Callable
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -22,6 +25,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 SETUP_LEAK_FACTOR = 2.0
 # An SM clock this far below its reading before the cell means the GPU throttled.
 CLOCK_DROP_FRACTION = 0.9
+# Round medians of one cell this far apart: the host, not the sample noise, moved the number.
+ROUND_SHIFT = 1.10
+# Tiny-op launch cost before/after rounds this far apart: the host's speed changed mid-cell.
+HOST_SPEED_SHIFT = 1.25
 
 
 @dataclass
@@ -46,6 +53,12 @@ class CellResult:
     prefill: list[float] = field(default_factory=list)
     decode: list[list[float]] = field(default_factory=list)  # per rep, one value per step
     e2e: list[float] = field(default_factory=list)
+    # protocol v2: the round of every prefill / decode rep / e2e sample, the worker pid of each round
+    prefill_round: list[int] = field(default_factory=list)
+    decode_round: list[int] = field(default_factory=list)
+    e2e_round: list[int] = field(default_factory=list)
+    worker: list[int | None] = field(default_factory=list)
+    host_launch_us: list[float] = field(default_factory=list)  # before / after each round
 
 
 def make_inputs(cell: Cell, seed: int) -> torch.Tensor:
@@ -98,36 +111,57 @@ def measure_cell(
     seed: int,
     references: ReferenceCache | None = None,
 ) -> CellResult:
-    """Measure one cell. Unsupported combinations and exceptions become a stored status."""
+    """Measure one cell in one go (all its rounds back to back). Unsupported combinations
+    and exceptions become a stored status. Runs use `measure_in_rounds`, which interleaves
+    the rounds of many cells; this is the one-cell form of the same steps."""
+    records = list(measure_in_rounds([cell], settings, seed, references, rounds=settings.rounds))
+    return records[-1][1]
+
+
+def reps_in_round(total: int, rounds: int, round_index: int) -> int:
+    """The reps of a phase that round `round_index` takes: the total split as evenly as possible."""
+    return total // rounds + (1 if round_index < total % rounds else 0)
+
+
+@dataclass
+class PreparedCell:
+    """A cell's model and session, kept alive between its rounds (setup is paid once)."""
+
+    cell: Cell
+    session: object
+    input_ids: torch.Tensor
+    reference: object | None
+    result: CellResult  # the cell-level fields: params, setup, cold, then correctness and flags
+    reference_s: float = 0.0
+    rounds_done: int = 0
+
+
+def unsupported(cell: Cell) -> CellResult | None:
     backend = get_backend(cell.backend)
     reason = backend.availability() or backend.unsupported_reason(cell)
     if reason:
         return CellResult(status="unsupported", error=reason)
     if cell.device == "cuda" and not torch.cuda.is_available():
         return CellResult(status="unsupported", error="no CUDA device on this machine")
+    return None
 
-    try:
-        if hasattr(backend, "measure"):  # an engine that is not step-based times whole cells itself
-            return backend.measure(cell, settings, seed, references)
-        with torch.inference_mode():
-            return _measure(cell, settings, seed, references, backend)
-    except torch.cuda.OutOfMemoryError as error:
+
+def failure(error: BaseException) -> CellResult:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
         return CellResult(status="failed", error=f"out of memory: {str(error).splitlines()[0]}")
-    except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
-        return CellResult(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
-    finally:
-        free_memory(cell.device)  # the failed cell's tensors are unreachable by now
+    return CellResult(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
 
 
-def _measure(cell, settings, seed, references, backend) -> CellResult:
+def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int, references: ReferenceCache | None) -> PreparedCell:
+    """Setup, the cold sample and one full generation of the cell's own length (protocol v2:
+    attention meets every sequence length it will be timed at before anything is timed)."""
+    backend = get_backend(cell.backend)
     device = cell.device
     result = CellResult(status="ok")
     input_ids = make_inputs(cell, seed)
     t_reference = time.perf_counter()
     reference = references.get(cell, input_ids, seed) if (settings.check_correctness and references) else None
     reference_s = time.perf_counter() - t_reference
-
-    before = telemetry.read_gpu() if device == "cuda" else None
     synchronize(device)
     t0 = time.perf_counter()
     model = build_model(
@@ -145,58 +179,230 @@ def _measure(cell, settings, seed, references, backend) -> CellResult:
     session.prefill(input_ids).argmax(-1)
     timer.stop()
     result.cold_ms = validate_samples(timer.results_ms(), "cold")[0]
+    generate(session, input_ids, cell.gen_len)
+    synchronize(device)
+    return PreparedCell(cell, session, input_ids, reference, result, reference_s)
+
+
+def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int) -> dict:
+    """One round of a prepared cell: warm-up to stability (after a full generation, since
+    other cells ran in between), then its share of each phase's reps. Returns the round's
+    record: samples, warm-up, telemetry and the host's speed around it."""
+    from runner.host import host_launch_us
+
+    cell, session, input_ids = prepared.cell, prepared.session, prepared.input_ids
+    device = cell.device
+    rounds = settings.rounds
+    before = telemetry.read_gpu() if device == "cuda" else None
+    launch_before = host_launch_us(device, ops=200)
+    if prepared.rounds_done:
+        generate(session, input_ids, cell.gen_len)
 
     def warm_step():
         token = session.prefill(input_ids).argmax(-1, keepdim=True)
         for _ in range(min(cell.gen_len, 8)):
             token = session.decode(token).argmax(-1, keepdim=True)
 
-    result.warmup_iters, result.warmup_s, result.warmup_converged = warm_up(
+    warmup_iters, warmup_s, converged = warm_up(
         warm_step, device,
         min_iters=settings.warmup_min_iters, min_s=settings.warmup_min_s,
         max_iters=settings.warmup_max_iters, window=settings.warmup_window,
         tolerance=settings.warmup_tolerance,
     )
-
+    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in ("prefill", "decode", "e2e")}
+    part = CellResult(status="ok")
     # No garbage-collector pauses inside timed regions: a collection triggered by the
     # Python objects of one step would land on a random sample as a multi-ms outlier.
-    gc.collect(1)  # young garbage of setup and warm-up; the previous cell ended with a full collect
+    gc.collect(1)
     gc.disable()
     try:
-        _timed_phases(session, cell, settings, input_ids, result, device)
+        _timed_phases(session, cell, reps, input_ids, part, device)
     finally:
         gc.enable()
-
     after = telemetry.read_gpu() if device == "cuda" else None
-    if before is not None:
-        result.telemetry = {"before": before, "after": after}
-    if reference is not None:
-        t_check = time.perf_counter()
-        result.correctness = correctness.compare(session, reference, cell.dtype, device)
-        result.check_s = reference_s + time.perf_counter() - t_check
-    if settings.profile:
-        from runner.profiling import profile_cell
+    prepared.rounds_done += 1
+    return {
+        "round": round_index, "worker": os.getpid(),
+        "prefill": part.prefill, "decode": part.decode, "e2e": part.e2e,
+        "warmup_iters": warmup_iters, "warmup_s": warmup_s, "warmup_converged": converged,
+        "measured_s": part.measured_s,
+        "telemetry": {"before": before, "after": after} if before is not None else None,
+        "host_launch_us": [launch_before, host_launch_us(device, ops=200)],
+    }
 
-        try:
-            result.profile = profile_cell(session, input_ids, device)
-        except Exception as error:  # noqa: BLE001 - a profiler failure must not discard the timings
-            result.profile = {"error": f"{type(error).__name__}: {error}"[:500]}
-    session.close()
+
+def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records: list[dict]) -> CellResult:
+    """The cell's record from its rounds: samples in round order with their round ids, the
+    correctness gate (after every timed round of this cell), flags. Closes the session
+    unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
+    result = prepared.result
+    merge_rounds(result, round_records)
+    if prepared.reference is not None:
+        t_check = time.perf_counter()
+        result.correctness = correctness.compare(prepared.session, prepared.reference, prepared.cell.dtype, prepared.cell.device)
+        result.check_s = prepared.reference_s + time.perf_counter() - t_check
     result.flags = integrity_flags(result, settings)
+    if not settings.profile:
+        close_prepared(prepared)
     return result
 
 
-def _timed_phases(session, cell: Cell, settings: MeasureSettings, input_ids, result: CellResult, device: str) -> None:
+def merge_rounds(result: CellResult, round_records: list[dict]) -> None:
+    records = sorted(round_records, key=lambda r: r["round"])
+    result.prefill, result.decode, result.e2e = [], [], []
+    result.prefill_round, result.decode_round, result.e2e_round = [], [], []
+    result.worker = []
+    for r in records:
+        result.prefill += r["prefill"]
+        result.prefill_round += [r["round"]] * len(r["prefill"])
+        result.decode += r["decode"]
+        result.decode_round += [r["round"]] * len(r["decode"])
+        result.e2e += r["e2e"]
+        result.e2e_round += [r["round"]] * len(r["e2e"])
+        result.worker.append(r.get("worker"))
+    result.warmup_iters = sum(r["warmup_iters"] for r in records)
+    result.warmup_s = sum(r["warmup_s"] for r in records)
+    result.warmup_converged = all(r["warmup_converged"] for r in records)
+    result.measured_s = sum(r["measured_s"] or 0.0 for r in records)
+    tele = [r["telemetry"] for r in records if r.get("telemetry")]
+    result.telemetry = {"before": tele[0]["before"], "after": tele[-1]["after"]} if tele else None
+    result.host_launch_us = [v for r in records for v in (r.get("host_launch_us") or [])]
+
+
+def profile_prepared(prepared: PreparedCell, result: CellResult) -> None:
+    """The profile phase, run only once every timed round of the run is done, then close."""
+    from runner.profiling import profile_cell
+
+    try:
+        result.profile = profile_cell(prepared.session, prepared.input_ids, prepared.cell.device)
+    except Exception as error:  # noqa: BLE001 - a profiler failure must not discard the timings
+        result.profile = {"error": f"{type(error).__name__}: {error}"[:500]}
+    close_prepared(prepared)
+
+
+def close_prepared(prepared: PreparedCell) -> None:
+    prepared.session.close()
+    prepared.session = None
+
+
+def measure_in_rounds(
+    cells: list[Cell],
+    settings: MeasureSettings,
+    seed: int,
+    references: ReferenceCache | None = None,
+    *,
+    rounds: int,
+    order_seed: int = 0,
+    done: dict[int, dict[int, dict]] | None = None,
+    on_round: "Callable[[int, int, dict], None] | None" = None,
+    on_start: "Callable[[int, int], None] | None" = None,
+):
+    """Measure cells in `rounds` interleaved rounds; yields (cell index, CellResult) as cells finish.
+
+    Round 0 runs the cells in the given order (the run's shuffled order); each later round
+    reshuffles it (seeded by `order_seed` + round), so drift never lines up with a cell's
+    rounds. Every cell stays prepared between its rounds. `done` maps cell index -> {round:
+    record} of rounds measured earlier (a resumed run): they are not measured again.
+    `on_round(i, r, record)` is called as each round ends, so the caller can keep it on disk
+    (a kill then loses at most the round in flight). Engines that time whole cells in a child
+    process (`backend.measure`) run once, in round 0. Profiles run after every timed round.
+    """
+    import random
+
+    done = {i: dict(v) for i, v in (done or {}).items()}
+    prepared: dict[int, PreparedCell] = {}
+    finished: set[int] = set()
+    to_profile: list[tuple[int, PreparedCell, CellResult]] = []
+    order = list(range(len(cells)))
+    for round_index in range(rounds):
+        if round_index:
+            order = list(range(len(cells)))
+            random.Random(order_seed * 1000 + round_index).shuffle(order)
+        for i in order:
+            if i in finished or round_index in done.get(i, {}):
+                continue
+            cell = cells[i]
+            if on_start:
+                on_start(i, round_index)
+            refused = unsupported(cell)
+            backend = get_backend(cell.backend)
+            if refused is None and hasattr(backend, "measure"):
+                finished.add(i)
+                try:
+                    result = backend.measure(cell, settings, seed, references)
+                except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
+                    result = failure(error)
+                result.prefill_round = [0] * len(result.prefill)
+                result.decode_round = [0] * len(result.decode)
+                result.e2e_round = [0] * len(result.e2e)
+                yield i, result
+                continue
+            if refused is not None:
+                finished.add(i)
+                yield i, refused
+                continue
+            try:
+                with torch.inference_mode():
+                    if i not in prepared:
+                        prepared[i] = prepare_cell(cell, settings, seed, references)
+                    record = measure_round(prepared[i], settings, round_index)
+                    done.setdefault(i, {})[round_index] = record
+                    if on_round:
+                        on_round(i, round_index, record)
+                    if len(done[i]) >= rounds:
+                        finished.add(i)
+                        result = finish_cell(prepared[i], settings, list(done[i].values()))
+                        if settings.profile:
+                            to_profile.append((i, prepared.pop(i), result))
+                            continue
+                        del prepared[i]
+                        yield i, result
+            except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
+                finished.add(i)
+                stale = prepared.pop(i, None)
+                if stale is not None and stale.session is not None:
+                    close_prepared(stale)
+                free_memory(cell.device)
+                yield i, failure(error)
+    # cells whose every round was kept by an earlier segment, but not their cell file (killed
+    # or out of space right before it): prepare again for the gate, then finish them
+    for i, cell in enumerate(cells):
+        if i in finished or len(done.get(i, {})) < rounds:
+            continue
+        finished.add(i)
+        try:
+            with torch.inference_mode():
+                item = prepared.pop(i, None) or prepare_cell(cell, settings, seed, references)
+                result = finish_cell(item, settings, list(done[i].values()))
+        except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
+            yield i, failure(error)
+            continue
+        if settings.profile:
+            to_profile.append((i, item, result))
+        else:
+            yield i, result
+    for i, item, result in to_profile:
+        with torch.inference_mode():
+            profile_prepared(item, result)
+        yield i, result
+    for item in prepared.values():
+        if item.session is not None:
+            close_prepared(item)
+    if prepared or finished:
+        free_memory("cuda" if any(c.device == "cuda" for c in cells) and torch.cuda.is_available() else "cpu")
+
+
+def _timed_phases(session, cell: Cell, reps: dict[str, int], input_ids, result: CellResult, device: str) -> None:
     """Prefill, decode and e2e samples, in that order, each region timed on its own."""
     measured_start = time.perf_counter()
     timer = make_timer(device)
-    for _ in range(settings.prefill_reps):
+    for _ in range(reps["prefill"]):
         timer.start()
         session.prefill(input_ids).argmax(-1)
         timer.stop()
     result.prefill = validate_samples(timer.results_ms(), "prefill")
 
-    for _ in range(settings.decode_reps):
+    for _ in range(reps["decode"]):
         token = session.prefill(input_ids).argmax(-1, keepdim=True)
         timer = make_timer(device)
         for _ in range(cell.gen_len):
@@ -206,14 +412,13 @@ def _timed_phases(session, cell: Cell, settings: MeasureSettings, input_ids, res
         result.decode.append(validate_samples(timer.results_ms(), "decode"))
 
     timer = make_timer(device)
-    for _ in range(settings.e2e_reps):
+    for _ in range(reps["e2e"]):
         timer.start()
         generate(session, input_ids, cell.gen_len)
         timer.stop()
     result.e2e = validate_samples(timer.results_ms(), "e2e")
     synchronize(device)
     result.measured_s = time.perf_counter() - measured_start
-
 
 
 def robust_cv(values: list[float]) -> float:
@@ -223,9 +428,28 @@ def robust_cv(values: list[float]) -> float:
     almost every eager cell without moving the median the analysis uses. The plain CV is
     still computed by the analysis from the raw samples.
     """
-    tensor = torch.tensor(values, dtype=torch.float64)
-    med = tensor.median()
-    return float(1.4826 * (tensor - med).abs().median() / med) if len(values) > 1 else 0.0
+    if len(values) < 2:
+        return 0.0
+    med = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - med) for v in values) / med
+
+
+def round_shift(result: CellResult) -> float:
+    """Largest max/min of a phase's round medians (1.0 with fewer than two rounds)."""
+    worst = 1.0
+    phases = (
+        (result.prefill, result.prefill_round),
+        ([statistics.median(rep) for rep in result.decode if rep], result.decode_round),
+        (result.e2e, result.e2e_round),
+    )
+    for values, rounds in phases:
+        by_round: dict[int, list[float]] = {}
+        for value, r in zip(values, rounds):
+            by_round.setdefault(r, []).append(value)
+        medians = [statistics.median(v) for v in by_round.values() if v]
+        if len(medians) >= 2 and min(medians) > 0:
+            worst = max(worst, max(medians) / min(medians))
+    return worst
 
 
 def integrity_flags(result: CellResult, settings: MeasureSettings) -> list[str]:
@@ -235,11 +459,16 @@ def integrity_flags(result: CellResult, settings: MeasureSettings) -> list[str]:
     phases = {"prefill": result.prefill, "decode": decode_flat, "e2e": result.e2e}
     if any(robust_cv(v) > settings.cv_threshold for v in phases.values() if len(v) > 1):
         flags.append("high_cv")
-    if result.warmup_converged is False:
-        flags.append("warmup_not_converged")
+    # warm-up convergence is recorded per cell (warmup_converged) but is no flag: it failed on
+    # most cuda-graph cells, the most reproducible backend, so it predicted nothing.
+    if round_shift(result) > ROUND_SHIFT:
+        flags.append("round_shift")
+    launches = [v for v in result.host_launch_us if v and v > 0]
+    if len(launches) >= 2 and max(launches) / min(launches) > HOST_SPEED_SHIFT:
+        flags.append("host_speed_shift")
     for samples in (result.prefill, decode_flat):
         if len(samples) >= 6:
-            med = float(torch.tensor(samples).median())
+            med = statistics.median(samples)
             if sum(samples[:3]) / 3 > SETUP_LEAK_FACTOR * med:
                 flags.append("setup_leak")
                 break

@@ -3,7 +3,7 @@
 Scheduling: the cells of a run are grouped by (model shape, backend, backend options) and
 each group is one Ray task, so a group's eager reference is built once per task (one
 `ReferenceCache` per task). Each cell still builds (and for torch-compile compiles) its own
-timed model inside `measure_cell`, exactly as without Ray, so setup stays a per-cell figure.
+timed model inside `measure_in_rounds`, exactly as without Ray, so setup stays a per-cell figure.
 A task asks for one whole GPU on cuda plans (never a fraction: two cells sharing a GPU
 would time each other) and one CPU on cpu plans; `resource` pins tasks to nodes that
 advertise a custom resource (`ray start --resources='{"H100": 8}'`).
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from runner import TOOL_VERSION
-from runner.executor import RunError, _summary
+from runner.executor import PROTOCOL_VERSION, RunError, summary_of
 from runner.plan import Cell, Plan, expand
 from runner.runfiles import RunDir, new_run_id, now_iso
 
@@ -123,17 +123,22 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
     """
     import socket
 
-    from runner.executor import _prepare_device
     from runner.environment import regime_key
+    from runner.executor import prepare_device
     from runner.plan import MeasureSettings
-    from runner.protocol import ReferenceCache, measure_cell
+    from runner.protocol import ReferenceCache, measure_in_rounds
 
     if os.environ.get(CRASH_ENV) and os.environ[CRASH_ENV] == entries[0]["cell"]["model"]["name"]:
         os._exit(1)
     import ray
 
-    env = _prepare_device(device)
     settings = MeasureSettings.model_validate(measure)
+    gpu_ids = [int(i) for i in ray.get_gpu_ids()]
+    if settings.cpu_affinity == "auto" and device == "cuda" and gpu_ids:
+        # tasks on one host's GPUs run at once: one core each, counted down from the last
+        allowed = sorted(os.sched_getaffinity(0))
+        settings = settings.model_copy(update={"cpu_affinity": [allowed[-1 - gpu_ids[0] % len(allowed)]]})
+    env = prepare_device(device, settings)
     calibration = None
     if settings.calibrate and _claim_calibration(segment, ray.get_runtime_context().get_node_id()):
         from runner.calibrate import calibrate
@@ -141,12 +146,14 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
         calibration = calibrate(device)
     references = ReferenceCache()
     records = []
-    for entry in entries:
-        cell = Cell.model_validate(entry["cell"])
-        started = now_iso()
-        result = measure_cell(cell, settings, input_seed, references)
+    cells = [Cell.model_validate(entry["cell"]) for entry in entries]
+    started: dict[int, str] = {}
+    # the same interleaved rounds as the direct executor, over this task's cells
+    for i, result in measure_in_rounds(cells, settings, input_seed, references, rounds=settings.rounds,
+                                       order_seed=input_seed, on_start=lambda i, r: started.setdefault(i, now_iso())):
+        entry = entries[i]
         records.append({"cell_key": entry["key"], "order_index": entry["order_index"], "cell": entry["cell"],
-                        "started_at": started, "finished_at": now_iso(), **asdict(result)})
+                        "started_at": started.get(i, now_iso()), "finished_at": now_iso(), **asdict(result)})
     # the GPU Ray gave this task is part of the label, so the per-node progress and the
     # events show that a multi-GPU host used every GPU, and each cell exactly one
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
@@ -193,6 +200,7 @@ def start_ray_run(plan: Plan, runs_dir: str | Path, device: str, *, series_id: s
         "status": "running", "environment": {}, "regime": PENDING_REGIME, "device_kind": device,
         "tool_version": TOOL_VERSION, "git_revision": None, "shuffle_seed": shuffle_seed,
         "input_seed": plan.seed, "n_cells_planned": len(cells), "executor": "ray",
+        "protocol_version": PROTOCOL_VERSION, "rounds": plan.measure.rounds,
         "cells": [{"key": cells[i].key, "order_index": pos, "cell": cells[i].model_dump(mode="json")}
                   for pos, i in enumerate(order)],
     })
@@ -309,7 +317,7 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                 regimes.record(target, record["cell_key"])
                 done.add(record["cell_key"])
                 label = Cell.model_validate(record["cell"]).label()
-                summary = _summary(_Result(record))
+                summary = summary_of(_Result(record))
                 target.event("cell_finished", key=record["cell_key"], label=label, status=record["status"],
                              error=record["error"], done=len(done), total=total, node=outcome["node"], **summary)
                 if progress:
@@ -336,7 +344,7 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
 
 
 class _Result:
-    """The two fields `_summary` reads, from a record."""
+    """The two fields `summary_of` reads, from a record."""
 
     def __init__(self, record: dict) -> None:
         self.decode, self.prefill = record["decode"], record["prefill"]

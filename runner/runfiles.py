@@ -99,6 +99,32 @@ class RunDir:
     def write_cell(self, cell_key: str, record: dict) -> None:
         write_json_atomic(self.cells_dir / f"{cell_key}.json", record)
 
+    def write_round(self, cell_key: str, round_index: int, record: dict) -> None:
+        """One finished round of a cell not finished yet (protocol v2): a kill loses at most
+        the round in flight; the cell file replaces these once its last round is done."""
+        rounds_dir = self.path / "rounds"
+        rounds_dir.mkdir(exist_ok=True)
+        write_json_atomic(rounds_dir / f"{cell_key}.r{round_index}.json", record)
+
+    def round_records(self) -> dict[str, dict[int, dict]]:
+        """{cell_key: {round: record}} of rounds kept for cells that have no cell file yet."""
+        out: dict[str, dict[int, dict]] = {}
+        rounds_dir = self.path / "rounds"
+        finished = self.finished_keys()
+        for path in sorted(rounds_dir.glob("*.json")) if rounds_dir.is_dir() else []:
+            key, _, index = path.stem.rpartition(".r")
+            if key in finished or not index.isdigit():
+                continue
+            try:
+                out.setdefault(key, {})[int(index)] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # torn by a kill mid-write: that round is measured again
+        return out
+
+    def clear_rounds(self, cell_key: str) -> None:
+        for path in (self.path / "rounds").glob(f"{cell_key}.r*.json"):
+            path.unlink(missing_ok=True)
+
     def finished_keys(self) -> set[str]:
         return {p.stem for p in self.cells_dir.glob("*.json")}
 

@@ -17,7 +17,7 @@ import pandas as pd
 RUN_COLUMNS = [
     "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
     "environment", "regime", "device_kind", "tool_version", "git_revision", "shuffle_seed",
-    "n_cells_planned", "calibration",
+    "n_cells_planned", "calibration", "protocol_version",
 ]
 CELL_RESULT_COLUMNS = [
     "status", "error", "params", "setup_s", "cold_ms", "warmup_iters", "warmup_s",
@@ -60,6 +60,7 @@ def _run_row(meta: dict) -> dict:
     row["plan"] = json.dumps(meta.get("plan"))
     row["environment"] = json.dumps(meta.get("environment"))
     row["calibration"] = json.dumps(meta["calibration"]) if meta.get("calibration") else None
+    row["protocol_version"] = meta.get("protocol_version") or 1  # runs before protocol 2 did not say
     return row
 
 
@@ -99,13 +100,23 @@ def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
     samples = []
     if record.get("status") == "ok":
         timer = record.get("timer") or "unknown"
+        workers = record.get("worker") or []
+
+        def round_of(phase: str, rep: int) -> tuple[int | None, int | None]:
+            rounds = record.get(f"{phase}_round") or []
+            if rep >= len(rounds):
+                return None, None  # protocol 1: one pass, no rounds
+            r = rounds[rep]
+            return r, (workers[r] if r < len(workers) else None)
+
         for rep, value in enumerate(record.get("prefill") or []):
-            samples.append((cell_id, "prefill", rep, 0, value, timer))
+            samples.append((cell_id, "prefill", rep, 0, value, timer, *round_of("prefill", rep)))
         for rep, steps in enumerate(record.get("decode") or []):
+            r, w = round_of("decode", rep)
             for step, value in enumerate(steps):
-                samples.append((cell_id, "decode", rep, step, value, timer))
+                samples.append((cell_id, "decode", rep, step, value, timer, r, w))
         for rep, value in enumerate(record.get("e2e") or []):
-            samples.append((cell_id, "e2e", rep, 0, value, timer))
+            samples.append((cell_id, "e2e", rep, 0, value, timer, *round_of("e2e", rep)))
     return row, samples
 
 
@@ -152,7 +163,7 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
             con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
         if sample_rows:
             sample_frame = pd.DataFrame(  # noqa: F841
-                sample_rows, columns=["cell_id", "phase", "rep", "step", "latency_ms", "timer"]
+                sample_rows, columns=["cell_id", "phase", "rep", "step", "latency_ms", "timer", "round", "worker"]
             )
             con.execute("INSERT INTO samples BY NAME SELECT * FROM sample_frame")
         con.execute("COMMIT")

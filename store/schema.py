@@ -5,7 +5,9 @@ from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.protocol_version, samples.round and samples.worker
+# Columns a snapshot of an older schema version lacks; they read as NULL ("not recorded").
+ADDED_COLUMNS = {"runs": ("protocol_version",), "samples": ("round", "worker")}
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 TABLES = ("runs", "cells", "samples")
 # Allowed values of the store's enumerated columns (schema.sql's comments, as code).

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS runs (
     git_revision  VARCHAR,
     shuffle_seed  BIGINT,
     n_cells_planned INTEGER,
-    calibration   JSON                -- measured ceilings: bandwidth, compute, launch latency
+    calibration   JSON,               -- measured ceilings: bandwidth, compute, launch latency
+    protocol_version INTEGER          -- 1: one pass per cell, unpinned; 2: pinned host, interleaved rounds
 );
 
 -- One measured combination (model shape, backend, device, dtype, batch, prompt, gen).
@@ -71,5 +72,12 @@ CREATE TABLE IF NOT EXISTS samples (
     rep        INTEGER NOT NULL,   -- repetition index within the cell
     step       INTEGER NOT NULL,   -- decode step (0-based); 0 for prefill and e2e
     latency_ms DOUBLE NOT NULL,
-    timer      VARCHAR NOT NULL    -- cuda_event | perf_counter_ns
+    timer      VARCHAR NOT NULL,   -- cuda_event | perf_counter_ns
+    round      INTEGER,            -- protocol 2: the round of the cell this sample belongs to (NULL: protocol 1)
+    worker     INTEGER             -- protocol 2: pid of the process that measured the round
 );
+
+-- Columns added after schema version 1, for stores made before them (no-ops otherwise).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS protocol_version INTEGER;
+ALTER TABLE samples ADD COLUMN IF NOT EXISTS round INTEGER;
+ALTER TABLE samples ADD COLUMN IF NOT EXISTS worker INTEGER;

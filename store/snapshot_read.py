@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from store.schema import TABLES
+from store.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 from store.snapshot_manifest import MANIFEST_NAME, Manifest, SnapshotError, table_file
 from store.snapshot_values import check_metadata_text, check_values
 
@@ -271,6 +271,16 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Tabl
         raise SnapshotError(f"{name} is not a readable Parquet file: {str(e).splitlines()[0]}") from None
 
 
+def with_added_columns(table: str, tbl: pa.Table, schema_version: int) -> pa.Table:
+    """An older snapshot's table with the columns added since, as nulls (never zeros)."""
+    if schema_version >= SCHEMA_VERSION:
+        return tbl
+    for name in ADDED_COLUMNS.get(table, ()):
+        if name not in tbl.schema.names:
+            tbl = tbl.append_column(name, pa.nulls(tbl.num_rows, pa.int32()))
+    return tbl
+
+
 def load_snapshot(
     source: str | Path | bytes, columns: dict[str, dict[str, str]], limits: Limits = LOCAL_LIMITS
 ) -> LoadedSnapshot:
@@ -289,7 +299,7 @@ def load_snapshot(
     budget, rows_left = limits.max_uncompressed, limits.max_rows
     for table in TABLES:
         name = table_file(table)
-        tbl = _read_parquet(name, files[name], budget, rows_left)
+        tbl = with_added_columns(table, _read_parquet(name, files[name], budget, rows_left), manifest.schema_version)
         budget -= tbl.nbytes
         rows_left -= tbl.num_rows
         _check_table(table, tbl, columns[table], manifest.row_counts[table])

@@ -92,9 +92,28 @@ def test_cells_run_in_the_recorded_shuffled_order(tmp_path):
     assert [e["order_index"] for e in meta["cells"]] == list(range(12))
 
     continue_run(run)
-    started = [e["key"] for e in events_of(run, "cell_started")]
-    assert started == stored
+    started = events_of(run, "cell_started")
+    assert [e["key"] for e in started if e["round"] == 0] == stored
     assert {r["cell_key"]: r["order_index"] for r in run.cell_records()} == {k: i for i, k in enumerate(stored)}
+
+
+def test_rounds_interleave_cells_in_a_new_order_each_round_and_samples_carry_their_round(tmp_path):
+    three = {"prefill_reps": 3, "decode_reps": 3, "e2e_reps": 3, "rounds": 3, "check_correctness": False}
+    plan = parse_plan(plan_dict(gen_lens=[2, 3], measure=plan_dict()["measure"] | three))
+    run = start_run(plan, tmp_path / "runs")
+    continue_run(run)
+    started = events_of(run, "cell_started")
+    orders = [[e["key"] for e in started if e["round"] == r] for r in range(3)]
+    assert all(sorted(o) == sorted(orders[0]) and len(o) == 8 for o in orders)
+    assert orders[1] != orders[0] or orders[2] != orders[0], "each round reshuffles the cells"
+    # a cell's rounds are interleaved with other cells, not back to back
+    first = [e["key"] for e in started]
+    assert any(first[i] != first[i + 1] for i in range(len(first) - 1))
+    for record in run.cell_records():
+        assert record["prefill_round"] == [0, 1, 2] and record["e2e_round"] == [0, 1, 2]
+        assert record["decode_round"] == [0, 1, 2] and len(record["worker"]) == 3
+    assert not list((run.path / "rounds").glob("*.json")), "round files give way to the cell file"
+    assert run.read_meta()["protocol_version"] == 2 and run.read_meta()["rounds"] == 3
 
 
 def test_run_records_its_environment_and_regime(tmp_path):
@@ -133,8 +152,9 @@ def test_interrupt_marks_the_run_interrupted_and_continuing_finishes_each_cell_o
     continue_run(run)
     meta = run.read_meta()
     assert meta["status"] == "finished" and meta["finished_at"]
-    started = [e["key"] for e in events_of(run, "cell_started")]
-    assert sorted(started) == sorted(e["key"] for e in meta["cells"])  # none measured twice
+    started = [(e["key"], e["round"]) for e in events_of(run, "cell_started")]
+    # no round of any cell measured twice: rounds kept before the interrupt are not redone
+    assert sorted(started) == sorted((e["key"], r) for e in meta["cells"] for r in range(meta["rounds"]))
     assert len(events_of(run, "segment_started")) == 2
 
 
