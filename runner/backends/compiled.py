@@ -24,7 +24,15 @@ class CompiledSession(StaticSession, Session):
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = False  # an error must surface, not fall back
-        torch._dynamo.reset()
+        # Protocol v2 keeps every cell's session alive between its rounds, so many compiled
+        # models (2 graphs each) share StaticGPT2.forward's code cache: no reset (it would
+        # make the others recompile), and room for every live cell's entries.
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 4096))
+        for name in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
+            if hasattr(torch._dynamo.config, name):
+                setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 65536))
         before = _graph_count()
         self.model = torch.compile(model, mode=mode, fullgraph=True, dynamic=False, backend="inductor")
         # Trigger both compilations now, so that compile time is setup, not a phase.
