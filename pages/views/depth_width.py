@@ -7,7 +7,13 @@ from analysis.predict import predict_latency
 from dashboard import ui
 from dashboard.text import md
 
-VERDICT_BOX = {"depth": st.success, "params": st.success, "inconclusive": st.warning}
+VERDICT_BOX = {"depth": st.success, "params": st.success, "both": st.success, "inconclusive": st.warning}
+VERDICT_HEAD = {  # the seed form's answer (analysis.regression): which elasticity's CI excludes 0
+    "depth": "Depth explains latency better than parameter count",
+    "params": "Parameter count explains latency better than depth",
+    "both": "Both depth and parameter count drive latency",
+    "inconclusive": "Inconclusive",
+}
 
 
 def _coefficients(fit) -> pd.DataFrame:
@@ -54,9 +60,7 @@ def body(ctx: ui.Context) -> None:
         st.info(md(fit.message, 2000))
     else:
         winner = fit.verdict.get("winner", "inconclusive")
-        head = {"depth": "Depth explains latency better than parameter count",
-                "params": "Parameter count explains latency better than depth",
-                "inconclusive": "Inconclusive"}[winner]
+        head = VERDICT_HEAD.get(winner, str(winner))
         lead = fit.verdict["text"].split(": linear scale", 1)[0]  # the details follow, per scale
         VERDICT_BOX.get(winner, st.info)(f"**{head}.** {md(lead, 2000)}")
         with st.expander("Fits: coefficients with 95% CIs, adjusted R², AIC", expanded=False):
