@@ -7,10 +7,10 @@ these, so every regime is judged against its own hardware rather than a datashee
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
+from runner.host import launch_probe_us
 from runner.timing import time_callable
 
 
@@ -31,21 +31,6 @@ def _matmul_tflops(device: str, size: int, dtype: torch.dtype) -> float:
     return 2 * size**3 / (ms / 1e3) / 1e12
 
 
-def _launch_us(device: str, n: int = 2000) -> float:
-    """Host cost of one tiny op, launched back to back: the floor under every eager kernel."""
-    x = torch.zeros(1, device=device)
-    for _ in range(100):
-        x.add_(1)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(n):
-        x.add_(1)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - started) / n * 1e6
-
-
 def calibrate(device: str) -> dict:
     """Ceilings for this device. Sizes fill an H100 yet finish in seconds on a 2-core CPU."""
     with torch.inference_mode():
@@ -54,14 +39,14 @@ def calibrate(device: str) -> dict:
                 "bandwidth_gb_s": _bandwidth_gb_s(device, 1 << 30),
                 "matmul_tflops_float32": _matmul_tflops(device, 4096, torch.float32),
                 "matmul_tflops_bfloat16": _matmul_tflops(device, 8192, torch.bfloat16),
-                "launch_us": _launch_us(device),
+                "launch_us": launch_probe_us(device),
             }
         else:
             result = {
                 "bandwidth_gb_s": _bandwidth_gb_s(device, 1 << 28),
                 "matmul_tflops_float32": _matmul_tflops(device, 1024, torch.float32),
                 "matmul_tflops_bfloat16": _matmul_tflops(device, 1024, torch.bfloat16),
-                "launch_us": _launch_us(device),
+                "launch_us": launch_probe_us(device),
             }
     result["device"] = device
     return result

@@ -113,24 +113,28 @@ def apply_host_control(cpu_affinity: str | list[int], threads: int | None, devic
     }
 
 
-def host_launch_us(device: str, ops: int = LAUNCH_PROBE_OPS) -> float:
-    """Microseconds per tiny operator launch from this process (its core): the host's speed.
+def launch_probe_us(device: str, ops: int = LAUNCH_PROBE_OPS) -> float:
+    """One probe: microseconds per tiny op launched back to back, after 100 unmeasured ones.
 
     On the GPU each op is one kernel launch (1-element add, queued without a sync); on the
-    CPU it is the dispatcher cost of the same op. Best of three probes, so a one-off stall
-    does not make a slow host.
+    CPU it is the dispatcher cost of the same op. Calibration's launch floor is one probe.
     """
     import torch
 
     x = torch.zeros(1, device=device)
-    best = float("inf")
-    for _ in range(3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(ops):
-            x.add_(1.0)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / ops * 1e6)
-    return best
+    for _ in range(100):
+        x.add_(1.0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(ops):
+        x.add_(1.0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / ops * 1e6
+
+
+def host_launch_us(device: str, ops: int = LAUNCH_PROBE_OPS) -> float:
+    """The host's speed from this process (its core): the best of three launch probes, so a
+    one-off stall does not make a slow host."""
+    return min(launch_probe_us(device, ops) for _ in range(3))
