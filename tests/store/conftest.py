@@ -168,3 +168,27 @@ class Forge:
 @pytest.fixture
 def forge() -> type[Forge]:
     return Forge
+
+
+@pytest.fixture
+def good(store, forge) -> dict[str, bytes]:
+    """The files of a valid snapshot of `store`, by name."""
+    from store.snapshot import export_snapshot_bytes
+
+    return forge.unzip(export_snapshot_bytes(store))
+
+
+def refused(con, source, dump_store, match: str, *, max_chars: int | None = None, **kw) -> str:
+    """Import `source`, expect a refusal matching `match`, and check the store is untouched:
+    one line (at most `max_chars` when given)."""
+    from store.snapshot import SnapshotError, import_snapshot
+
+    before = dump_store(con)
+    with pytest.raises(SnapshotError, match=match) as info:
+        import_snapshot(con, source, **kw)
+    assert dump_store(con) == before
+    message = str(info.value)
+    assert "\n" not in message
+    if max_chars is not None:
+        assert len(message) < max_chars
+    return message

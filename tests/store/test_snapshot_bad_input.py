@@ -13,23 +13,7 @@ from store.snapshot import (
     Limits, SnapshotError, export_snapshot, export_snapshot_bytes, import_snapshot,
     open_snapshot, open_snapshot_bytes,
 )
-
-
-@pytest.fixture
-def good(store, forge) -> dict[str, bytes]:
-    """The files of a valid snapshot of `store`, by name."""
-    return forge.unzip(export_snapshot_bytes(store))
-
-
-def refused(con, source, dump_store, match: str, **kw) -> str:
-    """Import `source`, expect a refusal matching `match`, and check the store is untouched."""
-    before = dump_store(con)
-    with pytest.raises(SnapshotError, match=match) as info:
-        import_snapshot(con, source, **kw)
-    assert dump_store(con) == before
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.store.conftest import refused
 
 
 def replace_table(forge, files, table, tbl):

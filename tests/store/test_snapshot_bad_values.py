@@ -14,21 +14,12 @@ from store.snapshot import (
     LOCAL_LIMITS, UPLOAD_LIMITS, Limits, SnapshotError, export_snapshot_bytes, import_snapshot,
     open_snapshot_bytes,
 )
-
-
-@pytest.fixture
-def good(store, forge) -> dict[str, bytes]:
-    return forge.unzip(export_snapshot_bytes(store))
+from tests.store.conftest import refused as refused_in_one_line
 
 
 def refused(con, source, dump_store, match: str, **kw) -> str:
-    before = dump_store(con)
-    with pytest.raises(SnapshotError, match=match) as info:
-        import_snapshot(con, source, **kw)
-    assert dump_store(con) == before
-    message = str(info.value)
-    assert "\n" not in message and len(message) < 400
-    return message
+    """The shared refusal check, with these messages kept short enough to read at a glance."""
+    return refused_in_one_line(con, source, dump_store, match, max_chars=400, **kw)
 
 
 def with_value(forge, files: dict[str, bytes], table: str, column: str, row: int, value) -> bytes:
