@@ -106,8 +106,12 @@ def start_run(
     return run
 
 
-def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDir:
-    """Measure every planned cell of a run that has no cell file yet, in the stored order."""
+def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_round: int | None = None) -> RunDir:
+    """Measure every planned cell of a run that has no cell file yet, in the stored order.
+
+    With `[measure] processes = true` each round runs in a fresh worker process
+    (`runner.round_worker`, which calls this with `only_round`); this process then only
+    starts the workers, forwards their progress and keeps the run's status."""
     from runner.plan import MeasureSettings
     from runner.protocol import ReferenceCache, measure_in_rounds
 
@@ -115,22 +119,26 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
     settings = MeasureSettings.model_validate(meta["plan"]["measure"])
+    rounds = int(meta.get("rounds") or 1)  # a protocol-1 run resumes as it began: one pass
+    worker = only_round is not None
+    if settings.processes and rounds > 1 and not worker:
+        return _rounds_in_workers(run, progress, rounds)
     prepare_device(meta.get("device_kind", "cpu"), settings)
     planned = meta["cells"]
     done = run.finished_keys()
     total = len(planned)
-    rounds = int(meta.get("rounds") or 1)  # a protocol-1 run resumes as it began: one pass
     todo = [entry for entry in planned if entry["key"] not in done]
     cells = [Cell.model_validate(entry["cell"]) for entry in todo]
     kept = run.round_records()
     earlier = {i: kept[entry["key"]] for i, entry in enumerate(todo) if entry["key"] in kept}
     started: dict[int, str] = {}
     references = ReferenceCache()
-    run.remove_temp_files()
-    run.update_meta(status="running", finished_at=None)
-    # Wall-time accounting sums the segments between this event and the next
-    # run_interrupted/run_finished, so a resumed run's idle gap is not counted.
-    run.event("segment_started", done=len(done), total=total)
+    if not worker:
+        run.remove_temp_files()
+        run.update_meta(status="running", finished_at=None)
+        # Wall-time accounting sums the segments between this event and the next
+        # run_interrupted/run_finished, so a resumed run's idle gap is not counted.
+        run.event("segment_started", done=len(done), total=total)
 
     def on_start(i: int, round_index: int) -> None:
         started.setdefault(i, now_iso())
@@ -147,7 +155,8 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
     try:
         for i, result in measure_in_rounds(cells, settings, meta["input_seed"], references, rounds=rounds,
                                            order_seed=meta["shuffle_seed"], done=earlier,
-                                           on_round=on_round, on_start=on_start):
+                                           on_round=on_round, on_start=on_start,
+                                           only_rounds=None if only_round is None else {only_round}):
             entry, cell = todo[i], cells[i]
             record = {
                 "cell_key": entry["key"],
@@ -167,13 +176,87 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None) -> RunDi
                 progress({"event": "cell_finished", "label": cell.label(), "status": result.status,
                           "error": result.error, "done": len(done), "total": total, **summary})
     except KeyboardInterrupt:
-        run.update_meta(status="interrupted")
-        run.event("run_interrupted", done=len(done), total=total)
+        if not worker:
+            run.update_meta(status="interrupted")
+            run.event("run_interrupted", done=len(done), total=total)
         raise
     except OSError as error:  # the run directory cannot be written (disk full, quota, read-only)
         raise RunError(_write_failure(run, error)) from None
+    if not worker:
+        run.update_meta(status="finished", finished_at=now_iso())
+        run.event("run_finished", done=len(done), total=total)
+    return run
+
+
+def rounds_left(run: RunDir, rounds: int) -> list[int]:
+    """The rounds some unfinished cell still lacks (a resumed run skips whole rounds done)."""
+    finished = run.finished_keys()
+    kept = run.round_records()
+    unfinished = [entry["key"] for entry in run.read_meta()["cells"] if entry["key"] not in finished]
+    return [r for r in range(rounds) if any(r not in kept.get(key, {}) for key in unfinished)]
+
+
+def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: int) -> RunDir:
+    """One fresh worker process per round, in turn; their progress lines are forwarded.
+
+    The worker inherits this process's GPU processes as its own (NVML would otherwise call
+    the parent a foreign process on the GPU). A worker that dies ends the run as
+    interrupted, resumable: its finished rounds are on disk."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from runner import round_worker, telemetry
+
+    meta = run.read_meta()
+    total = len(meta["cells"])
+    run.remove_temp_files()
+    run.update_meta(status="running", finished_at=None)
+    run.event("segment_started", done=len(run.finished_keys()), total=total)
+    root = str(Path(__file__).resolve().parents[1])
+    env = os.environ | {
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids()),
+    }
+    try:
+        for round_index in rounds_left(run, rounds):
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "runner.round_worker", str(run.path.resolve()), str(round_index)],
+                stdout=subprocess.PIPE, text=True, env=env,
+            )
+            error = None
+            try:
+                for line in worker.stdout:
+                    if not line.startswith(round_worker.PROGRESS_PREFIX):
+                        sys.stdout.write(line)
+                        continue
+                    event = json.loads(line[len(round_worker.PROGRESS_PREFIX):])
+                    if event["event"] == "worker_error":
+                        error = event["error"]
+                    elif progress:
+                        progress(event)
+                code = worker.wait()
+            except KeyboardInterrupt:
+                worker.send_signal(signal.SIGINT)
+                try:
+                    worker.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait()
+                raise
+            if error is not None:
+                raise RunError(error)
+            if code != 0:
+                raise RunError(f"the worker of round {round_index} exited with status {code}; "
+                               f"the run is marked interrupted: resume with --resume {run.run_id}")
+    except (KeyboardInterrupt, RunError):
+        run.update_meta(status="interrupted")
+        run.event("run_interrupted", done=len(run.finished_keys()), total=total)
+        raise
     run.update_meta(status="finished", finished_at=now_iso())
-    run.event("run_finished", done=len(done), total=total)
+    run.event("run_finished", done=len(run.finished_keys()), total=total)
     return run
 
 

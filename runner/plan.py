@@ -123,6 +123,7 @@ class MeasureSettings(BaseModel):
     cpu_affinity: Literal["auto", "none"] | list[int] = Field(
         default="auto", description='"auto": pin the measuring process to one core on GPU runs (CPU runs keep every core); a list of cores; or "none"')
     threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
+    processes: bool = Field(default=False, description="measure each round in a fresh worker process (as pyperf does): placement, allocator and caches then vary between rounds the way they vary between runs, at the cost of setup once per round")
 
     @field_validator("cpu_affinity")
     @classmethod

@@ -296,6 +296,7 @@ def measure_in_rounds(
     done: dict[int, dict[int, dict]] | None = None,
     on_round: "Callable[[int, int, dict], None] | None" = None,
     on_start: "Callable[[int, int], None] | None" = None,
+    only_rounds: "set[int] | None" = None,
 ):
     """Measure cells in `rounds` interleaved rounds; yields (cell index, CellResult) as cells finish.
 
@@ -306,6 +307,9 @@ def measure_in_rounds(
     `on_round(i, r, record)` is called as each round ends, so the caller can keep it on disk
     (a kill then loses at most the round in flight). Engines that time whole cells in a child
     process (`backend.measure`) run once, in round 0. Profiles run after every timed round.
+    `only_rounds` restricts this process to those rounds (a fresh worker per round, with
+    `done` read from the round files of the others): a cell finishes in the process that
+    measures its last round.
     """
     import random
 
@@ -318,6 +322,8 @@ def measure_in_rounds(
         if round_index:
             order = list(range(len(cells)))
             random.Random(order_seed * 1000 + round_index).shuffle(order)
+        if only_rounds is not None and round_index not in only_rounds:
+            continue
         for i in order:
             if i in finished or round_index in done.get(i, {}):
                 continue

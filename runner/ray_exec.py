@@ -189,6 +189,9 @@ def start_ray_run(plan: Plan, runs_dir: str | Path, device: str, *, series_id: s
     """The run directory, as `start_run` makes it, with the environment left to the workers."""
     import random
 
+    if plan.measure.processes:
+        raise RunError("[measure] processes = true runs each round in a fresh local worker process; "
+                       "it is not available with --ray (each Ray task keeps one process): drop it or run without --ray")
     cells = expand(plan, device=device)
     shuffle_seed = plan.seed + repeat_index
     order = list(range(len(cells)))

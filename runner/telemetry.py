@@ -12,6 +12,8 @@ import os
 # and mark_own() after, and whatever appeared in between is ours.
 _baseline_pids: set[int] | None = None
 _own_pids: set[int] = set()
+# A round worker (`[measure] processes = true`) counts its parent's GPU processes as its own.
+RELATED_GPU_PIDS_ENV = "SHAPEBENCH_RELATED_GPU_PIDS"
 
 
 def _gpu_pids(index: int = 0) -> set[int]:
@@ -38,7 +40,13 @@ def mark_baseline(index: int = 0) -> None:
 
 def mark_own(index: int = 0) -> None:
     global _own_pids
-    _own_pids = _gpu_pids(index) - (_baseline_pids or set())
+    related = {int(p) for p in os.environ.get(RELATED_GPU_PIDS_ENV, "").split(",") if p.strip().isdigit()}
+    _own_pids = (_gpu_pids(index) - (_baseline_pids or set())) | related
+
+
+def own_gpu_pids() -> set[int]:
+    """The GPU processes (NVML's PIDs) that are this run's own, for its round workers."""
+    return set(_own_pids)
 
 
 _NVML = None

@@ -161,3 +161,43 @@ def test_interrupt_marks_the_run_interrupted_and_continuing_finishes_each_cell_o
 def test_continuing_a_missing_run_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match="no run directory"):
         continue_run(RunDir(tmp_path / "nope"))
+
+
+def test_processes_measure_each_round_in_its_own_fresh_worker_and_progress_reaches_the_caller(tmp_path):
+    import os
+
+    two = {"prefill_reps": 2, "decode_reps": 2, "e2e_reps": 2, "rounds": 2, "processes": True,
+           "check_correctness": False}
+    plan = parse_plan(plan_dict(backends=["hf-eager"], measure=plan_dict()["measure"] | two))
+    run = start_run(plan, tmp_path / "runs")
+    seen = []
+    continue_run(run, seen.append)
+    meta = run.read_meta()
+    assert meta["status"] == "finished" and len(run.cell_records()) == 2
+    workers = {w for record in run.cell_records() for w in record["worker"]}
+    assert len(workers) == 2 and os.getpid() not in workers, "one new process per round"
+    for record in run.cell_records():
+        assert record["decode_round"] == [0, 1] and len(set(record["worker"])) == 2
+    assert [e["event"] for e in seen].count("cell_finished") == 2
+    assert {e["round"] for e in seen if e["event"] == "cell_started"} == {0, 1}
+    assert [e["event"] for e in run.events()][-1] == "run_finished"
+
+
+def test_a_processes_run_interrupted_between_rounds_resumes_without_measuring_a_round_twice(tmp_path):
+    two = {"prefill_reps": 2, "decode_reps": 2, "e2e_reps": 2, "rounds": 2, "processes": True,
+           "check_correctness": False}
+    plan = parse_plan(plan_dict(backends=["hf-eager"], measure=plan_dict()["measure"] | two))
+    run = start_run(plan, tmp_path / "runs")
+
+    def interrupt_in_round_one(event):
+        if event["event"] == "cell_started" and event["round"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        continue_run(run, interrupt_in_round_one)
+    assert run.read_meta()["status"] == "interrupted"
+    assert set(run.round_records()) == {e["key"] for e in run.read_meta()["cells"]}, "round 0 kept for both"
+    continue_run(run)
+    assert run.read_meta()["status"] == "finished" and len(run.cell_records()) == 2
+    zero = [e["key"] for e in events_of(run, "cell_started") if e["round"] == 0]
+    assert sorted(zero) == sorted(e["key"] for e in run.read_meta()["cells"]), "round 0 was not measured again"
