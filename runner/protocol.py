@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from runner import correctness, telemetry
+from runner import correctness, telemetry, trackers
 from runner.backends import get_backend
 from runner.models import build_model, count_params
 from runner.plan import Cell, MeasureSettings
@@ -59,6 +59,7 @@ class CellResult:
     e2e_round: list[int] = field(default_factory=list)
     worker: list[int | None] = field(default_factory=list)
     host_launch_us: list[float] = field(default_factory=list)  # before / after each round
+    resources: dict | None = None  # memory and energy (runfiles' "resources"; runner.trackers)
 
 
 def make_inputs(cell: Cell, seed: int) -> torch.Tensor:
@@ -220,6 +221,10 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     finally:
         gc.enable()
     after = telemetry.read_gpu() if device == "cuda" else None
+    launch_after = host_launch_us(device, ops=200)
+    # after the timed phases and their telemetry: the tracked windows never touch a sample
+    ops = trackers.phase_ops(session, input_ids, cell.gen_len, generate)
+    resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator)
     prepared.rounds_done += 1
     return {
         "round": round_index, "worker": os.getpid(),
@@ -227,7 +232,8 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
         "warmup_iters": warmup_iters, "warmup_s": warmup_s, "warmup_converged": converged,
         "measured_s": part.measured_s,
         "telemetry": {"before": before, "after": after} if before is not None else None,
-        "host_launch_us": [launch_before, host_launch_us(device, ops=200)],
+        "host_launch_us": [launch_before, launch_after],
+        "resources": resources,
     }
 
 
@@ -237,6 +243,7 @@ def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records
     unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
     result = prepared.result
     merge_rounds(result, round_records)
+    result.resources = trackers.cell_resources(prepared.cell, result.params, [r.get("resources") for r in round_records])
     if prepared.reference is not None:
         t_check = time.perf_counter()
         result.correctness = correctness.compare(prepared.session, prepared.reference, prepared.cell.dtype, prepared.cell.device)

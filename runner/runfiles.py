@@ -19,6 +19,22 @@ from pathlib import Path
 
 FORMAT_VERSION = 1
 
+# A cell file's "resources" field: memory and energy of the cell (runner.trackers writes it,
+# store.ingest reads it). A key that is absent or null means unknown, never zero:
+#   weight_bytes, kv_cache_bytes          from the shape (see runner.trackers for the formulas)
+#   peak_allocated_bytes, peak_reserved_bytes, peak_rss_bytes
+#                                         the largest of the phases' peaks below
+#   energy_source                         one of ENERGY_SOURCES, null where no counter is readable
+#   device_memory                         who reported the device peaks, or why nobody did
+#   rss_scope                             "phase" (peak reset per phase) or "process" (lifetime peak)
+#   phases: {phase: {<PEAK_FIELDS>: max over rounds, <ENERGY_FIELDS>: one value per round}}
+# The top-level keys in RESOURCE_COLUMNS are also columns of the store's cells table.
+PEAK_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes")
+# energy_j over a window of `calls` repetitions of the phase's operation lasting energy_s seconds
+ENERGY_FIELDS = ("energy_j", "energy_s", "calls")
+RESOURCE_COLUMNS = ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS, "energy_source")
+ENERGY_SOURCES = ("nvml", "rapl")
+
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

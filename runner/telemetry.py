@@ -94,6 +94,18 @@ def read_gpu(index: int = 0) -> dict | None:
         return {"error": str(error)}
 
 
+def gpu_energy_mj(index: int = 0) -> int | None:
+    """The GPU's cumulative energy counter in millijoules (nvmlDeviceGetTotalEnergyConsumption,
+    Volta and newer), or None where there is no NVIDIA GPU or it keeps no such counter."""
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    try:
+        return int(nvml.nvmlDeviceGetTotalEnergyConsumption(nvml.nvmlDeviceGetHandleByIndex(index)))
+    except Exception:  # noqa: BLE001 - NVML_ERROR_NOT_SUPPORTED on older parts: energy is unknown
+        return None
+
+
 def gpu_facts(index: int = 0) -> dict | None:
     """Static facts for the environment record (name, driver, memory, max clocks)."""
     nvml = _nvml()

@@ -41,6 +41,8 @@ class Backend(ABC):
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     phases: tuple[str, ...] = ("prefill", "decode", "e2e")
     description: str = ""
+    # Who allocates the device memory: "torch" when torch.cuda's peak counters see it all.
+    device_allocator: str = "torch"
 
     def unsupported_reason(self, cell: "Cell") -> str | None:
         """Why this cell cannot run here, or None. Checked before any model is built."""

@@ -194,6 +194,8 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
     dtypes = ("float32",)
     attn_implementation = "eager"
+    # weights and activations live in ORT's arena, which reports no peak to Python
+    device_allocator = "onnxruntime"
     description = (
         "ONNX Runtime (CPU provider, or CUDA provider with I/O binding): static-KV-cache "
         "GPT-2 exported as a prefill graph and a decode-step graph"

@@ -74,6 +74,7 @@ class VLLM(Backend):
 
         from runner.models import build_model, count_params
         from runner.protocol import CellResult, integrity_flags, make_inputs
+        from runner.trackers import cell_resources
 
         options = self.engine_options(cell)
         input_ids = make_inputs(cell, seed)
@@ -132,6 +133,8 @@ class VLLM(Backend):
             decode=payload["decode"],
             e2e=payload["e2e"],
         )
+        # the engine runs in its child (and vLLM's own processes): only the shape's bytes are known here
+        result.resources = cell_resources(cell, params, [])
         if settings.check_correctness and references is not None:
             # After the engine is gone: a refused cell costs no reference, and the reference
             # build never competes with the engine for the cores.
