@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from runner.runfiles import RESOURCE_COLUMNS
+
 RUN_COLUMNS = [
     "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
     "environment", "regime", "device_kind", "tool_version", "git_revision", "shuffle_seed",
@@ -95,8 +97,11 @@ def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
         row[column] = record.get(column)
     row["flags"] = list(record.get("flags") or [])
     row["correctness"] = json.dumps(record.get("correctness")) if record.get("correctness") is not None else None
-    for column in ("telemetry", "profile"):
+    for column in ("telemetry", "profile", "resources"):
         row[column] = json.dumps(record.get(column)) if record.get(column) is not None else None
+    resources = record.get("resources") or {}
+    for column in RESOURCE_COLUMNS:  # absent (a run before the trackers) or null: NULL, never 0
+        row[column] = resources.get(column)
     samples = []
     if record.get("status") == "ok":
         timer = record.get("timer") or "unknown"

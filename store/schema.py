@@ -1,14 +1,28 @@
 """Schema version and table layout, read from schema.sql so there is one source of truth."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 
-SCHEMA_VERSION = 2  # 2: runs.protocol_version, samples.round and samples.worker
-# Columns a snapshot of an older schema version lacks; they read as NULL ("not recorded").
-ADDED_COLUMNS = {"runs": ("protocol_version",), "samples": ("round", "worker")}
+# 2: runs.protocol_version, samples.round and samples.worker;
+# 3: cells' memory and energy (weight_bytes ... resources, runner.trackers)
+SCHEMA_VERSION = 3
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
+
+
+def _added_columns(sql: str) -> dict[str, tuple[str, ...]]:
+    """table -> the columns schema.sql adds with ALTER TABLE, in order."""
+    added: dict[str, tuple[str, ...]] = {}
+    for table, column in re.findall(r"^ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)", sql, re.M):
+        added[table] = (*added.get(table, ()), column)
+    return added
+
+
+# Columns a snapshot or store of an older schema version lacks (schema.sql's ALTER lines):
+# they read as NULL ("not recorded"), never as zeros.
+ADDED_COLUMNS = _added_columns(SCHEMA_SQL)
 TABLES = ("runs", "cells", "samples")
 # Allowed values of the store's enumerated columns (schema.sql's comments, as code).
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
@@ -29,6 +43,8 @@ def init_schema(con: duckdb.DuckDBPyConnection) -> None:
                 f"store has schema version {found}, newer than this shapebench ({SCHEMA_VERSION}); "
                 "upgrade shapebench to open it"
             )
+        if found < SCHEMA_VERSION:  # the ALTER lines above have just brought it up to date
+            con.execute("INSERT INTO schema_info VALUES (?, now())", [SCHEMA_VERSION])
 
 
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:

@@ -62,7 +62,16 @@ CREATE TABLE IF NOT EXISTS cells (
     telemetry       JSON,                 -- nvml before/after (GPU only)
     profile         JSON,                 -- kernel/operator counts of one prefill and decode step
     started_at      TIMESTAMP,
-    finished_at     TIMESTAMP
+    finished_at     TIMESTAMP,
+    -- Memory and energy (runner.trackers; NULL: unknown, never 0). Bytes from the shape:
+    weight_bytes    BIGINT,               -- params x dtype bytes
+    kv_cache_bytes  BIGINT,               -- 2 x n_layer x n_embd x (prompt_len + gen_len) x batch x dtype bytes
+    -- Largest peak over the phases (each phase's own peaks, per round, are in resources):
+    peak_allocated_bytes BIGINT,          -- torch.cuda.max_memory_allocated (GPU, torch-allocated backends)
+    peak_reserved_bytes  BIGINT,          -- torch.cuda.max_memory_reserved
+    peak_rss_bytes  BIGINT,               -- the measuring process's peak resident set
+    energy_source   VARCHAR,              -- nvml | rapl; NULL: no readable energy counter
+    resources       JSON                  -- per phase: peaks, and energy_j / energy_s / calls per round
 );
 
 -- Raw samples: one row per timed region.
@@ -78,6 +87,14 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 
 -- Columns added after schema version 1, for stores made before them (no-ops otherwise).
+-- store.schema.ADDED_COLUMNS is read from these lines.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS protocol_version INTEGER;
 ALTER TABLE samples ADD COLUMN IF NOT EXISTS round INTEGER;
 ALTER TABLE samples ADD COLUMN IF NOT EXISTS worker INTEGER;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS weight_bytes BIGINT;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS kv_cache_bytes BIGINT;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS peak_allocated_bytes BIGINT;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS peak_reserved_bytes BIGINT;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS peak_rss_bytes BIGINT;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS energy_source VARCHAR;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS resources JSON;

@@ -273,12 +273,13 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Tabl
 
 def with_added_columns(table: str, tbl: pa.Table, schema_version: int) -> pa.Table:
     """An older snapshot's table with the columns added since: nulls ("not recorded", never
-    zeros), except a run's protocol version, which is known: every run before it was protocol 1."""
+    zeros; Arrow's null type, which fits a column of any type), except a run's protocol
+    version, which is known: every run before it was protocol 1."""
     if schema_version >= SCHEMA_VERSION:
         return tbl
     for name in ADDED_COLUMNS.get(table, ()):
         if name not in tbl.schema.names:
-            column = pa.array([1] * tbl.num_rows, pa.int32()) if name == "protocol_version" else pa.nulls(tbl.num_rows, pa.int32())
+            column = pa.array([1] * tbl.num_rows, pa.int32()) if name == "protocol_version" else pa.nulls(tbl.num_rows)
             tbl = tbl.append_column(name, column)
     return tbl
 

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from runner.plan import BACKEND_NAMES, DTYPES
+from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
 from store.schema import CELL_STATUSES, DEVICES, PHASES, RUN_STATUSES
 from store.snapshot_manifest import SnapshotError
 
@@ -28,7 +29,7 @@ MAX_TEXT_BYTES: dict[str, dict[str, int]] = {
     "cells": {"cell_id": 256, "run_id": 128, "cell_key": 64, "model_name": 256, "model_source": 32,
               "backend": 64, "backend_options": 64 * KIB, "device": 16, "dtype": 16, "status": 32,
               "error": 64 * KIB, "flags": 64, "correctness": 256 * KIB, "telemetry": 256 * KIB,
-              "profile": MIB},
+              "profile": MIB, "energy_source": 16, "resources": 256 * KIB},
     "samples": {"cell_id": 256, "phase": 16, "timer": 64},
 }
 # A text column this version does not know yet (added by a newer schema) gets this bound.
@@ -40,6 +41,7 @@ EARLIEST = "2000-01-01"
 # Above these a count is not a GPT-2 measurement but an edit (a 2^31 layer model).
 MAX_SHAPE = 1 << 20
 MAX_LATENCY_MS = 86_400_000.0  # one timed region longer than a day: not a sample
+MAX_BYTES = 1 << 50  # a petabyte of memory for one cell: an edit, not a measurement
 
 _ID = r"'^[A-Za-z0-9][A-Za-z0-9._:-]*$'"
 
@@ -104,6 +106,9 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("started_at", _timestamp("started_at"), f"a time between {EARLIEST} and now"),
         ("finished_at", _timestamp("finished_at"), f"a time between {EARLIEST} and now"),
         ("finished_at", "finished_at >= started_at", "no earlier than started_at"),
+        *((column, f"{column} > 0 AND {column} < {MAX_BYTES}", "a positive number of bytes (unknown is NULL, not 0)")
+          for column in ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS)),
+        ("energy_source", f"energy_source {_in(ENERGY_SOURCES)}", f"one of {', '.join(ENERGY_SOURCES)}"),
     ],
     "samples": [
         ("phase", f"phase {_in(PHASES)}", f"one of {', '.join(PHASES)}"),
