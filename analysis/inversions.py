@@ -1,11 +1,15 @@
 """Latency inversions: a smaller model (fewer parameters) that runs slower.
 
 For cells A, B of one group with params(A) < params(B), ratio = median(A) / median(B).
-Its CI comes from the cells' bootstrap replicates of the median (`CellStats.draws`: within
-a run each cell's samples resampled on their own, across runs the run-level bootstrap of
-`analysis.reproducibility.pooled_stats`), divided pairwise.
+Its CI comes from the cells' replicates of the median (`CellStats.draws`), divided
+pairwise: within a run the t replicates over rounds (`analysis.stats`), across runs those
+over runs (`analysis.reproducibility.pooled_stats`). Cells measured on the same units (the
+same rounds of a run, the same runs) share their draws, so the ratio's interval is the
+paired t interval of the per-unit log ratios (`paired`); its `ci_kind` is the weaker of the
+two cells' kinds, and a pair where either cell has no CI has none (NaN bounds, NaN p-value,
+never significant).
 
-Significance controls the false discovery rate over the pairs of a group: a grid group of
+Significance controls the false discovery rate over the pairs of a group that have a CI: a grid group of
 40 shapes has 780 pairs, and testing each at 5% would call dozens of equal-speed pairs
 inverted by chance. Each pair gets a bootstrap p-value for "ratio = 1", two-sided:
 p = 2 min(#{ratio draws <= 1} + 1, #{ratio draws >= 1} + 1) / (B + 1), capped at 1 (the +1
@@ -37,6 +41,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
 from analysis.bootstrap import percentile_ci
+from analysis.intervals import CI_KINDS, CI_NONE
 from analysis.stats import CellStats
 
 FDR = 0.05  # Benjamini-Hochberg level across a group's pairs
@@ -52,28 +57,39 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
     With `inversions_only` (default) only pairs whose point ratio is above 1 are kept,
     which is all an inversion table needs; the heatmap wants every pair. Columns: group_id,
     the group keys, `<col>_a` / `<col>_b` for the cell columns, ratio, ratio_ci_low,
-    ratio_ci_high, p_value (two-sided bootstrap), q_value (Benjamini-Hochberg within the
-    group, over all its pairs, also when only inversions are returned), ci_above_1 (the
-    uncorrected rule), significant (at FDR 5%, see the module docstring), rank (1 =
-    strongest in its group, among inversions).
+    ratio_ci_high, ci_kind (the weaker cell's kind: "across runs", "across rounds" or
+    "none"), paired (both cells on the same units, so the CI is paired by run or round),
+    p_value (two-sided, from the replicates; NaN without a CI), q_value (Benjamini-Hochberg
+    within the group, over all its pairs that have a CI, also when only inversions are
+    returned), ci_above_1 (the uncorrected rule), significant (at FDR 5%, see the module
+    docstring), rank (1 = strongest in its group, among inversions).
     """
     frame = stats.frame.reset_index(drop=True)
+    kind_rank = frame["ci_kind"].map(CI_KINDS.index).to_numpy() if "ci_kind" in frame else np.zeros(len(frame), int)
+    unit_code = (pd.factorize(frame["unit_ids"].map(tuple))[0] if "unit_ids" in frame else np.arange(len(frame)))
     parts = []
     for group_id, rows in frame.groupby("group_id", sort=True).indices.items():
         params = frame["params"].to_numpy()[rows]
         median = frame["median"].to_numpy()[rows]
         ia, ib = np.nonzero(params[:, None] < params[None, :])
         ratio = median[ia] / median[ib]
+        rank = np.minimum(kind_rank[rows[ia]], kind_rank[rows[ib]])
+        paired = (unit_code[rows[ia]] == unit_code[rows[ib]]) & (rank > 0)
         p_value = _p_values(stats.draws, rows[ia], rows[ib])
-        q_value = multipletests(p_value, alpha=FDR, method="fdr_bh")[1] if len(p_value) else p_value
+        q_value = np.full(len(p_value), np.nan)
+        tested = np.isfinite(p_value)
+        if tested.any():
+            q_value[tested] = multipletests(p_value[tested], alpha=FDR, method="fdr_bh")[1]
         if inversions_only:
             keep = ratio > 1
             ia, ib, ratio, p_value, q_value = ia[keep], ib[keep], ratio[keep], p_value[keep], q_value[keep]
+            rank, paired = rank[keep], paired[keep]
         a, b = rows[ia], rows[ib]
         low, high = np.empty(len(a)), np.empty(len(a))
-        for lo in range(0, len(a), PAIR_CHUNK):
-            sl = slice(lo, lo + PAIR_CHUNK)
-            low[sl], high[sl] = percentile_ci(stats.draws[a[sl]] / stats.draws[b[sl]], stats.confidence)
+        with np.errstate(invalid="ignore"):  # pairs without a CI are NaN throughout
+            for lo in range(0, len(a), PAIR_CHUNK):
+                sl = slice(lo, lo + PAIR_CHUNK)
+                low[sl], high[sl] = percentile_ci(stats.draws[a[sl]] / stats.draws[b[sl]], stats.confidence)
         part = pd.DataFrame({"group_id": group_id}, index=range(len(a)))
         first = frame.iloc[rows[0]]
         for key in ("regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "gen_len"):
@@ -82,11 +98,13 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
             part[f"{col}_a"] = frame[col].to_numpy()[a]
             part[f"{col}_b"] = frame[col].to_numpy()[b]
         part["ratio"], part["ratio_ci_low"], part["ratio_ci_high"] = ratio, low, high
+        part["ci_kind"] = np.asarray(CI_KINDS, dtype=object)[rank] if len(rank) else CI_NONE
+        part["paired"] = paired
         part["p_value"], part["q_value"] = p_value, q_value
         parts.append(part)
-    columns = ["group_id", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "q_value"]
+    columns = ["group_id", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired", "p_value", "q_value"]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
-    out["ci_above_1"] = (out["ratio_ci_low"] > 1).astype(bool)
+    out["ci_above_1"] = (out["ratio_ci_low"] > 1).fillna(False).astype(bool)
     out["significant"] = ((out["q_value"] <= FDR) & (out["ratio"] > 1)).astype(bool)
     out = out.sort_values(["group_id", "ratio_ci_low"], ascending=[True, False], ignore_index=True)
     inverted = out["ratio"] > 1
@@ -97,13 +115,15 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
 
 
 def _p_values(draws: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Two-sided bootstrap p-values of ratio = 1 for pairs (a, b) of rows of `draws`."""
+    """Two-sided p-values of ratio = 1 from the replicates of pairs (a, b) of rows of `draws`; NaN without a CI."""
     n_draws = draws.shape[1] if draws.ndim == 2 else 0
     p = np.empty(len(a))
     for lo in range(0, len(a), PAIR_CHUNK):
         da, db = draws[a[lo:lo + PAIR_CHUNK]], draws[b[lo:lo + PAIR_CHUNK]]
         below, above = (da <= db).sum(axis=1), (da >= db).sum(axis=1)
         p[lo:lo + PAIR_CHUNK] = np.minimum(1.0, 2 * (np.minimum(below, above) + 1) / (n_draws + 1))
+        missing = np.isnan(da[:, 0]) | np.isnan(db[:, 0]) if n_draws else np.ones(len(da), bool)
+        p[lo:lo + PAIR_CHUNK][missing] = np.nan
     return p
 
 
@@ -122,7 +142,7 @@ def headline_text(row: pd.Series) -> str:
     """One sentence for a headline inversion."""
     return (
         f"{row['model_name_a']} ({row['params_a'] / 1e6:.1f}M params, {row['n_layer_a']} x {row['n_embd_a']}) is "
-        f"{row['ratio']:.2f}x slower [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}] than the larger "
+        f"{row['ratio']:.2f}x slower [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}, CI {row['ci_kind']}] than the larger "
         f"{row['model_name_b']} ({row['params_b'] / 1e6:.1f}M params, {row['n_layer_b']} x {row['n_embd_b']})"
     )
 
@@ -132,16 +152,19 @@ def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str
     cols = [
         "group_id", "regime", "backend", "phase", "model_name_a", "params_a", "n_layer_a", "n_embd_a", "median_a",
         "model_name_b", "params_b", "n_layer_b", "n_embd_b", "median_b",
-        "ratio", "ratio_ci_low", "ratio_ci_high", "p_value", "q_value", "significant", "rank",
+        "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired", "p_value", "q_value", "significant", "rank",
     ]
     if inversions.empty:
-        return {"n_inverted_pairs": 0, "n_significant": 0, "n_ci_above_1": 0, "fdr": FDR, "headlines": [], "significant": []}
+        return {"n_inverted_pairs": 0, "n_significant": 0, "n_ci_above_1": 0, "n_without_ci": 0, "ci_kinds": {},
+                "fdr": FDR, "headlines": [], "significant": []}
     heads = headlines(inversions)
     sig = inversions[inversions["significant"]].sort_values("ratio_ci_low", ascending=False)
     return {
         "n_inverted_pairs": int(len(inversions)),
         "n_significant": int(inversions["significant"].sum()),  # at FDR 5% within each group
         "n_ci_above_1": int(inversions["ci_above_1"].sum()),  # uncorrected: each pair on its own
+        "n_without_ci": int((inversions["ci_kind"] == CI_NONE).sum()),  # never significant: no replicate to test on
+        "ci_kinds": {str(k): int(v) for k, v in inversions["ci_kind"].value_counts().sort_index().items()},
         "fdr": FDR,
         "headlines": [{"group_id": r["group_id"], "text": headline_text(r)} for _, r in heads.iterrows()],
         "significant": _records(sig.head(max_rows)[cols]) if len(sig) else [],

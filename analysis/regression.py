@@ -28,13 +28,22 @@ model clearly, AIC lower by at least `CLEAR_AIC_GAP` and a higher adjusted R^2; 
 symmetrically) stays in `verdicts` and in the text, and decides when the seed form cannot
 be fitted.
 
-With repeat runs, `fit_group(..., between_run_cov=...)` adds the coefficients' covariance
-across runs (a run-level bootstrap from `analysis.reproducibility`) to HC3, so that CIs,
-p-values, bands and the verdict include run-to-run variance, and the fit says so
-(`ci_includes_between_run_variance`). That run-level bootstrap resamples whole runs: it is
-how the errors are clustered by run. A cluster-robust sandwich (statsmodels
-`cov_type="cluster"`) is not used because its standard errors need many clusters, and a
-bundled cell has 2-4 runs.
+Replicated levels. HC3 treats the shapes of a group as independent noise around the law;
+it cannot see what a cell's replicates share (a run that slows deep models more, a round
+of one process). So `fit_group` adds the coefficients' covariance over the cells' units,
+clustered by unit: OLS is linear in the log medians, so with A = (X'X)^-1 X' the
+coefficient vector of unit r's medians is A y_r, and the units' spread of A y gives, per
+block of cells measured on the same k units, A S A' / k (S the units' covariance of the
+cell medians), i.e. a fit per run (or round) and the spread of those fits. That part is
+scaled by (t_{k-1} / z)^2, so that with few units the interval is a Student-t one (with 2
+runs t_1 is 12.7, not 1.96), and added to HC3. The sum is conservative: the HC3 residuals
+already hold the within-run noise that the units' spread holds again; it is never narrower
+than either. Units are the runs for cells pooled over runs (`ci_kind` "across runs"), the
+rounds of one run for a protocol-2 run ("across rounds"); a cell with no CI adds nothing,
+and then the fit's `ci_kind` is "none": its CIs rest on HC3 across the shapes of one run
+and leave out run-to-run variance, which tables mark. A cluster-robust sandwich
+(statsmodels `cov_type="cluster"`) is not used because its standard errors need many
+clusters, and a bundled cell has 2-4 runs.
 """
 from __future__ import annotations
 
@@ -47,6 +56,7 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.regression.linear_model import OLSResults, RegressionResultsWrapper
 
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_NONE, MIN_UNITS, t_factor, weakest_kind
 from analysis.load import group_dict
 
 # Fewest distinct shapes for depth + width (3 coefficients) with 3 residual degrees of
@@ -97,6 +107,7 @@ class GroupFit:
     bands: pd.DataFrame = field(default_factory=pd.DataFrame)
     ci_includes_between_run_variance: bool = False
     seed_form: dict[str, Any] = field(default_factory=dict)
+    ci_kind: str = CI_NONE  # the weakest replicated level in the CIs (analysis.intervals)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (without the bands)."""
@@ -105,7 +116,7 @@ class GroupFit:
             "message": self.message, "n_cells": self.n_cells, "n_shapes": self.n_shapes,
             "models": self.models, "verdicts": self.verdicts, "verdict": self.verdict,
             "ci_includes_between_run_variance": self.ci_includes_between_run_variance,
-            "seed_form": self.seed_form,
+            "ci_kind": self.ci_kind, "seed_form": self.seed_form,
         }
 
 
@@ -168,19 +179,53 @@ def shape_shortfall(cells: pd.DataFrame) -> str | None:
     return "too few distinct shapes for a fit: " + "; ".join(problems) + "."
 
 
+COV_TYPES = {CI_ACROSS_RUNS: "HC3 + between-run (t across runs)", CI_ACROSS_ROUNDS: "HC3 + between-round (t across rounds)",
+             CI_NONE: "HC3"}
+
+
+def unit_covariances(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> dict[tuple[str, str], np.ndarray] | None:
+    """Each model's coefficient covariance over the cells' replicate units, t-scaled (module docstring).
+
+    Reads `unit_ids` / `unit_log_medians` (analysis.stats, analysis.reproducibility): cells
+    with the same units form a block. None when no cell has two or more units.
+    """
+    if "unit_ids" not in cells:
+        return None
+    blocks: dict[tuple, list[int]] = {}
+    for i, units in enumerate(cells["unit_ids"]):
+        if len(units) >= MIN_UNITS:
+            blocks.setdefault(tuple(units), []).append(i)
+    if not blocks:
+        return None
+    data = design_frame(cells)
+    values = cells["unit_log_medians"].to_numpy()
+    out = {}
+    for scale, specs in MODELS.items():
+        for name, formula in specs.items():
+            hat = np.linalg.pinv(design_matrix(formula, data).to_numpy())  # p x n: coefficients = hat @ y
+            cov = np.zeros((hat.shape[0], hat.shape[0]))
+            for rows in blocks.values():
+                y = np.array([values[i] for i in rows])  # cells x k, log medians
+                y = y if scale == "log" else np.exp(y)
+                k = y.shape[1]
+                spread = hat[:, rows] @ (y - y.mean(axis=1, keepdims=True))  # p x k: each unit's fit, centred
+                cov += t_factor(k, confidence) * (spread @ spread.T) / (k * (k - 1))
+            out[(scale, name)] = cov
+    return out
+
+
 def fit_group(
     cells: pd.DataFrame,
     confidence: float = CONFIDENCE,
     *,
-    between_run_cov: Mapping[tuple[str, str], np.ndarray] | None = None,
     bands: bool = True,
 ) -> GroupFit:
-    """Fit the three models on both scales for one group's cells (one row per cell).
+    """Fit the models on both scales for one group's cells (one row per cell).
 
-    `between_run_cov` maps (scale, model) to a covariance of that model's coefficients (in
-    the formula's term order) across repeat runs; it is added to the HC3 covariance, and the
-    message says that the CIs include between-run variance. `bands=False` skips the fitted
-    lines (a third of the cost) where only the verdict is needed, e.g. per-run fits.
+    The covariance is HC3 plus, where cells have replicate units (runs or rounds), the
+    t-scaled covariance over those units (module docstring, `unit_covariances`); `ci_kind`
+    and the message say which. `bands=False` skips the fitted lines (a third of the cost)
+    where only the verdict is needed, e.g. per-run fits.
     """
     group = group_dict(cells)
     group_id = str(cells["group_id"].iloc[0]) if "group_id" in cells else ""
@@ -190,28 +235,33 @@ def fit_group(
         return GroupFit(group, group_id, "too_few_shapes", shortfall, len(cells), n_shapes)
     data = design_frame(cells)
     alpha = 1 - confidence
+    kind = weakest_kind(cells["ci_kind"]) if "ci_kind" in cells else CI_NONE
+    extra = unit_covariances(cells, confidence)
+    levels = {k for k, n in zip(cells["ci_kind"], cells["unit_ids"].map(len)) if n >= MIN_UNITS} if extra else set()
+    cov_type = COV_TYPES[CI_ACROSS_RUNS if CI_ACROSS_RUNS in levels else CI_ACROSS_ROUNDS if levels else CI_NONE]
     models, fits = [], {}
     for scale, specs in MODELS.items():
         for name, formula in specs.items():
             exog = design_matrix(formula, data)
             res = sm.OLS(_response(formula, data).to_numpy(), exog.to_numpy()).fit(cov_type="HC3")
             res.model.data.xnames = list(exog.columns)  # numpy in, names kept: no pandas wrapping per call
-            cov_type = "HC3"
-            if between_run_cov is not None:
-                res = _with_extra_cov(res, between_run_cov[(scale, name)])
-                cov_type = "HC3 + between-run (run-level bootstrap)"
+            if extra is not None:
+                res = _with_extra_cov(res, extra[(scale, name)])
             fits[(scale, name)] = res
             models.append(_model_record(scale, name, formula, res, alpha, cov_type))
     verdicts = {scale: _scale_verdict(scale, {n: fits[(scale, n)] for n in MODELS[scale]}, alpha) for scale in MODELS}
-    widened = between_run_cov is not None
-    seed = seed_form_record(data, fits[SEED_FORM], alpha, cov_type="HC3 + between-run (run-level bootstrap)" if widened else "HC3")
-    seed["ci_includes_between_run_variance"] = widened
+    across_runs = kind == CI_ACROSS_RUNS
+    seed = seed_form_record(data, fits[SEED_FORM], alpha, cov_type=cov_type)
+    seed["ci_includes_between_run_variance"] = across_runs
+    seed["ci_kind"] = kind
     verdict = _with_seed_form(_combine(verdicts), seed)
-    if widened:
+    if across_runs:
         verdict = {**verdict, "text": f"across runs (CIs include between-run variance): {verdict['text']}"}
+    elif kind == CI_ACROSS_ROUNDS:
+        verdict = {**verdict, "text": f"across rounds of one run (CIs leave out run-to-run variance): {verdict['text']}"}
     lines = _bands(data, fits, alpha) if bands else pd.DataFrame()
-    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, widened,
-                    seed)
+    return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, across_runs,
+                    seed, kind)
 
 
 def _fit_seed_form(data: pd.DataFrame) -> Any:

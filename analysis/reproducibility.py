@@ -27,15 +27,16 @@ a unit is *irreproducible* when that test is significant after Benjamini-Hochber
 all units (so a large store does not flag 5% of its cells by chance) and the run medians
 differ by at least `MIN_SPREAD`.
 
-CIs that include it: a two-stage run-level bootstrap. Each replicate resamples a unit's
-runs with replacement, then takes each drawn run's own bootstrap replicate of the median
-(the samples within runs), and pools them as a geometric mean. Units measured in the same
-runs share the run resampling, so a ratio of two pooled medians keeps the pairing of cells
-measured side by side in one run (a slow run that slows every cell cancels in a ratio, as
-it should). With few runs a run bootstrap is too narrow by (k-1)/k in variance, so
-deviations are scaled by sqrt(k/(k-1)) (Davison & Hinkley's adjusted cluster bootstrap).
-With 2-3 runs this still only shows the spread those runs happened to have; the
-random-effects interval (`re_ci_low/high`, t with k-1 df) is the conservative companion.
+CIs that include it: a Student-t interval on the runs' log medians (`analysis.intervals`,
+`ci_kind` "across runs"): the runs are the independent units, and their sample variance
+already holds both components (each run median carries its within-run noise). It is exact
+for normal run medians with any k >= 2; a bootstrap of 2 runs covers about 50%, of 3-4 runs
+about 75-85% (the scale-up by sqrt(k/(k-1)) used before does not fix that), which is why
+it is not used. The interval is handed out as replicates shared by the cells measured in
+the same runs, so a ratio of two pooled medians is paired by run (a slow run that slows
+every cell cancels in a ratio, as it should). The random-effects fit (`re_ci_low/high`,
+also t with k-1 df, with the within-run variances as weights) stays in `repeat_table` as
+the meta-analytic view of the same question.
 """
 from __future__ import annotations
 
@@ -51,10 +52,11 @@ from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 
 from analysis.bootstrap import percentile_ci
+from analysis.intervals import CI_ACROSS_RUNS, MIN_UNITS, to_latency, unit_t_draws
 from analysis.inversions import pair_ratios
 from analysis.load import add_group_id
-from analysis.regression import MODELS, GroupFit, design_frame, design_matrix, fit_group, shape_shortfall
-from analysis.stats import CellStats, _add_throughput
+from analysis.regression import fit_group
+from analysis.stats import CellStats, add_throughput
 
 # The configuration of a cell (everything but the run), for `by="config"`.
 CONFIG_COLUMNS = ("model_name", "n_layer", "n_embd", "n_head", "backend", "device", "dtype", "batch_size", "prompt_len", "gen_len")
@@ -101,15 +103,16 @@ def _units(frame: pd.DataFrame) -> list[np.ndarray]:
 
 
 def pooled_stats(stats: CellStats, by: str = "cell_key", seed: int | None = None) -> CellStats:
-    """One row per (regime, cell, phase) pooled over its runs, with run-level bootstrap draws.
+    """One row per (regime, cell, phase) pooled over its runs, with run-level replicates.
 
     The pooled median is the geometric mean of the run medians (each run one vote: runs are
-    the replication unit). `draws` are two-stage run-level bootstrap replicates (see the
-    module docstring), so `inversions.pair_ratios(pooled)` and the regressions get CIs that
-    include between-run variance. A unit measured once keeps its run's row and draws.
-    Frame: the first run's configuration columns, `cell_id` = `repeat_id`, n (all samples),
-    n_runs, run_ids, cell_ids, run_median_min/max, median and CI,
-    ci_includes_between_run_variance, tokens/s, group_id.
+    the replication unit). Its CI is the t interval across runs (module docstring), handed
+    out as `draws` shared by units measured in the same runs, so `inversions.pair_ratios(
+    pooled)` gets ratio CIs paired by run. A unit measured once keeps its run's row and
+    draws (across rounds, or no CI). Frame: the first run's configuration columns, `cell_id`
+    = `repeat_id`, n (all samples), n_runs, run_ids, cell_ids, run_median_min/max, median,
+    ci_kind, median_ci_low/high, unit_ids / unit_log_medians (the runs and their log medians
+    where pooled), log_median_se, ci_includes_between_run_variance, tokens/s, group_id.
     """
     frame = with_repeat_key(stats.frame.reset_index(drop=True), by)
     n_resamples = stats.draws.shape[1] if stats.draws.ndim == 2 else 0
@@ -117,48 +120,50 @@ def pooled_stats(stats: CellStats, by: str = "cell_key", seed: int | None = None
         return CellStats(frame=frame.assign(n_runs=pd.Series(dtype="int64")), draws=np.empty((0, n_resamples)),
                          confidence=stats.confidence, seed=stats.seed)
     units = _units(frame)
-    log_draws = np.log(stats.draws)
     log_median = np.log(frame["median"].to_numpy(np.float64))
+    run_ids = frame["run_id"].to_numpy()
     out = np.empty((len(units), n_resamples))
     rng = np.random.default_rng(stats.seed if seed is None else seed)
-    # Units measured in the same runs share one run resampling (keeps pairing for ratios).
+    # Units measured in the same runs share their draws (pairing for ratios).
     patterns: dict[tuple[str, ...], list[int]] = {}
     for u, rows in enumerate(units):
-        patterns.setdefault(tuple(frame["run_id"].to_numpy()[rows]), []).append(u)
+        patterns.setdefault(tuple(run_ids[rows]), []).append(u)
     for pattern in sorted(patterns):
         members = patterns[pattern]
-        k = len(pattern)
         rows = np.stack([units[u] for u in members])  # units x k
-        if k == 1:
+        if len(pattern) < MIN_UNITS:
             out[members] = stats.draws[rows[:, 0]]
-            continue
-        weights = rng.multinomial(k, np.full(k, 1.0 / k), size=n_resamples).astype(np.float64)  # B x k
-        inflate = np.sqrt(k / (k - 1))
-        for lo in range(0, len(members), CELL_CHUNK):
-            chunk = rows[lo:lo + CELL_CHUNK]
-            drawn = np.einsum("ckb,bk->cb", log_draws[chunk], weights) / k
-            centre = log_median[chunk].mean(axis=1, keepdims=True)
-            out[np.asarray(members[lo:lo + CELL_CHUNK])] = np.exp(centre + inflate * (drawn - centre))
+        else:
+            out[members] = to_latency(unit_t_draws(log_median[rows], n_resamples, rng))
     first = frame.loc[[rows[0] for rows in units]].reset_index(drop=True)
     pooled = first.drop(columns=[c for c in ("run_id", "series_id", "cell_key", "group_id") if c in first])
     pooled["cell_id"] = first["repeat_id"]
     pooled["cell_key"] = first["cell_key"]
     pooled["n"] = [int(frame["n"].to_numpy()[rows].sum()) for rows in units]
     pooled["n_runs"] = [len(rows) for rows in units]
-    pooled["run_ids"] = [list(frame["run_id"].to_numpy()[rows]) for rows in units]
+    pooled["run_ids"] = [list(run_ids[rows]) for rows in units]
     pooled["cell_ids"] = [list(frame["cell_id"].to_numpy()[rows]) for rows in units]
     pooled["series_ids"] = [sorted({str(s) for s in frame["series_id"].to_numpy()[rows] if s is not None and s == s}) for rows in units]
     pooled["run_median_min"] = [float(np.exp(log_median[rows].min())) for rows in units]
     pooled["run_median_max"] = [float(np.exp(log_median[rows].max())) for rows in units]
     pooled["median"] = [float(np.exp(log_median[rows].mean())) for rows in units]
-    low, high = percentile_ci(out, stats.confidence)
+    repeated = pooled["n_runs"].to_numpy() >= MIN_UNITS
+    pooled["ci_kind"] = np.where(repeated, CI_ACROSS_RUNS, first["ci_kind"].to_numpy())
+    pooled["unit_ids"] = [list(run_ids[rows]) if len(rows) >= MIN_UNITS else first["unit_ids"].iat[u]
+                          for u, rows in enumerate(units)]
+    pooled["unit_log_medians"] = [[float(v) for v in log_median[rows]] if len(rows) >= MIN_UNITS
+                                  else first["unit_log_medians"].iat[u] for u, rows in enumerate(units)]
+    pooled["log_median_se"] = [float(np.std(log_median[rows], ddof=1) / np.sqrt(len(rows))) if len(rows) >= MIN_UNITS
+                               else float(first["log_median_se"].iat[u]) for u, rows in enumerate(units)]
+    with np.errstate(invalid="ignore"):
+        low, high = percentile_ci(out, stats.confidence)
     pooled["median_ci_low"], pooled["median_ci_high"] = low, high
     # Sample moments do not pool across runs; the per-run rows keep them.
     for col in ("mean", "std", "cv", "p5", "p95"):
         if col in pooled:
             pooled[col] = np.where(pooled["n_runs"] > 1, np.nan, pooled[col])
-    pooled["ci_includes_between_run_variance"] = pooled["n_runs"] > 1
-    pooled = add_group_id(_add_throughput(pooled))
+    pooled["ci_includes_between_run_variance"] = pooled["ci_kind"] == CI_ACROSS_RUNS
+    pooled = add_group_id(add_throughput(pooled))
     return CellStats(frame=pooled, draws=out, confidence=stats.confidence, seed=stats.seed)
 
 
@@ -187,8 +192,7 @@ def repeat_table(
     units = [rows for rows in _units(frame) if len(rows) > 1]
     if not units:
         return pd.DataFrame(columns=["repeat_id", "n_runs", "irreproducible"])
-    log_draws = np.log(stats.draws)
-    log_var = np.maximum(log_draws.var(axis=1, ddof=1), MIN_LOG_VAR)
+    log_var = np.maximum(frame["log_median_se"].to_numpy(np.float64) ** 2, MIN_LOG_VAR)
     log_median = np.log(frame["median"].to_numpy(np.float64))
     low, high = frame["median_ci_low"].to_numpy(), frame["median_ci_high"].to_numpy()
     alpha = 1 - stats.confidence
@@ -214,7 +218,8 @@ def repeat_table(
             "i2": float(res.i2),
             "q": float(homogeneity.statistic),
             "p_value": float(homogeneity.pvalue),
-            "cis_overlap": bool(low[rows].max() <= high[rows].min()),
+            # Runs without a within-run CI (one round) cannot be said to overlap or not.
+            "cis_overlap": bool(low[rows].max() <= high[rows].min()) if np.isfinite(low[rows]).all() else None,
             "within_ci_width": float((high[rows] - low[rows]).mean()),
             "re_median": float(np.exp(res.mean_effect_re)),
             "re_ci_low": float(np.exp(re_low)),
@@ -369,31 +374,13 @@ def inversions_across_runs(stats: CellStats, pooled: CellStats | None = None, by
     return pairs.sort_values(["verdict", "ratio_ci_low"], ascending=[False, False], ignore_index=True)
 
 
-def between_run_covariances(pooled: CellStats, rows: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-    """Covariance of each regression model's coefficients over the run-level bootstrap.
-
-    OLS is linear in the response, so the coefficients of all replicates are one
-    least-squares solve with the replicates as columns.
-    """
-    cells = pooled.frame.iloc[rows]
-    data = design_frame(cells)
-    draws = pooled.draws[rows]
-    out = {}
-    for scale, specs in MODELS.items():
-        response = np.log(draws) if scale == "log" else draws
-        for name, formula in specs.items():
-            exog = design_matrix(formula, data).to_numpy()
-            coefs = np.linalg.lstsq(exog, response, rcond=None)[0]
-            out[(scale, name)] = np.atleast_2d(np.cov(coefs))
-    return out
-
-
 def regressions_across_runs(stats: CellStats, pooled: CellStats | None = None, by: str = "cell_key") -> list[dict[str, Any]]:
     """Depth-vs-width fits on pooled medians with between-run variance in every CI, per group.
 
-    Groups with repeats are fitted with `fit_group(..., between_run_cov=...)`; others as
-    usual. Each dict is `GroupFit.to_dict()` plus `n_runs`, `per_run` ([{run_id, status,
-    winner}]: the same fit on each run alone) and `reproducibility`: "reproducible" (the
+    `fit_group` on the pooled cells adds the covariance across runs of cells measured in
+    several runs (t-scaled, clustered by run: `analysis.regression.unit_covariances`).
+    Each dict is `GroupFit.to_dict()` plus `n_runs`, `per_run` ([{run_id, status, winner}]:
+    the same fit on each run alone) and `reproducibility`: "reproducible" (the
     runs that could be fitted all reach the pooled verdict, which is decided), "not
     reproducible" (some run decides, but across runs the verdict differs or is
     inconclusive), "inconclusive" (undecided within runs and across them), or "single run".
@@ -405,12 +392,7 @@ def regressions_across_runs(stats: CellStats, pooled: CellStats | None = None, b
     for group_id, rows in frame.groupby("group_id", sort=True).indices.items():
         cells = frame.iloc[rows]
         n_runs = int(cells["n_runs"].max())
-        fit: GroupFit
-        if n_runs > 1 and shape_shortfall(cells) is None:
-            fit = fit_group(cells, between_run_cov=between_run_covariances(pooled, rows))
-        else:
-            fit = fit_group(cells)
-        record = fit.to_dict()
+        record = fit_group(cells).to_dict()
         record["n_runs"] = n_runs
         runs = per_run_frames[per_run_frames["group_id"] == group_id]
         per_run = []

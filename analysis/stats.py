@@ -1,8 +1,16 @@
 """Per (cell, phase) statistics from raw samples.
 
 The plain statistics come from one DuckDB aggregate (a million samples in tens of
-milliseconds); the CI of the median from `bootstrap.median_draws`, which needs each
-cell's values sorted, so a second query streams them out in (cell, phase, latency) order.
+milliseconds). The CI of the median is built on the highest level measured inside a run
+(`analysis.intervals`): a Student-t interval on the log medians of the cell's rounds when
+it has two or more (protocol 2), else no CI at all (`ci_kind` "none", NaN bounds): samples
+and generations of one round are autocorrelated, so an interval that resamples them would
+claim a precision the measurement does not have. Across runs, `analysis.reproducibility.
+pooled_stats` replaces these with intervals across runs.
+
+`log_median_se` keeps a figure of within-run noise for every cell: the rounds' standard
+error where there are rounds, else an i.i.d. order-statistic bootstrap of the samples
+(`analysis.bootstrap`), a lower bound, used only to weight run medians against each other.
 """
 from __future__ import annotations
 
@@ -15,17 +23,21 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, median_draws, percentile_ci
+from analysis.intervals import CI_ACROSS_ROUNDS, MIN_UNITS, kind_for, to_latency, unit_t_draws
 from analysis.load import CELL_COLUMNS, add_group_id, where_clause
 
-STAT_COLUMNS = ("n", "median", "mean", "std", "cv", "p5", "p95", "median_ci_low", "median_ci_high")
+STAT_COLUMNS = ("n", "median", "mean", "std", "cv", "p5", "p95", "median_ci_low", "median_ci_high", "ci_kind")
+IID_RESAMPLES = 200  # only a standard error comes from the i.i.d. bootstrap: 200 replicates give it within ~10%
 
 
 @dataclass(frozen=True)
 class CellStats:
-    """Statistics per (cell, phase) and the bootstrap replicates of each row's median.
+    """Statistics per (cell, phase) and replicates of each row's median.
 
-    `draws[i]` belongs to `frame.iloc[i]`; inversions reuse them so that a ratio's CI costs
-    no second pass over the samples.
+    `draws[i]` belongs to `frame.iloc[i]` (all NaN where `ci_kind` is "none"); inversions
+    reuse them so that a ratio's CI costs no second pass over the samples. Rows measured on
+    the same units (the same rounds of one run, or the same runs when pooled) share their
+    random draws, so a ratio of two of them is paired by unit (`analysis.intervals`).
     """
 
     frame: pd.DataFrame
@@ -42,12 +54,15 @@ def compute_cell_stats(
     seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
 ) -> CellStats:
-    """Statistics of every ok cell and phase matching `filters`, with bootstrap replicates.
+    """Statistics of every ok cell and phase matching `filters`, with replicates of the median.
 
     Frame columns: the cell's configuration (model, n_layer, n_embd, params, backend, dtype,
     batch_size, prompt_len, gen_len, regime, ...), `phase`, `group_id`, then n, median, mean,
     std (sample), cv (std / mean), p5, p95 (linear interpolation, as numpy's default),
-    median_ci_low/high (percentile bootstrap), tokens_per_s and its CI (decode and e2e).
+    n_rounds, ci_kind ("across rounds" with two or more rounds, else "none"),
+    median_ci_low/high (Student t on the rounds' log medians; NaN without a CI), unit_ids
+    and unit_log_medians (the rounds, "run_id#round", and their log medians: what an
+    interval over this cell rests on), log_median_se, tokens_per_s and its CI (decode, e2e).
     """
     where, params = where_clause(filters)
     cell_cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS if c != "cell_id")
@@ -70,29 +85,68 @@ def compute_cell_stats(
         """,
         params,
     ).df()
+    # A protocol-1 sample has no round: its cell is one round.
+    rounds = con.execute(
+        f"SELECT s.cell_id, s.phase, coalesce(s.round, 0) AS round, median(s.latency_ms) AS median "
+        f"{source} GROUP BY ALL ORDER BY s.cell_id, s.phase, round",
+        params,
+    ).df()
     values = con.execute(
         f"SELECT s.latency_ms {source} ORDER BY s.cell_id, s.phase, s.latency_ms", params
     ).fetchnumpy()["latency_ms"]
     values = np.asarray(values, dtype=np.float64)
-    if frame.empty:
-        draws = np.empty((0, n_resamples))
-    else:
-        draws = median_draws(values, frame["n"].to_numpy(), n_resamples, seed)
-    low, high = percentile_ci(draws, confidence) if len(frame) else (np.array([]), np.array([]))
     frame["cv"] = frame["std"] / frame["mean"]
+    draws = _round_draws(frame, rounds, n_resamples, seed)
+    if frame.empty:
+        iid_se = np.array([])
+    else:
+        iid = median_draws(values, frame["n"].to_numpy(), IID_RESAMPLES, seed)
+        iid_se = np.log(iid).std(axis=1, ddof=1)
+    with np.errstate(invalid="ignore"):  # rows without a CI are all NaN
+        low, high = percentile_ci(draws, confidence) if len(frame) else (np.array([]), np.array([]))
     frame["median_ci_low"] = low
     frame["median_ci_high"] = high
-    frame = _add_throughput(frame)
+    round_se = frame["unit_log_medians"].map(lambda v: np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) >= MIN_UNITS else np.nan)
+    frame["log_median_se"] = np.where(frame["ci_kind"] == CI_ACROSS_ROUNDS, round_se.to_numpy(np.float64), iid_se)
+    frame = add_throughput(frame)
     frame = add_group_id(frame)
     return CellStats(frame=frame, draws=draws, confidence=confidence, seed=seed)
 
 
+def _round_draws(frame: pd.DataFrame, rounds: pd.DataFrame, n_resamples: int, seed: int) -> np.ndarray:
+    """Fill n_rounds, ci_kind, unit_ids, unit_log_medians in `frame`; return the replicates.
+
+    Cells of one run measured in the same rounds form a block with shared draws, so that a
+    ratio of two of them is paired by round; blocks go in sorted order, so a seed fixes them.
+    """
+    key = pd.MultiIndex.from_frame(frame[["cell_id", "phase"]])
+    rounds = rounds.assign(log_median=np.log(rounds["median"].to_numpy(np.float64)))
+    grouped = rounds.groupby(["cell_id", "phase"], sort=False)
+    round_ids = grouped["round"].agg(list).reindex(key)
+    log_medians = grouped["log_median"].agg(list).reindex(key)
+    run_ids = frame["run_id"].astype(str).to_numpy()
+    frame["n_rounds"] = [len(r) for r in round_ids]
+    frame["ci_kind"] = [kind_for(len(r), CI_ACROSS_ROUNDS) for r in round_ids]
+    frame["unit_ids"] = [[f"{run}#{r}" for r in ids] for run, ids in zip(run_ids, round_ids)]
+    frame["unit_log_medians"] = [list(map(float, v)) for v in log_medians]
+    draws = np.full((len(frame), n_resamples), np.nan)
+    blocks: dict[tuple, list[int]] = {}
+    for i, (units, n) in enumerate(zip(frame["unit_ids"], frame["n_rounds"])):
+        if n >= MIN_UNITS:
+            blocks.setdefault(tuple(units), []).append(i)
+    rng = np.random.default_rng(seed)
+    for units in sorted(blocks):
+        rows = np.asarray(blocks[units])
+        draws[rows] = to_latency(unit_t_draws(np.array([log_medians.iat[i] for i in rows]), n_resamples, rng))
+    return draws
+
+
 def cell_stats(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> pd.DataFrame:
-    """The frame of `compute_cell_stats`, for callers that need no bootstrap replicates."""
+    """The frame of `compute_cell_stats`, for callers that need no replicates."""
     return compute_cell_stats(con, filters, **kwargs).frame
 
 
-def _add_throughput(frame: pd.DataFrame) -> pd.DataFrame:
+def add_throughput(frame: pd.DataFrame) -> pd.DataFrame:
     """Tokens per second next to the raw latency (gpt-fast habit): decode and e2e only.
 
     decode: one sample is one step producing batch_size tokens, so batch * 1000 / median ms.

@@ -9,6 +9,9 @@ from analysis.synthetic import SyntheticPlan, build_store, depth_width_law, para
 
 DEPTH_LAW = dict(a=1.0, b=0.5, c=0.002)  # ms, ms per layer, ms per unit of width
 TEST_RESAMPLES = 1000  # enough for stable 95% bounds, keeps the suite fast
+# Protocol 2: each cell in 3 interleaved rounds, so a cell has a CI (across rounds). A
+# protocol-1 store (one round) has none: tests about CIs measure in rounds, as the runner does.
+ROUNDS = dict(rounds=3, round_cv=0.01)
 
 
 def make_stats(plan: SyntheticPlan, **filters) -> CellStats:
@@ -22,8 +25,8 @@ def make_stats(plan: SyntheticPlan, **filters) -> CellStats:
 
 @pytest.fixture(scope="session")
 def depth_store():
-    """One regime, one backend, 40 shapes, latency = 1 + 0.5 depth + 0.002 width."""
-    con = build_store(SyntheticPlan(law=depth_width_law(**DEPTH_LAW), cell_cv=0.01, seed=1))
+    """One regime, one backend, 40 shapes, latency = 1 + 0.5 depth + 0.002 width, 3 rounds per cell."""
+    con = build_store(SyntheticPlan(law=depth_width_law(**DEPTH_LAW), cell_cv=0.01, seed=1, **ROUNDS))
     yield con
     con.close()
 
@@ -36,7 +39,7 @@ def depth_stats(depth_store) -> CellStats:
 @pytest.fixture(scope="session")
 def params_stats() -> CellStats:
     """latency = 1 + 0.05 ms per million parameters: bandwidth-bound."""
-    return make_stats(SyntheticPlan(law=params_law(), phases=("decode",), cell_cv=0.01, seed=2))
+    return make_stats(SyntheticPlan(law=params_law(), phases=("decode",), cell_cv=0.01, seed=2, **ROUNDS))
 
 
 @pytest.fixture(scope="session")
@@ -48,5 +51,5 @@ def two_regime_stats() -> CellStats:
         return 1.0 + slope * cells["n_layer"].to_numpy() + 0.002 * cells["n_embd"].to_numpy()
 
     plan = SyntheticPlan(law=law, regimes=("fast-launch", "slow-launch"), backends=("hf-eager", "hf-sdpa"),
-                         phases=("decode",), cell_cv=0.02, seed=3)
+                         phases=("decode",), cell_cv=0.02, seed=3, **ROUNDS)
     return make_stats(plan)

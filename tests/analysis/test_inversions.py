@@ -6,13 +6,13 @@ import numpy as np
 from analysis.inversions import find_inversions, headline_text, headlines, pair_ratios
 from analysis.synthetic import SyntheticPlan
 
-from .conftest import make_stats
+from .conftest import ROUNDS, make_stats
 
 SHAPES = ((2, 128), (4, 128), (6, 256), (8, 256), (12, 512))
 
 
 def _plan(law, **kw):
-    return SyntheticPlan(law=law, shapes=SHAPES, phases=("decode",), reps=10, noise_cv=0.05, **kw)
+    return SyntheticPlan(law=law, shapes=SHAPES, phases=("decode",), reps=10, noise_cv=0.05, **{**ROUNDS, **kw})
 
 
 def _by_params(cells):
@@ -41,8 +41,8 @@ def test_monotone_latency_has_no_inversions():
 def test_overlapping_cis_are_not_called_significant():
     def law(cells):
         base = _by_params(cells)
-        # 2x128 0.1% slower than 4x128: far inside the ~0.7% standard error of the ratio
-        # of two 160-sample medians at 5% CV, so the CI straddles 1
+        # 2x128 0.1% slower than 4x128: far inside the ~1% standard error of the ratio
+        # of two cells' round medians (3 rounds, 1% round noise, 5% CV), so the CI straddles 1
         return np.where(cells["model_name"] == "2x128", base[cells["model_name"] == "4x128"][0] * 1.001, base)
 
     inv = pair_ratios(make_stats(_plan(law, seed=4)), inversions_only=False)

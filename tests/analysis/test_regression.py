@@ -31,9 +31,11 @@ def test_depth_law_yields_depth_verdict(depth_stats):
 
 
 def test_pure_depth_law_yields_depth_verdict():
+    # protocol 1 (one round): HC3 across shapes alone, and the fit says it has no replicated level
     fit = _decode_fit(make_stats(SyntheticPlan(law=depth_width_law(c=0.0), phases=("decode",), cell_cv=0.01, seed=1)))
     assert fit.verdict["winner"] == "depth" and fit.verdict["single_variable_winner"] == "depth"
     assert fit.verdict["text"].startswith("depth drives latency, not parameter count")
+    assert fit.ci_kind == "none" and all(m["cov_type"] == "HC3" for m in fit.models)
 
 
 def test_depth_and_width_coefficients_recovered_inside_their_cis(depth_stats):
@@ -47,7 +49,8 @@ def test_depth_and_width_coefficients_recovered_inside_their_cis(depth_stats):
 def test_params_law_flips_the_verdict_to_params(params_stats):
     fit = _decode_fit(params_stats)
     assert fit.verdict["winner"] == "params" and fit.verdict["single_variable_winner"] == "params"
-    assert fit.verdict["text"].startswith("parameter count drives latency, not depth")
+    assert fit.verdict["text"].startswith("across rounds of one run (CIs leave out run-to-run variance): "
+                                          "parameter count drives latency, not depth")
     assert "single-variable models: parameter count explains latency better than depth here" in fit.verdict["text"]
 
 
@@ -55,7 +58,8 @@ def test_models_compared_on_both_scales_with_ci_adj_r2_and_aic(depth_stats):
     fit = _decode_fit(depth_stats)
     assert {(m["scale"], m["model"]) for m in fit.models} == {(s, n) for s in MODELS for n in MODELS[s]}
     for m in fit.models:
-        assert m["cov_type"] == "HC3" and m["n"] == fit.n_cells
+        # 3 rounds per cell: HC3 plus the spread of the fit over rounds, and it says so
+        assert m["cov_type"] == "HC3 + between-round (t across rounds)" and m["n"] == fit.n_cells
         assert all(c["ci_low"] <= c["estimate"] <= c["ci_high"] for c in m["coefficients"])
         assert isinstance(m["adj_r2"], float) and isinstance(m["aic"], float)
 
