@@ -305,7 +305,8 @@ def ci_coverage(
     value a new run is centred on. With `compare`, also: a percentile bootstrap of the same
     units (`median_boot`, `ratio_boot`: what a two-stage bootstrap reduces to at the top
     level), and with one run the i.i.d. bootstrap of the samples (`median_iid`), the
-    interval this project reported before.
+    interval this project reported before, and how often the across-rounds interval covers
+    the population value (`median_population`): what reading it as a CI across runs would claim.
     """
     kind, units = unit_log_medians(experiments)
     truth = experiments.run_truth[:, 0] if kind == CI_ACROSS_ROUNDS else np.broadcast_to(experiments.truth, units.shape[:2])
@@ -331,6 +332,7 @@ def ci_coverage(
             iid = np.log(median_draws(values.ravel(), np.full(n_exp, values.shape[1]), n_resamples, seed))
             i_low, i_high = percentile_ci(iid, confidence)
             out["median_iid"] = covered(i_low, i_high, truth[:, 0])
+            out["median_population"] = covered(low[:, 0], high[:, 0], np.full(n_exp, experiments.truth[0]))
     return out
 
 
