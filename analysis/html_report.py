@@ -21,6 +21,7 @@ from analysis.inversions import find_inversions, pair_ratios
 from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
+from analysis.resources import display_table, resource_summary
 from analysis.reproducibility import has_repeats, pooled_stats
 from analysis.stats import compute_cell_stats
 
@@ -104,7 +105,22 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
     for index, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if index == 0 else False,
                                  default_height="480px"))
+    parts += _resource_parts(resource_summary(con, filters, latency=frame))
     return _page(title, parts)
+
+
+def _resource_parts(res: dict[str, Any]) -> list[str]:
+    """Memory and energy per cell and phase, and the seed form fitted to them beside latency."""
+    parts = ["<h2>Memory and energy</h2>",
+             "<p>Peak memory (device allocator on GPU, process RSS on CPU), weight and KV-cache bytes from the "
+             "shape; energy per token and per sample with a 95% t interval across rounds (run-to-run variance "
+             f"left out), mean power. {html.escape(res['message'])}.</p>"]
+    if res["cells"]:
+        parts.append(_table(display_table(res["cells"])))
+    fits = [{"group": f["group_id"], "fit": f["text"]} for f in res["fits"]]
+    if fits:
+        parts.append("<h3>Memory and energy vs shape</h3>" + _table(pd.DataFrame(fits)))
+    return parts
 
 
 def _page(title: str, parts: list[str]) -> str:

@@ -21,6 +21,7 @@ from analysis.bootstrap import percentile_ci
 from analysis.inversions import SIGNIFICANT_LABEL, pair_ratios
 from analysis.regression import LEVERAGE_LIMIT, fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs
+from analysis.resources import resources_markdown
 from analysis.stats import CellStats, compute_cell_stats
 
 PHASE = "decode"
@@ -240,4 +241,5 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.extend(_speedups(stats, row.regime))
         out.append("")
         out.extend(_off_seed_point(everything, row.regime))
+    out.extend(resources_markdown(con))
     return "\n".join(out).rstrip() + "\n"

@@ -21,6 +21,10 @@ needs:
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
             reproducibility  {has_repeats, message, ...}: run-to-run variance (analysis.reproducibility)
+            resources     {message, n_cells, n_with_energy, cells: [...], fits: [...]}: memory and energy
+                          per (cell, phase) (peak memory, weight and KV-cache bytes, J per sample and
+                          per token with a CI across rounds, mean power) and the seed form fitted to
+                          log peak memory and log energy per token beside latency (analysis.resources)
             warnings      one-line notes, e.g. cells left out for impossible values (analysis.load.left_out)
 
         When some cells were measured in more than one run (plan repeats), regressions,
@@ -44,6 +48,7 @@ from analysis.inversions import find_inversions, inversions_summary
 from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
+from analysis.resources import display_table, resource_summary
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import compute_cell_stats, summarize
 
@@ -87,6 +92,7 @@ def analyze(
         "regimes": compare(compared, "regime"),
         "backends": compare(compared, "backend"),
         "reproducibility": reproducibility,
+        "resources": resource_summary(con, filters, latency=frame),
         "warnings": [w for w in (left_out(con, filters),) if w],
     }
     return _jsonable(result)
@@ -177,7 +183,20 @@ def format_text(result: dict[str, Any]) -> str:
                 lines.append(_table(comp["levels"], ["level", "n_cells", "depth_effect", "depth_ci_low", "depth_ci_high", "width_effect"]))
     lines += ["", "== Reproducibility (run to run) =="]
     lines += _reproducibility_lines(result.get("reproducibility") or {"message": "(not computed)"})
+    lines += ["", "== Memory and energy =="]
+    lines += _resource_lines(result.get("resources") or {"message": "(not computed)"})
     return "\n".join(lines)
+
+
+def _resource_lines(res: dict[str, Any]) -> list[str]:
+    """Per group: peak memory (MiB) and energy (mJ per token, J per sample, CI across rounds), then the fits."""
+    lines = [res["message"]]
+    table = display_table(res.get("cells") or [])
+    for group_id, rows in (table.groupby("group_id", sort=True) if len(table) else []):
+        lines.append(f"-- {group_id}")
+        lines.append(rows.drop(columns=["group_id", "phase"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    lines += [f"* {fit['group_id']}: {fit['text']}" for fit in res.get("fits") or []]
+    return lines
 
 
 def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
