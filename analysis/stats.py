@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, median_draws, percentile_ci
 from analysis.intervals import CI_ACROSS_ROUNDS, MIN_UNITS, kind_for, to_latency, unit_t_draws
 from analysis.load import CELL_COLUMNS, add_group_id, where_clause
+from analysis.resources import tokens_per_sample
 
 STAT_COLUMNS = ("n", "median", "mean", "std", "cv", "p5", "p95", "median_ci_low", "median_ci_high", "ci_kind")
 IID_RESAMPLES = 200  # only a standard error comes from the i.i.d. bootstrap: 200 replicates give it within ~10%
@@ -147,17 +148,14 @@ def cell_stats(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
 
 
 def add_throughput(frame: pd.DataFrame) -> pd.DataFrame:
-    """Tokens per second next to the raw latency (gpt-fast habit): decode and e2e only.
+    """Tokens per second next to the raw latency (gpt-fast habit), for every phase.
 
-    decode: one sample is one step producing batch_size tokens, so batch * 1000 / median ms.
-    e2e: one sample generates batch_size * gen_len tokens. Prefill produces one token per
-    sequence after reading the prompt; its throughput is not comparable, so it is left empty.
+    A sample handles `analysis.resources.tokens_per_sample` tokens: a prefill reads batch x
+    prompt_len prompt tokens (prompt tokens/s, what prefill throughput means), a decode step
+    yields batch_size, a whole generation batch_size x gen_len; tokens/s = tokens x 1000 /
+    median ms, its CI from the median's.
     """
-    tokens = np.where(
-        frame["phase"] == "decode",
-        frame["batch_size"],
-        np.where(frame["phase"] == "e2e", frame["batch_size"] * frame["gen_len"], np.nan),
-    ).astype(np.float64)
+    tokens = tokens_per_sample(frame["phase"], frame["batch_size"], frame["prompt_len"], frame["gen_len"])
     frame["tokens_per_s"] = tokens * 1000.0 / frame["median"]
     frame["tokens_per_s_ci_low"] = tokens * 1000.0 / frame["median_ci_high"]
     frame["tokens_per_s_ci_high"] = tokens * 1000.0 / frame["median_ci_low"]

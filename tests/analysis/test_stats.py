@@ -74,13 +74,13 @@ def test_every_cell_draws_stay_within_its_own_range(counts, seed):
         assert row.min() >= block[0] and row.max() <= block[-1]
 
 
-def test_tokens_per_second_for_decode_and_e2e_only():
-    con = build_store(SyntheticPlan(shapes=((2, 64), (4, 128)), batch_size=4, gen_len=8, reps=3))
+def test_tokens_per_second_for_every_phase_prefill_counting_the_prompt_tokens_it_reads():
+    con = build_store(SyntheticPlan(shapes=((2, 64), (4, 128)), batch_size=4, prompt_len=32, gen_len=8, reps=3))
     f = compute_cell_stats(con, n_resamples=100).frame
     decode, e2e, prefill = (f[f["phase"] == p] for p in ("decode", "e2e", "prefill"))
     np.testing.assert_allclose(decode["tokens_per_s"], 4 * 1000 / decode["median"])
     np.testing.assert_allclose(e2e["tokens_per_s"], 4 * 8 * 1000 / e2e["median"])
-    assert prefill["tokens_per_s"].isna().all()
+    np.testing.assert_allclose(prefill["tokens_per_s"], 4 * 32 * 1000 / prefill["median"])
 
 
 def test_failed_cells_are_not_analysed():
