@@ -2,14 +2,15 @@
 
 `python -m runner analyze --markdown` prints it; a test compares it with README.md so the
 README cannot drift from the bundled data. Decode latency (ms per token) is the phase the
-"latency inversion" claim is about. Where a cell was measured in several runs, medians and
-CIs are pooled over runs (run-level bootstrap), so the CIs include run-to-run variance; an
-interval that rests on one run only (a cell, or either cell of a ratio, measured in a
-single run; a regression whose group has no repeats) is marked `WITHIN_RUN_MARK`, because
-it leaves out the run-to-run spread, which is larger than the within-run noise on the
-bundled GPUs. Regressions come from `regressions_across_runs`, as in `analyze`, so their
-CIs carry between-run variance where there are repeats. Inversions are significant at FDR
-5% within each group (`analysis.inversions`).
+"latency inversion" claim is about. Every interval shows its kind (`analysis.intervals`):
+where a cell was measured in several runs, medians are pooled over runs and the CI is a
+t interval across runs, shown plain; an interval across the rounds of one run (or, for a
+fit, across the shapes of one run only) is marked `WITHIN_RUN_MARK`, because it leaves out
+the run-to-run spread, which is larger than the within-run noise on the bundled GPUs; a
+cell measured in one round of one run (every protocol-1 run) has no CI and shows
+`NO_CI`, and so does a ratio with such a cell. Regressions come from
+`regressions_across_runs`, as in `analyze`. Inversions are significant at FDR 5% within
+each group (`analysis.inversions`): a pair without a CI is never significant.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_ci
+from analysis.intervals import CI_ACROSS_RUNS, CI_KINDS, CI_NONE, weakest_kind
 from analysis.inversions import SIGNIFICANT_LABEL, pair_ratios
 from analysis.regression import LEVERAGE_LIMIT, fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs
@@ -31,8 +33,12 @@ SEED_POINT = {"batch_size": 1, "prompt_len": 128, "gen_len": 64}
 # The reference pair of the "latency inversion" claim, followed off the seed point.
 DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
 WITHIN_RUN_MARK = "†"
-WITHIN_RUN_NOTE = (f"{WITHIN_RUN_MARK} within one run only: measured in a single run, so the interval leaves out "
-                   "run-to-run variance.")
+NO_CI = "no CI"
+WITHIN_RUN_NOTE = (f"{WITHIN_RUN_MARK} within one run only: the interval is across the rounds of one run, or (a fit) "
+                   "rests for some of its cells on HC3 across the shapes of one run alone, so it leaves out (some) "
+                   "run-to-run variance. Unmarked intervals are across runs (Student t on run medians).")
+NO_CI_NOTE = (f"{NO_CI}: measured in one round of one run (protocol 1), which has no independent replicate to "
+              "build an interval on.")
 
 
 def _decode_stats(con: duckdb.DuckDBPyConnection, filters: dict | None = None) -> CellStats:
@@ -45,19 +51,28 @@ def _both_stats(con: duckdb.DuckDBPyConnection, filters: dict | None = None) -> 
     return stats, (pooled_stats(stats) if has_repeats(stats) else stats)
 
 
-def _ci(low: float, high: float, within_run: bool = False) -> str:
-    return f"[{low:.2f}, {high:.2f}]" + (WITHIN_RUN_MARK if within_run else "")
+def _ci(low: float, high: float, kind: str) -> str:
+    """An interval with its kind: plain across runs, marked within one run, 'no CI' without one."""
+    if kind == CI_NONE or not (np.isfinite(low) and np.isfinite(high)):
+        return NO_CI
+    return f"[{low:.2f}, {high:.2f}]" + ("" if kind == CI_ACROSS_RUNS else WITHIN_RUN_MARK)
 
 
-def _single_run(stats: CellStats, cell_ids) -> pd.Series:
-    """Whether each cell (by cell_id) rests on one run only."""
-    n_runs = stats.frame.set_index("cell_id")["n_runs"] if "n_runs" in stats.frame else None
-    ids = pd.Series(list(cell_ids))
-    return ids.map(n_runs).fillna(1).le(1) if n_runs is not None else pd.Series(True, index=ids.index)
+def _fit_kind(record: dict) -> str:
+    """A fit's interval kind for `_ci`: a fit always has its HC3 interval, so 'none' reads as within one run."""
+    return CI_ACROSS_RUNS if record.get("ci_kind") == CI_ACROSS_RUNS else CI_KINDS[1]
+
+
+def _kinds(stats: CellStats, cell_ids) -> list[str]:
+    """The CI kind of each cell (by cell_id)."""
+    kinds = stats.frame.set_index("cell_id")["ci_kind"]
+    return [str(kinds.get(c, CI_NONE)) for c in cell_ids]
 
 
 def _with_note(lines: list[str]) -> list[str]:
-    return lines + ["", WITHIN_RUN_NOTE] if any(WITHIN_RUN_MARK in line for line in lines) else lines
+    notes = [note for mark, note in ((WITHIN_RUN_MARK, WITHIN_RUN_NOTE), (NO_CI, NO_CI_NOTE))
+             if any(mark in line for line in lines)]
+    return lines + [""] + notes if notes else lines
 
 
 def _inversions(stats: CellStats, regime: str) -> list[str]:
@@ -70,12 +85,11 @@ def _inversions(stats: CellStats, regime: str) -> list[str]:
              "|---|---|---|---|---|---|"]
     for (backend, dtype), group in sig.groupby(["backend", "dtype"], sort=True):
         top = group.sort_values("ratio_ci_low", ascending=False).iloc[0]
-        within = bool(_single_run(stats, [top["cell_id_a"], top["cell_id_b"]]).any())
         inverted = int(((pairs["backend"] == backend) & (pairs["dtype"] == dtype)).sum())
         lines.append(
             f"| {backend} | {dtype} | {top['model_name_a']} ({top['n_layer_a']} x {top['n_embd_a']}, "
             f"{top['params_a'] / 1e6:.1f}M) | {top['model_name_b']} ({top['n_layer_b']} x {top['n_embd_b']}, "
-            f"{top['params_b'] / 1e6:.1f}M) | {top['ratio']:.2f}x {_ci(top['ratio_ci_low'], top['ratio_ci_high'], within)} | "
+            f"{top['params_b'] / 1e6:.1f}M) | {top['ratio']:.2f}x {_ci(top['ratio_ci_low'], top['ratio_ci_high'], top['ci_kind'])} | "
             f"{len(group)} / {inverted} |"
         )
     return _with_note(lines)
@@ -106,7 +120,7 @@ def _verdicts(fits: list[dict]) -> list[str]:
         r2 = f"{log_depth['adj_r2']:.2f} / {log_params['adj_r2']:.2f}" if log_depth and log_params else ""
         lines.append(
             f"| {group['backend']} | {group['dtype']} | {fit['n_shapes']} | {fit['verdict']['winner']} | "
-            f"{depth['estimate']:.3f} {_ci(depth['ci_low'], depth['ci_high'], not fit['ci_includes_between_run_variance'])} | {r2} |"
+            f"{depth['estimate']:.3f} {_ci(depth['ci_low'], depth['ci_high'], _fit_kind(fit))} | {r2} |"
         )
     return _with_note(lines)
 
@@ -122,7 +136,7 @@ def _seed_form(fits: list[dict]) -> list[str]:
         seed, group = fit.get("seed_form") or {}, fit["group"]
         if fit["status"] != "ok" or not seed:
             continue
-        within = not seed["ci_includes_between_run_variance"]
+        kind = _fit_kind(seed)
         refit = seed["refit"]
         if refit is None:
             note = "none above"
@@ -132,8 +146,8 @@ def _seed_form(fits: list[dict]) -> list[str]:
             note = (f"drops {refit['dropped']}: {refit['winner']}" + (" (changes)" if refit["verdict_changed"] else ""))
         lines.append(
             f"| {group['backend']} | {group['dtype']} | {seed['n_shapes']} | {seed['coef_log_params']:.2f} "
-            f"{_ci(seed['coef_log_params_lo'], seed['coef_log_params_hi'], within)} | {seed['coef_log_n_layer']:.2f} "
-            f"{_ci(seed['coef_log_n_layer_lo'], seed['coef_log_n_layer_hi'], within)} | {seed['r2']:.3f} | "
+            f"{_ci(seed['coef_log_params_lo'], seed['coef_log_params_hi'], kind)} | {seed['coef_log_n_layer']:.2f} "
+            f"{_ci(seed['coef_log_n_layer_lo'], seed['coef_log_n_layer_hi'], kind)} | {seed['r2']:.3f} | "
             f"{seed['winner']} | {note} |"
         )
     return _with_note(lines)
@@ -154,14 +168,14 @@ def _speedups(stats: CellStats, regime: str) -> list[str]:
     low, high = percentile_ci(ratios, stats.confidence)
     both["speedup"] = both["median_eager"] / both["median_graph"]
     both["low"], both["high"] = low, high
-    both["within"] = (_single_run(stats, both["cell_id_eager"]).to_numpy() | _single_run(stats, both["cell_id_graph"]).to_numpy())
+    both["kind"] = [weakest_kind(k) for k in zip(_kinds(stats, both["cell_id_eager"]), _kinds(stats, both["cell_id_graph"]))]
     lines = []
     for dtype, group in both.groupby("dtype", sort=True):
         lines.append(
             f"- {dtype}: {len(group)} shapes, speed-up from {group['speedup'].min():.1f}x to "
             f"{group['speedup'].max():.1f}x (median {group['speedup'].median():.1f}x); "
             + "; ".join(
-                f"{row.model_name} {row.speedup:.1f}x {_ci(row.low, row.high, row.within)}"
+                f"{row.model_name} {row.speedup:.1f}x {_ci(row.low, row.high, row.kind)}"
                 for row in group.sort_values("n_layer_eager").itertuples()
                 if row.model_name.startswith(("gpt2-", "tiny-"))
             )
@@ -177,16 +191,29 @@ def _off_seed_point(stats: CellStats, regime: str) -> list[str]:
                   & ~((pairs["batch_size"] == SEED_POINT["batch_size"]) & (pairs["prompt_len"] == SEED_POINT["prompt_len"]))]
     if pairs.empty:
         return []
-    lines = [f"Off the seed point ({DEEP_NARROW} / {SHALLOW_WIDE}, decode ms per token, 64 new tokens; a CI pools "
-             "runs where both cells were measured in more than one, else it is within one run):", "",
+    lines = [f"Off the seed point ({DEEP_NARROW} / {SHALLOW_WIDE}, decode ms per token, 64 new tokens; a CI is across "
+             "runs where both cells were measured in more than one, else across rounds of one run or none):", "",
              f"| batch | prompt | backend | dtype | {DEEP_NARROW} | {SHALLOW_WIDE} | ratio [95% CI] |",
              "|---|---|---|---|---|---|---|"]
     pairs = pairs.sort_values(["batch_size", "prompt_len", "backend", "dtype"])
-    within = _single_run(stats, pairs["cell_id_a"]).to_numpy() | _single_run(stats, pairs["cell_id_b"]).to_numpy()
-    for row, single in zip(pairs.itertuples(), within):
+    for row in pairs.itertuples():
         lines.append(f"| {row.batch_size} | {row.prompt_len} | {row.backend} | {row.dtype} | {row.median_a:.3f} | "
-                     f"{row.median_b:.3f} | {row.ratio:.2f}x {_ci(row.ratio_ci_low, row.ratio_ci_high, single)} |")
+                     f"{row.median_b:.3f} | {row.ratio:.2f}x {_ci(row.ratio_ci_low, row.ratio_ci_high, row.ci_kind)} |")
     return _with_note(lines) + [""]
+
+
+def _kind_counts(cells: pd.DataFrame) -> str:
+    """One sentence: how many of these cells have a CI of each kind."""
+    counts = cells["ci_kind"].value_counts()
+    across_runs, across_rounds, none = (int(counts.get(k, 0)) for k in (CI_ACROSS_RUNS, CI_KINDS[1], CI_NONE))
+    parts = []
+    if across_runs:
+        parts.append(f"{across_runs} measured in more than one run (medians pooled over runs, CIs across runs)")
+    if across_rounds:
+        parts.append(f"{across_rounds} in several rounds of one run (CIs across rounds, {WITHIN_RUN_MARK})")
+    if none:
+        parts.append(f"{none} in one round of one run ({NO_CI})")
+    return "Of these, " + "; ".join(parts) + "."
 
 
 def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
@@ -206,15 +233,7 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
             continue
         out.append(f"### {row.regime}")
         out.append("")
-        repeated = int((cells["n_runs"] > 1).sum()) if "n_runs" in cells else 0
-        if repeated == len(cells):
-            pooled = (" Every cell was measured in more than one run: medians are pooled over runs and CIs "
-                      "include run-to-run variance.")
-        elif repeated:
-            pooled = (f" {repeated} of them were measured in more than one run: their medians are pooled over runs "
-                      "and their CIs include run-to-run variance; the other CIs are within one run.")
-        else:
-            pooled = " Each cell was measured in one run: CIs are within-run."
+        pooled = " " + _kind_counts(cells)
         out.append(
             f"{row.runs} run{'s' if row.runs > 1 else ''} ({row.plans}), {row.first_day}; {len(cells)} decode cells "
             f"(ms per token; batch 1, prompt 128, 64 new tokens).{pooled}"
@@ -227,12 +246,13 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append("")
         regime_fits = sorted((f for f in fits if f["group"]["regime"] == row.regime),
                              key=lambda f: (f["group"]["backend"], f["group"]["dtype"]))
-        out.append("The seed study's form, log latency ~ log params + log n_layer (cell medians; HC3, plus "
-                   "between-run variance from a run-level bootstrap where cells were repeated):")
+        out.append("The seed study's form, log latency ~ log params + log n_layer (cell medians; HC3, plus the "
+                   "t-scaled spread of the fit over runs where cells were repeated):")
         out.append("")
         out.extend(_seed_form(regime_fits))
         out.append("")
-        out.append("Depth vs parameter count (verdict from the seed form; single-variable regressions on cell medians, HC3 errors):")
+        out.append("Depth vs parameter count (verdict from the seed form; single-variable regressions on cell medians, "
+                   "errors as in the seed form):")
         out.append("")
         out.extend(_verdicts(regime_fits))
         out.append("")
