@@ -10,13 +10,15 @@ needs:
         Returns a JSON-serialisable dict (NaN as None):
             filters       the filters applied
             cell_stats    {n_cells, n_rows, n_samples, phases, median_cv, high_cv, cells: [...]}
-                          cells: one record per (cell, phase) with n, median, CI, cv, p5, p95, tokens/s
+                          cells: one record per (cell, phase) with n, median, CI, ci_kind ("across
+                          rounds" with 2+ rounds, else "none": NaN bounds), n_rounds, cv, p5, p95, tokens/s
             regressions   [{group, group_id, status, message, n_cells, n_shapes, models, verdicts, verdict, seed_form}]
             seed_form     [{group_id, regime, backend, phase, dtype, batch_size, prompt_len, gen_len,
                            coef_log_params, coef_log_params_lo/hi, coef_log_n_layer, coef_log_n_layer_lo/hi,
                            n_shapes, r2, winner, max_leverage, n_high_leverage, refit, ...}]: the seed
                           study's log latency ~ log params + log n_layer per fitted group (95% CIs)
-            inversions    {n_inverted_pairs, n_significant (at FDR 5% within each group), n_ci_above_1
+            inversions    {n_inverted_pairs, n_significant (at FDR 5% within each group), n_without_ci,
+                           ci_kinds (pairs per CI kind; each pair carries ci_kind and paired), n_ci_above_1
                            (uncorrected), fdr, headlines: [{group_id, text}], significant: [...]}
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
@@ -29,8 +31,9 @@ needs:
 
         When some cells were measured in more than one run (plan repeats), regressions,
         inversions, regimes and backends work on medians pooled over runs, and regressions
-        and inversions use CIs that include between-run variance (a run-level bootstrap);
-        each then carries "ci_includes_between_run_variance": true. cell_stats stays per run.
+        and inversions use CIs across runs for the cells measured in several (Student t on
+        run medians, analysis.intervals); each then carries "ci_includes_between_run_variance":
+        true, and every CI its "ci_kind". cell_stats stays per run.
 
     format_text(result) -> str
         Readable tables of the same dict, for a terminal.
@@ -54,7 +57,7 @@ from analysis.stats import compute_cell_stats, summarize
 
 CELL_RECORD_COLUMNS = (
     "cell_id", "phase", "group_id", "model_name", "n_layer", "n_embd", "params", "n", "median",
-    "median_ci_low", "median_ci_high", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
+    "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
 )
 
 
@@ -145,13 +148,14 @@ def format_text(result: dict[str, Any]) -> str:
         for group_id, recs in sorted(by_group.items()):
             recs = sorted(recs, key=lambda r: (r["params"] or 0, r["cell_id"]))
             lines.append(f"-- {group_id}")
-            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci_low", "median_ci_high", "cv", "tokens_per_s"]))
+            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "tokens_per_s"]))
     lines += ["", "== Depth vs width, per group =="]
     for reg in result["regressions"]:
         lines.append(f"-- {reg['group_id']} ({reg['n_cells']} cells, {reg['n_shapes']} shapes)")
         lines.append(f"   {reg['message']}")
         if reg["status"] != "ok":
             continue
+        lines.append(f"   CI kind: {reg.get('ci_kind', 'none')} ({reg['models'][0]['cov_type']})")
         rows = [
             {"scale": m["scale"], "model": m["model"], "term": c["term"], "estimate": c["estimate"],
              "ci_low": c["ci_low"], "ci_high": c["ci_high"], "adj_r2": m["adj_r2"], "aic": m["aic"]}
@@ -167,10 +171,12 @@ def format_text(result: dict[str, Any]) -> str:
     across = " across runs: CIs include between-run variance" if inv.get("ci_includes_between_run_variance") else ""
     lines += ["", "== Latency inversions (smaller model slower) ==",
               f"{inv['n_inverted_pairs']} inverted pairs, {inv['n_significant']} significant at FDR 5% (Benjamini-Hochberg "
-              f"within each group; {inv.get('n_ci_above_1', inv['n_significant'])} with the 95% CI above 1 before FDR control){across}"]
+              f"within each group; {inv.get('n_ci_above_1', inv['n_significant'])} with the 95% CI above 1 before FDR control){across}",
+              "CI kinds of the inverted pairs: " + (", ".join(f"{k} {v}" for k, v in inv.get("ci_kinds", {}).items()) or "-")
+              + (f" ({inv['n_without_ci']} without a CI are never significant)" if inv.get("n_without_ci") else "")]
     lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
     if inv["significant"]:
-        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]))
+        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind"]))
     for key, title in (("regimes", "Across regimes"), ("backends", "Across backends")):
         lines += ["", f"== {title} =="]
         if not result[key]:
@@ -209,13 +215,13 @@ def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
     if rep["irreproducible"]:
         lines.append("-- irreproducible cells (run medians differ beyond their within-run CIs), widest spread first")
         rows = [{**r, "differs": ", ".join(sorted(r["environment_diff"] or {})) or "-"} for r in rep["irreproducible"][:20]]
-        lines.append(_table(rows, ["model_name", "phase", "n_runs", "spread_ratio", "median", "median_ci_low", "median_ci_high", "differs"]))
+        lines.append(_table(rows, ["model_name", "phase", "n_runs", "spread_ratio", "median", "median_ci_low", "median_ci_high", "ci_kind", "differs"]))
     inv = rep["inversions"]
     lines.append(f"-- inversions: {inv['n_reproducible']} reproducible across runs, "
                  f"{inv['n_not_reproducible']} not reproducible (significant within a run only)")
     if inv["not_reproducible"]:
         rows = [{**r, "runs": ", ".join(r["runs_significant"])} for r in inv["not_reproducible"][:20]]
-        lines.append(_table(rows, ["model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "runs"]))
+        lines.append(_table(rows, ["model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "runs"]))
     for reg in rep["regressions"]:
         per_run = ", ".join(f"{r['run_id']}: {r['winner'] or r['status']}" for r in reg["per_run"])
         lines.append(f"-- {reg['group_id']}: {reg['reproducibility']} (across runs: {reg['winner']}; per run: {per_run})")

@@ -1,7 +1,7 @@
 """Run-to-run variance: do repeat runs of the same cells agree, and what do verdicts say across runs?
 
-A cell's bootstrap CI (analysis.stats) only covers sample-to-sample noise inside one run.
-Repeat runs (`repeats = N` in a plan: runs sharing a series id and cell keys) show a second
+A cell's CI within a run (analysis.stats: across its rounds, or none) covers at most what
+moves between rounds of one process. Repeat runs (`repeats = N` in a plan: runs sharing a series id and cell keys) show a second
 component: the same configuration on the same regime lands on a different median from run
 to run (clocks, host load, allocator state, library versions). This module measures that
 component and carries it into the CIs that verdicts use.
@@ -180,11 +180,13 @@ def repeat_table(
 
     Columns: repeat_id, regime, repeat_key, phase, group_id, the configuration, n_runs,
     run_ids, run_medians, run_median_min/max, spread_ratio (max / min), between_run_sd (SD
-    of log run medians), within_run_se (RMS bootstrap SE of the log median), tau (random-
+    of log run medians), within_run_se (RMS of the runs' `log_median_se`: across rounds where
+    a run has rounds, else an i.i.d. bootstrap's, a lower bound), tau (random-
     effects between-run SD on the log scale, net of within-run noise), i2, q, p_value,
-    q_value (BH), cis_overlap (every pair of run CIs overlaps), irreproducible, median and
-    median_ci_low/high (pooled, run-level bootstrap), within_ci_width (mean width of the run
-    CIs), ci_widening (pooled CI width / within_ci_width), re_median, re_ci_low/high, and
+    q_value (BH), cis_overlap (every pair of run CIs overlaps; None when a run has no CI),
+    irreproducible, median, median_ci_low/high and ci_kind (pooled: t across runs),
+    within_ci_width (mean width of the run CIs; NaN without them), ci_widening (pooled CI
+    width / within_ci_width), re_median, re_ci_low/high, and
     environment_diff (with `con`: the run environment entries that differ, else None).
     """
     frame = with_repeat_key(stats.frame.reset_index(drop=True), by)
@@ -228,7 +230,8 @@ def repeat_table(
     table = pd.DataFrame(records)
     table["q_value"] = multipletests(table["p_value"].to_numpy(), alpha=fdr, method="fdr_bh")[1]
     table["irreproducible"] = (table["q_value"] < fdr) & (table["spread_ratio"] >= min_spread)
-    keep = ["cell_id", "phase", "regime", "repeat_key", "group_id", *CONFIG_COLUMNS, "params", "median", "median_ci_low", "median_ci_high"]
+    keep = ["cell_id", "phase", "regime", "repeat_key", "group_id", *CONFIG_COLUMNS, "params", "median", "median_ci_low",
+            "median_ci_high", "ci_kind"]
     pooled_cols = pooled.frame[[c for c in keep if c in pooled.frame]].rename(columns={"cell_id": "repeat_id"})
     table = table.merge(pooled_cols, on=["repeat_id", "phase"], how="left", validate="one_to_one")
     table["ci_widening"] = (table["median_ci_high"] - table["median_ci_low"]) / table["within_ci_width"]
@@ -443,8 +446,9 @@ def reproducibility_summary(
     worst = float(table["spread_ratio"].max())
     cols = ["repeat_id", "phase", "group_id", "model_name", "n_runs", "run_ids", "run_medians", "spread_ratio",
             "between_run_sd", "within_run_se", "tau", "p_value", "q_value", "cis_overlap", "median",
-            "median_ci_low", "median_ci_high", "ci_widening", "environment_diff"]
-    inv_cols = ["group_id", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "runs_significant", "n_runs", "verdict"]
+            "median_ci_low", "median_ci_high", "ci_kind", "ci_widening", "environment_diff"]
+    inv_cols = ["group_id", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired",
+                "runs_significant", "n_runs", "verdict"]
     not_repro_inv = inversions[inversions["verdict"] == "not reproducible"] if len(inversions) else inversions
     return {
         "has_repeats": True,
