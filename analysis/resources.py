@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import duckdb
@@ -62,28 +62,39 @@ def tokens_per_sample(phase: pd.Series, batch_size: pd.Series, prompt_len: pd.Se
     ).astype(np.float64)
 
 
+def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
+    """The cells' resource columns for a SELECT list: NULL for a store opened read-only
+    before schema 3 (no such columns), so it reads as nothing measured rather than failing."""
+    present = table_columns(con, "cells")
+    return ", ".join(f"{alias}.{c}" if c in present else f"NULL AS {c}" for c in (*RESOURCE_COLUMNS, "resources"))
+
+
 def resource_frame(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per ok cell and tracked phase with its memory and energy (columns above and
-    RESOURCE_RECORD_COLUMNS); empty when no cell carries a resources record. A store opened
-    read-only before schema 3 has no such columns: it reads as nothing measured."""
-    present = table_columns(con, "cells")
-    if "resources" not in present:
-        return pd.DataFrame(columns=list(RESOURCE_RECORD_COLUMNS))
+    RESOURCE_RECORD_COLUMNS); empty when no cell carries a resources record."""
     cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
     where, params = where_clause(cell_filters, allow_phase=False)
-    cols = ", ".join(f"c.{c}" for c in (*CELL_COLUMNS, *RESOURCE_COLUMNS, "resources"))
+    cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
     cells = con.execute(
-        f"SELECT {cols}, r.regime, r.series_id, r.device_kind FROM cells c JOIN runs r USING (run_id) "
-        f"WHERE {where} AND c.resources IS NOT NULL ORDER BY c.cell_id", params,
+        f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "
+        f"JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params,
     ).df()
     asked = (filters or {}).get("phase")
-    wanted = set(PHASES) if asked is None else ({asked} if isinstance(asked, str) else set(asked))
+    frame = phase_resources(cells, PHASES if asked is None else ([asked] if isinstance(asked, str) else asked))
+    return add_group_id(frame) if len(frame) else frame
+
+
+def phase_resources(cells: pd.DataFrame, phases: Iterable[str] = PHASES) -> pd.DataFrame:
+    """Per (cell, phase) memory and energy from a frame of cells with their shape, device and
+    `resources` JSON column (as the store holds it); the cells' other columns are kept."""
+    wanted = set(phases)
     rows = []
     for cell in cells.to_dict("records"):
-        phases = (json.loads(cell.pop("resources")) or {}).get("phases") or {}
+        text = cell.pop("resources", None)
+        recorded = (json.loads(text) or {}).get("phases") or {} if isinstance(text, str) else {}
         for phase in PHASES:
-            if phase in phases and phase in wanted:  # the phase's own peaks replace the cell's largest
-                rows.append({**cell, "phase": phase, **_phase_figures(cell, phase, phases)})
+            if phase in recorded and phase in wanted:  # the phase's own peaks replace the cell's largest
+                rows.append({**cell, "phase": phase, **_phase_figures(cell, phase, recorded)})
     if not rows:
         return pd.DataFrame(columns=list(RESOURCE_RECORD_COLUMNS))
     frame = pd.DataFrame(rows)
@@ -95,7 +106,7 @@ def resource_frame(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | 
     frame["peak_memory_bytes"] = np.where(frame["device"] == "cuda", frame["peak_allocated_bytes"], frame["peak_rss_bytes"])
     for column in ("peak_memory_bytes", *PEAK_FIELDS, "weight_bytes", "kv_cache_bytes"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    return add_group_id(frame)
+    return frame
 
 
 def _per_round(entry: Mapping[str, Any]) -> np.ndarray:
