@@ -1,12 +1,14 @@
 """The thin Streamlit layer: connections, cached queries, the sidebar, the page guard.
 
-Connections (st.cache_resource, one per dataset per server process): the store file is
-opened read-write once (the dashboard is the single DuckDB writer); snapshots are
-in-memory DuckDBs; in hosted mode every connection is locked down. Each query runs on its
-own cursor (`con.cursor()`), so sessions on different threads never share one.
+Data sources (st.cache_resource, one per dataset per server process): a store file is
+opened only for the length of a query (read-only) or of an ingest or import (read-write),
+so the CLI can read or write it while the dashboard is open (dashboard.storefile);
+snapshots are in-memory DuckDBs, queried through a cursor each; in hosted mode every
+connection is locked down. Every query runs inside `with ctx.reading() as con:`.
 Query results are st.cache_data entries keyed on (dataset, data version, filters); the
-data version is a fingerprint of the store's row counts and run statuses, so an ingest
-or import invalidates them without any explicit clearing.
+data version is a fingerprint of the store's row counts and run statuses, recomputed only
+when the file changed on disk, so an ingest or import (from here or from the CLI)
+invalidates them without any explicit clearing.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, filters as flt
+from dashboard.storefile import Held, Source, StoreFile
 from store.dataset import BUNDLED_SNAPSHOT
 
 log = logging.getLogger("shapebench.dashboard")
@@ -53,11 +56,9 @@ def is_hosted() -> bool:
 # --- connections -----------------------------------------------------------------------
 
 @st.cache_resource(show_spinner=False)
-def store_connection(path: str) -> duckdb.DuckDBPyConnection:
-    """The server's one read-write connection to a store file (created if missing)."""
-    from store.db import connect
-
-    return connect(path)
+def store_file(path: str) -> StoreFile:
+    """One StoreFile per path in this server process: its readers and its writer take turns."""
+    return StoreFile(path)
 
 
 @st.cache_resource(show_spinner=False)
@@ -92,9 +93,8 @@ def ingest_runs(store: Path, runs_dir: Path) -> dict[str, int]:
     pending = data.changed_run_dirs(runs_dir, state["seen"])
     if not pending:
         return {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
-    con = store_connection(str(store))
-    with state["lock"]:
-        return data.ingest_changed(con.cursor(), runs_dir, state["seen"])
+    with state["lock"], store_file(str(store)).writing() as con:
+        return data.ingest_changed(con, runs_dir, state["seen"])
 
 
 # --- context -----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def ingest_runs(store: Path, runs_dir: Path) -> dict[str, int]:
 class Context:
     """What a page needs: the open dataset, its version and the global filters."""
 
-    con: duckdb.DuckDBPyConnection
+    source: Source
     ds_key: str
     version: str
     kind: str
@@ -126,8 +126,9 @@ class Context:
     def fkey(self) -> tuple:
         return flt.cache_key(self.selection)
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        return self.con.cursor()
+    def reading(self):
+        """`with ctx.reading() as con:` a connection for one query; fetch everything inside."""
+        return self.source.reading()
 
 
 # --- cached queries ------------------------------------------------------------------------
@@ -159,18 +160,21 @@ def cached_query(spinner: str | bool = False, *, on_disk: bool = False) -> Calla
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _summary(_con, ds_key: str, version: str) -> dict[str, int]:
-    return data.summary(_con.cursor())
+def _summary(_source: Source, ds_key: str, version: str) -> dict[str, int]:
+    with _source.reading() as con:
+        return data.summary(con)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _options(_con, ds_key: str, version: str) -> dict[str, list]:
-    return data.options(_con.cursor())
+def _options(_source: Source, ds_key: str, version: str) -> dict[str, list]:
+    with _source.reading() as con:
+        return data.options(con)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _content_id(_con, ds_key: str, version: str) -> str:
-    return data.content_id(_con.cursor())
+def _content_id(_source: Source, ds_key: str, version: str) -> str:
+    with _source.reading() as con:
+        return data.content_id(con)
 
 
 @cached_query("Computing cell statistics...", on_disk=True)
@@ -178,12 +182,14 @@ def cell_stats(ctx: Context):
     """Per cell and phase: n, median and its bootstrap CI (analysis.stats)."""
     from analysis.stats import compute_cell_stats
 
-    return compute_cell_stats(ctx.cursor(), ctx.filters)
+    with ctx.reading() as con:
+        return compute_cell_stats(con, ctx.filters)
 
 
 @cached_query()
 def cells(ctx: Context) -> pd.DataFrame:
-    return data.cells_table(ctx.cursor(), ctx.filters)
+    with ctx.reading() as con:
+        return data.cells_table(con, ctx.filters)
 
 
 @cached_query("Fitting depth vs width...", on_disk=True)
@@ -226,7 +232,8 @@ def why_floor(ctx: Context) -> pd.DataFrame:
     """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
     from analysis.why import launch_floor, load_profiles
 
-    profiles = load_profiles(ctx.cursor(), ctx.filters)
+    with ctx.reading() as con:
+        profiles = load_profiles(con, ctx.filters)
     return launch_floor(profiles) if len(profiles) else profiles
 
 
@@ -276,7 +283,9 @@ def pooled(ctx: Context):
 def repeat_table(ctx: Context) -> pd.DataFrame:
     from analysis.reproducibility import repeat_table as table_of
 
-    return table_of(cell_stats(ctx), ctx.cursor(), pooled=pooled(ctx))
+    stats, pooled_stats = cell_stats(ctx), pooled(ctx)
+    with ctx.reading() as con:
+        return table_of(stats, con, pooled=pooled_stats)
 
 
 @cached_query("Judging inversions across runs...", on_disk=True)
@@ -304,7 +313,8 @@ def regressions_across_runs(ctx: Context) -> list[dict]:
 
 @cached_query()
 def _samples(ctx: Context, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
-    return data.samples_for(ctx.cursor(), list(cell_ids), list(phases))
+    with ctx.reading() as con:
+        return data.samples_for(con, list(cell_ids), list(phases))
 
 
 def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
@@ -321,20 +331,21 @@ def _default_kind(hosted: bool) -> str:
     return STORE if store_path().exists() else BUNDLED
 
 
-def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[duckdb.DuckDBPyConnection, str, str, str]:
-    """(connection, dataset key, label, data version) for the chosen dataset."""
+def _open(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[Source, str, str, str]:
+    """(data source, dataset key, label, data version) for the chosen dataset."""
     if kind == UPLOAD and UPLOAD_KEY in st.session_state:
         sha, con, name = st.session_state[UPLOAD_KEY]
-        return con, f"upload:{sha}", f"uploaded snapshot {name}", STATIC
+        return Held(con), f"upload:{sha}", f"uploaded snapshot {name}", STATIC
     if kind == STORE and not hosted:
         if not store.exists():
-            return empty_connection(), f"empty:{store}", f"store file {store} (not created yet)", STATIC
-        con = store_connection(str(store))
-        return con, f"store:{store.resolve()}", f"store file {store}", data.fingerprint(con.cursor())
+            return Held(empty_connection()), f"empty:{store}", f"store file {store} (not created yet)", STATIC
+        source = store_file(str(store))
+        return source, f"store:{store.resolve()}", f"store file {store}", source.version(data.fingerprint)
     if kind == SNAPSHOT and not hosted:
         path = Path(snap_path).expanduser()
-        return snapshot_connection(str(path), False), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC
-    return snapshot_connection(str(BUNDLED_SNAPSHOT), hosted), f"bundled:{hosted}", "bundled snapshot (H100, H200 and CPU; real measurements)", STATIC
+        return Held(snapshot_connection(str(path), False)), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC
+    return (Held(snapshot_connection(str(BUNDLED_SNAPSHOT), hosted)), f"bundled:{hosted}",
+            "bundled snapshot (H100, H200 and CPU; real measurements)", STATIC)
 
 
 def _init_from_link(hosted: bool) -> None:
@@ -375,12 +386,12 @@ def build_context() -> Context:
     try:
         if kind == SNAPSHOT and not snap_path:
             raise FileNotFoundError("enter a snapshot directory or .zip path")
-        con, ds_key, label, version = _open(kind, hosted, store, snap_path)
+        source, ds_key, label, version = _open(kind, hosted, store, snap_path)
     except Exception as error:  # noqa: BLE001 - a bad path or a locked file: say so, show nothing
         problem = f"could not open the {kind}: {str(error).splitlines()[0][:300]}"
-        con, ds_key, label, version = empty_connection(), "empty:error", f"{kind} (not open)", STATIC
-    summary = _summary(con, ds_key, version)
-    options = _options(con, ds_key, version)
+        source, ds_key, label, version = Held(empty_connection()), "empty:error", f"{kind} (not open)", STATIC
+    summary = _summary(source, ds_key, version)
+    options = _options(source, ds_key, version)
     selection = {}
     for f in flt.FILTERS:
         key = _kept(f"filter_{f.param}")
@@ -388,8 +399,8 @@ def build_context() -> Context:
         st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
         selection[f.column] = list(st.session_state[key])
     _sync_query_params(selection)
-    content_id = _content_id(con, ds_key, version) if summary["cells"] else None
-    return Context(con, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store,
+    content_id = _content_id(source, ds_key, version) if summary["cells"] else None
+    return Context(source, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store,
                    data.default_runs_dir(), summary, options, selection, problem, content_id)
 
 

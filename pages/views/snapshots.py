@@ -29,9 +29,9 @@ def _import(ctx: ui.Context, data: bytes, name: str) -> None:
     from store.snapshot import SnapshotError, import_snapshot
 
     try:
-        con = ui.store_connection(str(ctx.store))
         live = [d.run_id for d in list_run_dirs(ctx.runs_dir) if d.read_meta().get("status") == "running"]
-        report = import_snapshot(con.cursor(), data, live_runs=live)  # a run measuring here is never changed
+        with ui.store_file(str(ctx.store)).writing() as con:
+            report = import_snapshot(con, data, live_runs=live)  # a run measuring here is never changed
     except SnapshotError as error:
         st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {md(error, 2000)}")
         return
@@ -40,6 +40,20 @@ def _import(ctx: ui.Context, data: bytes, name: str) -> None:
         return
     st.session_state["_kept_dataset_kind"] = ui.STORE
     st.session_state["_snap_msg"] = ("success", f"Imported {name} into {ctx.store}: {report}")
+
+
+def _snapshot_bytes(ctx: ui.Context, regimes: list[str] | None, backends: list[str] | None) -> bytes:
+    from store.snapshot import export_snapshot_bytes
+
+    with ctx.reading() as con:
+        return export_snapshot_bytes(con, regimes=regimes, backends=backends)
+
+
+def _report_html(ctx: ui.Context) -> str:
+    from analysis.html_report import build_report
+
+    with ctx.reading() as con:
+        return build_report(con, {k: v for k, v in ctx.selection.items() if v}, title=f"shapebench: {ctx.label}")
 
 
 def body(ctx: ui.Context) -> None:
@@ -60,18 +74,13 @@ def body(ctx: ui.Context) -> None:
     if ctx.summary["cells"] == 0:
         st.info("Nothing to export: this dataset is empty.")
     else:
-        from store.snapshot import export_snapshot_bytes
-
         st.download_button(
             "Download snapshot (.zip)",
-            lambda: export_snapshot_bytes(ctx.cursor(), regimes=regimes, backends=backends),
+            lambda: _snapshot_bytes(ctx, regimes, backends),
             "shapebench-snapshot.zip", "application/zip", on_click="ignore", type="primary", key="snap_export")
-        from analysis.html_report import build_report
-
         st.download_button(
             "Download HTML report",
-            lambda: build_report(ctx.cursor(), {k: v for k, v in ctx.selection.items() if v},
-                                 title=f"shapebench: {ctx.label}"),
+            lambda: _report_html(ctx),
             "shapebench-report.html", "text/html", on_click="ignore", key="report_export",
             help="One self-contained file: headline inversions, verdicts and the interactive charts of the current "
                  "selection (all filters apply), viewable without any server.")
