@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
+from runner.trackers import ENERGY_WINDOW_S
 
 BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -123,6 +124,7 @@ class MeasureSettings(BaseModel):
     cpu_affinity: Literal["auto", "none"] | list[int] = Field(
         default="auto", description='"auto": pin the measuring process to one core on GPU runs (CPU runs keep every core); a list of cores; or "none"')
     threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
+    energy_window_s: float = Field(default=ENERGY_WINDOW_S, ge=0, le=60, allow_inf_nan=False, description="per round and phase, after the timed phases: repeat the phase this long between energy counter updates (runner.trackers says why 1 s); 0 skips the windows (memory peaks from one call, energy unknown)")
     processes: bool = Field(default=False, description="measure each round in a fresh worker process (as pyperf does): placement, allocator and caches then vary between rounds the way they vary between runs, at the cost of setup once per round")
 
     @field_validator("cpu_affinity")

@@ -224,7 +224,7 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     launch_after = host_launch_us(device, ops=200)
     # after the timed phases and their telemetry: the tracked windows never touch a sample
     ops = trackers.phase_ops(session, input_ids, cell.gen_len, generate)
-    resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator)
+    resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator, settings.energy_window_s)
     prepared.rounds_done += 1
     return {
         "round": round_index, "worker": os.getpid(),

@@ -35,7 +35,7 @@ from pathlib import Path
 from runner import telemetry
 from runner.runfiles import ENERGY_FIELDS, PEAK_FIELDS
 
-# Shortest energy window per phase. nvml's energy counter is kept in mJ but advances only
+# Shortest energy window per phase (the plan's measure.energy_window_s, this by default). nvml's energy counter is kept in mJ but advances only
 # when the driver refreshes its power reading, about every 100 ms on A100/H100-class parts
 # (Yang et al., "Part-time power measurements", 2024), so one reading is ~0.1 s x power
 # coarse. The window starts on a counter update and ends on the first update after this
@@ -184,13 +184,15 @@ def phase_ops(session, input_ids, gen_len: int, generate: Callable) -> dict[str,
     }
 
 
-def track_round(ops: dict[str, Callable[[], object]], device: str, device_allocator: str = "torch") -> dict:
-    """Peaks and energy of each phase's operation in its own window: one round's resources."""
+def track_round(ops: dict[str, Callable[[], object]], device: str, device_allocator: str = "torch",
+                window_s: float = ENERGY_WINDOW_S) -> dict:
+    """Peaks and energy of each phase's operation in its own window: one round's resources.
+    `window_s` 0 runs each operation once, for its peaks only (energy unknown)."""
     import torch
 
     from runner.timing import synchronize
 
-    counter = energy_counter(device)
+    counter = energy_counter(device) if window_s > 0 else None
     torch_peaks = device == "cuda" and device_allocator == "torch"
     if device != "cuda":
         device_memory = None
@@ -210,7 +212,7 @@ def track_round(ops: dict[str, Callable[[], object]], device: str, device_alloca
             torch.cuda.reset_peak_memory_stats()
         scoped = _reset_peak_rss()
         if counter is not None:
-            entry = energy_window(op, lambda: synchronize(device), counter)
+            entry = energy_window(op, lambda: synchronize(device), counter, window_s)
         else:
             op()
             synchronize(device)
