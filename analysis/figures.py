@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analysis.intervals import CI_NONE
+
 WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
 WIDTH_COLORSCALE = "Viridis"
 BAND_FILL = "rgba(99, 110, 250, 0.15)"
@@ -38,9 +40,15 @@ def _points(frame: pd.DataFrame, x: str, name: str = "cells", color_by_width: bo
     return _scatter(len(frame))(
         x=frame[x].to_numpy(), y=frame["median"].to_numpy(), mode="markers", name=name, marker=marker,
         error_y=_error_y(frame),
-        customdata=frame[["cell_id", "model_name", "n_layer", "n_embd"]].to_numpy(),
-        hovertemplate="%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{y:.3g} ms<extra></extra>",
+        customdata=_with_kind(frame, ["cell_id", "model_name", "n_layer", "n_embd"]),
+        hovertemplate="%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{y:.3g} ms, CI %{customdata[4]}<extra></extra>",
     )
+
+
+def _with_kind(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """`columns` then each row's CI kind (analysis.intervals), so a tooltip says what its error bar is across."""
+    kind = frame["ci_kind"] if "ci_kind" in frame else pd.Series(CI_NONE, index=frame.index)
+    return np.column_stack([frame[columns].to_numpy(dtype=object), kind.to_numpy(dtype=object)])
 
 
 def _band(band: pd.DataFrame, x: str, name: str) -> list[go.Scatter]:
@@ -140,8 +148,8 @@ def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
     fig.add_trace(go.Scatter(
         x=sig["model_name_b"].to_numpy(), y=sig["model_name_a"].to_numpy(), mode="markers+text", text=["*"] * len(sig),
         marker={"symbol": "circle-open", "size": 10, "color": "black"}, name="significant inversion",
-        customdata=sig[["cell_id_a", "cell_id_b", "ratio_ci_low", "ratio_ci_high"]].to_numpy(),
-        hovertemplate="%{y} slower than %{x}: CI [%{customdata[2]:.2f}, %{customdata[3]:.2f}]<extra></extra>",
+        customdata=_with_kind(sig, ["cell_id_a", "cell_id_b", "ratio_ci_low", "ratio_ci_high"]),
+        hovertemplate="%{y} slower than %{x}: CI [%{customdata[2]:.2f}, %{customdata[3]:.2f}], %{customdata[4]}<extra></extra>",
     ))
     fig.update_layout(title="Latency inversions: median(smaller) / median(larger)",
                       xaxis_title="larger model", yaxis_title="smaller model", template="plotly_white")

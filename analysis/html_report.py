@@ -69,10 +69,12 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
     inversions = find_inversions(stats)
     significant = inversions[inversions["significant"]] if len(inversions) else inversions
     parts.append("<h2>Strongest inversions</h2><p>A smaller model (fewer parameters) that is slower; ratio of "
-                 "medians with a 95% bootstrap CI, significant at FDR 5% (Benjamini-Hochberg over each group's pairs).</p>")
+                 "medians with a 95% CI (its kind: across runs, across rounds of one run, or none), significant at FDR 5% "
+                 "(Benjamini-Hochberg over each group's pairs; a pair without a CI never is).</p>")
     if len(significant):
         top = (significant.sort_values("ratio_ci_low", ascending=False).groupby("group_id", sort=False).head(1)
-               [["regime", "backend", "phase", "dtype", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high"]]
+               [["regime", "backend", "phase", "dtype", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high",
+                "ci_kind"]]
                .head(20))
         parts.append(_table(top))
     else:
@@ -80,7 +82,8 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
 
     fits = fit_all(frame)
     verdicts = pd.DataFrame([
-        {**fit.group, "shapes": fit.n_shapes, "verdict": fit.verdict.get("winner", fit.status) if fit.verdict else fit.status,
+        {**fit.group, "shapes": fit.n_shapes, "CI kind": fit.ci_kind,
+         "verdict": fit.verdict.get("winner", fit.status) if fit.verdict else fit.status,
          "why": fit.verdict.get("text", fit.message) if fit.verdict else fit.message}
         for fit in fits
     ])

@@ -48,7 +48,9 @@ FDR = 0.05  # Benjamini-Hochberg level across a group's pairs
 SIGNIFICANT_LABEL = "significant at FDR 5%"
 
 PAIR_CHUNK = 2000  # pairs per batch of ratio replicates: bounds memory to ~32 MB
-SIDE_COLUMNS = ("cell_id", "model_name", "n_layer", "n_embd", "params", "median", "median_ci_low", "median_ci_high")
+# run_cell_id: a cell of one run behind each side (itself, or a pooled row's first run), for pages that open a cell.
+SIDE_COLUMNS = ("cell_id", "run_cell_id", "model_name", "n_layer", "n_embd", "params", "median", "median_ci_low",
+                "median_ci_high", "ci_kind")
 
 
 def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFrame:
@@ -94,7 +96,7 @@ def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFra
         first = frame.iloc[rows[0]]
         for key in ("regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "gen_len"):
             part[key] = first[key]
-        for col in SIDE_COLUMNS:
+        for col in (c for c in SIDE_COLUMNS if c in frame):
             part[f"{col}_a"] = frame[col].to_numpy()[a]
             part[f"{col}_b"] = frame[col].to_numpy()[b]
         part["ratio"], part["ratio_ci_low"], part["ratio_ci_high"] = ratio, low, high

@@ -1,7 +1,9 @@
 """Does the depth effect hold on this hardware (or backend), and how strongly?
 
 One pooled model per comparison group (cells equal in everything but shape and the
-factor compared), on cell medians with HC3 errors:
+factor compared), on cell medians with HC3 errors plus, where cells have replicate units
+(runs, rounds), the t-scaled spread of the fit over them (`regression.unit_covariance`);
+the result's `ci_kind` is its least replicated cell's (analysis.intervals):
 
     log latency ~ log depth * C(level) + log width * C(level)
 
@@ -18,8 +20,9 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
+from analysis.intervals import CI_NONE, weakest_kind
 from analysis.load import GROUP_KEYS
-from analysis.regression import CONFIDENCE, shape_shortfall
+from analysis.regression import CONFIDENCE, cov_type_of, shape_shortfall, unit_covariance, with_extra_cov
 
 FORMULA = "log_latency ~ log_depth * C(level) + log_width * C(level)"
 SIGNIFICANCE = 0.05  # Wald test level for "the depth effect differs"
@@ -31,7 +34,7 @@ def compare(stats: pd.DataFrame, factor: str = "regime", confidence: float = CON
     `factor` is "regime" or "backend". Returns JSON-ready dicts: comparison (the fixed keys),
     status ("ok" | "single_level" | "too_few_shapes"), message, levels (one dict per level:
     level, n_cells, depth_effect, depth_ci_low, depth_ci_high, width_effect, width_ci_low,
-    width_ci_high), wald_depth (statistic, p_value, df) and dropped levels.
+    width_ci_high), wald_depth (statistic, p_value, df), ci_kind, cov_type and dropped levels.
     """
     if factor not in ("regime", "backend"):
         raise ValueError(f"factor must be 'regime' or 'backend', got {factor!r}")
@@ -64,16 +67,21 @@ def _compare_one(cells: pd.DataFrame, factor: str, comparison: dict[str, Any], c
     if len(usable) < 2:
         return {**result, "status": "too_few_shapes",
                 "message": f"fewer than two {factor}s have enough shapes for their own slopes ({len(usable)} do)"}
-    data = cells[cells[factor].isin(usable)]
+    used = cells[cells[factor].isin(usable)]
     data = pd.DataFrame(
         {
-            "log_latency": np.log(data["median"].to_numpy(float)),
-            "log_depth": np.log(data["n_layer"].to_numpy(float)),
-            "log_width": np.log(data["n_embd"].to_numpy(float)),
-            "level": data[factor].astype(str).to_numpy(),
+            "log_latency": np.log(used["median"].to_numpy(float)),
+            "log_depth": np.log(used["n_layer"].to_numpy(float)),
+            "log_width": np.log(used["n_embd"].to_numpy(float)),
+            "level": used[factor].astype(str).to_numpy(),
         }
     )
     res = smf.ols(FORMULA, data).fit(cov_type="HC3")
+    extra = unit_covariance(res.model.exog, used.reset_index(drop=True), confidence=confidence)
+    if extra is not None:
+        res = with_extra_cov(res, extra)
+    result["ci_kind"] = weakest_kind(used["ci_kind"]) if "ci_kind" in used else CI_NONE
+    result["cov_type"] = cov_type_of(used)
     names = list(res.params.index)
     alpha = 1 - confidence
     reference = usable[0]

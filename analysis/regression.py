@@ -183,11 +183,14 @@ COV_TYPES = {CI_ACROSS_RUNS: "HC3 + between-run (t across runs)", CI_ACROSS_ROUN
              CI_NONE: "HC3"}
 
 
-def unit_covariances(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> dict[tuple[str, str], np.ndarray] | None:
-    """Each model's coefficient covariance over the cells' replicate units, t-scaled (module docstring).
+def unit_covariance(exog: np.ndarray, cells: pd.DataFrame, *, log: bool = True,
+                    confidence: float = CONFIDENCE) -> np.ndarray | None:
+    """The covariance over the cells' replicate units of OLS coefficients on design `exog`, t-scaled.
 
-    Reads `unit_ids` / `unit_log_medians` (analysis.stats, analysis.reproducibility): cells
-    with the same units form a block. None when no cell has two or more units.
+    `exog` has one row per row of `cells` (same order); the response is the cells' log
+    medians (`log`) or medians. Reads `unit_ids` / `unit_log_medians` (analysis.stats,
+    analysis.reproducibility): cells with the same units form a block, and each block adds
+    (t_{k-1}/z)^2 A S A' / k (module docstring). None when no cell has two or more units.
     """
     if "unit_ids" not in cells:
         return None
@@ -197,21 +200,37 @@ def unit_covariances(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> dic
             blocks.setdefault(tuple(units), []).append(i)
     if not blocks:
         return None
-    data = design_frame(cells)
     values = cells["unit_log_medians"].to_numpy()
+    hat = np.linalg.pinv(np.asarray(exog, dtype=np.float64))  # p x n: coefficients = hat @ y
+    cov = np.zeros((hat.shape[0], hat.shape[0]))
+    for rows in blocks.values():
+        y = np.array([values[i] for i in rows])  # cells x k, log medians
+        y = y if log else np.exp(y)
+        k = y.shape[1]
+        spread = hat[:, rows] @ (y - y.mean(axis=1, keepdims=True))  # p x k: each unit's fit, centred
+        cov += t_factor(k, confidence) * (spread @ spread.T) / (k * (k - 1))
+    return cov
+
+
+def unit_covariances(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> dict[tuple[str, str], np.ndarray] | None:
+    """`unit_covariance` of every model of `MODELS` on these cells; None without replicate units."""
+    data = design_frame(cells)
     out = {}
     for scale, specs in MODELS.items():
         for name, formula in specs.items():
-            hat = np.linalg.pinv(design_matrix(formula, data).to_numpy())  # p x n: coefficients = hat @ y
-            cov = np.zeros((hat.shape[0], hat.shape[0]))
-            for rows in blocks.values():
-                y = np.array([values[i] for i in rows])  # cells x k, log medians
-                y = y if scale == "log" else np.exp(y)
-                k = y.shape[1]
-                spread = hat[:, rows] @ (y - y.mean(axis=1, keepdims=True))  # p x k: each unit's fit, centred
-                cov += t_factor(k, confidence) * (spread @ spread.T) / (k * (k - 1))
+            cov = unit_covariance(design_matrix(formula, data).to_numpy(), cells, log=scale == "log", confidence=confidence)
+            if cov is None:
+                return None
             out[(scale, name)] = cov
     return out
+
+
+def cov_type_of(cells: pd.DataFrame) -> str:
+    """What a fit's covariance holds: HC3, plus the spread over runs or rounds where cells have them."""
+    if "unit_ids" not in cells:
+        return COV_TYPES[CI_NONE]
+    levels = {k for k, units in zip(cells["ci_kind"], cells["unit_ids"]) if len(units) >= MIN_UNITS}
+    return COV_TYPES[CI_ACROSS_RUNS if CI_ACROSS_RUNS in levels else CI_ACROSS_ROUNDS if levels else CI_NONE]
 
 
 def fit_group(
@@ -237,8 +256,7 @@ def fit_group(
     alpha = 1 - confidence
     kind = weakest_kind(cells["ci_kind"]) if "ci_kind" in cells else CI_NONE
     extra = unit_covariances(cells, confidence)
-    levels = {k for k, n in zip(cells["ci_kind"], cells["unit_ids"].map(len)) if n >= MIN_UNITS} if extra else set()
-    cov_type = COV_TYPES[CI_ACROSS_RUNS if CI_ACROSS_RUNS in levels else CI_ACROSS_ROUNDS if levels else CI_NONE]
+    cov_type = cov_type_of(cells)
     models, fits = [], {}
     for scale, specs in MODELS.items():
         for name, formula in specs.items():
@@ -246,7 +264,7 @@ def fit_group(
             res = sm.OLS(_response(formula, data).to_numpy(), exog.to_numpy()).fit(cov_type="HC3")
             res.model.data.xnames = list(exog.columns)  # numpy in, names kept: no pandas wrapping per call
             if extra is not None:
-                res = _with_extra_cov(res, extra[(scale, name)])
+                res = with_extra_cov(res, extra[(scale, name)])
             fits[(scale, name)] = res
             models.append(_model_record(scale, name, formula, res, alpha, cov_type))
     verdicts = {scale: _scale_verdict(scale, {n: fits[(scale, n)] for n in MODELS[scale]}, alpha) for scale in MODELS}
@@ -367,7 +385,7 @@ def _with_seed_form(single: dict[str, str], seed: Mapping[str, Any]) -> dict[str
     }
 
 
-def _with_extra_cov(res: Any, extra: np.ndarray) -> Any:
+def with_extra_cov(res: Any, extra: np.ndarray) -> Any:
     """The same OLS fit with covariance HC3 + `extra`: conf_int, p-values and get_prediction use it.
 
     Normal quantiles, as HC3 fits use; `scale` stays the residual variance so that the

@@ -185,6 +185,8 @@ def format_text(result: dict[str, Any]) -> str:
             c = comp["comparison"]
             lines.append("-- " + ", ".join(f"{k}={v}" for k, v in c.items()))
             lines.append(f"   {comp['message']}")
+            if comp.get("cov_type"):
+                lines.append(f"   CI kind: {comp['ci_kind']} ({comp['cov_type']})")
             if comp["levels"]:
                 lines.append(_table(comp["levels"], ["level", "n_cells", "depth_effect", "depth_ci_low", "depth_ci_high", "width_effect"]))
     lines += ["", "== Reproducibility (run to run) =="]

@@ -109,6 +109,7 @@ def compute_cell_stats(
     frame["median_ci_high"] = high
     round_se = frame["unit_log_medians"].map(lambda v: np.std(v, ddof=1) / np.sqrt(len(v)) if len(v) >= MIN_UNITS else np.nan)
     frame["log_median_se"] = np.where(frame["ci_kind"] == CI_ACROSS_ROUNDS, round_se.to_numpy(np.float64), iid_se)
+    frame["run_cell_id"] = frame["cell_id"]  # pooled rows keep their first run's cell here
     frame = add_throughput(frame)
     frame = add_group_id(frame)
     return CellStats(frame=frame, draws=draws, confidence=confidence, seed=seed)

@@ -141,12 +141,13 @@ def samples_for(con: duckdb.DuckDBPyConnection, cell_ids: list[str], phases: lis
 
 def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) with its statistics; failed cells kept with their error."""
-    stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95", "tokens_per_s"]
+    stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
+                 "tokens_per_s"]
     merged = cells.merge(stats[stat_cols] if len(stats) else pd.DataFrame(columns=stat_cols), on="cell_id", how="left")
     merged["flags"] = merged["flags"].apply(flag_text)
     merged["params_m"] = merged["params"] / 1e6
     cols = ["regime", "backend", "phase", "model_name", "n_layer", "n_embd", "params_m", "dtype", "batch_size",
-            "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "cv", "p5", "p95",
+            "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
             "tokens_per_s", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
 

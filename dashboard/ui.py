@@ -202,10 +202,14 @@ def fits(ctx: Context):
 
 @cached_query("Bootstrapping ratios...", on_disk=True)
 def inversions(ctx: Context) -> pd.DataFrame:
-    """Pairs where the smaller model is slower (point estimate), with CIs, every group."""
+    """Pairs where the smaller model is slower (point estimate), with CIs, every group.
+
+    On medians pooled over repeat runs, as `analyze` does: a single-round cell of one run has
+    no CI (analysis.intervals), so only the run level can make a protocol-1 pair significant.
+    """
     from analysis.inversions import find_inversions
 
-    return find_inversions(cell_stats(ctx))
+    return find_inversions(pooled(ctx))
 
 
 @cached_query("Bootstrapping ratios...", on_disk=True)
@@ -214,7 +218,7 @@ def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
     from analysis.inversions import pair_ratios
     from analysis.stats import CellStats
 
-    stats = cell_stats(ctx)
+    stats = pooled(ctx)
     rows = (stats.frame["group_id"] == group_id).to_numpy()
     sub = CellStats(stats.frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
     return pair_ratios(sub, inversions_only=False)
@@ -273,7 +277,7 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
 
 @cached_query("Pooling repeat runs...", on_disk=True)
 def pooled(ctx: Context):
-    """CellStats pooled over repeat runs, with run-level bootstrap draws (analysis.reproducibility)."""
+    """CellStats pooled over repeat runs, with replicates across runs (analysis.reproducibility)."""
     from analysis.reproducibility import pooled_stats
 
     return pooled_stats(cell_stats(ctx))

@@ -22,7 +22,8 @@ def _coefficients(fit) -> pd.DataFrame:
         for c in m["coefficients"]:
             rows.append({"scale": m["scale"], "model": m["model"], "term": c["term"], "estimate": c["estimate"],
                          "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["p_value"],
-                         "adj_r2": m["adj_r2"], "aic": m["aic"], "n": m["n"]})
+                         "adj_r2": m["adj_r2"], "aic": m["aic"], "n": m["n"], "CI kind": fit.ci_kind,
+                         "covariance": m["cov_type"]})
     return pd.DataFrame(rows)
 
 

@@ -47,6 +47,7 @@ def body(ctx: ui.Context) -> None:
             "median": st.column_config.NumberColumn("median ms", format="%.4g"),
             "median_ci_low": st.column_config.NumberColumn("CI low", format="%.4g"),
             "median_ci_high": st.column_config.NumberColumn("CI high", format="%.4g"),
+            "ci_kind": st.column_config.TextColumn("CI kind", help="across runs, across rounds of one run, or none"),
             "cv": st.column_config.NumberColumn("CV", format="%.3f"),
             "p5": st.column_config.NumberColumn(format="%.4g"), "p95": st.column_config.NumberColumn(format="%.4g"),
             "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),

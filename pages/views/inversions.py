@@ -8,16 +8,17 @@ from dashboard.text import md
 
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
                  "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
-                 "ratio", "ratio_ci_low", "ratio_ci_high", "significant"]
+                 "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant"]
 
 
 def body(ctx: ui.Context) -> None:
     if not ui.page_header(
         ctx, "Latency inversions",
         "For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
-        "bootstrap 95% CI. Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
+        "95% CI across runs (or across rounds of one run; none for one round of one run, which is never significant). "
+        "Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
         return
-    n_pairs = data.pair_counts(ui.cell_stats(ctx).frame)
+    n_pairs = data.pair_counts(ui.pooled(ctx).frame)
     if n_pairs.sum() == 0:
         st.info("Every group in this selection has a single model: no pairs to compare.")
         return
@@ -40,7 +41,7 @@ def body(ctx: ui.Context) -> None:
     st.plotly_chart(fig, key="inv_heatmap")
     strongest = inv[(inv["group_id"] == group_id) & inv["significant"]].nlargest(1, "ratio_ci_low") if len(inv) else inv
     if len(strongest) and strongest["phase"].iat[0] != "prefill":  # the profile counts a decode step
-        why = ui.explain_cells(ctx, strongest["cell_id_a"].iat[0], strongest["cell_id_b"].iat[0])
+        why = ui.explain_cells(ctx, strongest["run_cell_id_a"].iat[0], strongest["run_cell_id_b"].iat[0])
         if why:
             st.markdown(f"**Strongest inversion here, from its decode profile:** {md(why, 2000)}")
     st.page_link("pages/views/why.py", label="Why is it slow?", icon=":material/troubleshoot:")

@@ -27,7 +27,7 @@ def body(ctx: ui.Context) -> None:
         cols = st.columns(min(3, len(top)))
         for i, (_, row) in enumerate(top.head(3).iterrows()):
             cols[i].metric(f"{md(row['model_name_a'])} vs {md(row['model_name_b'])}", f"{row['ratio']:.2f}x slower",
-                           f"CI [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}]", delta_color="off",
+                           f"CI [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}] {row['ci_kind']}", delta_color="off",
                            help=md(f"{row['backend']} {row['phase']} {row['dtype']} batch {row['batch_size']}"))
         for _, row in top.iterrows():
             st.markdown(f"- **{md(row['backend'])} · {md(row['phase'])} · {md(row['dtype'])} · batch {md(row['batch_size'])} · "

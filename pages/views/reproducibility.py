@@ -6,10 +6,10 @@ from analysis.figures import run_medians_figure
 from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, has_repeats, run_medians, variance_components
 from dashboard import ui
 
-INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high",
+INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind",
                      "runs_significant", "n_runs", "verdict", "regime"]
 CELL_COLUMNS = ["model_name", "group", "n_runs", "run medians (ms)", "spread_ratio", "q_value",
-                "median", "median_ci_low", "median_ci_high", "environment differs in", "regime", "repeat_id"]
+                "median", "median_ci_low", "median_ci_high", "ci_kind", "environment differs in", "regime", "repeat_id"]
 
 
 def _split(frame: pd.DataFrame, ctx: ui.Context) -> pd.DataFrame:
@@ -47,8 +47,9 @@ def body(ctx: ui.Context) -> None:
     c1.metric("Repeated cell-phases", f"{len(table):,}", help=f"measured in 2-{int(table['n_runs'].max())} runs")
     c2.metric("Irreproducible", f"{int(table['irreproducible'].sum()):,}")
     c3.metric("Largest run spread", f"{table['spread_ratio'].max():.2f}x", help="max / min of a cell's run medians")
-    c4.metric("Median CI widening", f"{table['ci_widening'].median():.1f}x",
-              help="pooled CI width (run-level bootstrap) / mean within-run CI width")
+    widening = table["ci_widening"].median()  # NaN where the runs have no within-run CI (one round each)
+    c4.metric("Median CI widening", f"{widening:.1f}x" if widening == widening else "no within-run CI",
+              help="pooled CI width (t across runs) / mean within-run CI width (across rounds)")
 
     st.subheader("Between-run variance per group")
     components = _split(variance_components(table), ctx)
