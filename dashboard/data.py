@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from analysis.load import FILTER_COLUMNS, PHASES
+from analysis.resources import phase_resources, resource_select
 
 OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
 
@@ -92,8 +93,8 @@ def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | Non
     where, params = cell_where(filters)
     return con.execute(
         "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
-        "c.backend, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
-        "c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status "
+        "c.backend, c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
+        f"c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status, {resource_select(con)} "
         f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY r.regime, c.backend, c.params, c.cell_id",
         params,
     ).df()
@@ -144,11 +145,16 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
                  "tokens_per_s"]
     merged = cells.merge(stats[stat_cols] if len(stats) else pd.DataFrame(columns=stat_cols), on="cell_id", how="left")
+    # memory and energy of the same cell and phase (analysis.resources); NaN where not measured
+    resources = phase_resources(cells)[["cell_id", "phase", "peak_memory_bytes", "energy_j_per_token", "power_w"]]
+    merged = merged.merge(resources.astype({"phase": merged["phase"].dtype}), on=["cell_id", "phase"], how="left")
+    merged["peak_memory_mib"] = merged["peak_memory_bytes"] / 2**20
+    merged["mj_per_token"] = merged["energy_j_per_token"] * 1e3
     merged["flags"] = merged["flags"].apply(flag_text)
     merged["params_m"] = merged["params"] / 1e6
     cols = ["regime", "backend", "phase", "model_name", "n_layer", "n_embd", "params_m", "dtype", "batch_size",
             "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
-            "tokens_per_s", "flags", "error", "cell_id", "run_id"]
+            "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
 
 

@@ -51,6 +51,10 @@ def body(ctx: ui.Context) -> None:
             "cv": st.column_config.NumberColumn("CV", format="%.3f"),
             "p5": st.column_config.NumberColumn(format="%.4g"), "p95": st.column_config.NumberColumn(format="%.4g"),
             "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+            "peak_memory_mib": st.column_config.NumberColumn("peak MiB", format="%.1f",
+                                                             help="device allocator's peak on GPU, process RSS on CPU"),
+            "mj_per_token": st.column_config.NumberColumn("mJ/token", format="%.3g", help="empty: not measured"),
+            "power_w": st.column_config.NumberColumn("W", format="%.0f", help="mean power over the phase's energy window"),
         },
     )
     rows = picked.selection.rows if picked and hasattr(picked, "selection") else []
