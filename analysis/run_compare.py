@@ -1,23 +1,342 @@
-"""Two runs of the same cells side by side: do their medians fall inside each other's CIs?
+"""Two runs of the same cells side by side, and every run's environment.
 
-Used to check that a change of *how* a plan runs (through Ray instead of one process, on
-another node of the same regime) does not change *what* it measures. The yardstick is
-each run's own within-run bootstrap CI of the median. Run-to-run variance
-(analysis.reproducibility) makes two runs disagree beyond those CIs even when nothing
-changed, so a comparison is only meaningful next to a baseline: the same check between
-two ordinary runs of the same plan on the same regime.
+Three questions, one module:
+- What ran where? `run_table` gives each run its plan, status, protocol and environment
+  (host CPU, host fingerprint and class, GPU, driver, library versions): what a user reads
+  once two runs disagree.
+- Did a cell move between two runs, beyond noise? `compare_runs_by_round` takes the ratio of
+  the two runs' medians per (cell, phase) with a CI across each run's rounds (protocol 2
+  measures a cell in several interleaved rounds; rounds, not raw samples, are the
+  independent units: the decode steps of one generation are autocorrelated): Welch's t on
+  the rounds' log medians. A run's cell with a single round (every protocol 1 run) has no
+  unit to compare, so its comparison says "no CI" rather than inventing one. A cell moved
+  when its p-value survives Benjamini-Hochberg at 5% over the compared cells.
+- `compare_runs` / `within_runs_range` (the older check, used by benchmarks/ray_vs_direct.py):
+  does a change of *how* a plan runs (Ray instead of one process) change *what* it measures,
+  against each run's within-run CI from analysis.stats.
+
+Round-level CIs cover the variance between rounds of one run, not the variance between
+runs (analysis.reproducibility): two ordinary runs of one plan on one regime disagree
+beyond them even when nothing changed, so a comparison is read next to such a baseline.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from statsmodels.stats.multitest import multipletests
 
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS
+from analysis.load import PHASES, where_clause
 from analysis.stats import CellStats
 
 KEY_COLUMNS = ("cell_key", "phase")
 DESCRIBE_COLUMNS = ("regime", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len")
+FDR = 0.05  # Benjamini-Hochberg level for "moved beyond noise" across the compared cells
+MIN_ROUNDS = MIN_UNITS  # fewer rounds than this in either run: no CI, said as such
+NO_CI = "no CI"  # what a table or chart shows for CI_NONE
+WEBGL_THRESHOLD = 1000  # points; past this an SVG scatter gets sluggish (as analysis.figures)
+
+# The environment columns of `run_table`, each with the path in runs.environment it reads.
+ENVIRONMENT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("host_cpu", ("cpu_model",)),
+    ("cpu_count", ("cpu_count",)),
+    ("host_class", ("host_fingerprint", "host_class")),
+    ("host_launch_us", ("host_launch_us",)),
+    ("gpu", ("gpu", "name")),
+    ("gpu_count", ("gpu", "device_count")),
+    ("driver", ("gpu", "driver")),
+    ("cuda", ("cuda_runtime",)),
+    ("torch", ("torch",)),
+    ("transformers", ("transformers",)),
+    ("vllm", ("vllm",)),
+    ("onnxruntime", ("onnxruntime",)),
+    ("python", ("python",)),
+    ("threads", ("torch_threads",)),
+    ("cpu_affinity", ("cpu_affinity",)),
+    ("executor", ("executor",)),
+)
+RUN_COLUMNS = ("run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "regime",
+               *(name for name, _ in ENVIRONMENT_FIELDS), "host_fingerprint", "git_revision", "tool_version",
+               "cells_ok", "cells_failed", "samples")
+
+
+def _dig(value: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _json(value: Any) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _fingerprint_text(fp: Any) -> str | None:
+    """The host fingerprint in one line: CPU model, family/model/stepping, flags hash, kernel."""
+    if not isinstance(fp, dict) or not fp:
+        return None
+    parts = [str(fp.get("model_name") or "?")]
+    if fp.get("cpu_family") is not None:
+        parts.append(f"family {fp.get('cpu_family')} model {fp.get('model')} stepping {fp.get('stepping')}")
+    if fp.get("flags_sha"):
+        parts.append(f"flags {fp['flags_sha']}")
+    if fp.get("mhz"):
+        parts.append(f"{float(fp['mhz']):.0f} MHz")
+    if fp.get("kernel"):
+        parts.append(f"kernel {fp['kernel']}")
+    if fp.get("hypervisor") and fp.get("hypervisor") != "unknown":
+        parts.append(f"hypervisor {fp['hypervisor']}")
+    return " · ".join(parts)
+
+
+def run_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every run, newest first, with what it ran and where (RUN_COLUMNS).
+
+    protocol_version is NULL for runs recorded before protocol 2 (read as 1); rounds is the
+    plan's rounds per cell under protocol 2 (1 under protocol 1). Environment entries a run
+    did not record (no GPU on a CPU run, no host fingerprint before protocol 2) are empty.
+    """
+    rows = con.execute("""
+        SELECT r.run_id, r.started_at, r.status, r.plan_name, r.protocol_version, r.regime, r.plan::VARCHAR AS plan,
+               r.environment::VARCHAR AS environment, r.git_revision, r.tool_version,
+               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status = 'ok') AS cells_ok,
+               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status <> 'ok') AS cells_failed,
+               (SELECT count(*) FROM samples s JOIN cells c USING (cell_id) WHERE c.run_id = r.run_id) AS samples
+        FROM runs r ORDER BY r.started_at DESC NULLS LAST, r.run_id DESC
+    """).df()
+    out = []
+    for row in rows.to_dict("records"):
+        env, plan = _json(row.pop("environment")), _json(row.pop("plan"))
+        protocol = row["protocol_version"]
+        protocol = 1 if protocol is None or pd.isna(protocol) else int(protocol)
+        rounds = _dig(plan, ("measure", "rounds")) if protocol >= 2 else 1
+        record = {**row, "protocol_version": protocol, "rounds": rounds}
+        for name, path in ENVIRONMENT_FIELDS:
+            value = _dig(env, path)
+            record[name] = ", ".join(map(str, value)) if isinstance(value, list) else value
+        record["host_fingerprint"] = _fingerprint_text(env.get("host_fingerprint"))
+        record["git_revision"] = row["git_revision"] or env.get("git_revision")
+        out.append(record)
+    frame = pd.DataFrame(out, columns=list(RUN_COLUMNS))
+    for column in ("cpu_count", "gpu_count", "threads", "rounds"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
+    return frame
+
+
+def default_pair(runs: pd.DataFrame) -> tuple[str, str] | None:
+    """(baseline, candidate) to open the comparison on: the newest run that has an earlier run
+    of the same plan on the same regime, with that run (what "did anything change" asks and
+    where the cells match); else the two newest runs of one regime; else the two newest runs.
+    None with fewer than two runs with ok cells. `runs` is `run_table`'s frame (newest first).
+    """
+    usable = runs[runs["cells_ok"] > 0].reset_index(drop=True)
+    if len(usable) < 2:
+        return None
+    for keys in (["plan_name", "regime"], ["regime"]):
+        for i, row in usable.iterrows():
+            earlier = usable.iloc[i + 1:]
+            same = earlier[(earlier[keys] == row[keys]).all(axis=1)]
+            if len(same):
+                return str(same.iloc[0]["run_id"]), str(row["run_id"])
+    return str(usable.iloc[1]["run_id"]), str(usable.iloc[0]["run_id"])
+
+
+ENVIRONMENT_COMPARED = ("regime", "plan_name", "protocol_version", "rounds", *(name for name, _ in ENVIRONMENT_FIELDS),
+                        "host_fingerprint", "git_revision", "tool_version")
+
+
+def environment_differences(runs: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:
+    """The recorded facts (ENVIRONMENT_COMPARED) on which two runs differ: field, a, b.
+
+    Empty when everything recorded is equal; a field one run did not record shows as None.
+    """
+    rows = runs.set_index("run_id")
+    a, b = rows.loc[run_a], rows.loc[run_b]
+
+    def plain(value: Any) -> Any:
+        return None if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else value
+
+    out = [{"field": field, "a": plain(a[field]), "b": plain(b[field])} for field in ENVIRONMENT_COMPARED
+           if str(plain(a[field])) != str(plain(b[field]))]
+    return pd.DataFrame(out, columns=["field", "a", "b"])
+
+
+def _side_frame(con: duckdb.DuckDBPyConnection, run_id: str, filters: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Per (cell key, phase) of one run: the median, n, and the log median of each round.
+
+    A protocol-1 sample has no round: its cell is one round.
+    """
+    where, params = where_clause({**(filters or {}), "run_id": [run_id]})
+    return con.execute(
+        f"""WITH rounds AS (
+                SELECT c.cell_key, s.phase, coalesce(s.round, 0) AS round, ln(median(s.latency_ms)) AS log_median
+                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
+                WHERE {where} GROUP BY ALL),
+            cells AS (
+                SELECT c.cell_key, s.phase, median(s.latency_ms) AS median, count(*) AS n
+                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
+                WHERE {where} GROUP BY ALL)
+            SELECT cells.cell_key, cells.phase, cells.median, cells.n, count(*) AS rounds,
+                   list(rounds.log_median ORDER BY rounds.round) AS round_log_medians
+            FROM cells JOIN rounds USING (cell_key, phase)
+            GROUP BY ALL ORDER BY cells.cell_key, cells.phase""", params + params).df()
+
+
+def welch_log_ratio(log_a: np.ndarray, log_b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, p) of exp(mean log b - mean log a) from the two runs' round log medians.
+
+    Welch's t (unequal variances, Welch-Satterthwaite degrees of freedom): the rounds of two
+    runs are independent samples of unequal spread and size. Student t rather than a
+    bootstrap of the rounds because with 2 or 3 rounds a bootstrap distribution has 3 or 10
+    distinct values and its percentile interval under-covers badly (analysis.intervals says
+    the same for the cell CIs). Needs MIN_ROUNDS rounds on each side.
+    """
+    from scipy import stats as sps
+
+    a, b = np.asarray(log_a, dtype=np.float64), np.asarray(log_b, dtype=np.float64)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff, se = b.mean() - a.mean(), np.sqrt(va + vb)
+    if se == 0:  # identical rounds on both sides (rounded timers): no spread to judge by
+        return float(np.exp(diff)), float(np.exp(diff)), 0.0 if diff != 0 else 1.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = sps.t.ppf(0.5 + confidence / 2, df) * se
+    p = 2 * sps.t.sf(abs(diff) / se, df)
+    return float(np.exp(diff - half)), float(np.exp(diff + half)), float(p)
+
+
+def compare_runs_by_round(
+    con: duckdb.DuckDBPyConnection,
+    run_a: str,
+    run_b: str,
+    filters: Mapping[str, Any] | None = None,
+    *,
+    confidence: float = 0.95,
+    fdr: float = FDR,
+) -> pd.DataFrame:
+    """Per (cell key, phase) measured ok in both runs: median_b / median_a with a CI across rounds.
+
+    Columns: the cell's configuration (DESCRIBE_COLUMNS, params, cell_id_a/_b), median_a,
+    median_b, n_a, n_b, rounds_a, rounds_b, ratio (of the medians), ratio_ci_low/high
+    (`welch_log_ratio` on the rounds' log medians), ci_kind (CI_ACROSS_ROUNDS, or CI_NONE
+    when either run has fewer than MIN_ROUNDS rounds of the cell), p_value, q_value (BH over
+    the cells with a CI), moved (True: beyond the rounds' noise at FDR `fdr`; False: within
+    it; NA: no CI), direction ("slower" / "faster": b against a). Filters are analysis.load's
+    (phase, backend, dtype, ...). Raises ValueError when a run has no ok cell under the
+    filters or the runs share no (cell, phase).
+    """
+    if run_a == run_b:
+        raise ValueError("pick two different runs to compare")
+    sides = []
+    for run_id in (run_a, run_b):
+        side = _side_frame(con, run_id, filters)
+        if side.empty:
+            raise ValueError(f"run '{run_id}' has no ok cell under these filters")
+        sides.append(side)
+    table = sides[0].merge(sides[1], on=list(KEY_COLUMNS), suffixes=("_a", "_b"), validate="one_to_one")
+    if table.empty:
+        raise ValueError(f"runs '{run_a}' and '{run_b}' have no (cell, phase) in common under these filters")
+    table["ratio"] = table["median_b"] / table["median_a"]
+    tested = ((table["rounds_a"] >= MIN_ROUNDS) & (table["rounds_b"] >= MIN_ROUNDS)).to_numpy()
+    low, high, p = np.full(len(table), np.nan), np.full(len(table), np.nan), np.full(len(table), np.nan)
+    for i in np.flatnonzero(tested):
+        low[i], high[i], p[i] = welch_log_ratio(table["round_log_medians_a"].iat[i], table["round_log_medians_b"].iat[i],
+                                                confidence)
+    table["ratio_ci_low"], table["ratio_ci_high"], table["p_value"] = low, high, p
+    table["ci_kind"] = np.where(tested, CI_ACROSS_ROUNDS, CI_NONE)
+    table["q_value"] = np.nan
+    if tested.any():
+        table.loc[tested, "q_value"] = multipletests(p[tested], alpha=fdr, method="fdr_bh")[1]
+    table["moved"] = pd.array([bool(q < fdr) if t else pd.NA for q, t in zip(table["q_value"], tested)], dtype="boolean")
+    table["direction"] = np.where(table["ratio"] > 1, "slower", "faster")
+    table = table.drop(columns=["round_log_medians_a", "round_log_medians_b"])
+    described = _describe(con, run_a, run_b, sorted(table["cell_key"].unique()))
+    table = described.merge(table, on="cell_key", how="right")
+    order = {p: i for i, p in enumerate(PHASES)}
+    table = table.assign(_phase=table["phase"].map(order)).sort_values(
+        ["_phase", "backend", "dtype", "batch_size", "prompt_len", "params", "model_name"]).drop(columns="_phase")
+    return table.reset_index(drop=True)
+
+
+def _describe(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, cell_keys: list[str]) -> pd.DataFrame:
+    """The configuration of each compared cell key (from run a) and both runs' cell ids."""
+    return con.execute(
+        """SELECT a.cell_key, r.regime, a.model_name, a.n_layer, a.n_embd, a.params, a.backend, a.dtype,
+                  a.batch_size, a.prompt_len, a.gen_len, a.cell_id AS cell_id_a, b.cell_id AS cell_id_b
+           FROM cells a JOIN runs r ON r.run_id = a.run_id
+           JOIN cells b ON b.cell_key = a.cell_key AND b.run_id = ?
+           WHERE a.run_id = ? AND a.cell_key IN (SELECT unnest(?::VARCHAR[]))""",
+        [run_b, run_a, cell_keys]).df()
+
+
+def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:
+    """What the page states above the table: counts compared / with a CI / moved each way, ratio spread."""
+    with_ci = table["ci_kind"].eq(CI_ACROSS_ROUNDS)
+    moved = table["moved"].fillna(False).astype(bool)
+    ratio = table["ratio"].to_numpy(np.float64)
+    return {
+        "n": int(len(table)), "with_ci": int(with_ci.sum()), "no_ci": int((~with_ci).sum()),
+        "moved": int(moved.sum()), "slower": int((moved & table["direction"].eq("slower")).sum()),
+        "faster": int((moved & table["direction"].eq("faster")).sum()),
+        "median_ratio": float(np.median(ratio)), "ratio_p5": float(np.quantile(ratio, 0.05)),
+        "ratio_p95": float(np.quantile(ratio, 0.95)),
+    }
+
+
+def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
+    """Each compared cell's ratio b / a on a log axis, with its round-level CI; one trace per state.
+
+    Cells sorted by ratio (x is the rank, the hover names the cell); states: moved (beyond
+    the rounds' noise), within noise, no CI (a single round in a run). customdata: cell_id_a,
+    cell_id_b, then the hover's fields, so a selection maps back to both cells.
+    """
+    frame = table.sort_values("ratio").reset_index(drop=True)
+    frame = frame.assign(
+        rank=np.arange(1, len(frame) + 1),
+        state=np.where(frame["ci_kind"].ne(CI_ACROSS_ROUNDS), NO_CI,
+                       np.where(frame["moved"].fillna(False).astype(bool), "moved beyond noise", "within noise")),
+        label=(frame["model_name"].astype(str) + " " + frame["backend"].astype(str) + " " + frame["phase"].astype(str)
+               + " " + frame["dtype"].astype(str) + " b" + frame["batch_size"].astype(str)
+               + " p" + frame["prompt_len"].astype(str)))
+    scatter = go.Scattergl if len(frame) > WEBGL_THRESHOLD else go.Scatter
+    styles = {"moved beyond noise": ("#d6336c", "circle"), "within noise": ("#3b5bdb", "circle"),
+              NO_CI: ("#868e96", "circle-open")}
+    fig = go.Figure()
+    for state, (colour, symbol) in styles.items():
+        sub = frame[frame["state"] == state]
+        if sub.empty:
+            continue
+        has_ci = sub["ratio_ci_low"].notna().to_numpy()
+        error = {"type": "data", "symmetric": False, "visible": bool(has_ci.any()),
+                 "array": (sub["ratio_ci_high"] - sub["ratio"]).fillna(0).to_numpy(),
+                 "arrayminus": (sub["ratio"] - sub["ratio_ci_low"]).fillna(0).to_numpy()}
+        ci_text = np.where(has_ci, "[" + sub["ratio_ci_low"].map("{:.3f}".format) + ", "
+                           + sub["ratio_ci_high"].map("{:.3f}".format) + "]", NO_CI)
+        fig.add_trace(scatter(
+            x=sub["rank"].to_numpy(), y=sub["ratio"].to_numpy(), mode="markers", name=state,
+            marker={"color": colour, "symbol": symbol, "size": 7}, error_y=error,
+            customdata=np.column_stack([sub["cell_id_a"], sub["cell_id_b"], sub["label"], ci_text]),
+            hovertemplate="%{customdata[2]}<br>b / a = %{y:.3f}x, 95% CI %{customdata[3]}<extra></extra>",
+        ))
+    fig.add_hline(y=1.0, line={"color": "#495057", "dash": "dot", "width": 1})
+    fig.update_layout(
+        title=f"Median ratio per cell: {run_b} / {run_a}", template="plotly_white", legend_title_text="",
+        xaxis={"title": "cells, ordered by ratio"},
+        yaxis={"title": "median ratio b / a (log scale; > 1: b slower)", "type": "log", "minor": {"showgrid": False, "ticks": ""}},
+        margin={"t": 60})
+    return fig
+
 
 
 def compare_runs(stats: CellStats, run_a: str, run_b: str) -> pd.DataFrame:
