@@ -25,6 +25,7 @@ pages = [
     st.Page("pages/views/regimes.py", title="Regimes", url_path="regimes", icon=":material/compare:"),
     st.Page("pages/views/why.py", title="Why is it slow", url_path="why", icon=":material/troubleshoot:"),
     st.Page("pages/views/reproducibility.py", title="Reproducibility", url_path="reproducibility", icon=":material/repeat:"),
+    st.Page("pages/views/runs.py", title="Runs", url_path="runs", icon=":material/history:"),
     st.Page("pages/views/snapshots.py", title="Snapshots", url_path="snapshots", icon=":material/archive:"),
 ]
 if not ctx.hosted:

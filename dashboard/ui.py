@@ -316,6 +316,24 @@ def regressions_across_runs(ctx: Context) -> list[dict]:
 
 
 @cached_query()
+def run_list(ctx: Context) -> pd.DataFrame:
+    """Every run of the dataset with its environment (analysis.run_compare.run_table); filters do not apply."""
+    from analysis.run_compare import run_table
+
+    with ctx.reading() as con:
+        return run_table(con)
+
+
+@cached_query("Comparing the two runs...")
+def run_comparison(ctx: Context, run_a: str, run_b: str) -> pd.DataFrame:
+    """Per cell and phase of both runs (under the filters): ratio of medians b / a with a CI across rounds."""
+    from analysis.run_compare import compare_runs_by_round
+
+    with ctx.reading() as con:
+        return compare_runs_by_round(con, run_a, run_b, ctx.filters)
+
+
+@cached_query()
 def _samples(ctx: Context, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
     with ctx.reading() as con:
         return data.samples_for(con, list(cell_ids), list(phases))

@@ -21,7 +21,7 @@ PAGES = {
     "overview": "pages/views/overview.py", "run": "pages/views/run.py", "explore": "pages/views/explore.py",
     "depth_width": "pages/views/depth_width.py", "inversions": "pages/views/inversions.py",
     "regimes": "pages/views/regimes.py", "why": "pages/views/why.py", "reproducibility": "pages/views/reproducibility.py",
-    "snapshots": "pages/views/snapshots.py",
+    "snapshots": "pages/views/snapshots.py", "runs": "pages/views/runs.py",
 }
 APP_TIMEOUT = 60  # s per script run, once the derived results are kept (see derived_cache)
 WARM_TIMEOUT = 900  # s for the one-time computation of the bundled data's derived results on a slow, busy CPU

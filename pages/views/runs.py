@@ -1,0 +1,108 @@
+"""Runs: every run with what it ran on, and two runs compared cell by cell."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
+from dashboard import filters as flt, ui
+from dashboard.text import md
+
+# What tells runs apart first (device, driver, host, libraries), the long regime key last.
+RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "gpu", "gpu_count", "driver",
+               "cuda", "host_cpu", "cpu_count", "host_class", "host_launch_us", "threads", "cpu_affinity", "torch",
+               "transformers", "vllm", "onnxruntime", "python", "executor", "git_revision", "tool_version", "cells_ok",
+               "cells_failed", "samples", "host_fingerprint", "regime"]
+ROW_PX, MAX_TABLE_PX = 35, 600  # st.dataframe's row height; past this many pixels the table scrolls
+COMPARE_COLUMNS = ["phase", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len",
+                   "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "rounds_a", "rounds_b", "q_value",
+                   "verdict", "regime", "cell_key"]
+
+
+def _run_label(runs: pd.DataFrame):
+    rows = runs.set_index("run_id")
+
+    def label(run_id: str) -> str:
+        row = rows.loc[run_id]
+        return f"{run_id} · {row['plan_name']} · {row['regime']} · {row['status']}"
+    return label
+
+
+def _verdict(table: pd.DataFrame) -> list[str]:
+    return [NO_CI if pd.isna(m) else (f"moved: b {d}" if m else "within noise")
+            for m, d in zip(table["moved"], table["direction"])]
+
+
+def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
+    st.subheader("Compare two runs")
+    ids = runs.loc[runs["cells_ok"] > 0, "run_id"].tolist()
+    pair = default_pair(runs)
+    if pair is None:
+        st.info("Comparing needs two runs with finished cells; this dataset has fewer.")
+        return
+    for key, default in zip(("runs_a", "runs_b"), pair):
+        if st.session_state.get(key) not in ids:
+            st.session_state[key] = default
+    label = _run_label(runs)
+    c1, c2 = st.columns(2)
+    run_a = c1.selectbox("Run a (baseline)", ids, key="runs_a", format_func=label)
+    run_b = c2.selectbox("Run b", ids, key="runs_b", format_func=label)
+    if run_a == run_b:
+        st.info("Pick two different runs.")
+        return
+    diff = environment_differences(runs, run_a, run_b)
+    if diff.empty:
+        st.caption("Everything recorded about the two runs' host, device and software is equal.")
+    else:
+        st.markdown("**Where the runs differ:** " + md("; ".join(f"{r.field}: {r.a} vs {r.b}" for r in diff.itertuples()), 3000))
+    try:
+        table = ui.run_comparison(ctx, run_a, run_b)
+    except ValueError as error:
+        st.warning(f"{md(error, 400)}. Pick runs that measured the same cells, or clear a filter ({flt.describe(ctx.selection)}).")
+        return
+    s = comparison_summary(table)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Cells compared", f"{s['n']:,}", help="(cell, phase) measured ok in both runs, under the sidebar filters")
+    m2.metric("With a CI", f"{s['with_ci']:,}", help="both runs measured the cell in two or more rounds (protocol 2)")
+    m3.metric("Moved beyond noise", f"{s['moved']:,}", help=f"{s['slower']} slower and {s['faster']} faster in b; "
+              f"Benjamini-Hochberg at FDR {FDR:.0%} over the cells with a CI")
+    m4.metric("Median ratio b / a", f"{s['median_ratio']:.3f}x",
+              help=f"5th-95th percentile over the cells: {s['ratio_p5']:.3f}x to {s['ratio_p95']:.3f}x")
+    if s["no_ci"]:
+        st.info(f"{s['no_ci']:,} of {s['n']:,} cells have **no CI**: a run measured them in a single round (every "
+                "protocol 1 run does), so there is no independent unit to judge noise by. Their ratios are shown, "
+                "but whether they moved cannot be told.")
+    st.plotly_chart(ratio_figure(table, run_a, run_b), key="runs_ratio_chart")
+    st.caption("CIs: Welch's t on the log medians of each run's rounds. They leave out run-to-run variance, so two "
+               "ordinary runs of one plan differ beyond them even when nothing changed: read a comparison next to "
+               "such a pair (Reproducibility shows the spread of repeat runs).")
+    shown = table.assign(verdict=_verdict(table))
+    moved = shown[shown["moved"].fillna(False).astype(bool)]
+    if s["with_ci"]:
+        st.markdown(f"**Cells that moved beyond noise ({len(moved)})**" if len(moved) else
+                    "**No cell moved beyond the rounds' noise.**")
+    if len(moved):
+        largest_first = np.argsort(-np.abs(np.log(moved["ratio"].to_numpy(np.float64))), kind="stable")
+        st.dataframe(moved.iloc[largest_first][COMPARE_COLUMNS], hide_index=True, key="runs_moved")
+    with st.expander(f"Every compared cell ({len(shown):,})"):
+        st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
+
+
+def body(ctx: ui.Context) -> None:
+    st.title("Runs")
+    st.caption("Every run of this dataset with the plan it ran and what it ran on (host, device, driver, library "
+               "versions, protocol); below, two runs compared cell by cell.")
+    ui.running_note(ctx)
+    runs = ui.run_list(ctx)
+    if runs.empty:
+        ui.require_data(ctx)
+        return
+    st.dataframe(runs[RUN_COLUMNS], hide_index=True, key="runs_table",
+                 height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
+                     "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+                     "protocol_version": st.column_config.NumberColumn("protocol"),
+                     "host_launch_us": st.column_config.NumberColumn("host launch (µs)", format="%.1f"),
+                     "plan_name": "plan"})
+    _compare(ctx, runs)
+
+
+ui.guard(body)
