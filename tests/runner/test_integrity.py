@@ -51,16 +51,21 @@ def test_warmup_not_converged_is_recorded_but_no_flag():
     assert integrity_flags(clean(warmup_converged=False), SETTINGS) == []
 
 
-def test_a_planted_shift_between_round_medians_is_flagged_round_shift():
+def test_a_planted_shift_between_round_medians_is_flagged_round_shift_of_that_phase_only():
     steady = clean(prefill=STEADY * 2, prefill_round=[0] * len(STEADY) + [1] * len(STEADY))
-    assert "round_shift" not in integrity_flags(steady, SETTINGS)
-    shifted = clean(prefill=STEADY + [2 * v for v in STEADY], prefill_round=[0] * len(STEADY) + [1] * len(STEADY))
-    assert "round_shift" in integrity_flags(shifted, SETTINGS)
+    assert integrity_flags(steady, SETTINGS) == []
+    shifted = clean(prefill=STEADY + [2 * v for v in STEADY], prefill_round=[0] * len(STEADY) + [1] * len(STEADY),
+                    decode=[[1.0, 1.01, 0.99, 1.0]] * 2, decode_round=[0, 1])
+    assert "round_shift_prefill" in integrity_flags(shifted, SETTINGS)
+    assert "round_shift_decode" not in integrity_flags(shifted, SETTINGS)
+    slow_decode = clean(decode=[[1.0, 1.01, 0.99, 1.0], [1.3, 1.31, 1.29, 1.3]], decode_round=[0, 1])
+    flags = integrity_flags(slow_decode, SETTINGS)
+    assert "round_shift_decode" in flags and "round_shift_prefill" not in flags
 
 
-def test_host_speed_that_moves_between_rounds_is_flagged():
-    assert "host_speed_shift" not in integrity_flags(clean(host_launch_us=[10.0, 10.5, 9.8]), SETTINGS)
-    assert "host_speed_shift" in integrity_flags(clean(host_launch_us=[10.0, 10.5, 20.0]), SETTINGS)
+def test_host_speed_that_moves_between_rounds_is_recorded_but_no_flag():
+    # on the H200 it moved by more than 25% in most cells and did not predict a re-run
+    assert integrity_flags(clean(host_launch_us=[10.0, 10.5, 20.0]), SETTINGS) == []
 
 
 def test_setup_leak_is_flagged_when_early_samples_sit_far_above_the_median():
@@ -107,7 +112,7 @@ def test_every_flag_at_once():
         correctness={"ok": False},
     )
     assert integrity_flags(result, SETTINGS) == [
-        "high_cv", "round_shift", "host_speed_shift", "setup_leak", "too_few_samples", "clock_drop",
+        "high_cv", "round_shift_prefill", "setup_leak", "too_few_samples", "clock_drop",
         "foreign_gpu_process", "output_mismatch"]
 
 
