@@ -44,7 +44,7 @@ def body(ctx: ui.Context) -> None:
         why = ui.explain_cells(ctx, strongest["run_cell_id_a"].iat[0], strongest["run_cell_id_b"].iat[0])
         if why:
             st.markdown(f"**Strongest inversion here, from its decode profile:** {md(why, 2000)}")
-    st.page_link("pages/views/why.py", label="Why is it slow?", icon=":material/troubleshoot:")
+    st.page_link("app_pages/why.py", label="Why is it slow?", icon=":material/troubleshoot:")
 
     st.subheader("Ranked inversions")
     only_sig = st.toggle("Significant only", value=True, key="inv_sig")

@@ -30,9 +30,9 @@ from analysis.synthetic import SyntheticPlan, build_store, depth_width_law
 ROOT = Path(__file__).resolve().parent.parent
 REGIMES = ("NVIDIA H100 80GB HBM3 x1", "NVIDIA H200 x1", "CPU Xeon 16 threads")
 SHAPES = tuple((d, w) for d in (1, 2, 4, 8, 12, 16, 24, 32) for w in (64, 128, 256, 512, 1024))
-PAGES = {"overview": "pages/views/overview.py", "explore": "pages/views/explore.py",
-         "depth_width": "pages/views/depth_width.py", "inversions": "pages/views/inversions.py",
-         "regimes": "pages/views/regimes.py", "snapshots": "pages/views/snapshots.py", "run": "pages/views/run.py"}
+PAGES = {"overview": "app_pages/overview.py", "explore": "app_pages/explore.py",
+         "depth_width": "app_pages/depth_width.py", "inversions": "app_pages/inversions.py",
+         "regimes": "app_pages/regimes.py", "snapshots": "app_pages/snapshots.py", "run": "app_pages/run.py"}
 LINKS = {"explore": "Explore", "depth_width": "Depth vs width", "inversions": "Inversions", "regimes": "Regimes"}
 TARGET_WARM_S, TARGET_COLD_S, TARGET_BROWSER_S = 0.5, 2.0, 4.0
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

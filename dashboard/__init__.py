@@ -1,4 +1,4 @@
-"""UI-free helpers for the Streamlit dashboard (app.py, pages/views/).
+"""UI-free helpers for the Streamlit dashboard (app.py, app_pages/).
 
 - `filters`: the global filters, their query-parameter form and the analysis filter dict.
 - `data`: queries the pages need beyond `analysis` (summary, options, every cell with its

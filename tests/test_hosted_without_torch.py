@@ -18,12 +18,12 @@ SCRIPT = textwrap.dedent("""
     from streamlit.testing.v1 import AppTest
     at = AppTest.from_file("app.py", default_timeout=120).run()
     assert not at.exception, at.exception
-    pages = sorted(p.name for p in (__import__("pathlib").Path("pages/views")).glob("*.py"))
+    pages = sorted(p.name for p in (__import__("pathlib").Path("app_pages")).glob("*.py"))
     assert "run.py" in pages
     for page in pages:
         if page == "run.py":
             continue
-        at.switch_page(f"pages/views/{page}").run()
+        at.switch_page(f"app_pages/{page}").run()
         assert not at.exception, (page, at.exception)
     print("HOSTED-OK", len(pages) - 1, "pages")
 """)

@@ -18,10 +18,10 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 PAGES = {
-    "overview": "pages/views/overview.py", "run": "pages/views/run.py", "explore": "pages/views/explore.py",
-    "depth_width": "pages/views/depth_width.py", "inversions": "pages/views/inversions.py",
-    "regimes": "pages/views/regimes.py", "why": "pages/views/why.py", "reproducibility": "pages/views/reproducibility.py",
-    "snapshots": "pages/views/snapshots.py", "runs": "pages/views/runs.py",
+    "overview": "app_pages/overview.py", "run": "app_pages/run.py", "explore": "app_pages/explore.py",
+    "depth_width": "app_pages/depth_width.py", "inversions": "app_pages/inversions.py",
+    "regimes": "app_pages/regimes.py", "why": "app_pages/why.py", "reproducibility": "app_pages/reproducibility.py",
+    "snapshots": "app_pages/snapshots.py", "runs": "app_pages/runs.py",
 }
 APP_TIMEOUT = 60  # s per script run, once the derived results are kept (see derived_cache)
 WARM_TIMEOUT = 900  # s for the one-time computation of the bundled data's derived results on a slow, busy CPU

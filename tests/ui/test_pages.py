@@ -292,7 +292,7 @@ def test_hosted_app_never_imports_torch():
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=120).run()\n"
         "for p in ['explore', 'depth_width', 'inversions', 'regimes', 'why', 'reproducibility', 'snapshots']:\n"
-        "    at.switch_page(f'pages/views/{p}.py').run(); assert not at.exception, at.exception\n"
+        "    at.switch_page(f'app_pages/{p}.py').run(); assert not at.exception, at.exception\n"
         "print('TORCH' if 'torch' in sys.modules or 'transformers' in sys.modules else 'CLEAN')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
