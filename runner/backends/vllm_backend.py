@@ -74,7 +74,7 @@ class VLLM(Backend):
 
         from runner.models import build_model, count_params
         from runner.protocol import CellResult, integrity_flags, make_inputs
-        from runner.trackers import cell_resources
+        from runner.trackers import cell_resources, kv_cache_bytes
 
         options = self.engine_options(cell)
         input_ids = make_inputs(cell, seed)
@@ -133,8 +133,15 @@ class VLLM(Backend):
             decode=payload["decode"],
             e2e=payload["e2e"],
         )
-        # the engine runs in its child (and vLLM's own processes): only the shape's bytes are known here
+        # the engine runs in its child (and vLLM's own processes): the shape's bytes, and the KV
+        # cache vLLM reserved; its peaks and energy are unknown
         result.resources = cell_resources(cell, params, [])
+        kv_cache = payload.get("kv_cache") or {}
+        if kv_cache.get("blocks") and kv_cache.get("block_size"):
+            per_token = kv_cache_bytes(cell.model.n_layer, cell.model.n_embd, 1, 0, 1, cell.dtype)
+            result.resources["kv_cache_reserved_bytes"] = kv_cache["blocks"] * kv_cache["block_size"] * per_token
+        if cell.device == "cuda":
+            result.resources["device_memory"] = "unknown: vllm's engine process allocates it (kv_cache_reserved_bytes: its KV cache)"
         if settings.check_correctness and references is not None:
             # After the engine is gone: a refused cell costs no reference, and the reference
             # build never competes with the engine for the cores.

@@ -86,6 +86,10 @@ def run(request: dict) -> dict:
         seed=request["seed"],
     )
     engine_start_s = time.perf_counter() - t0
+    # What the engine reports of its memory: the KV cache blocks it reserved (synced back from
+    # the engine core process); weights and activations live in that process, unreported.
+    cache = getattr(getattr(llm.llm_engine, "vllm_config", None), "cache_config", None)
+    kv_cache = {"blocks": getattr(cache, "num_gpu_blocks", None), "block_size": getattr(cache, "block_size", None)}
 
     prompts = [{"prompt_token_ids": ids} for ids in request["prompts"]]
     gen_len = request["gen_len"]
@@ -157,6 +161,7 @@ def run(request: dict) -> dict:
         "status": "ok",
         "vllm_version": vllm.__version__,
         "engine_start_s": engine_start_s,
+        "kv_cache": kv_cache,
         "cold_ms": cold_ms,
         "warmup_iters": warmup_iters,
         "warmup_s": warmup_s,

@@ -48,6 +48,9 @@ def test_vllm_cell_measures_phases_from_engine_timestamps_and_tokens_match_hf_ea
     assert gate["tokens_total"] == GEN_LEN
     assert gate["max_rel_logprob_error"] <= gate["tolerance"]
     assert gate["timestamp_check"]["median_engine_ms"] > 0
+    resources = result.resources  # what vLLM reports of memory: the KV cache it reserved; the rest is unknown
+    assert resources["kv_cache_reserved_bytes"] >= resources["kv_cache_bytes"] > 0
+    assert resources["peak_allocated_bytes"] is None and resources["peak_rss_bytes"] is None
 
 
 @needs_vllm
