@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 #   energy_source                         one of ENERGY_SOURCES, null where no counter is readable
 #   device_memory                         who reported the device peaks, or why nobody did
 #   rss_scope                             "phase" (peak reset per phase) or "process" (lifetime peak)
+#   kv_cache_reserved_bytes               (vllm only) the KV cache the engine reports it reserved
 #   phases: {phase: {<PEAK_FIELDS>: max over rounds, <ENERGY_FIELDS>: one value per round}}
 # The top-level keys in RESOURCE_COLUMNS are also columns of the store's cells table.
 PEAK_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes")
