@@ -115,3 +115,16 @@ def test_the_cell_file_carries_every_resource_column_the_store_has(stored_cpu_ru
     for record in run.cell_records():
         assert set(RESOURCE_COLUMNS) <= set(record["resources"])
         assert set(PEAK_FIELDS) <= set(record["resources"]["phases"]["decode"])
+
+
+def test_memory_and_energy_travel_in_a_snapshot_unchanged_nulls_included(stored_cpu_run):
+    from store.snapshot import export_snapshot_bytes, open_snapshot_bytes
+
+    _, con = stored_cpu_run
+    columns = ", ".join((*RESOURCE_COLUMNS, "resources"))
+    query = f"SELECT cell_id, {columns} FROM cells ORDER BY cell_id"
+    copy = open_snapshot_bytes(export_snapshot_bytes(con))
+    try:
+        assert copy.execute(query).fetchall() == con.execute(query).fetchall()
+    finally:
+        copy.close()
