@@ -181,7 +181,7 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
             run.event("run_interrupted", done=len(done), total=total)
         raise
     except OSError as error:  # the run directory cannot be written (disk full, quota, read-only)
-        raise RunError(_write_failure(run, error)) from None
+        raise RunError(write_failure(run, error)) from None
     if not worker:
         run.update_meta(status="finished", finished_at=now_iso())
         run.event("run_finished", done=len(done), total=total)
@@ -260,7 +260,7 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
     return run
 
 
-def _write_failure(run: RunDir, error: OSError) -> str:
+def write_failure(run: RunDir, error: OSError) -> str:
     """Mark the run interrupted if the disk still takes that much; say so in one line."""
     reason = error.strerror or str(error).splitlines()[0]
     try:

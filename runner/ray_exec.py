@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from runner import TOOL_VERSION
-from runner.executor import PROTOCOL_VERSION, RunError, summary_of
+from runner.executor import PROTOCOL_VERSION, RunError, summary_of, write_failure
 from runner.plan import Cell, Plan, expand
 from runner.runfiles import RunDir, new_run_id, now_iso
 
@@ -335,6 +335,10 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
             r.update_meta(status="interrupted")
             r.event("run_interrupted", done=len(r.finished_keys()), total=r.read_meta()["n_cells_planned"])
         raise
+    except OSError as error:  # the driver cannot write the run directory (disk full, quota, read-only)
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise RunError(write_failure(run, error)) from None
     runs = regimes.close("finished")
     run.update_meta(status="finished", finished_at=now_iso())
     run.event("run_finished", done=len(run.finished_keys()), total=run.read_meta()["n_cells_planned"],

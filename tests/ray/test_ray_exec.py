@@ -189,3 +189,30 @@ def test_a_plan_asking_for_calibration_gets_its_nodes_ceilings_through_ray(tmp_p
     [(stored,)] = con.execute("SELECT calibration FROM runs").fetchall()
     con.close()
     assert json.loads(stored)["bandwidth_gb_s"] == calibration["bandwidth_gb_s"]
+
+
+def test_a_full_disk_under_a_ray_run_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch):
+    import errno
+
+    from runner import runfiles
+
+    plan = parse_plan(plan_dict(models={"custom": plan_dict()["models"]["custom"][:1]}, gen_lens=[2]))
+    real_dump = json.dump
+
+    def full_disk(data, handle, **kw):
+        if "/cells/" in handle.name:
+            handle.write('{"cell_key": "par')
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_dump(data, handle, **kw)
+
+    monkeypatch.setattr(runfiles.json, "dump", full_disk)
+    with pytest.raises(RunError) as info:
+        ray_exec.execute_ray(plan, tmp_path / "runs")
+    message = str(info.value)
+    [run] = list_run_dirs(tmp_path / "runs")
+    assert "\n" not in message and "No space left on device" in message and f"--resume {run.run_id}" in message
+    assert run.read_meta()["status"] == "interrupted"
+    assert not list(run.path.rglob("*.tmp")), "no temp file left behind"
+    monkeypatch.undo()  # space freed
+    ray_exec.continue_ray_run(run)
+    assert run.read_meta()["status"] == "finished" and len(run.finished_keys()) == 2
