@@ -41,6 +41,11 @@ FDR = 0.05  # Benjamini-Hochberg level for "moved beyond noise" across the compa
 MIN_ROUNDS = MIN_UNITS  # fewer rounds than this in either run: no CI, said as such
 NO_CI = "no CI"  # what a table or chart shows for CI_NONE
 WEBGL_THRESHOLD = 1000  # points; past this an SVG scatter gets sluggish (as analysis.figures)
+# labelled ticks of the ratio axis (log): every tick says what it is, no bare minor digits;
+# the fine set where the ratios span less than COARSE_SPAN, else the coarse one (no crowding)
+RATIO_TICKS_FINE = (0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)
+RATIO_TICKS_COARSE = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+COARSE_SPAN = 3.0
 
 # The environment columns of `run_table`, each with the path in runs.environment it reads.
 ENVIRONMENT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -310,33 +315,39 @@ def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
                + " " + frame["dtype"].astype(str) + " b" + frame["batch_size"].astype(str)
                + " p" + frame["prompt_len"].astype(str)))
     scatter = go.Scattergl if len(frame) > WEBGL_THRESHOLD else go.Scatter
-    styles = {"moved beyond noise": ("#d6336c", "circle"), "within noise": ("#3b5bdb", "circle"),
-              NO_CI: ("#868e96", "circle-open")}
+    # drawn in this order, so the few cells that moved sit on top of the many that did not
+    styles = {NO_CI: ("#868e96", "circle-open", 6), "within noise": ("#748ffc", "circle", 6),
+              "moved beyond noise": ("#d6336c", "diamond", 9)}
     fig = go.Figure()
-    for state, (colour, symbol) in styles.items():
+    for state, (colour, symbol, size) in styles.items():
         sub = frame[frame["state"] == state]
         if sub.empty:
             continue
         has_ci = sub["ratio_ci_low"].notna().to_numpy()
-        error = {"type": "data", "symmetric": False, "visible": bool(has_ci.any()),
-                 "array": (sub["ratio_ci_high"] - sub["ratio"]).fillna(0).to_numpy(),
+        error = {"type": "data", "symmetric": False, "visible": bool(has_ci.any()), "thickness": 1, "width": 0,
+                 "color": colour, "array": (sub["ratio_ci_high"] - sub["ratio"]).fillna(0).to_numpy(),
                  "arrayminus": (sub["ratio"] - sub["ratio_ci_low"]).fillna(0).to_numpy()}
         ci_text = np.where(has_ci, "[" + sub["ratio_ci_low"].map("{:.3f}".format) + ", "
                            + sub["ratio_ci_high"].map("{:.3f}".format) + "]", NO_CI)
         fig.add_trace(scatter(
             x=sub["rank"].to_numpy(), y=sub["ratio"].to_numpy(), mode="markers", name=state,
-            marker={"color": colour, "symbol": symbol, "size": 7}, error_y=error,
+            marker={"color": colour, "symbol": symbol, "size": size}, error_y=error,
             customdata=np.column_stack([sub["cell_id_a"], sub["cell_id_b"], sub["label"], ci_text]),
             hovertemplate="%{customdata[2]}<br>b / a = %{y:.3f}x, 95% CI %{customdata[3]}<extra></extra>",
         ))
     fig.add_hline(y=1.0, line={"color": "#495057", "dash": "dot", "width": 1})
+    bounds = pd.concat([frame["ratio"], frame["ratio_ci_low"], frame["ratio_ci_high"]]).dropna()
+    low, high = (bounds.min(), bounds.max()) if len(bounds) else (1.0, 1.0)
+    choice = RATIO_TICKS_COARSE if high / low > COARSE_SPAN else RATIO_TICKS_FINE
+    ticks = [t for t in choice if low / 1.2 <= t <= high * 1.2] or [1.0]
     fig.update_layout(
         title=f"Median ratio per cell: {run_b} / {run_a}", template="plotly_white", legend_title_text="",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
         xaxis={"title": "cells, ordered by ratio"},
-        yaxis={"title": "median ratio b / a (log scale; > 1: b slower)", "type": "log", "minor": {"showgrid": False, "ticks": ""}},
-        margin={"t": 60})
+        yaxis={"title": "median ratio b / a (log scale; > 1: b slower)", "type": "log", "tickvals": ticks,
+               "ticktext": [f"{t:g}x" for t in ticks]},
+        margin={"t": 80})
     return fig
-
 
 
 def compare_runs(stats: CellStats, run_a: str, run_b: str) -> pd.DataFrame:

@@ -27,6 +27,11 @@ def _run_label(runs: pd.DataFrame):
     return label
 
 
+def _fact(value) -> str:
+    """A recorded value as a reader wants it: measured floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _verdict(table: pd.DataFrame) -> list[str]:
     return [NO_CI if pd.isna(m) else (f"moved: b {d}" if m else "within noise")
             for m, d in zip(table["moved"], table["direction"])]
@@ -53,7 +58,8 @@ def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
     if diff.empty:
         st.caption("Everything recorded about the two runs' host, device and software is equal.")
     else:
-        st.markdown("**Where the runs differ:** " + md("; ".join(f"{r.field}: {r.a} vs {r.b}" for r in diff.itertuples()), 3000))
+        st.markdown("**Where the runs differ:** " + md("; ".join(f"{r.field}: {_fact(r.a)} vs {_fact(r.b)}"
+                                                             for r in diff.itertuples()), 3000))
     try:
         table = ui.run_comparison(ctx, run_a, run_b)
     except ValueError as error:

@@ -154,6 +154,8 @@ def test_ratio_figure_plots_every_compared_cell_on_a_log_axis_with_both_cell_ids
     table = compare_runs_by_round(con, "run-0", "run-1")
     fig = ratio_figure(table, "run-0", "run-1")
     assert fig.layout.yaxis.type == "log"
+    assert 1.0 in fig.layout.yaxis.tickvals and all(t.endswith("x") for t in fig.layout.yaxis.ticktext), \
+        "every tick of the log axis is labelled as a ratio"
     points = [(cd[0], cd[1]) for trace in fig.data for cd in trace.customdata]
     assert sorted(points) == sorted(zip(table["cell_id_a"], table["cell_id_b"]))
     assert {trace.name for trace in fig.data} == {"moved beyond noise"}
