@@ -12,6 +12,8 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from vocabulary import PHASES  # noqa: F401 - analysis callers take it from here
+
 # Columns a filter may name, with the table alias that holds them.
 FILTER_COLUMNS: dict[str, str] = {
     "run_id": "c",
@@ -30,7 +32,6 @@ FILTER_COLUMNS: dict[str, str] = {
     "gen_len": "c",
     "phase": "s",
 }
-PHASES = ("prefill", "decode", "e2e")
 
 # A group holds the cells whose latencies may be compared across shapes: everything but
 # the shape is equal. e2e latency also depends on the generation length, the others not.

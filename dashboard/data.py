@@ -7,7 +7,6 @@ same connection.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 
 from analysis.load import FILTER_COLUMNS, PHASES
 from analysis.resources import phase_resources, resource_select
+from vocabulary import runs_path
 
 OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
 
@@ -219,5 +219,6 @@ def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: M
     return totals
 
 
-def default_runs_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    return Path(environ.get("SHAPEBENCH_RUNS", "runs"))
+def default_runs_dir() -> Path:
+    """The runs folder the dashboard watches: the one the CLI writes to (vocabulary)."""
+    return runs_path()

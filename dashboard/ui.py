@@ -28,6 +28,7 @@ import streamlit as st
 from dashboard import data, filters as flt
 from dashboard.storefile import Held, Source, StoreFile
 from store.dataset import BUNDLED_SNAPSHOT
+from vocabulary import snapshot_setting, store_path
 
 log = logging.getLogger("shapebench.dashboard")
 
@@ -83,8 +84,6 @@ def ingest_state(store: str, runs_dir: str) -> dict[str, Any]:
     return {"seen": {}, "lock": threading.Lock()}
 
 
-def store_path(environ=os.environ) -> Path:
-    return Path(environ.get("SHAPEBENCH_DB", "shapebench.duckdb"))
 
 
 def ingest_runs(store: Path, runs_dir: Path) -> dict[str, int]:
@@ -348,7 +347,7 @@ def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFram
 def _default_kind(hosted: bool) -> str:
     if hosted:
         return BUNDLED
-    if os.environ.get("SHAPEBENCH_SNAPSHOT"):
+    if snapshot_setting():
         return SNAPSHOT
     return STORE if store_path().exists() else BUNDLED
 
@@ -403,7 +402,7 @@ def build_context() -> Context:
     _init_from_link(hosted)
     kind = _chosen_kind(hosted)
     store = Path(st.session_state.get(_kept("store_path")) or store_path())
-    snap_path = st.session_state.get(_kept("snapshot_path")) or os.environ.get("SHAPEBENCH_SNAPSHOT", "")
+    snap_path = st.session_state.get(_kept("snapshot_path")) or (snapshot_setting() or "")
     problem = st.session_state.get("_ingest_problem")
     try:
         if kind == SNAPSHOT and not snap_path:
@@ -454,7 +453,7 @@ def sidebar() -> Context:
         st.session_state.setdefault(_kept("store_path"), str(store_path()))
         _persistent(sb.text_input, "store_path", "Store file", help="DuckDB file; created on the first ingest of a run")
     elif kind == SNAPSHOT:
-        st.session_state.setdefault(_kept("snapshot_path"), os.environ.get("SHAPEBENCH_SNAPSHOT", ""))
+        st.session_state.setdefault(_kept("snapshot_path"), (snapshot_setting() or ""))
         _persistent(sb.text_input, "snapshot_path", "Snapshot path", placeholder="snapshot directory or .zip")
     ctx = build_context()
     summary = ctx.summary

@@ -6,7 +6,6 @@ directory (how the GPU machines, which have no duckdb, are used).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from contextlib import ExitStack
@@ -17,14 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vocabulary import DB_ENV, DEFAULT_DB, DEFAULT_RUNS, RUNS_ENV, runs_path
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="shapebench: latency vs transformer shape")
 snapshot_app = typer.Typer(no_args_is_help=True, help="export, import and check snapshots")
 app.add_typer(snapshot_app, name="snapshot")
 console = Console(stderr=True)
 out = Console()
 
-DEFAULT_DB = Path("shapebench.duckdb")
-DEFAULT_RUNS = Path("runs")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -54,7 +53,7 @@ def _ingest(db: Path, run_path: Path) -> None:
         con = connect(db)
     except Exception as error:  # noqa: BLE001 - DuckDB allows one writer: the dashboard may hold it
         # The dashboard ingests only the runs folder it watches (SHAPEBENCH_RUNS, else runs/).
-        watched = Path(os.environ.get("SHAPEBENCH_RUNS", str(DEFAULT_RUNS))).resolve()
+        watched = runs_path().resolve()
         later = (f"the dashboard (watching {watched}) or `python -m runner ingest {run_path} --db {db}` will ingest it"
                  if run_path.parent.resolve() == watched else
                  f"ingest it with `python -m runner ingest {run_path} --db {db}` (the dashboard watches {watched}, "
@@ -72,8 +71,8 @@ def _ingest(db: Path, run_path: Path) -> None:
 @app.command()
 def run(
     plan: Path = typer.Argument(..., help="plan TOML file"),
-    db: Path = typer.Option(DEFAULT_DB, help="DuckDB store to ingest into when the run ends"),
-    runs_dir: Path = typer.Option(DEFAULT_RUNS, help="where run directories are written"),
+    db: Path = typer.Option(DEFAULT_DB, envvar=DB_ENV, help="DuckDB store to ingest into when the run ends"),
+    runs_dir: Path = typer.Option(DEFAULT_RUNS, envvar=RUNS_ENV, help="where run directories are written"),
     device: Optional[str] = typer.Option(None, help="override the plan's device: cpu | cuda"),
     resume: Optional[str] = typer.Option(None, help="run id to resume: skips its finished cells"),
     no_ingest: bool = typer.Option(False, "--no-ingest", help="only write the run directory"),
@@ -244,8 +243,8 @@ def calibrate_cmd(device: str = typer.Option("auto", help="cpu | cuda | auto")) 
 
 @app.command()
 def ingest(
-    runs_dir: Path = typer.Argument(DEFAULT_RUNS, help="a run directory, or a folder of them"),
-    db: Path = typer.Option(DEFAULT_DB, help="DuckDB store"),
+    runs_dir: Path = typer.Argument(DEFAULT_RUNS, envvar=RUNS_ENV, help="a run directory, or a folder of them"),
+    db: Path = typer.Option(DEFAULT_DB, envvar=DB_ENV, help="DuckDB store"),
 ) -> None:
     """Ingest run directories into the store (idempotent)."""
     from store.db import connect
@@ -287,7 +286,7 @@ def _open_dataset(db: Optional[Path], snapshot: Optional[Path]):
 
 @app.command()
 def analyze(
-    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb, else the bundled snapshot)"),
+    db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb, else the bundled snapshot)"),
     snapshot: Optional[Path] = typer.Option(None, help="analyse a snapshot (directory or .zip) instead"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     markdown: bool = typer.Option(False, "--markdown", help="the README's results section (decode, whole dataset)"),
@@ -327,7 +326,7 @@ def analyze(
 @app.command()
 def report(
     out_path: Path = typer.Option(Path("shapebench-report.html"), "--out", help="HTML file to write"),
-    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb, else the bundled snapshot)"),
+    db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb, else the bundled snapshot)"),
     snapshot: Optional[Path] = typer.Option(None, help="report on a snapshot instead"),
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
@@ -351,7 +350,7 @@ def report(
 @snapshot_app.command("export")
 def snapshot_export(
     out_path: Path = typer.Option(..., "--out", help="a .zip file, or a directory"),
-    db: Optional[Path] = typer.Option(None, help="store file (default: shapebench.duckdb)"),
+    db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb)"),
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     run: Optional[list[str]] = typer.Option(None, help="only these run ids (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
@@ -379,8 +378,8 @@ def _run_status(run_dir) -> str | None:
 @snapshot_app.command("import")
 def snapshot_import(
     path: Path = typer.Argument(..., help="snapshot .zip or directory"),
-    db: Path = typer.Option(DEFAULT_DB, help="store file to merge into (created if missing)"),
-    runs_dir: Path = typer.Option(DEFAULT_RUNS, help="this machine's runs: a run still running there is never changed"),
+    db: Path = typer.Option(DEFAULT_DB, envvar=DB_ENV, help="store file to merge into (created if missing)"),
+    runs_dir: Path = typer.Option(DEFAULT_RUNS, envvar=RUNS_ENV, help="this machine's runs: a run still running there is never changed"),
 ) -> None:
     """Merge a snapshot into a store: validated first, idempotent, all or nothing."""
     from runner.runfiles import list_run_dirs

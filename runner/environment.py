@@ -15,6 +15,7 @@ from pathlib import Path
 from runner import TOOL_VERSION
 from runner.host import host_fingerprint
 from runner.telemetry import gpu_facts
+from vocabulary import GIT_REVISION_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,8 +32,8 @@ def cpu_model() -> str:
 
 def git_revision() -> str | None:
     """HEAD of the checkout (with -dirty), or SHAPEBENCH_GIT_REVISION where there is no .git."""
-    if os.environ.get("SHAPEBENCH_GIT_REVISION"):
-        return os.environ["SHAPEBENCH_GIT_REVISION"]
+    if os.environ.get(GIT_REVISION_ENV):
+        return os.environ[GIT_REVISION_ENV]
     try:
         rev = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],

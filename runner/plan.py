@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
 from runner.trackers import ENERGY_WINDOW_S
+from vocabulary import DTYPES  # noqa: F401 - the plan validates against it; pages import it from here
 
 BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
-DTYPES = ("float32", "bfloat16", "float16")
 DeviceName = Literal["cpu", "cuda", "auto"]
 # Bounds that keep a typo from becoming a run of days or a number the store cannot hold.
 MAX_REPS = 10_000  # timed repetitions of one phase: a median is stable after tens

@@ -19,8 +19,9 @@ from runner.backends import get_backend
 from runner.models import build_model, count_params
 from runner.plan import Cell, MeasureSettings
 from runner.timing import make_timer, synchronize, validate_samples, warm_up
+from vocabulary import DTYPES, PHASES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # vocabulary name -> torch dtype
 # Early samples this far above the median mean setup work leaked into the phase.
 SETUP_LEAK_FACTOR = 2.0
 # An SM clock this far below its reading before the cell means the GPU throttled.
@@ -165,7 +166,7 @@ def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int, references: R
     t0 = time.perf_counter()
     model = build_model(
         cell.model, attn_implementation=getattr(backend, "attn_implementation", "eager"),
-        dtype=DTYPES[cell.dtype], device=device, seed=seed,
+        dtype=TORCH_DTYPES[cell.dtype], device=device, seed=seed,
     )
     result.params = count_params(model)
     session = backend.prepare(model, cell)
@@ -208,7 +209,7 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
         max_iters=settings.warmup_max_iters, window=settings.warmup_window,
         tolerance=settings.warmup_tolerance,
     )
-    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in ("prefill", "decode", "e2e")}
+    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in PHASES}
     part = CellResult(status="ok")
     # No garbage-collector pauses inside timed regions: a collection triggered by the
     # Python objects of one step would land on a random sample as a multi-ms outlier.

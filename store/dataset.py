@@ -6,15 +6,15 @@ exists, else the snapshot shipped in data/ (real measurements, never an empty pa
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from vocabulary import snapshot_setting, store_path
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SNAPSHOT = REPO_ROOT / "data" / "snapshot"
-DEFAULT_DB = Path(os.environ.get("SHAPEBENCH_DB", "shapebench.duckdb"))
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class Dataset:
 
 def resolve(db: str | Path | None = None, snapshot: str | Path | None = None) -> Dataset:
     """Pick the dataset: an explicit snapshot, else the store file, else the bundled one."""
-    snapshot = snapshot or os.environ.get("SHAPEBENCH_SNAPSHOT")
+    snapshot = snapshot or snapshot_setting()
     if snapshot:
         return Dataset("snapshot", Path(snapshot), writable=False)
-    db_path = Path(db) if db else DEFAULT_DB
+    db_path = Path(db) if db else store_path()
     if db is not None or db_path.exists():
         return Dataset("store", db_path, writable=True)
     return Dataset("bundled", BUNDLED_SNAPSHOT, writable=False)

@@ -6,8 +6,7 @@ from pathlib import Path
 import duckdb
 
 from store.schema import init_schema
-
-DEFAULT_DB = Path("shapebench.duckdb")
+from vocabulary import DEFAULT_DB
 
 
 class NotAStoreError(ValueError):

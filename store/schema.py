@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 
+from vocabulary import CELL_STATUSES, DEVICES, PHASES, RUN_STATUSES  # noqa: F401 - the store's enumerations
+
 # 2: runs.protocol_version, samples.round and samples.worker;
 # 3: cells' memory and energy (weight_bytes ... resources, runner.trackers)
 SCHEMA_VERSION = 3
@@ -24,11 +26,6 @@ def _added_columns(sql: str) -> dict[str, tuple[str, ...]]:
 # they read as NULL ("not recorded"), never as zeros.
 ADDED_COLUMNS = _added_columns(SCHEMA_SQL)
 TABLES = ("runs", "cells", "samples")
-# Allowed values of the store's enumerated columns (schema.sql's comments, as code).
-RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-CELL_STATUSES = ("ok", "failed", "unsupported")
-DEVICES = ("cuda", "cpu")
-PHASES = ("prefill", "decode", "e2e")
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:

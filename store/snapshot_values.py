@@ -13,9 +13,9 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from runner.plan import BACKEND_NAMES, DTYPES
+from runner.plan import BACKEND_NAMES
 from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
-from store.schema import CELL_STATUSES, DEVICES, PHASES, RUN_STATUSES
+from vocabulary import CELL_STATUSES, DEVICES, DTYPES, PHASES, RUN_STATUSES
 from store.snapshot_manifest import SnapshotError
 
 KIB = 1 << 10

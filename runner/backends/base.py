@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from vocabulary import DEVICES, DTYPES, PHASES
+
 if TYPE_CHECKING:
     import torch
 
@@ -37,9 +39,9 @@ class Session(ABC):
 
 class Backend(ABC):
     name: str = ""
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
-    phases: tuple[str, ...] = ("prefill", "decode", "e2e")
+    devices: tuple[str, ...] = DEVICES
+    dtypes: tuple[str, ...] = DTYPES
+    phases: tuple[str, ...] = PHASES
     description: str = ""
     # Who allocates the device memory: "torch" when torch.cuda's peak counters see it all.
     device_allocator: str = "torch"

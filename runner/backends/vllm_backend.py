@@ -41,8 +41,6 @@ def vllm_installed() -> bool:
 
 class VLLM(Backend):
     name = "vllm"
-    dtypes = ("float32", "bfloat16", "float16")
-    phases = ("prefill", "decode", "e2e")
     description = (
         "vLLM offline engine (vllm.LLM), CUDA graphs on GPU unless enforce_eager; phases from "
         "the engine's request timestamps, one decode sample (mean ms/token) per generation"
