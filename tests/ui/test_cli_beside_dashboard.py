@@ -68,3 +68,27 @@ def test_a_cli_import_and_ingest_beside_the_dashboard_write_and_the_dashboard_sh
     at.run()  # the file changed on disk: the dashboard's data version follows it
     assert_clean(at)
     assert sidebar_metric(at, "Runs") == runs_before + bundled_runs
+
+
+def test_while_another_process_writes_the_store_the_dashboard_says_so_and_reads_it_once_released(app_env, copy_store):
+    """The other side: a CLI writer (here a process holding the file read-write, as `ingest` does
+    while it runs) makes the dashboard wait briefly, then say who holds the file; no traceback."""
+    db, runs = copy_store
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "sys.stdin.readline(); con.close()", str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        at = app_env(db=db, runs=runs)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("another process is writing" in w for w in (str(e.value) for e in at.warning)), \
+            [e.value for e in at.warning]
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+    at.run()
+    assert_clean(at)
+    assert not [w for w in (str(e.value) for e in at.warning) if "another process" in w]
+    assert sidebar_metric(at, "Runs") > 0
