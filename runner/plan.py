@@ -279,9 +279,16 @@ def load_plan(path: str | Path) -> Plan:
 
 def plan_to_toml(plan: Plan) -> str:
     """Render a plan as TOML (for the dashboard's plan builder and download)."""
-    from runner.toml_writer import dumps
+    import tomli_w
 
-    return dumps(plan.model_dump(mode="json", exclude_defaults=True))
+    def without_none(value):  # TOML has no null: an unset field is left out, as its default
+        if isinstance(value, dict):
+            return {k: without_none(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [without_none(v) for v in value]
+        return value
+
+    return tomli_w.dumps(without_none(plan.model_dump(mode="json", exclude_defaults=True)))
 
 
 def resolve_device(requested: str) -> str:

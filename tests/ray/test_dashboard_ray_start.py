@@ -10,7 +10,7 @@ pytest.importorskip("ray")
 from dashboard import runs  # noqa: E402
 from runner.runfiles import list_run_dirs  # noqa: E402
 from tests.runner.helpers import plan_dict  # noqa: E402
-from runner.toml_writer import dumps  # noqa: E402
+from tomli_w import dumps  # noqa: E402
 
 
 def test_a_run_started_from_the_dashboard_with_a_ray_address_runs_on_ray(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from runner.models import ModelSpec
 from runner.plan import Cell, MeasureSettings
-from runner.toml_writer import dumps
+from tomli_w import dumps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A small vocabulary and context keep the embedding (most of a tiny model) cheap on 2 cores.

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from runner.runfiles import RunDir
-from runner.toml_writer import dumps
+from tomli_w import dumps
 from store.db import connect
 from tests.runner.helpers import (
     REPO_ROOT, cli_env, only_run_dir, plan_dict, run_cli, start_held_cli, wait_for, write_plan,
