@@ -1,10 +1,10 @@
 """A static, self-contained HTML report of a dataset: headline, verdicts, interactive charts.
 
 For sharing results without any server: one file with plotly.js inlined once, the
-overview (strongest inversions, depth vs params verdicts), the depth-vs-width charts of
-the best-identified group, that group's inversion heatmap, and the regime and backend
-comparisons. Pure function of a connection and filters; the CLI and the Snapshots page
-both call `build_report`.
+overview (the headline of `analysis.headline`, the Overview's and the README's; depth vs
+params verdicts), the depth-vs-width charts of the best-identified group, that group's
+inversion heatmap, and the regime and backend comparisons. Pure function of a connection
+and filters; the CLI and the Snapshots page both call `build_report`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import duckdb
 import pandas as pd
 
 from analysis import figures
-from analysis.inversions import find_inversions, pair_ratios
+from analysis.headline import build_headline, headline_sections
+from analysis.inversions import pair_ratios
 from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
@@ -52,9 +53,9 @@ def _fmt(value: Any) -> str:
 def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None, title: str = "shapebench report") -> str:
     """The report as one HTML string (a few MB: plotly.js is embedded so it works offline)."""
     filters = dict(filters or {})
-    stats = compute_cell_stats(con, filters)
-    if has_repeats(stats):  # as analyze(): one row per configuration, CIs across runs
-        stats = pooled_stats(stats)
+    per_run = compute_cell_stats(con, filters)
+    # as analyze(): one row per configuration, CIs across runs
+    stats = pooled_stats(per_run) if has_repeats(per_run) else per_run
     frame = stats.frame
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; filters: "
@@ -66,19 +67,9 @@ def build_report(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
         parts.append("<p>No measured cells match this selection.</p>")
         return _page(title, parts)
 
-    inversions = find_inversions(stats)
-    significant = inversions[inversions["significant"]] if len(inversions) else inversions
-    parts.append("<h2>Strongest inversions</h2><p>A smaller model (fewer parameters) that is slower; ratio of "
-                 "medians with a 95% CI (its kind: across runs, across rounds of one run, or none), significant at FDR 5% "
-                 "(Benjamini-Hochberg over each group's pairs; a pair without a CI never is).</p>")
-    if len(significant):
-        top = (significant.sort_values("ratio_ci_low", ascending=False).groupby("group_id", sort=False).head(1)
-               [["regime", "backend", "phase", "dtype", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high",
-                "ci_kind"]]
-               .head(20))
-        parts.append(_table(top))
-    else:
-        parts.append("<p>No significant inversion.</p>")
+    parts.append("<h2>Headline</h2>")  # the Overview's and the README's (analysis.headline)
+    for heading, text, table in headline_sections(build_headline(per_run)):
+        parts.append(f"<h3>{html.escape(heading)}</h3><p>{html.escape(text)}</p>" + (_table(table) if len(table) else ""))
 
     fits = fit_all(frame)
     verdicts = pd.DataFrame([

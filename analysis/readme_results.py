@@ -11,6 +11,10 @@ cell measured in one round of one run (every protocol-1 run) has no CI and shows
 `NO_CI`, and so does a ratio with such a cell. Regressions come from
 `regressions_across_runs`, as in `analyze`. Inversions are significant at FDR 5% within
 each group (`analysis.inversions`): a pair without a CI is never significant.
+
+The section opens with the headline (`analysis.headline`), the one the Overview page and
+the HTML report show; the per-regime inversion tables and the seed pair off the seed point
+are read from the headline's shape pairs, so a pair shows the same numbers everywhere.
 """
 from __future__ import annotations
 
@@ -19,30 +23,24 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_ci
+from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALLOW_WIDE, Headline, at_seed_point,
+                               headline_for, headline_markdown, is_seed_pair)
 from analysis.intervals import CI_ACROSS_RUNS, CI_KINDS, CI_NONE, weakest_kind
-from analysis.inversions import SIGNIFICANT_LABEL, pair_ratios
+from analysis.inversions import SIGNIFICANT_LABEL
 from analysis.regression import LEVERAGE_LIMIT, fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs
 from analysis.resources import resources_markdown
 from analysis.stats import CellStats, compute_cell_stats
 
-PHASE = "decode"
-# The seed and grid plans' operating point: the main tables compare shapes there only, so
-# a batch-8 or long-prompt cell never joins a batch-1 regression or inversion table.
-SEED_POINT = {"batch_size": 1, "prompt_len": 128, "gen_len": 64}
-# The reference pair of the "latency inversion" claim, followed off the seed point.
-DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
+PHASE = SEED_PHASE
+# The main tables compare shapes at SEED_POINT only, so a batch-8 or long-prompt cell never
+# joins a batch-1 regression or inversion table; the seed pair is followed off it.
 WITHIN_RUN_MARK = "†"
-NO_CI = "no CI"
 WITHIN_RUN_NOTE = (f"{WITHIN_RUN_MARK} within one run only: the interval is across the rounds of one run, or (a fit) "
                    "rests for some of its cells on HC3 across the shapes of one run alone, so it leaves out (some) "
                    "run-to-run variance. Unmarked intervals are across runs (Student t on run medians).")
 NO_CI_NOTE = (f"{NO_CI}: measured in one round of one run (protocol 1), which has no independent replicate to "
               "build an interval on.")
-
-
-def _decode_stats(con: duckdb.DuckDBPyConnection, filters: dict | None = None) -> CellStats:
-    return _both_stats(con, filters)[1]
 
 
 def _both_stats(con: duckdb.DuckDBPyConnection, filters: dict | None = None) -> tuple[CellStats, CellStats]:
@@ -75,9 +73,10 @@ def _with_note(lines: list[str]) -> list[str]:
     return lines + [""] + notes if notes else lines
 
 
-def _inversions(stats: CellStats, regime: str) -> list[str]:
-    pairs = pair_ratios(stats)
-    pairs = pairs[pairs["regime"] == regime]
+def _inversions(headline: Headline, regime: str) -> list[str]:
+    """The strongest significant inversion per backend and dtype in decode at the seed point (shape pairs)."""
+    pairs = headline.pairs
+    pairs = pairs[(pairs["regime"] == regime) & (pairs["phase"] == PHASE) & at_seed_point(pairs) & (pairs["ratio"] > 1)]
     sig = pairs[pairs["significant"]]
     if sig.empty:
         return [f"No inversion {SIGNIFICANT_LABEL}."]
@@ -183,11 +182,11 @@ def _speedups(stats: CellStats, regime: str) -> list[str]:
     return _with_note(lines)
 
 
-def _off_seed_point(stats: CellStats, regime: str) -> list[str]:
+def _off_seed_point(headline: Headline, regime: str) -> list[str]:
     """gpt2-5m / gpt2-25m decode ratio at each (batch, prompt) other than the seed point."""
-    pairs = pair_ratios(stats, inversions_only=False)
-    pairs = pairs[(pairs["regime"] == regime) & (pairs["model_name_a"] == DEEP_NARROW)
-                  & (pairs["model_name_b"] == SHALLOW_WIDE)
+    pairs = headline.pairs
+    pairs = pairs[(pairs["regime"] == regime) & (pairs["phase"] == PHASE) & is_seed_pair(pairs)
+                  & (pairs["gen_len"] == SEED_POINT["gen_len"])
                   & ~((pairs["batch_size"] == SEED_POINT["batch_size"]) & (pairs["prompt_len"] == SEED_POINT["prompt_len"]))]
     if pairs.empty:
         return []
@@ -221,12 +220,12 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
     per_run, stats = _both_stats(con, SEED_POINT)
     fits = regressions_across_runs(per_run, stats) if stats is not per_run else [
         f.to_dict() for f in fit_all(stats.frame)]
-    everything = _decode_stats(con, {"gen_len": SEED_POINT["gen_len"]})
+    headline = headline_for(con)
     runs = con.execute(
         "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
         "strftime(min(started_at), '%Y-%m-%d') AS first_day FROM runs GROUP BY regime ORDER BY regime"
     ).df()
-    out = []
+    out = [headline_markdown(headline)]
     for row in runs.itertuples():
         cells = stats.frame[stats.frame["regime"] == row.regime]
         if cells.empty:
@@ -242,7 +241,7 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append(f"Strongest inversion {SIGNIFICANT_LABEL} (Benjamini-Hochberg over each group's pairs) per backend "
                    "and dtype (smaller model slower):")
         out.append("")
-        out.extend(_inversions(stats, row.regime))
+        out.extend(_inversions(headline, row.regime))
         out.append("")
         regime_fits = sorted((f for f in fits if f["group"]["regime"] == row.regime),
                              key=lambda f: (f["group"]["backend"], f["group"]["dtype"]))
@@ -260,6 +259,6 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append("")
         out.extend(_speedups(stats, row.regime))
         out.append("")
-        out.extend(_off_seed_point(everything, row.regime))
+        out.extend(_off_seed_point(headline, row.regime))
     out.extend(resources_markdown(con))
     return "\n".join(out).rstrip() + "\n"

@@ -1,10 +1,17 @@
-"""Overview: the headline inversions, which shape variable drives latency, coverage, integrity."""
+"""Overview: the headline (the seed pair, then the strongest inversions), which shape variable
+drives latency, coverage, integrity."""
 import pandas as pd
 import streamlit as st
 
-from analysis.inversions import headline_text, headlines
+from analysis.headline import Headline, build_headline, headline_sections
 from dashboard import data, ui
 from dashboard.text import md
+
+
+@ui.cached_query("Pooling the headline over runs...", on_disk=True)
+def headline(ctx: ui.Context) -> Headline:
+    """The selection's headline (analysis.headline), the one README and HTML report show; kept per data version."""
+    return build_headline(ui.cell_stats(ctx))
 
 
 def body(ctx: ui.Context) -> None:
@@ -16,24 +23,12 @@ def body(ctx: ui.Context) -> None:
         _integrity(ctx)
         return
 
-    st.subheader("Strongest inversions")
-    inv = ui.inversions(ctx)
-    heads = headlines(inv) if len(inv) else inv
-    if heads.empty:
-        st.info("No significant inversion in this selection: every smaller model is as fast or faster "
-                "(or the CIs overlap 1).")
-    else:
-        top = heads.sort_values("ratio_ci_low", ascending=False).head(5)
-        cols = st.columns(min(3, len(top)))
-        for i, (_, row) in enumerate(top.head(3).iterrows()):
-            cols[i].metric(f"{md(row['model_name_a'])} vs {md(row['model_name_b'])}", f"{row['ratio']:.2f}x slower",
-                           f"CI [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}] {row['ci_kind']}", delta_color="off",
-                           help=md(f"{row['backend']} {row['phase']} {row['dtype']} batch {row['batch_size']}"))
-        for _, row in top.iterrows():
-            st.markdown(f"- **{md(row['backend'])} · {md(row['phase'])} · {md(row['dtype'])} · batch {md(row['batch_size'])} · "
-                        f"prompt {md(row['prompt_len'])}**: {md(headline_text(row), 2000)}")
-        st.caption(f"{int(inv['significant'].sum())} significant at FDR 5% of {len(inv)} inverted pairs "
-                   f"in {heads['group_id'].nunique()} groups; the Inversions page ranks them all.")
+    for title, text, table in headline_sections(headline(ctx)):
+        st.subheader(title)
+        st.caption(text)
+        if len(table):
+            st.dataframe(table, hide_index=True)
+    st.caption("The Inversions page ranks every pair of a group.")
 
     st.subheader("Which shape variable explains latency")
     fits = ui.fits(ctx)

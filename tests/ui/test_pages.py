@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -37,15 +36,22 @@ def open_page(at, page):
 
 # --- bundled snapshot (real H100 data) --------------------------------------------------
 
-def test_overview_on_bundled_snapshot_states_the_strongest_inversions_with_cis(app_env):
+def test_overview_on_bundled_snapshot_leads_with_the_headline_of_analysis_headline(app_env):
+    from analysis.headline import headline_for, headline_sections
+    from store.snapshot import open_snapshot
+
     at = open_page(app_env(), "overview")
     assert_clean(at)
     assert texts(at, "title") == ["Does shape drive latency?"]
-    heads = [m for m in texts(at, "markdown") if re.search(r"x slower \\?\[", m)]  # "[" arrives escaped: data text is shown as text
-    assert heads, "a headline inversion with its CI"
-    assert any(m.label and " vs " in m.label for m in at.metric)
+    sections = headline_sections(headline_for(open_snapshot(BUNDLED_SNAPSHOT)))
     subheaders = texts(at, "subheader")
-    for section in ("Strongest inversions", "Which shape variable explains latency", "Data coverage", "Integrity warnings"):
+    assert subheaders[:len(sections)] == [title for title, _, _ in sections], "the headline comes first"
+    seed_title, _, seed_rows = sections[0]
+    assert seed_title.startswith("The seed pair") and len(seed_rows)
+    shown = at.dataframe[0].value
+    assert shown.astype(str).values.tolist() == seed_rows.astype(str).values.tolist(), "the seed pair rows, as README shows them"
+    assert at.dataframe[1].value.astype(str).values.tolist() == sections[1][2].astype(str).values.tolist()
+    for section in ("Which shape variable explains latency", "Data coverage", "Integrity warnings"):
         assert section in subheaders
     assert any("NVIDIA H100" in m for m in texts(at, "markdown")), "the driver verdict per regime"
 
