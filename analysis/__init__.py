@@ -13,6 +13,9 @@ read-only dashboard on a snapshot can import all of it. Modules, one job each:
   depth OLS per group, with a verdict (depth / params / both / inconclusive).
 - `inversions`: pairs where the smaller model is slower, with a CI of the ratio, significant
   at FDR 5% within each group.
+- `headline`: what a dataset says first (the seed pair gpt2-5m vs gpt2-25m per regime,
+  backend and dtype, then the strongest inversions), pooled over runs per shape; the
+  Overview, the README's generated results and the HTML report all show its rows.
 - `regimes`: pooled models with regime (or backend) interactions and a Wald test.
 - `reproducibility`: run-to-run variance of repeat runs, pooled medians with CIs across runs,
   and which inversion and regression verdicts hold across runs.
