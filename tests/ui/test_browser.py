@@ -25,10 +25,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENS = Path("/tmp/screens")
 # url_path ("" is the default page, Overview) -> whether the page draws a plotly chart on the runner store
 PAGES = {"": False, "run": False, "explore": True, "depth-width": True, "inversions": True,
-         "regimes": False, "why": False, "reproducibility": False, "snapshots": False}
-# regimes: one regime, 3 shapes: no fit to plot; why, reproducibility: no profile, no repeats on the runner store
+         "regimes": False, "why": False, "reproducibility": False, "runs": False, "snapshots": False}
+# regimes: one regime, 3 shapes: no fit to plot; why, reproducibility: no profile, no repeats; runs: one run to compare
 BUNDLED_PAGES = {"overview": "Overview", "explore": "Explore", "depth-width": "Depth vs width", "inversions": "Inversions",
-                 "regimes": "Regimes", "why": "Why is it slow", "reproducibility": "Reproducibility"}
+                 "regimes": "Regimes", "why": "Why is it slow", "reproducibility": "Reproducibility", "runs": "Runs"}
 
 pytestmark = [
     pytest.mark.browser,
