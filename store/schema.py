@@ -28,6 +28,12 @@ ADDED_COLUMNS = _added_columns(SCHEMA_SQL)
 TABLES = ("runs", "cells", "samples")
 
 
+def stored_schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version the store's tables are at. A store opened read-only is never
+    upgraded, so its tables may be older than this code's SCHEMA_VERSION."""
+    return int(con.execute("SELECT max(schema_version) FROM schema_info").fetchone()[0] or SCHEMA_VERSION)
+
+
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables if missing and record the schema version once."""
     con.execute(SCHEMA_SQL)

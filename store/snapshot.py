@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.db import connect_memory
-from store.schema import SCHEMA_VERSION, TABLES, table_columns
+from store.schema import SCHEMA_VERSION, TABLES, stored_schema_version, table_columns
 from store.snapshot_manifest import (
     MANIFEST_NAME, SNAPSHOT_FORMAT_VERSION, Manifest, SnapshotError, table_file, tool_version,
 )
@@ -89,7 +89,9 @@ def _snapshot_files(con, regimes, run_ids, backends) -> tuple[Manifest, dict[str
     manifest = Manifest(
         created_at=Manifest.now(),
         tool_version=tool_version(),
-        schema_version=SCHEMA_VERSION,
+        # the version the exported tables are at: an older store read without upgrading
+        # exports its own version, and an import adds what it lacks as NULL
+        schema_version=stored_schema_version(con),
         regimes=sorted(set(tables["runs"]["regime"].to_pylist())),
         row_counts={t: tbl.num_rows for t, tbl in tables.items()},
         files={n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d)} for n, d in files.items()},

@@ -55,6 +55,39 @@ def test_a_schema_2_snapshot_opens_in_memory_as_the_hosted_dashboard_reads_it(st
         con.close()
 
 
+def schema_2_store(store, path) -> int:
+    """A store file as schema-2 shapebench left it (no schema-3 columns); returns its cells."""
+    old = duckdb.connect(str(path))
+    for table in ("runs", "samples"):
+        old.register(f"old_{table}", store.sql(f"SELECT * FROM {table}").to_arrow_table())
+        old.execute(f"CREATE TABLE {table} AS SELECT * FROM old_{table}")
+    old.register("old_cells", store.sql("SELECT * FROM cells").to_arrow_table().drop_columns(list(SCHEMA_3_COLUMNS)))
+    old.execute("CREATE TABLE schema_info (schema_version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL)")
+    old.execute("INSERT INTO schema_info VALUES (2, now())")
+    old.execute("CREATE TABLE cells AS SELECT * FROM old_cells")
+    n_cells = old.execute("SELECT count(*) FROM cells").fetchone()[0]
+    old.close()
+    return n_cells
+
+
+def test_a_schema_2_store_read_without_upgrading_exports_a_snapshot_that_imports(store, tmp_path):
+    from store.snapshot import export_snapshot
+
+    n_cells = schema_2_store(store, tmp_path / "old.duckdb")
+    con = connect(tmp_path / "old.duckdb", read_only=True)  # the dashboard and `snapshot export` read so
+    try:
+        manifest = export_snapshot(con, tmp_path / "old.zip")
+    finally:
+        con.close()
+    assert manifest.schema_version == 2, "the snapshot says what its tables hold"
+    fresh = connect(tmp_path / "new.duckdb")
+    try:
+        assert import_snapshot(fresh, (tmp_path / "old.zip").read_bytes()).added["cells"] == n_cells
+        assert _unknown_counts(fresh) == (n_cells, 0, 0)
+    finally:
+        fresh.close()
+
+
 def test_a_schema_2_store_gains_the_columns_and_records_version_3_when_opened(store, tmp_path):
     path = tmp_path / "old.duckdb"
     old = duckdb.connect(str(path))
