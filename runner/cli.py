@@ -45,12 +45,39 @@ def _sigterm_as_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
-def _ingest(db: Path, run_path: Path) -> None:
+STORE_LOCK_WAIT_S = 10.0  # the dashboard writes only while it ingests or imports: seconds
+
+
+def open_store_for_writing(db: Path):
+    """The store read-write, waiting a few seconds for another writer (DuckDB allows one);
+    raises RuntimeError with one line saying who holds it and what to do."""
+    import time
+
+    import duckdb
+
     from store.db import connect
+
+    deadline = time.monotonic() + STORE_LOCK_WAIT_S
+    while True:
+        try:
+            return connect(db)
+        except duckdb.IOException as error:
+            first = str(error).splitlines()[0]
+            if "lock" not in first.lower():
+                raise RuntimeError(f"cannot open {db}: {first}") from None
+            if time.monotonic() > deadline:
+                holder = first.split("Conflicting lock is held in", 1)[-1].strip() if "Conflicting lock" in first else ""
+                raise RuntimeError(
+                    f"cannot open {db}: another process is writing it{f' ({holder[:160]})' if holder else ''}; "
+                    "retry when it is done (a dashboard holds the file only while it ingests or imports)") from None
+            time.sleep(0.5)
+
+
+def _ingest(db: Path, run_path: Path) -> None:
     from store.ingest import ingest_run_dir
 
     try:
-        con = connect(db)
+        con = open_store_for_writing(db)
     except Exception as error:  # noqa: BLE001 - DuckDB allows one writer: the dashboard may hold it
         # The dashboard ingests only the runs folder it watches (SHAPEBENCH_RUNS, else runs/).
         watched = runs_path().resolve()
@@ -58,7 +85,8 @@ def _ingest(db: Path, run_path: Path) -> None:
                  if run_path.parent.resolve() == watched else
                  f"ingest it with `python -m runner ingest {run_path} --db {db}` (the dashboard watches {watched}, "
                  "not this folder)")
-        typer.echo(f"not ingested: cannot open {db} ({str(error).splitlines()[0][:160]}); "
+        reason = str(error).splitlines()[0][:240].removeprefix(f"cannot open {db}: ")
+        typer.echo(f"not ingested: cannot open {db} ({reason}); "
                    f"the run directory {run_path} is complete; {later}", err=True)
         return
     try:
@@ -247,14 +275,15 @@ def ingest(
     db: Path = typer.Option(DEFAULT_DB, envvar=DB_ENV, help="DuckDB store"),
 ) -> None:
     """Ingest run directories into the store (idempotent)."""
-    from store.db import connect
     from store.ingest import ingest_run_dir, ingest_runs
 
     if not runs_dir.exists():
         _fail(f"{runs_dir} does not exist")
     try:
-        con = connect(db)
-    except Exception as error:  # noqa: BLE001 - a lock held by another process, or not a store
+        con = open_store_for_writing(db)
+    except RuntimeError as error:
+        _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - not a store, not readable
         _fail(f"cannot open {db}: {str(error).splitlines()[0]}")
     try:
         if (runs_dir / "meta.json").exists():
@@ -383,14 +412,15 @@ def snapshot_import(
 ) -> None:
     """Merge a snapshot into a store: validated first, idempotent, all or nothing."""
     from runner.runfiles import list_run_dirs
-    from store.db import connect
     from store.snapshot import SnapshotError, import_snapshot
 
     if not path.exists():
         _fail(f"{path} does not exist")
     try:
-        con = connect(db)
-    except Exception as error:  # noqa: BLE001 - a lock held by another process
+        con = open_store_for_writing(db)
+    except RuntimeError as error:
+        _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - not a store, not readable
         _fail(f"cannot open {db}: {str(error).splitlines()[0]}")
     try:
         live = [d.run_id for d in list_run_dirs(runs_dir) if _run_status(d) == "running"]

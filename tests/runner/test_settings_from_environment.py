@@ -29,3 +29,27 @@ def test_the_dashboard_watches_the_runs_folder_the_cli_writes_to(monkeypatch, tm
 
     monkeypatch.setenv("SHAPEBENCH_RUNS", str(tmp_path / "my-runs"))
     assert default_runs_dir() == tmp_path / "my-runs"
+
+
+def test_ingest_into_a_store_another_process_writes_says_so_in_one_line_with_what_to_do(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.runner.helpers import REPO_ROOT
+
+    db = tmp_path / "held.duckdb"
+    connect(db).close()
+    holder = subprocess.Popen(  # a writer that keeps the file until told to stop (stdin closes)
+        [sys.executable, "-c", f"import duckdb, sys; con = duckdb.connect({str(db)!r}); print('held', flush=True); sys.stdin.read()"],
+        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (tmp_path / "runs").mkdir()
+        done = run_cli("ingest", tmp_path / "runs", "--db", db, timeout=120)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert done.returncode == 2
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: cannot open {db}: another process is writing it") and "retry" in line
+    assert "Traceback" not in done.stderr
