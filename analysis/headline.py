@@ -30,7 +30,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import CI_NONE
+from analysis.intervals import CI_NONE, NO_CI  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
 from analysis.reproducibility import CONFIG_COLUMNS, pooled_stats
 from analysis.stats import CellStats, compute_cell_stats
@@ -41,7 +41,6 @@ SEED_PHASE = "decode"  # the phase the "latency inversion" claim is about (ms pe
 # The reference pair of the claim: deep and narrow, yet 5x fewer parameters than shallow and wide.
 DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
 TOP_INVERSIONS = 10  # one per group: enough to show every backend that inverts, few enough to read first
-NO_CI = "no CI"  # what a ratio or median without an interval shows (CI kind "none")
 # What identifies a shape across runs and plans: the configuration without the model's name.
 SHAPE_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "model_name") + ("params",)
 NAME_SEPARATOR = " = "  # between the names one shape carries (gpt2-50m = 8x512)

@@ -43,6 +43,7 @@ CI_ACROSS_RUNS = "across runs"
 CI_ACROSS_ROUNDS = "across rounds"
 CI_NONE = "none"
 CI_KINDS = (CI_NONE, CI_ACROSS_ROUNDS, CI_ACROSS_RUNS)  # weakest first
+NO_CI = "no CI"  # what a table, chart or README shows where the kind is CI_NONE
 # What a table says next to an interval of each kind (one vocabulary for text, README, UI).
 CI_KIND_NOTES = {
     CI_ACROSS_RUNS: "CI across runs (Student t on run medians): includes run-to-run variance",

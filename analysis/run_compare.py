@@ -31,7 +31,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from statsmodels.stats.multitest import multipletests
 
-from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
 from analysis.load import PHASES, where_clause
 from analysis.stats import CellStats
 
@@ -39,7 +39,6 @@ KEY_COLUMNS = ("cell_key", "phase")
 DESCRIBE_COLUMNS = ("regime", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len")
 FDR = 0.05  # Benjamini-Hochberg level for "moved beyond noise" across the compared cells
 MIN_ROUNDS = MIN_UNITS  # fewer rounds than this in either run: no CI, said as such
-NO_CI = "no CI"  # what a table or chart shows for CI_NONE
 WEBGL_THRESHOLD = 1000  # points; past this an SVG scatter gets sluggish (as analysis.figures)
 # labelled ticks of the ratio axis (log): every tick says what it is, no bare minor digits;
 # the fine set where the ratios span less than COARSE_SPAN, else the coarse one (no crowding)
