@@ -32,9 +32,6 @@ from runner.runfiles import RunDir, new_run_id, now_iso
 ProgressCallback = Callable[[dict], None]
 # A pin only has to select nodes, not count slots: num_cpus / num_gpus limit concurrency.
 PIN_AMOUNT = 0.001
-# Test hook: a task whose group has this model name kills its worker (os._exit) before
-# measuring, as a segfault or an OOM kill would. Read in the task wrapper only.
-CRASH_ENV = "SHAPEBENCH_TEST_CRASH_MODEL"
 PENDING_REGIME = "pending: set by the first Ray worker that reports"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +49,9 @@ def connect(address: str | None, **init_kwargs) -> None:
     # the checkout first, then whatever the driver already had (e.g. packages installed with
     # pip --target): a worker must import exactly what the driver imports
     python_path = os.pathsep.join([str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    runtime_env = {"env_vars": {"PYTHONPATH": python_path}}
-    if os.environ.get(CRASH_ENV):
-        runtime_env["env_vars"][CRASH_ENV] = os.environ[CRASH_ENV]
+    # a caller's runtime_env (e.g. a test's worker_process_setup_hook) adds to ours
+    extra = dict(init_kwargs.pop("runtime_env", None) or {})
+    runtime_env = extra | {"env_vars": {**extra.get("env_vars", {}), "PYTHONPATH": python_path}}
     target = None if address in (None, "", "local") else address
     try:
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=False, **init_kwargs)
@@ -128,8 +125,6 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
     from runner.plan import MeasureSettings
     from runner.protocol import ReferenceCache, measure_in_rounds
 
-    if os.environ.get(CRASH_ENV) and os.environ[CRASH_ENV] == entries[0]["cell"]["model"]["name"]:
-        os._exit(1)
     import ray
 
     settings = MeasureSettings.model_validate(measure)

@@ -3,7 +3,6 @@ Ray, a dying worker marks its cells failed, an unschedulable pin is refused up f
 from __future__ import annotations
 
 import json
-import os
 import signal
 
 import pytest
@@ -18,21 +17,16 @@ from store.db import connect as connect_store  # noqa: E402
 from store.ingest import ingest_run_dir  # noqa: E402
 from tests.runner.helpers import TINY_SHAPE, only_run_dir, plan_dict, run_cli, start_cli, wait_for, write_plan  # noqa: E402
 
-CRASH_MODEL = "crash-me"
+from tests.ray.crash_hook import CRASH_MODEL  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray instance for the module; its workers see the crash hook's variable."""
-    previous = os.environ.get(ray_exec.CRASH_ENV)
-    os.environ[ray_exec.CRASH_ENV] = CRASH_MODEL
-    ray_exec.connect("local", num_cpus=2, include_dashboard=False)
+    """One local Ray instance for the module; its workers install the test's crash hook."""
+    ray_exec.connect("local", num_cpus=2, include_dashboard=False,
+                     runtime_env={"worker_process_setup_hook": "tests.ray.crash_hook.install"})
     yield
     ray.shutdown()
-    if previous is None:
-        os.environ.pop(ray_exec.CRASH_ENV)
-    else:
-        os.environ[ray_exec.CRASH_ENV] = previous
 
 
 def sample_counts(run: RunDir) -> dict[str, tuple]:
