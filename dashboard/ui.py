@@ -27,6 +27,7 @@ import streamlit as st
 
 from dashboard import data, filters as flt
 from dashboard.storefile import Held, Source, StoreFile
+from dashboard.text import md
 from store.dataset import BUNDLED_SNAPSHOT
 from vocabulary import snapshot_setting, store_path
 
@@ -509,12 +510,12 @@ def guard(body: Callable[[Context], None]) -> None:
     """Run a page body; an unexpected error becomes a short st.error, never a traceback."""
     ctx = context()
     if ctx.problem:
-        st.warning(ctx.problem)
+        st.warning(md(ctx.problem))  # paths and error text come from the user and the data: text, not markdown
     try:
         body(ctx)
     except Exception as error:  # noqa: BLE001 - the page must stay usable
         log.error("page error: %s", traceback.format_exc())
-        st.error(f"This view could not be drawn: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+        st.error(md(f"This view could not be drawn: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"))
 
 
 def require_data(ctx: Context) -> bool:

@@ -303,3 +303,15 @@ def test_hosted_app_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert out.stdout.strip().endswith("CLEAN"), out.stdout[-500:] + out.stderr[-2000:]
+
+
+def test_a_problem_naming_a_hostile_path_is_shown_as_text_not_markdown(app_env, tmp_path):
+    from dashboard.ui import SNAPSHOT
+
+    hostile = str(tmp_path / "![x](https://evil.example/p.png)")
+    at = app_env(kind=SNAPSHOT)
+    at.session_state["_kept_snapshot_path"] = hostile
+    at.run()
+    [warning] = [w for w in at.warning if "could not open the snapshot path" in w.value]
+    assert "![x](" not in warning.value, "markdown escaped: no image for the visitor's browser to fetch"
+    assert "evil.example" in " ".join(texts(at, "warning")), "the path is still shown, as text"
