@@ -218,7 +218,9 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
     root = str(Path(__file__).resolve().parents[1])
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-        telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids()),
+        # NVML may not list this process yet right after its CUDA context was made (two H200
+        # runs flagged their own parent as foreign): name our pid too, as NVML sees it here
+        telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids() | {os.getpid()}),
     }
     try:
         for round_index in rounds_left(run, rounds):
