@@ -34,6 +34,7 @@ from vocabulary import snapshot_setting, store_path
 log = logging.getLogger("shapebench.dashboard")
 
 STORE, BUNDLED, SNAPSHOT, UPLOAD = "store file", "bundled snapshot", "snapshot path", "uploaded snapshot"
+NOT_OPEN_KEY = "empty:error"  # the dataset key while the chosen dataset could not be opened
 UPLOAD_KEY = "_shapebench_upload"  # (sha256, connection, file name) of this session's upload
 STATIC = "static"  # data version of a snapshot: it never changes while open
 
@@ -411,7 +412,7 @@ def build_context() -> Context:
         source, ds_key, label, version = _open(kind, hosted, store, snap_path)
     except Exception as error:  # noqa: BLE001 - a bad path or a locked file: say so, show nothing
         problem = f"could not open the {kind}: {str(error).splitlines()[0][:300]}"
-        source, ds_key, label, version = Held(empty_connection()), "empty:error", f"{kind} (not open)", STATIC
+        source, ds_key, label, version = Held(empty_connection()), NOT_OPEN_KEY, f"{kind} (not open)", STATIC
     summary = _summary(source, ds_key, version)
     options = _options(source, ds_key, version)
     selection = {}
@@ -520,6 +521,8 @@ def guard(body: Callable[[Context], None]) -> None:
 
 def require_data(ctx: Context) -> bool:
     """Say what to do when nothing matches; True when there are ok cells to analyse."""
+    if ctx.ds_key == NOT_OPEN_KEY:
+        return False  # the warning above says why nothing can be shown: the data is not "empty"
     if ctx.summary["cells"] == 0:
         if ctx.kind == STORE:
             st.info("The store is empty. Start a plan on the **Run** page (or `python -m runner run PLAN`), "

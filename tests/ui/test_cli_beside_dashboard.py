@@ -84,6 +84,7 @@ def test_while_another_process_writes_the_store_the_dashboard_says_so_and_reads_
         assert not at.exception, [e.value for e in at.exception]
         assert any("another process is writing" in w for w in (str(e.value) for e in at.warning)), \
             [e.value for e in at.warning]
+        assert not [i.value for i in at.info if "store is empty" in str(i.value)], "a held store is not called empty"
     finally:
         holder.stdin.write("\n")
         holder.stdin.flush()
