@@ -31,7 +31,8 @@ TABLES = ("runs", "cells", "samples")
 def stored_schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version the store's tables are at. A store opened read-only is never
     upgraded, so its tables may be older than this code's SCHEMA_VERSION."""
-    return int(con.execute("SELECT max(schema_version) FROM schema_info").fetchone()[0] or SCHEMA_VERSION)
+    [(found,)] = con.execute("SELECT max(schema_version) FROM schema_info").fetchall()  # fetchall: no open result left
+    return int(found or SCHEMA_VERSION)
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:
