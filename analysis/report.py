@@ -213,7 +213,8 @@ def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
         return lines
     lines.append("Between-run SD of log medians per group (~ relative spread), net of within-run noise:")
     lines.append(_table(rep["groups"], ["group_id", "n_units", "n_runs", "between_run_sd", "between_run_sd_ci_low",
-                                        "between_run_sd_ci_high", "within_run_se", "max_spread_ratio", "n_irreproducible"]))
+                                        "between_run_sd_ci_high", "between_run_sd_ci_kind", "within_run_se", "max_spread_ratio",
+                                        "n_irreproducible"]))
     if rep["irreproducible"]:
         lines.append("-- irreproducible cells (run medians differ beyond their within-run CIs), widest spread first")
         rows = [{**r, "differs": ", ".join(sorted(r["environment_diff"] or {})) or "-"} for r in rep["irreproducible"][:20]]

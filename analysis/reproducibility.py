@@ -302,6 +302,11 @@ def _flatten(value: dict[str, Any], prefix: str = ""):
             yield f"{prefix}{key}", item
 
 
+# What the between-run SD's interval is across: the group's cells, which share their runs, so
+# it reads narrower than an interval across runs would (said beside every such CI).
+SPREAD_CI_KIND = "across cells (they share runs: narrower than across runs)"
+
+
 def variance_components(table: pd.DataFrame, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Per group: the typical between-run SD (log scale, ~relative) with a CI, and flag counts.
 
@@ -309,8 +314,8 @@ def variance_components(table: pd.DataFrame, confidence: float = 0.95, seed: int
     over units of (variance of log run medians - mean within-run variance), truncated at 0
     once (truncating each unit first would bias it upwards). Its CI resamples units
     (scipy.stats.bootstrap). Columns: group_id, n_units, n_runs (most runs of a unit),
-    between_run_sd, between_run_sd_ci_low/high, within_run_se, median_spread_ratio,
-    max_spread_ratio, n_irreproducible.
+    between_run_sd, between_run_sd_ci_low/high, between_run_sd_ci_kind, within_run_se,
+    median_spread_ratio, max_spread_ratio, n_irreproducible.
     """
     if table.empty:
         return pd.DataFrame(columns=["group_id", "n_units", "between_run_sd"])
@@ -329,6 +334,7 @@ def variance_components(table: pd.DataFrame, confidence: float = 0.95, seed: int
         rows.append({
             "group_id": group_id, "n_units": len(sub), "n_runs": int(sub["n_runs"].max()),
             "between_run_sd": est, "between_run_sd_ci_low": ci[0], "between_run_sd_ci_high": ci[1],
+            "between_run_sd_ci_kind": SPREAD_CI_KIND if np.isfinite(ci[0]) else "none",
             "within_run_se": float(np.sqrt((sub["within_run_se"] ** 2).mean())),
             "median_spread_ratio": float(sub["spread_ratio"].median()),
             "max_spread_ratio": float(sub["spread_ratio"].max()),

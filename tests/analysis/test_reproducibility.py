@@ -3,8 +3,10 @@ verdicts that hold in one run only are called not reproducible, single runs get 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.figures import run_medians_figure
@@ -218,3 +220,16 @@ def test_pooled_stats_of_a_filtered_store_keep_one_row_per_configuration():
     pooled = pooled_stats(stats)
     assert len(pooled.frame) == 8 and (pooled.frame["n_runs"] == 3).all()
     assert pooled.draws.shape == (8, TEST_RESAMPLES)
+
+
+def test_the_between_run_spread_says_what_its_interval_is_across():
+    from analysis.reproducibility import SPREAD_CI_KIND, variance_components
+
+    table = pd.DataFrame({
+        "group_id": ["g"] * 3, "n_runs": [2, 2, 3], "between_run_sd": [0.2, 0.1, 0.3],
+        "within_run_se": [0.01, 0.02, 0.01], "spread_ratio": [1.3, 1.1, 1.5], "irreproducible": [True, False, True],
+    })
+    [row] = variance_components(table).to_dict("records")
+    assert row["between_run_sd_ci_kind"] == SPREAD_CI_KIND and row["between_run_sd_ci_low"] <= row["between_run_sd"]
+    [single] = variance_components(table.iloc[:1]).to_dict("records")
+    assert single["between_run_sd_ci_kind"] == "none" and math.isnan(single["between_run_sd_ci_low"])
