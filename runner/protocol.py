@@ -152,16 +152,14 @@ def failure(error: BaseException) -> CellResult:
     return CellResult(status="failed", error=f"{type(error).__name__}: {error}"[:2000])
 
 
-def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int, references: ReferenceCache | None) -> PreparedCell:
+def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int) -> PreparedCell:
     """Setup, the cold sample and one full generation of the cell's own length (protocol v2:
-    attention meets every sequence length it will be timed at before anything is timed)."""
+    attention meets every sequence length it will be timed at before anything is timed).
+    The hf-eager reference of the correctness gate is built later, in `finish_cell`."""
     backend = get_backend(cell.backend)
     device = cell.device
     result = CellResult(status="ok")
     input_ids = make_inputs(cell, seed)
-    t_reference = time.perf_counter()
-    reference = references.get(cell, input_ids, seed) if (settings.check_correctness and references) else None
-    reference_s = time.perf_counter() - t_reference
     synchronize(device)
     t0 = time.perf_counter()
     model = build_model(
@@ -181,7 +179,7 @@ def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int, references: R
     result.cold_ms = validate_samples(timer.results_ms(), "cold")[0]
     generate(session, input_ids, cell.gen_len)
     synchronize(device)
-    return PreparedCell(cell, session, input_ids, reference, result, reference_s)
+    return PreparedCell(cell, session, input_ids, None, result)
 
 
 def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int) -> dict:
@@ -236,13 +234,20 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     }
 
 
-def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records: list[dict]) -> CellResult:
+def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records: list[dict],
+                references: ReferenceCache | None = None, seed: int = 0) -> CellResult:
     """The cell's record from its rounds: samples in round order with their round ids, the
     correctness gate (after every timed round of this cell), flags. Closes the session
     unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
     result = prepared.result
     merge_rounds(result, round_records)
     result.resources = trackers.cell_resources(prepared.cell, result.params, [r.get("resources") for r in round_records])
+    if prepared.reference is None and settings.check_correctness and references is not None:
+        # built here, once, by the process that finishes the cell: with a fresh process per
+        # round the earlier rounds' workers never pay for the hf-eager reference
+        t_reference = time.perf_counter()
+        prepared.reference = references.get(prepared.cell, prepared.input_ids, seed)
+        prepared.reference_s = time.perf_counter() - t_reference
     if prepared.reference is not None:
         t_check = time.perf_counter()
         result.correctness = correctness.compare(prepared.session, prepared.reference, prepared.cell.dtype, prepared.cell.device)
@@ -356,14 +361,14 @@ def measure_in_rounds(
             try:
                 with torch.inference_mode():
                     if i not in prepared:
-                        prepared[i] = prepare_cell(cell, settings, seed, references)
+                        prepared[i] = prepare_cell(cell, settings, seed)
                     record = measure_round(prepared[i], settings, round_index)
                     done.setdefault(i, {})[round_index] = record
                     if on_round:
                         on_round(i, round_index, record)
                     if len(done[i]) >= rounds:
                         finished.add(i)
-                        result = finish_cell(prepared[i], settings, list(done[i].values()))
+                        result = finish_cell(prepared[i], settings, list(done[i].values()), references, seed)
                         if settings.profile:
                             to_profile.append((i, prepared.pop(i), result))
                             continue
@@ -384,8 +389,8 @@ def measure_in_rounds(
         finished.add(i)
         try:
             with torch.inference_mode():
-                item = prepared.pop(i, None) or prepare_cell(cell, settings, seed, references)
-                result = finish_cell(item, settings, list(done[i].values()))
+                item = prepared.pop(i, None) or prepare_cell(cell, settings, seed)
+                result = finish_cell(item, settings, list(done[i].values()), references, seed)
         except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
             yield i, failure(error)
             continue
