@@ -225,6 +225,19 @@ def headline_sections(headline: Headline) -> list[tuple[str, str, pd.DataFrame]]
     ]
 
 
+WIDE_TABLE_COLUMNS = 8  # past this many columns a long regime name would push the numbers off screen
+
+
+def split_by_regime(table: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """A wide headline table as (regime, its rows without the regime column) in first-seen
+    order, for screens where a regime name would crowd out the ratio and its CI; a narrow
+    table (or one without regimes) comes back whole, under None."""
+    if len(table.columns) <= WIDE_TABLE_COLUMNS or "regime" not in table.columns:
+        return [(None, table)]
+    return [(str(regime), rows.drop(columns="regime").reset_index(drop=True))
+            for regime, rows in table.groupby("regime", sort=False)]
+
+
 def markdown_table(table: pd.DataFrame) -> list[str]:
     """A text table as Markdown lines (a `|` inside a cell, as in a regime, is escaped)."""
     def cell(value: Any) -> str:

@@ -3,7 +3,7 @@ drives latency, coverage, integrity."""
 import pandas as pd
 import streamlit as st
 
-from analysis.headline import Headline, build_headline, headline_sections
+from analysis.headline import Headline, build_headline, headline_sections, split_by_regime
 from dashboard import data, ui
 from dashboard.text import md
 
@@ -27,7 +27,12 @@ def body(ctx: ui.Context) -> None:
         st.subheader(title)
         st.caption(text)
         if len(table):
-            st.dataframe(table, hide_index=True)
+            # a wide table per regime, under its full name: the ratio and its CI show without
+            # scrolling, and no regime is cut before its "| host" part
+            for regime, rows in split_by_regime(table):
+                if regime is not None:
+                    st.markdown(f"**{md(regime)}**")
+                st.dataframe(rows, hide_index=True)
     st.caption("The Inversions page ranks every pair of a group.")
 
     st.subheader("Which shape variable explains latency")

@@ -143,3 +143,17 @@ def test_the_html_report_shows_the_same_headline_rows(con):
         for row in table.itertuples(index=False):
             cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in row)
             assert cells in page
+
+
+def test_a_wide_table_splits_per_regime_in_first_seen_order_and_a_narrow_one_stays_whole():
+    import pandas as pd
+
+    from analysis.headline import WIDE_TABLE_COLUMNS, split_by_regime
+
+    wide = pd.DataFrame({"regime": ["B", "A", "B"], **{f"c{i}": [1, 2, 3] for i in range(WIDE_TABLE_COLUMNS)}})
+    parts = split_by_regime(wide)
+    assert [regime for regime, _ in parts] == ["B", "A"]
+    assert parts[0][1]["c0"].tolist() == [1, 3] and "regime" not in parts[0][1].columns
+    narrow = wide.iloc[:, :3]
+    [(regime, whole)] = split_by_regime(narrow)
+    assert regime is None and whole.equals(narrow)
