@@ -63,10 +63,20 @@ def _band(band: pd.DataFrame, x: str, name: str) -> list[go.Scatter]:
     ]
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, log: bool) -> go.Figure:
+def latency_axis_title(phases) -> str:
+    """What a latency axis holds: a decode sample is one step, so its unit is ms per token."""
+    found = sorted({str(p) for p in phases})
+    if found == ["decode"]:
+        return "median decode latency (ms per token)"
+    if len(found) == 1:
+        return f"median {found[0]} latency (ms)"
+    return "median latency (ms; decode: ms per token)"
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, log: bool, phases=()) -> go.Figure:
     axis = "log" if log else "linear"
     fig.update_layout(title=title, xaxis={"title": x_title, "type": axis},
-                      yaxis={"title": "median latency (ms)", "type": axis}, template="plotly_white")
+                      yaxis={"title": latency_axis_title(phases), "type": axis}, template="plotly_white")
     return fig
 
 
@@ -80,7 +90,7 @@ def latency_vs_params(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sc
     fig = go.Figure([_points(frame, "params_m")])
     if bands is not None and not bands.empty:
         fig.add_traces(_band(bands[(bands["model"] == "params") & (bands["scale"] == scale)], "params_m", f"params-only fit ({scale})"))
-    return _layout(fig, "Latency vs parameters", "parameters (millions)", scale == "log")
+    return _layout(fig, "Latency vs parameters", "parameters (millions)", scale == "log", stats.get("phase", ()))
 
 
 def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, scale: str = "log") -> go.Figure:
@@ -90,7 +100,7 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
         sel = bands[(bands["model"] == "depth+width") & (bands["scale"] == scale)]
         for width, band in sel.groupby("width", sort=True):
             fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}"))
-    return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log")
+    return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log", stats.get("phase", ()))
 
 
 def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth") -> go.Figure:
@@ -185,7 +195,7 @@ def regime_comparison(stats: pd.DataFrame, factor: str = "regime") -> go.Figure:
     for level, sub in frame.groupby(factor, sort=True):
         sub = sub.sort_values("params_m")
         fig.add_trace(_points(sub, "params_m", name=str(level), color_by_width=False))
-    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True)
+    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True, stats.get("phase", ()))
 
 
 def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figure:
@@ -216,7 +226,7 @@ def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figu
             hovertemplate="%{x}: run medians differ beyond their CIs<extra></extra>",
         ))
     fig.update_layout(title="Median per run with within-run 95% CI (! = irreproducible)", xaxis_title="cell",
-                      yaxis={"title": "median latency (ms)", "type": "log"}, scattermode="group",
+                      yaxis={"title": latency_axis_title(runs.get("phase", ())), "type": "log"}, scattermode="group",
                       template="plotly_white", legend_title_text="run")
     return fig
 

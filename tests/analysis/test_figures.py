@@ -85,3 +85,11 @@ def test_sample_distributions_one_box_per_phase_with_cell_ids(depth_store):
 def test_regime_comparison_has_one_trace_per_regime(two_regime_stats):
     fig = regime_comparison(two_regime_stats.frame[two_regime_stats.frame["backend"] == "hf-eager"])
     assert [t.name for t in fig.data] == ["fast-launch", "slow-launch"]
+
+
+def test_a_decode_latency_axis_says_ms_per_token():
+    from analysis.figures import latency_axis_title
+
+    assert latency_axis_title(["decode", "decode"]) == "median decode latency (ms per token)"
+    assert latency_axis_title(["prefill"]) == "median prefill latency (ms)"
+    assert "per token" in latency_axis_title(["prefill", "decode"])
