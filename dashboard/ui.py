@@ -461,9 +461,9 @@ def sidebar() -> Context:
     summary = ctx.summary
     sb.caption(ctx.label)
     c1, c2 = sb.columns(2)
-    c1.metric("Runs", summary["runs"])
+    c1.metric("Runs", f"{summary['runs']:,}")
     c2.metric("Regimes", summary["regimes"])
-    c1.metric("Cells", summary["cells"], help=f"{summary['ok']} ok, {summary['failed']} failed or unsupported")
+    c1.metric("Cells", f"{summary['cells']:,}", help=f"{summary['ok']} ok, {summary['failed']} failed or unsupported")
     samples = summary["samples"]
     # the sidebar's half column fits about six characters: 242,346 would be cut to "242,…"
     c2.metric("Samples", f"{samples / 1e6:.2f}M" if samples >= 1e6 else f"{samples / 1e3:.0f}k" if samples >= 1e5

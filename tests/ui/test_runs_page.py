@@ -48,17 +48,17 @@ def test_runs_page_lists_every_bundled_run_with_plan_status_protocol_and_environ
     at = open_runs(app_env())
     assert texts(at, "title") == ["Runs"]
     frame = runs_frame(at).set_index("run_id")
-    expected = bundled("SELECT run_id, plan_name, status, environment FROM runs")
+    expected = bundled("SELECT run_id, plan_name, status, environment, protocol_version FROM runs")
     assert sorted(frame.index) == sorted(r[0] for r in expected)
     for column in ("host_cpu", "host_class", "host_fingerprint", "gpu", "driver", "torch", "transformers",
                    "protocol_version", "plan_name", "status"):
         assert column in frame.columns
-    for run_id, plan_name, status, environment in expected:
+    for run_id, plan_name, status, environment, protocol_version in expected:
         env = json.loads(environment)
         row = frame.loc[run_id]
         assert (row["plan_name"], row["status"], row["host_cpu"], row["torch"]) == (
             plan_name, status, env.get("cpu_model"), env.get("torch"))
-        assert row["protocol_version"] == 1, "a run recorded before protocol 2 reads as protocol 1"
+        assert row["protocol_version"] == protocol_version, "each run shows the protocol it was measured with"
         if env.get("gpu"):
             assert (row["gpu"], row["driver"]) == (env["gpu"]["name"], env["gpu"]["driver"])
 
