@@ -40,9 +40,20 @@ def _points(frame: pd.DataFrame, x: str, name: str = "cells", color_by_width: bo
     return _scatter(len(frame))(
         x=frame[x].to_numpy(), y=frame["median"].to_numpy(), mode="markers", name=name, marker=marker,
         error_y=_error_y(frame),
-        customdata=_with_kind(frame, ["cell_id", "model_name", "n_layer", "n_embd"]),
-        hovertemplate="%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{y:.3g} ms, CI %{customdata[4]}<extra></extra>",
+        customdata=_with_kind(_with_columns(frame, HOVER_CONTEXT), ["cell_id", "model_name", "n_layer", "n_embd", *HOVER_CONTEXT]),
+        # a point names what it is a measurement of: a chart may mix regimes, backends and dtypes
+        hovertemplate=("%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{customdata[4]} %{customdata[5]} "
+                       "%{customdata[6]}<br>%{customdata[7]}<br>%{y:.3g} ms, CI %{customdata[8]}<extra></extra>"),
     )
+
+
+HOVER_CONTEXT = ["backend", "dtype", "phase", "regime"]
+
+
+def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`frame` with any of `columns` it lacks added as blanks (a hover then shows nothing there)."""
+    missing = {c: "" for c in columns if c not in frame.columns}
+    return frame.assign(**missing) if missing else frame
 
 
 def _with_kind(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
