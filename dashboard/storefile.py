@@ -17,7 +17,6 @@ An in-memory dataset (a snapshot) has no file to free: `Held` hands out cursors 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +24,9 @@ from typing import Protocol
 
 import duckdb
 
+from store.db import StoreBusyError, connect_when_free
+
 BUSY_RETRY_S = 5.0  # how long a query waits for another process's write (ingest, import) to end
-BUSY_POLL_S = 0.05  # between attempts: a writer's lock goes as soon as it closes
-
-
-class StoreBusyError(RuntimeError):
-    """Another process holds the store file for writing longer than BUSY_RETRY_S."""
 
 
 class Source(Protocol):
@@ -54,11 +50,6 @@ class Held:
             cursor.close()
 
 
-def _is_lock_error(error: Exception) -> bool:
-    text = str(error)
-    return "Could not set lock" in text or "Conflicting lock" in text
-
-
 class StoreFile:
     """A store file opened only for the length of one query (read-only) or one write."""
 
@@ -70,20 +61,21 @@ class StoreFile:
         self._version: tuple[tuple, str] | None = None
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        from store.db import connect
+        try:
+            return connect_when_free(self.path, read_only=read_only, wait_s=BUSY_RETRY_S)
+        except StoreBusyError as busy:
+            raise StoreBusyError(busy.path, busy.holder,
+                                 f"another process is writing {self.path} (an ingest or an import?); the page reads "
+                                 f"it again when rerun once that ends ({busy.holder})") from None
 
-        deadline = time.monotonic() + BUSY_RETRY_S
-        while True:
-            try:
-                return connect(self.path, read_only=read_only)
-            except duckdb.IOException as error:
-                if not _is_lock_error(error):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"another process is writing {self.path} (an ingest or an import?); the page reads it again "
-                        f"when rerun once that ends ({str(error).splitlines()[0][:160]})") from None
-                time.sleep(BUSY_POLL_S)
+    @contextmanager
+    def _connected(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for the length of one turn, closed after it."""
+        con = self._open(read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -92,11 +84,8 @@ class StoreFile:
             self._turns.wait_for(lambda: not self._writing)
             self._readers += 1
         try:
-            con = self._open(read_only=True)
-            try:
+            with self._connected(read_only=True) as con:
                 yield con
-            finally:
-                con.close()
         finally:
             with self._turns:
                 self._readers -= 1
@@ -109,11 +98,8 @@ class StoreFile:
             self._turns.wait_for(lambda: not self._writing and self._readers == 0)
             self._writing = True
         try:
-            con = self._open(read_only=False)
-            try:
+            with self._connected(read_only=False) as con:
                 yield con
-            finally:
-                con.close()
         finally:
             with self._turns:
                 self._writing = False

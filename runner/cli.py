@@ -51,26 +51,14 @@ STORE_LOCK_WAIT_S = 10.0  # the dashboard writes only while it ingests or import
 def open_store_for_writing(db: Path):
     """The store read-write, waiting a few seconds for another writer (DuckDB allows one);
     raises RuntimeError with one line saying who holds it and what to do."""
-    import time
+    from store.db import StoreBusyError, connect_when_free
 
-    import duckdb
-
-    from store.db import connect
-
-    deadline = time.monotonic() + STORE_LOCK_WAIT_S
-    while True:
-        try:
-            return connect(db)
-        except duckdb.IOException as error:
-            first = str(error).splitlines()[0]
-            if "lock" not in first.lower():
-                raise RuntimeError(f"cannot open {db}: {first}") from None
-            if time.monotonic() > deadline:
-                holder = first.split("Conflicting lock is held in", 1)[-1].strip() if "Conflicting lock" in first else ""
-                raise RuntimeError(
-                    f"cannot open {db}: another process is writing it{f' ({holder[:160]})' if holder else ''}; "
-                    "retry when it is done (a dashboard holds the file only while it ingests or imports)") from None
-            time.sleep(0.5)
+    try:
+        return connect_when_free(db, wait_s=STORE_LOCK_WAIT_S)
+    except StoreBusyError as busy:
+        raise RuntimeError(
+            f"cannot open {db}: another process is writing it ({busy.holder}); "
+            "retry when it is done (a dashboard holds the file only while it ingests or imports)") from None
 
 
 def _ingest(db: Path, run_path: Path) -> None:

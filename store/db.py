@@ -1,6 +1,7 @@
 """Opening the store: one read-write file, or an in-memory database for read-only use."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -45,6 +46,41 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
     _check_is_store(con, path)
     init_schema(con)
     return con
+
+
+LOCK_POLL_S = 0.05  # between attempts: a writer's lock goes as soon as it closes the file
+
+
+class StoreBusyError(RuntimeError):
+    """Another process held the store file for writing for the whole wait. `holder` is what
+    DuckDB says of it (process and pid), so a caller's one line can name who has it."""
+
+    def __init__(self, path: Path, holder: str, message: str | None = None) -> None:
+        self.path, self.holder = Path(path), holder
+        super().__init__(message or f"another process is writing {path} ({holder})")
+
+
+def is_lock_error(error: Exception) -> bool:
+    text = str(error)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def connect_when_free(path: str | Path, read_only: bool = False, wait_s: float = 5.0) -> duckdb.DuckDBPyConnection:
+    """`connect`, waiting up to `wait_s` while another process writes the file (DuckDB lets
+    one process open it read-write and then no other at all): dashboard and CLI both write
+    only for the length of an ingest or an import."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return connect(path, read_only=read_only)
+        except duckdb.IOException as error:
+            if not is_lock_error(error):
+                raise
+            if time.monotonic() >= deadline:
+                first = str(error).splitlines()[0]
+                holder = first.split("Conflicting lock is held in", 1)[-1].strip()
+                raise StoreBusyError(Path(path), holder[:160]) from None
+            time.sleep(LOCK_POLL_S)
 
 
 def connect_memory() -> duckdb.DuckDBPyConnection:
