@@ -186,20 +186,10 @@ def test_a_plan_asking_for_calibration_gets_its_nodes_ceilings_through_ray(tmp_p
 
 
 def test_a_full_disk_under_a_ray_run_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch):
-    import errno
+    from tests.runner.helpers import fill_disk_after, small_plan
 
-    from runner import runfiles
-
-    plan = parse_plan(plan_dict(models={"custom": plan_dict()["models"]["custom"][:1]}, gen_lens=[2]))
-    real_dump = json.dump
-
-    def full_disk(data, handle, **kw):
-        if "/cells/" in handle.name:
-            handle.write('{"cell_key": "par')
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_dump(data, handle, **kw)
-
-    monkeypatch.setattr(runfiles.json, "dump", full_disk)
+    plan = small_plan()
+    fill_disk_after(monkeypatch, cells_ok=0)
     with pytest.raises(RunError) as info:
         ray_exec.execute_ray(plan, tmp_path / "runs")
     message = str(info.value)

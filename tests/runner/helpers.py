@@ -2,6 +2,8 @@
 the CLI run as a real subprocess (`python -m runner`), the way the dashboard starts it."""
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from runner import runfiles
 from runner.models import ModelSpec
-from runner.plan import Cell, MeasureSettings
+from runner.plan import Cell, MeasureSettings, Plan, parse_plan
 from tomli_w import dumps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +110,25 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None, in
 def only_run_dir(runs_dir: Path) -> Path:
     dirs = [p for p in runs_dir.iterdir() if (p / "meta.json").exists()] if runs_dir.exists() else []
     return dirs[0] if len(dirs) == 1 else None
+
+
+def fill_disk_after(monkeypatch, cells_ok: int) -> None:
+    """json.dump into a cell's temp file raises ENOSPC after `cells_ok` cells, having written a
+    few bytes first (as a real full disk does): only the write is patched, files are real."""
+    real_dump = json.dump
+    written = []
+
+    def dump(data, handle, **kw):
+        if "/cells/" in handle.name:
+            if len(written) >= cells_ok:
+                handle.write('{"cell_key": "par')
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(handle.name)
+        return real_dump(data, handle, **kw)
+
+    monkeypatch.setattr(runfiles.json, "dump", dump)
+
+
+def small_plan() -> Plan:
+    models = {"custom": plan_dict()["models"]["custom"][:1]}
+    return parse_plan(plan_dict(models=models, gen_lens=[2]))  # 2 cells: hf-eager, hf-sdpa

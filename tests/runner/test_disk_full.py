@@ -2,8 +2,6 @@
 left behind (even from an earlier kill), and a resume that finishes the run."""
 from __future__ import annotations
 
-import errno
-import json
 import subprocess
 import sys
 import textwrap
@@ -12,34 +10,11 @@ import pytest
 
 from runner import runfiles
 from runner.executor import RunError, continue_run, start_run
-from runner.plan import parse_plan
-from tests.runner.helpers import REPO_ROOT, cli_env, plan_dict, write_plan
+from tests.runner.helpers import REPO_ROOT, cli_env, fill_disk_after, plan_dict, small_plan, write_plan
 
 
 def temp_files(run) -> list:
     return sorted(p.name for p in run.path.rglob("*.tmp"))
-
-
-def fill_disk_after(monkeypatch, cells_ok: int) -> None:
-    """json.dump into a cell's temp file raises ENOSPC after `cells_ok` cells, having written a
-    few bytes first (as a real full disk does): only the write is patched, files are real."""
-    real_dump = json.dump
-    written = []
-
-    def dump(data, handle, **kw):
-        if "/cells/" in handle.name:
-            if len(written) >= cells_ok:
-                handle.write('{"cell_key": "par')
-                raise OSError(errno.ENOSPC, "No space left on device")
-            written.append(handle.name)
-        return real_dump(data, handle, **kw)
-
-    monkeypatch.setattr(runfiles.json, "dump", dump)
-
-
-def small_plan():
-    models = {"custom": plan_dict()["models"]["custom"][:1]}
-    return parse_plan(plan_dict(models=models, gen_lens=[2]))  # 2 cells: hf-eager, hf-sdpa
 
 
 def test_disk_full_ends_in_one_line_marks_the_run_and_leaves_no_temp_file(tmp_path, monkeypatch):

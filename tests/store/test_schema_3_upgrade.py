@@ -90,13 +90,7 @@ def test_a_schema_2_store_read_without_upgrading_exports_a_snapshot_that_imports
 
 def test_a_schema_2_store_gains_the_columns_and_records_version_3_when_opened(store, tmp_path):
     path = tmp_path / "old.duckdb"
-    old = duckdb.connect(str(path))
-    old.register("old_cells", store.sql("SELECT * FROM cells").to_arrow_table().drop_columns(list(SCHEMA_3_COLUMNS)))
-    old.execute("CREATE TABLE schema_info (schema_version INTEGER NOT NULL, created_at TIMESTAMP NOT NULL)")
-    old.execute("INSERT INTO schema_info VALUES (2, now())")
-    old.execute("CREATE TABLE cells AS SELECT * FROM old_cells")
-    n_cells = old.execute("SELECT count(*) FROM cells").fetchone()[0]
-    old.close()
+    n_cells = schema_2_store(store, path)
     con = connect(path)
     try:
         columns = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'cells'").fetchall()}

@@ -74,13 +74,18 @@ def runner_store(tmp_path_factory) -> tuple[Path, Path]:
     return db, runs
 
 
+def copy_runner_store(runner_store: tuple[Path, Path], root: Path) -> tuple[Path, Path]:
+    """The runner store and its runs dir copied under `root`: (root/store.duckdb, root/runs)."""
+    db, runs = runner_store
+    shutil.copy(db, root / "store.duckdb")
+    shutil.copytree(runs, root / "runs")
+    return root / "store.duckdb", root / "runs"
+
+
 @pytest.fixture
 def copy_store(runner_store, tmp_path):
     """A private copy of the runner store and its runs dir (this test may write to it)."""
-    db, runs = runner_store
-    shutil.copy(db, tmp_path / "store.duckdb")
-    shutil.copytree(runs, tmp_path / "runs")
-    return tmp_path / "store.duckdb", tmp_path / "runs"
+    return copy_runner_store(runner_store, tmp_path)
 
 
 @pytest.fixture
@@ -156,3 +161,24 @@ def plotly_specs(at: AppTest) -> list[dict]:
 def assert_clean(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not [t for t in texts(at, "error") if "could not be drawn" in t], texts(at, "error")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright (never a downloaded browser), one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.ui.live_server import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pg = context.new_page()
+    yield pg
+    context.close()

@@ -7,21 +7,14 @@ Screenshots land in /tmp/screens/.
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import ROOT
+from tests.ui.conftest import copy_runner_store
+from tests.ui.live_server import CHROMIUM, streamlit_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENS = Path("/tmp/screens")
 # url_path ("" is the default page, Overview) -> whether the page draws a plotly chart on the runner store
 PAGES = {"": False, "run": False, "explore": True, "depth-width": True, "inversions": True,
@@ -36,67 +29,13 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(runner_store, tmp_path_factory):
     """streamlit run app.py on a private copy of the runner store (its own writer process)."""
-    import shutil
-
-    db, runs = runner_store
     root = tmp_path_factory.mktemp("browser")
-    shutil.copy(db, root / "store.duckdb")
-    shutil.copytree(runs, root / "runs")
-    port = _free_port()
-    env = {**os.environ, "SHAPEBENCH_DB": str(root / "store.duckdb"), "SHAPEBENCH_RUNS": str(root / "runs"),
-           "SHAPEBENCH_RUN_LOCK": str(root / "run.lock")}
-    env.pop("SHAPEBENCH_HOSTED", None)
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://localhost:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.terminate()
-        pytest.fail("streamlit did not start: " + (root / "server.log").read_text()[-2000:])
-    yield base, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    pg = context.new_page()
-    yield pg
-    context.close()
+    db, _ = copy_runner_store(runner_store, root)
+    with streamlit_server(root, db) as base:
+        yield base, root
 
 
 def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
@@ -138,14 +77,14 @@ def test_a_cpu_run_started_from_the_run_page_finishes_and_shows_in_explore(serve
     base, root = server
     open_page(page, base, "run")
     cells_metric = page.locator("[data-testid='stSidebar'] [data-testid='stMetric']", has_text="Cells")
-    before = int(cells_metric.locator("[data-testid='stMetricValue']").inner_text())
+    before = int(cells_metric.locator("[data-testid='stMetricValue']").inner_text().replace(",", ""))
     page.get_by_role("button", name="Start run").click()
     page.get_by_text("cells ·").first.wait_for(timeout=60_000)  # live progress from events.jsonl
     page.screenshot(path=str(SCREENS / "run-in-progress.png"), full_page=True)
     deadline = time.time() + 150
     while time.time() < deadline:
         value = cells_metric.locator("[data-testid='stMetricValue']").inner_text()
-        if int(value) == before + 1:
+        if int(value.replace(",", "")) == before + 1:
             break
         time.sleep(1)
     else:

@@ -7,84 +7,22 @@ multipage app until app.py has called st.navigation once).
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import ROOT
-from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS, SCREENS, wait_for_app
+from tests.ui.live_server import CHROMIUM, streamlit_server
+from tests.ui.test_browser import SCREENS, wait_for_app
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
 ]
-START_TIMEOUT_S = 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def fresh_server(root: Path) -> Iterator[str]:
-    """A new `streamlit run app.py` on the bundled snapshot; yields its base URL once healthy."""
-    port = free_port()
-    env = {**os.environ, "SHAPEBENCH_DB": str(root / "absent.duckdb"), "SHAPEBENCH_RUNS": str(root / "runs"),
-           "SHAPEBENCH_RUN_LOCK": str(root / "run.lock")}
-    env.pop("SHAPEBENCH_HOSTED", None)
-    env.pop("SHAPEBENCH_SNAPSHOT", None)
-    log_path = root / f"server-{port}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://localhost:{port}"
-        try:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
-                    time.sleep(0.2)  # polling the health endpoint: there is no event to wait on
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    pg = context.new_page()
-    yield pg
-    context.close()
+def fresh_server(root: Path):
+    """A new server on the bundled snapshot (no store file under `root`)."""
+    return streamlit_server(root, root / "absent.duckdb")
 
 
 def no_page_not_found(pg) -> None:

@@ -1,7 +1,7 @@
 """Runs page (AppTest): every run with its environment, and two runs compared cell by cell.
 
-On the bundled snapshot (real H100, H200 and CPU runs, all protocol 1: no rounds, so every
-comparison says "no CI") and on a store of two protocol-2 runs the real runner made on the
+On the bundled snapshot (real H100, H200 and CPU runs; the protocol-1 seed runs compared here
+have no rounds, so every comparison says "no CI") and on a store of two protocol-2 runs the real runner made on the
 CPU (rounds, so CIs and a verdict per cell). Run ids and counts come from the data.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from store.dataset import BUNDLED_SNAPSHOT
-from tests.ui.conftest import PAGES, ROOT, assert_clean, plotly_specs, texts
+from tests.ui.conftest import PAGES, ROOT, assert_clean, copy_runner_store, plotly_specs, texts
 
 
 def bundled(sql: str, params: list | None = None) -> list[tuple]:
@@ -91,15 +91,12 @@ def test_comparing_two_bundled_seed_runs_shows_every_shared_cell_and_says_no_ci_
 @pytest.fixture(scope="module")
 def two_run_store(runner_store, tmp_path_factory):
     """The runner store plus a second run of the same smoke plan: two protocol-2 runs, 3 rounds each."""
-    db, runs = runner_store
-    root = tmp_path_factory.mktemp("two-runs")
-    shutil.copy(db, root / "store.duckdb")
-    shutil.copytree(runs, root / "runs")
+    db, runs = copy_runner_store(runner_store, tmp_path_factory.mktemp("two-runs"))
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", "run", "plans/smoke-cpu.toml", "--db", str(root / "store.duckdb"),
-         "--runs-dir", str(root / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "runner", "run", "plans/smoke-cpu.toml", "--db", str(db), "--runs-dir", str(runs)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return root / "store.duckdb", root / "runs"
+    return db, runs
 
 
 def test_two_protocol_2_runs_compare_with_cis_across_rounds_and_a_verdict_per_cell(app_env, two_run_store, tmp_path):
