@@ -12,8 +12,6 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from vocabulary import PHASES  # noqa: F401 - analysis callers take it from here
-
 # Columns a filter may name, with the table alias that holds them.
 FILTER_COLUMNS: dict[str, str] = {
     "run_id": "c",

@@ -35,7 +35,8 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats as scipy_stats
 
-from analysis.load import CELL_COLUMNS, PHASES, add_group_id, where_clause
+from analysis.load import CELL_COLUMNS, add_group_id, where_clause
+from vocabulary import PHASES
 from analysis.regression import CONFIDENCE, MODELS, SEED_FORM, design_frame, design_matrix, seed_form_record, shape_shortfall
 from runner.runfiles import PEAK_FIELDS, RESOURCE_COLUMNS
 from store.schema import table_columns

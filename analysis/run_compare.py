@@ -32,7 +32,8 @@ import plotly.graph_objects as go
 from statsmodels.stats.multitest import multipletests
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
-from analysis.load import PHASES, where_clause
+from analysis.load import where_clause
+from vocabulary import PHASES
 from analysis.stats import CellStats
 
 KEY_COLUMNS = ("cell_key", "phase")

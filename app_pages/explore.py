@@ -4,7 +4,7 @@ import io
 import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
-from analysis.load import PHASES
+from vocabulary import PHASES
 from dashboard import data, ui
 
 MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable

@@ -4,7 +4,6 @@ The runner runs as `python -m runner run PLAN --no-ingest` in its own process gr
 page never touches torch itself (except to list backend capabilities on request) and
 ingests the run directory as cells finish.
 """
-import time
 
 import pandas as pd
 import streamlit as st
@@ -13,7 +12,8 @@ from analysis.predict import samples_needed
 from dashboard import plan_builder, runs, ui
 from dashboard.text import md
 from runner.models import REGISTRY
-from runner.plan import BACKEND_NAMES, DTYPES, MeasureSettings
+from runner.plan import BACKEND_NAMES, MeasureSettings
+from vocabulary import DTYPES
 
 POLL_S = 1.5  # progress refresh: events are written once per cell, so faster buys nothing
 DEFAULTS = MeasureSettings()

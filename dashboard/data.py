@@ -14,9 +14,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from analysis.load import FILTER_COLUMNS, PHASES
+from analysis.load import FILTER_COLUMNS
 from analysis.resources import phase_resources, resource_select
-from vocabulary import runs_path
+from vocabulary import PHASES, runs_path
 
 OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
 from runner.trackers import ENERGY_WINDOW_S
-from vocabulary import DTYPES  # noqa: F401 - the plan validates against it; pages import it from here
+from vocabulary import DTYPES
 
 BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
 DeviceName = Literal["cpu", "cuda", "auto"]

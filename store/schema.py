@@ -6,8 +6,6 @@ from pathlib import Path
 
 import duckdb
 
-from vocabulary import CELL_STATUSES, DEVICES, PHASES, RUN_STATUSES  # noqa: F401 - the store's enumerations
-
 # 2: runs.protocol_version, samples.round and samples.worker;
 # 3: cells' memory and energy (weight_bytes ... resources, runner.trackers)
 SCHEMA_VERSION = 3

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from store.db import connect_memory
-from store.schema import SCHEMA_VERSION, TABLES, stored_schema_version, table_columns
+from store.schema import TABLES, stored_schema_version, table_columns
 from store.snapshot_manifest import (
     MANIFEST_NAME, SNAPSHOT_FORMAT_VERSION, Manifest, SnapshotError, table_file, tool_version,
 )

@@ -11,7 +11,8 @@ import torch
 from runner import trackers
 from runner.executor import execute
 from runner.models import build_model
-from runner.plan import DTYPES, parse_plan
+from runner.plan import parse_plan
+from vocabulary import DTYPES
 from runner.runfiles import ENERGY_FIELDS, PEAK_FIELDS, RESOURCE_COLUMNS
 from store.db import connect
 from store.ingest import ingest_run_dir
