@@ -215,3 +215,12 @@ def count_params(model) -> int:
     for param in model.parameters():
         seen[param.data_ptr()] = param.numel()
     return sum(seen.values())
+
+
+def make_inputs(cell, seed: int) -> "torch.Tensor":
+    """Random prompt token ids from a seeded generator (never zeros), on the cell's device."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, cell.model.vocab_size, (cell.batch_size, cell.prompt_len), generator=generator)
+    return ids.to(cell.device)

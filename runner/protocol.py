@@ -1,71 +1,28 @@
 """Measuring one cell: setup, cold sample, warm-up to stability, the three phases, the
-correctness gate, telemetry and integrity flags. The order is fixed so that nothing that
+correctness gate, telemetry and integrity flags (computed from the samples by
+runner.runfiles, which also holds the record, `CellResult`). The order is fixed so that nothing that
 happens after the timed phases (checking, profiling) can disturb them.
 """
 from __future__ import annotations
 
 import gc
 import os
-import statistics
 import time
 from collections.abc import Callable
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from runner import correctness, telemetry, trackers
 from runner.backends import get_backend
-from runner.models import build_model, count_params
+from runner.models import build_model, count_params, make_inputs
 from runner.plan import Cell, MeasureSettings
+from runner.runfiles import CellResult, integrity_flags
 from runner.timing import make_timer, synchronize, validate_samples, warm_up
 from vocabulary import DTYPES, PHASES
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # vocabulary name -> torch dtype
-# Early samples this far above the median mean setup work leaked into the phase.
-SETUP_LEAK_FACTOR = 2.0
-# An SM clock this far below its reading before the cell means the GPU throttled.
-CLOCK_DROP_FRACTION = 0.9
-# Round medians of one cell this far apart: the host, not the sample noise, moved the number.
-ROUND_SHIFT = 1.10
-
-
-@dataclass
-class CellResult:
-    """Everything stored for one cell: the columns of `cells` and the raw samples."""
-
-    status: str  # ok | failed | unsupported
-    error: str | None = None
-    params: int | None = None
-    setup_s: float | None = None
-    cold_ms: float | None = None
-    warmup_iters: int | None = None
-    warmup_s: float | None = None
-    warmup_converged: bool | None = None
-    measured_s: float | None = None
-    check_s: float | None = None
-    flags: list[str] = field(default_factory=list)
-    correctness: dict | None = None
-    telemetry: dict | None = None
-    profile: dict | None = None
-    timer: str | None = None
-    prefill: list[float] = field(default_factory=list)
-    decode: list[list[float]] = field(default_factory=list)  # per rep, one value per step
-    e2e: list[float] = field(default_factory=list)
-    # protocol v2: the round of every prefill / decode rep / e2e sample, the worker pid of each round
-    prefill_round: list[int] = field(default_factory=list)
-    decode_round: list[int] = field(default_factory=list)
-    e2e_round: list[int] = field(default_factory=list)
-    worker: list[int | None] = field(default_factory=list)
-    host_launch_us: list[float] = field(default_factory=list)  # before / after each round
-    resources: dict | None = None  # memory and energy (runfiles' "resources"; runner.trackers)
-
-
-def make_inputs(cell: Cell, seed: int) -> torch.Tensor:
-    """Random prompt token ids from a seeded generator (never zeros), on the cell's device."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, cell.model.vocab_size, (cell.batch_size, cell.prompt_len), generator=generator)
-    return ids.to(cell.device)
 
 
 class ReferenceCache:
@@ -436,71 +393,3 @@ def _timed_phases(session, cell: Cell, reps: dict[str, int], input_ids, result: 
     result.e2e = validate_samples(timer.results_ms(), "e2e")
     synchronize(device)
     result.measured_s = time.perf_counter() - measured_start
-
-
-def robust_cv(values: list[float]) -> float:
-    """1.4826 x MAD / median: the spread that matters for a median, blind to rare outliers.
-
-    Launch-bound GPU decode has heavy host-side outliers; they inflate the plain CV of
-    almost every eager cell without moving the median the analysis uses. The plain CV is
-    still computed by the analysis from the raw samples.
-    """
-    if len(values) < 2:
-        return 0.0
-    med = statistics.median(values)
-    return 1.4826 * statistics.median(abs(v - med) for v in values) / med
-
-
-def round_shift(result: CellResult) -> dict[str, float]:
-    """Per phase, max/min of its round medians (1.0 with fewer than two rounds).
-
-    Per phase, because a cell's phases differ in what moves them: on the GPU a cuda-graph
-    cell's decode is steady across rounds while its eager prefill is not, and a cell-level
-    flag fired on almost every cell (41 of 42 in an H200 seed run), predicting nothing."""
-    phases = {
-        "prefill": (result.prefill, result.prefill_round),
-        "decode": ([statistics.median(rep) for rep in result.decode if rep], result.decode_round),
-        "e2e": (result.e2e, result.e2e_round),
-    }
-    shifts = {}
-    for phase, (values, rounds) in phases.items():
-        by_round: dict[int, list[float]] = {}
-        for value, r in zip(values, rounds):
-            by_round.setdefault(r, []).append(value)
-        medians = [statistics.median(v) for v in by_round.values() if v]
-        shifts[phase] = max(medians) / min(medians) if len(medians) >= 2 and min(medians) > 0 else 1.0
-    return shifts
-
-
-def integrity_flags(result: CellResult, settings: MeasureSettings) -> list[str]:
-    """Flags shown next to the numbers; an empty list means nothing looked wrong."""
-    flags = []
-    decode_flat = [v for rep in result.decode for v in rep]
-    phases = {"prefill": result.prefill, "decode": decode_flat, "e2e": result.e2e}
-    if any(robust_cv(v) > settings.cv_threshold for v in phases.values() if len(v) > 1):
-        flags.append("high_cv")
-    # warm-up convergence is recorded per cell (warmup_converged) but is no flag: it failed on
-    # most cuda-graph cells, the most reproducible backend, so it predicted nothing.
-    # round_shift_<phase>: that phase's round medians more than 10% apart. Measured on the
-    # H200 (README, protocol 2): decode cell-phases so flagged moved 16-22% between runs,
-    # unflagged ones 1-2%. The host's launch cost (host_launch_us, per round) stays recorded
-    # but is no flag: a shift of it fired on most cells and did not predict a re-run.
-    flags += [f"round_shift_{phase}" for phase, shift in round_shift(result).items() if shift > ROUND_SHIFT]
-    for samples in (result.prefill, decode_flat):
-        if len(samples) >= 6:
-            med = statistics.median(samples)
-            if sum(samples[:3]) / 3 > SETUP_LEAK_FACTOR * med:
-                flags.append("setup_leak")
-                break
-    if any(len(v) < settings.min_samples for v in (result.prefill, decode_flat)):
-        flags.append("too_few_samples")
-    tele = result.telemetry or {}
-    before, after = tele.get("before") or {}, tele.get("after") or {}
-    if before.get("sm_clock_mhz") and after.get("sm_clock_mhz"):
-        if after["sm_clock_mhz"] < CLOCK_DROP_FRACTION * before["sm_clock_mhz"]:
-            flags.append("clock_drop")
-    if before.get("foreign_pids") or after.get("foreign_pids"):
-        flags.append("foreign_gpu_process")
-    if result.correctness is not None and not result.correctness["ok"]:
-        flags.append("output_mismatch")
-    return flags

@@ -1,19 +1,26 @@
 """The run directory: what the runner writes as it goes, and the only thing it writes.
 
-    <runs_dir>/<run_id>/meta.json          run record (rewritten atomically on status change)
+    <runs_dir>/<run_id>/meta.json          run record (`run_meta`; rewritten atomically on status change)
     <runs_dir>/<run_id>/events.jsonl       append-only progress log (one JSON object a line)
-    <runs_dir>/<run_id>/cells/<key>.json   one finished cell: its columns and raw samples
+    <runs_dir>/<run_id>/cells/<key>.json   one finished cell (`cell_record`): its columns and raw samples
+    <runs_dir>/<run_id>/rounds/<key>.r<N>.json  a finished round of a cell not finished yet
 
 Every file is written to a temporary name and renamed, so a kill -9 leaves either the old
 or the new file, never half of one: a killed run loses at most the cell in flight. The
 store ingests these files; the runner never opens the database.
+
+This module is the format's one room: the executors write through it, the store's
+ingestion and the dashboard read through it, and it imports neither torch nor duckdb.
+The integrity flags live here too, since they are computed from a record's raw samples.
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +42,167 @@ PEAK_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes")
 ENERGY_FIELDS = ("energy_j", "energy_s", "calls")
 RESOURCE_COLUMNS = ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS, "energy_source")
 ENERGY_SOURCES = ("nvml", "rapl")
+
+
+# Early samples this far above the median mean setup work leaked into the phase.
+SETUP_LEAK_FACTOR = 2.0
+# An SM clock this far below its reading before the cell means the GPU throttled.
+CLOCK_DROP_FRACTION = 0.9
+# Round medians of one cell this far apart: the host, not the sample noise, moved the number.
+ROUND_SHIFT = 1.10
+
+
+@dataclass
+class CellResult:
+    """Everything stored for one cell: the columns of `cells` and the raw samples."""
+
+    status: str  # ok | failed | unsupported
+    error: str | None = None
+    params: int | None = None
+    setup_s: float | None = None
+    cold_ms: float | None = None
+    warmup_iters: int | None = None
+    warmup_s: float | None = None
+    warmup_converged: bool | None = None
+    measured_s: float | None = None
+    check_s: float | None = None
+    flags: list[str] = field(default_factory=list)
+    correctness: dict | None = None
+    telemetry: dict | None = None
+    profile: dict | None = None
+    timer: str | None = None
+    prefill: list[float] = field(default_factory=list)
+    decode: list[list[float]] = field(default_factory=list)  # per rep, one value per step
+    e2e: list[float] = field(default_factory=list)
+    # protocol v2: the round of every prefill / decode rep / e2e sample, the worker pid of each round
+    prefill_round: list[int] = field(default_factory=list)
+    decode_round: list[int] = field(default_factory=list)
+    e2e_round: list[int] = field(default_factory=list)
+    worker: list[int | None] = field(default_factory=list)
+    host_launch_us: list[float] = field(default_factory=list)  # before / after each round
+    resources: dict | None = None  # memory and energy ("resources" above; runner.trackers)
+
+
+def planned_cell(key: str, order_index: int, cell: dict) -> dict:
+    """One entry of meta.json's "cells": a planned cell at its place in the run's order."""
+    return {"key": key, "order_index": order_index, "cell": cell}
+
+
+def run_meta(*, run_id: str, series_id: str | None, plan: dict, started_at: str, environment: dict,
+             regime: str, device_kind: str, tool_version: str, git_revision: str | None,
+             shuffle_seed: int, cells: list[dict], protocol_version: int, **extra) -> dict:
+    """The content of a new run's meta.json (`cells` from `planned_cell`, in run order);
+    `extra` adds fields only some runs have (executor, calibration, cloned_from)."""
+    return {
+        "run_id": run_id,
+        "series_id": series_id,
+        "plan_name": plan["name"],
+        "plan": plan,
+        "started_at": started_at,
+        "finished_at": None,
+        "status": "running",
+        "environment": environment,
+        "regime": regime,
+        "device_kind": device_kind,
+        "tool_version": tool_version,
+        "git_revision": git_revision,
+        "shuffle_seed": shuffle_seed,
+        "input_seed": plan["seed"],
+        "n_cells_planned": len(cells),
+        "protocol_version": protocol_version,
+        "rounds": plan["measure"]["rounds"],
+        **extra,
+        "cells": cells,
+    }
+
+
+def cell_record(entry: dict, result: CellResult, started_at: str, finished_at: str | None = None) -> dict:
+    """The content of cells/<key>.json: the planned entry (`planned_cell`) and its result."""
+    from dataclasses import asdict
+
+    return {"cell_key": entry["key"], "order_index": entry["order_index"], "cell": entry["cell"],
+            "started_at": started_at, "finished_at": finished_at or now_iso(), **asdict(result)}
+
+
+def summary_of(record: dict) -> dict:
+    """Medians of a cell record for the progress log (the store computes the real statistics)."""
+    out = {}
+    if record.get("decode"):
+        out["decode_ms_per_token"] = statistics.median([v for rep in record["decode"] for v in rep])
+    if record.get("prefill"):
+        out["prefill_ms"] = statistics.median(record["prefill"])
+    return out
+
+
+def robust_cv(values: list[float]) -> float:
+    """1.4826 x MAD / median: the spread that matters for a median, blind to rare outliers.
+
+    Launch-bound GPU decode has heavy host-side outliers; they inflate the plain CV of
+    almost every eager cell without moving the median the analysis uses. The plain CV is
+    still computed by the analysis from the raw samples.
+    """
+    if len(values) < 2:
+        return 0.0
+    med = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - med) for v in values) / med
+
+
+def round_shift(result: CellResult) -> dict[str, float]:
+    """Per phase, max/min of its round medians (1.0 with fewer than two rounds).
+
+    Per phase, because a cell's phases differ in what moves them: on the GPU a cuda-graph
+    cell's decode is steady across rounds while its eager prefill is not, and a cell-level
+    flag fired on almost every cell (41 of 42 in an H200 seed run), predicting nothing."""
+    phases = {
+        "prefill": (result.prefill, result.prefill_round),
+        "decode": ([statistics.median(rep) for rep in result.decode if rep], result.decode_round),
+        "e2e": (result.e2e, result.e2e_round),
+    }
+    shifts = {}
+    for phase, (values, rounds) in phases.items():
+        by_round: dict[int, list[float]] = {}
+        for value, r in zip(values, rounds):
+            by_round.setdefault(r, []).append(value)
+        medians = [statistics.median(v) for v in by_round.values() if v]
+        shifts[phase] = max(medians) / min(medians) if len(medians) >= 2 and min(medians) > 0 else 1.0
+    return shifts
+
+
+def integrity_flags(result: CellResult, settings) -> list[str]:
+    """Flags shown next to the numbers; an empty list means nothing looked wrong.
+
+    `settings` is the plan's `[measure]` (runner.plan.MeasureSettings): its cv_threshold
+    and min_samples are read."""
+    flags = []
+    decode_flat = [v for rep in result.decode for v in rep]
+    phases = {"prefill": result.prefill, "decode": decode_flat, "e2e": result.e2e}
+    if any(robust_cv(v) > settings.cv_threshold for v in phases.values() if len(v) > 1):
+        flags.append("high_cv")
+    # warm-up convergence is recorded per cell (warmup_converged) but is no flag: it failed on
+    # most cuda-graph cells, the most reproducible backend, so it predicted nothing.
+    # round_shift_<phase>: that phase's round medians more than 10% apart. Measured on the
+    # H200 (README, protocol 2): decode cell-phases so flagged moved 16-22% between runs,
+    # unflagged ones 1-2%. The host's launch cost (host_launch_us, per round) stays recorded
+    # but is no flag: a shift of it fired on most cells and did not predict a re-run.
+    flags += [f"round_shift_{phase}" for phase, shift in round_shift(result).items() if shift > ROUND_SHIFT]
+    for samples in (result.prefill, decode_flat):
+        if len(samples) >= 6:
+            med = statistics.median(samples)
+            if sum(samples[:3]) / 3 > SETUP_LEAK_FACTOR * med:
+                flags.append("setup_leak")
+                break
+    if any(len(v) < settings.min_samples for v in (result.prefill, decode_flat)):
+        flags.append("too_few_samples")
+    tele = result.telemetry or {}
+    before, after = tele.get("before") or {}, tele.get("after") or {}
+    if before.get("sm_clock_mhz") and after.get("sm_clock_mhz"):
+        if after["sm_clock_mhz"] < CLOCK_DROP_FRACTION * before["sm_clock_mhz"]:
+            flags.append("clock_drop")
+    if before.get("foreign_pids") or after.get("foreign_pids"):
+        flags.append("foreign_gpu_process")
+    if result.correctness is not None and not result.correctness["ok"]:
+        flags.append("output_mismatch")
+    return flags
 
 
 def new_run_id() -> str:
@@ -66,6 +234,7 @@ class RunDir:
         self.cells_dir = self.path / "cells"
         self.meta_file = self.path / "meta.json"
         self.events_file = self.path / "events.jsonl"
+        self.rounds_dir = self.path / "rounds"
 
     @property
     def run_id(self) -> str:
@@ -87,6 +256,11 @@ class RunDir:
 
     def read_meta(self) -> dict:
         return json.loads(self.meta_file.read_text())
+
+    def readable_meta(self) -> dict | None:
+        """The meta, or None where it cannot be read (absent, or not a JSON object)."""
+        meta = _read_json_or_none(self.meta_file)
+        return meta if isinstance(meta, dict) else None
 
     def write_meta(self, meta: dict) -> None:
         write_json_atomic(self.meta_file, meta)
@@ -119,16 +293,14 @@ class RunDir:
     def write_round(self, cell_key: str, round_index: int, record: dict) -> None:
         """One finished round of a cell not finished yet (protocol v2): a kill loses at most
         the round in flight; the cell file replaces these once its last round is done."""
-        rounds_dir = self.path / "rounds"
-        rounds_dir.mkdir(exist_ok=True)
-        write_json_atomic(rounds_dir / f"{cell_key}.r{round_index}.json", record)
+        self.rounds_dir.mkdir(exist_ok=True)
+        write_json_atomic(self.rounds_dir / f"{cell_key}.r{round_index}.json", record)
 
     def round_records(self) -> dict[str, dict[int, dict]]:
         """{cell_key: {round: record}} of rounds kept for cells that have no cell file yet."""
         out: dict[str, dict[int, dict]] = {}
-        rounds_dir = self.path / "rounds"
         finished = self.finished_keys()
-        for path in sorted(rounds_dir.glob("*.json")) if rounds_dir.is_dir() else []:
+        for path in sorted(self.rounds_dir.glob("*.json")) if self.rounds_dir.is_dir() else []:
             key, _, index = path.stem.rpartition(".r")
             if key in finished or not index.isdigit():
                 continue
@@ -139,7 +311,7 @@ class RunDir:
         return out
 
     def clear_rounds(self, cell_key: str) -> None:
-        for path in (self.path / "rounds").glob(f"{cell_key}.r*.json"):
+        for path in self.rounds_dir.glob(f"{cell_key}.r*.json"):
             path.unlink(missing_ok=True)
 
     def finished_keys(self) -> set[str]:
@@ -150,6 +322,19 @@ class RunDir:
         for path in sorted(self.cells_dir.glob("*.json")):
             records.append(json.loads(path.read_text()))
         return records
+
+    def readable_cell_records(self) -> list[dict]:
+        """The cell records, in key order, without any that cannot be read right now (a
+        reader racing a writer: the next read picks it up)."""
+        records = (_read_json_or_none(path) for path in sorted(self.cells_dir.glob("*.json")))
+        return [record for record in records if record is not None]
+
+
+def _read_json_or_none(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # absent, or a file being replaced right now
 
 
 def list_run_dirs(runs_dir: str | Path) -> list[RunDir]:

@@ -3,7 +3,7 @@
 Idempotent, keyed by run id and cell id: a run is upserted (its status moves from running
 to finished), a cell and its samples are inserted once. Each run directory is ingested in
 one transaction, so a reader never sees a cell without its samples. Reads the run files
-with plain json (no torch), so the dashboard can ingest runs started from the CLI.
+through runner.runfiles (no torch), so the dashboard can ingest runs started from the CLI.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from runner.runfiles import RESOURCE_COLUMNS
+from runner.runfiles import RESOURCE_COLUMNS, RunDir, list_run_dirs
 
 RUN_COLUMNS = [
     "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
@@ -41,13 +41,6 @@ class IngestReport:
 
 class IngestError(ValueError):
     """A run directory that cannot be ingested; one line naming the directory and why."""
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # a file being replaced right now: picked up on the next ingest
 
 
 def _timestamp(value: str | None):
@@ -142,17 +135,18 @@ def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> Inge
 
 
 def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestReport:
-    meta = _read_json(run_path / "meta.json")
-    if not isinstance(meta, dict):
+    run_dir = RunDir(run_path)
+    meta = run_dir.readable_meta()
+    if meta is None:
         raise IngestError(f"{run_path} is not a run directory (no readable meta.json)")
     run_id = meta["run_id"]
     known = {
         row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
     }
     cell_rows, sample_rows = [], []
-    for path in sorted((run_path / "cells").glob("*.json")):
-        record = _read_json(path)
-        if record is None or f"{run_id}/{record['cell_key']}" in known:
+    # a cell file being replaced right now is left out: picked up on the next ingest
+    for record in run_dir.readable_cell_records():
+        if f"{run_id}/{record['cell_key']}" in known:
             continue
         row, samples = _cell_rows(run_id, record)
         cell_rows.append(row)
@@ -185,13 +179,9 @@ def ingest_runs(con: duckdb.DuckDBPyConnection, runs_dir: str | Path) -> IngestR
     the others are ingested all the same.
     """
     report = IngestReport()
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return report
-    for run_path in sorted(root.iterdir()):
-        if (run_path / "meta.json").exists():
-            try:
-                report = report + ingest_run_dir(con, run_path)
-            except IngestError as error:  # one bad run must not hide the runs after it
-                report = report + IngestReport(skipped=[str(error)])
+    for run_dir in list_run_dirs(runs_dir):
+        try:
+            report = report + ingest_run_dir(con, run_dir.path)
+        except IngestError as error:  # one bad run must not hide the runs after it
+            report = report + IngestReport(skipped=[str(error)])
     return report

@@ -67,11 +67,11 @@ class VLLM(Backend):
         raise NotImplementedError("vllm measures whole cells (measure()), it has no step session")
 
     def measure(self, cell, settings, seed: int, references=None):
-        """Measure one cell in a child process; returns a protocol CellResult."""
+        """Measure one cell in a child process; returns its CellResult (runner.runfiles)."""
         import torch
 
-        from runner.models import build_model, count_params
-        from runner.protocol import CellResult, integrity_flags, make_inputs
+        from runner.models import build_model, count_params, make_inputs
+        from runner.runfiles import CellResult, integrity_flags
         from runner.trackers import cell_resources, kv_cache_bytes
 
         options = self.engine_options(cell)

@@ -10,7 +10,8 @@ import torch
 
 from runner.backends.vllm_backend import _failure, compare_tokens
 from runner.correctness import make_reference
-from runner.protocol import ReferenceCache, make_inputs, measure_cell
+from runner.models import make_inputs
+from runner.protocol import ReferenceCache, measure_cell
 from tests.runner.helpers import fast_settings, tiny_cell, tiny_spec
 
 VLLM_INSTALLED = find_spec("vllm") is not None

@@ -7,7 +7,7 @@ from runner import correctness
 from runner.backends.hf import HFSession
 from runner.backends.static_gpt2 import StaticGPT2, StaticSession
 from runner.models import build_model
-from runner.protocol import make_inputs
+from runner.models import make_inputs
 from tests.runner.helpers import tiny_cell, tiny_spec
 
 # Past 128 generated tokens is where compiled decode over a dynamic cache is known to go wrong.

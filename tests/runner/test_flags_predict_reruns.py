@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.plan import MeasureSettings
-from runner.protocol import CellResult, integrity_flags
+from runner.runfiles import CellResult, integrity_flags
 from tests.runner.helpers import REPO_ROOT
 
 BUNDLED_V2 = REPO_ROOT / "data" / "runs-v2"

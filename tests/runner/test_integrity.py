@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from runner.protocol import CellResult, integrity_flags, robust_cv
+from runner.runfiles import CellResult, integrity_flags, robust_cv
 from runner.timing import InvalidSample, median, time_callable, validate_samples, warm_up
 from tests.runner.helpers import fast_settings
 
