@@ -7,6 +7,7 @@ here so that a typo fails with the allowed names instead of silently matching no
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -122,28 +123,69 @@ def group_keys(phase: str) -> tuple[str, ...]:
     return E2E_GROUP_KEYS if phase == "e2e" else GROUP_KEYS
 
 
+@dataclass(frozen=True, order=True)
+class GroupKey:
+    """One comparable group: everything but the shape. `gen_len` is None unless phase is e2e.
+
+    A frame's `group_id` column holds `label` (a string, for grouping, JSON and display);
+    code that needs the parts takes a GroupKey (`GroupKey.of`, `keys_by_group_id`), never
+    splits the label.
+    """
+
+    regime: str
+    backend: str
+    phase: str
+    dtype: str
+    batch_size: int
+    prompt_len: int
+    gen_len: int | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> GroupKey:
+        """The key of a row (a dict or a frame row) holding the group columns."""
+        e2e = row["phase"] == "e2e"
+        return cls(str(row["regime"]), str(row["backend"]), str(row["phase"]), str(row["dtype"]),
+                   int(row["batch_size"]), int(row["prompt_len"]), int(row["gen_len"]) if e2e else None)
+
+    @property
+    def short_label(self) -> str:
+        """The label from the backend on: what tells groups apart when one regime is shown."""
+        parts = [self.backend, self.phase, self.dtype, f"batch {self.batch_size}", f"prompt {self.prompt_len}"]
+        return " | ".join(parts + ([f"gen {self.gen_len}"] if self.gen_len is not None else []))
+
+    @property
+    def label(self) -> str:
+        """regime | backend | phase | dtype | batch B | prompt P [| gen G]: the `group_id`."""
+        return f"{self.regime} | {self.short_label}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The group columns of this phase (`group_keys`), as plain values."""
+        return {k: getattr(self, k) for k in group_keys(self.phase)}
+
+
+def keys_by_group_id(frame: pd.DataFrame) -> dict[str, GroupKey]:
+    """group_id -> GroupKey for every group of a frame that holds the group columns."""
+    if frame.empty:
+        return {}
+    rows = frame.drop_duplicates("group_id") if "group_id" in frame else frame.drop_duplicates(list(E2E_GROUP_KEYS))
+    keys = (GroupKey.of(row) for row in rows.to_dict("records"))
+    return {key.label: key for key in keys}
+
+
 def add_group_id(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add a readable `group_id` column (one string per comparable group) to a per-phase frame."""
+    """Add the `group_id` column (`GroupKey.label` of each row) to a per-phase frame."""
     frame = frame.copy()
     if frame.empty:
         frame["group_id"] = pd.Series(dtype="string")
         return frame
-    parts = (
-        frame["regime"].astype(str) + " | " + frame["backend"].astype(str) + " | "
-        + frame["phase"].astype(str) + " | " + frame["dtype"].astype(str)
-        + " | batch " + frame["batch_size"].astype(str) + " | prompt " + frame["prompt_len"].astype(str)
-    )
-    gen = " | gen " + frame["gen_len"].astype(str)
-    frame["group_id"] = parts.where(frame["phase"] != "e2e", parts + gen)
+    columns = list(E2E_GROUP_KEYS)
+    unique = frame[columns].drop_duplicates()
+    labels = [GroupKey.of(row).label for row in unique.to_dict("records")]
+    lookup = pd.MultiIndex.from_frame(unique)
+    frame["group_id"] = pd.Index(labels)[lookup.get_indexer(pd.MultiIndex.from_frame(frame[columns]))]
     return frame
 
 
 def group_dict(frame: pd.DataFrame) -> dict[str, Any]:
     """The group key values of a frame holding one group, as plain Python values."""
-    row = frame.iloc[0]
-    return {k: _plain(row[k]) for k in group_keys(row["phase"])}
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars to Python scalars, so results serialise to JSON."""
-    return value.item() if hasattr(value, "item") else value
+    return GroupKey.of(frame.iloc[0]).as_dict()

@@ -57,7 +57,7 @@ import statsmodels.api as sm
 from statsmodels.regression.linear_model import OLSResults, RegressionResultsWrapper
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_NONE, MIN_UNITS, t_factor, weakest_kind
-from analysis.load import group_dict
+from analysis.load import GroupKey, group_dict
 
 # Fewest distinct shapes for depth + width (3 coefficients) with 3 residual degrees of
 # freedom, so that HC3 errors and t intervals are not degenerate.
@@ -108,6 +108,11 @@ class GroupFit:
     ci_includes_between_run_variance: bool = False
     seed_form: dict[str, Any] = field(default_factory=dict)
     ci_kind: str = CI_NONE  # the weakest replicated level in the CIs (analysis.intervals)
+
+    @property
+    def key(self) -> GroupKey:
+        """The group as a structured key (`group_id` is its label)."""
+        return GroupKey.of({"gen_len": None, **self.group})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (without the bands)."""
@@ -273,10 +278,9 @@ def fit_group(
     seed["ci_includes_between_run_variance"] = across_runs
     seed["ci_kind"] = kind
     verdict = _with_seed_form(_combine(verdicts), seed)
-    if across_runs:
-        verdict = {**verdict, "text": f"across runs (CIs include between-run variance): {verdict['text']}"}
-    elif kind == CI_ACROSS_ROUNDS:
-        verdict = {**verdict, "text": f"across rounds of one run (CIs leave out run-to-run variance): {verdict['text']}"}
+    kind_note = {CI_ACROSS_RUNS: "across runs (CIs include between-run variance): ",
+                 CI_ACROSS_ROUNDS: "across rounds of one run (CIs leave out run-to-run variance): "}.get(kind, "")
+    verdict = {**verdict, "lead": kind_note + verdict["lead"], "text": kind_note + verdict["text"]}
     lines = _bands(data, fits, alpha) if bands else pd.DataFrame()
     return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, across_runs,
                     seed, kind)
@@ -378,10 +382,12 @@ SEED_LEADS = {
 def _with_seed_form(single: dict[str, str], seed: Mapping[str, Any]) -> dict[str, str]:
     """The group verdict: the seed form's answer, with the single-variable comparison after it."""
     winner = seed["winner"]
+    lead = f"{SEED_LEADS[winner]} ({_seed_text(seed)}); single-variable models: "
     return {
         "winner": winner,
         "single_variable_winner": single["winner"],
-        "text": f"{SEED_LEADS[winner]} ({_seed_text(seed)}); single-variable models: {single['text']}",
+        "lead": lead + single["lead"],
+        "text": lead + single["text"],
     }
 
 
@@ -442,12 +448,14 @@ def _scale_verdict(scale: str, fits: dict[str, Any], alpha: float) -> dict[str, 
     depth_ci_clear = d_low > 0 or d_high < 0
     params_ci_clear = p_low > 0 or p_high < 0
     if gap >= CLEAR_AIC_GAP and depth.rsquared_adj > params.rsquared_adj and depth_ci_clear:
-        return {"winner": "depth", "text": f"depth explains latency better than parameter count here: {detail}", "detail": detail}
+        lead = "depth explains latency better than parameter count here"
+        return {"winner": "depth", "lead": lead, "text": f"{lead}: {detail}", "detail": detail}
     if -gap >= CLEAR_AIC_GAP and params.rsquared_adj > depth.rsquared_adj and params_ci_clear:
+        lead = "parameter count explains latency better than depth here"
         return {
             "winner": "params",
-            "text": f"parameter count explains latency better than depth here: {detail}; "
-            f"params coefficient {p_est:.3g} [{p_low:.3g}, {p_high:.3g}]",
+            "lead": lead,
+            "text": f"{lead}: {detail}; params coefficient {p_est:.3g} [{p_low:.3g}, {p_high:.3g}]",
             "detail": detail,
         }
     reasons = []
@@ -459,7 +467,9 @@ def _scale_verdict(scale: str, fits: dict[str, Any], alpha: float) -> dict[str, 
         reasons.append("the depth coefficient's CI includes 0 once width is in the model")
     elif gap < 0 and not params_ci_clear:
         reasons.append("the params coefficient's CI includes 0")
-    return {"winner": "inconclusive", "text": f"inconclusive ({'; '.join(reasons)}): {detail}", "detail": detail}
+    why = f"({'; '.join(reasons)})"
+    return {"winner": "inconclusive", "lead": f"inconclusive {why}", "why": why, "text": f"inconclusive {why}: {detail}",
+            "detail": detail}
 
 
 def _combine(verdicts: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -469,17 +479,18 @@ def _combine(verdicts: dict[str, dict[str, str]]) -> dict[str, str]:
     if len(decided) == 1:
         winner = decided.pop()
         scales = [s for s, v in verdicts.items() if v["winner"] == winner]
-        lead = verdicts[scales[0]]["text"].split(": ", 1)[0]
         others = [s for s in verdicts if s not in scales]
         where = (
             f"on the {', '.join(scales)} scale only ({', '.join(others)} inconclusive)"
             if others else "linear and log-log scales agree"
         )
-        return {"winner": winner, "text": f"{lead} ({where}): {details}"}
-    if len(decided) > 1:
-        return {"winner": "inconclusive", "text": f"inconclusive: the linear and log-log scales disagree: {details}"}
-    reasons = "; ".join(f"{s}: {v['text'].split(': ', 1)[0].removeprefix('inconclusive ')}" for s, v in verdicts.items())
-    return {"winner": "inconclusive", "text": f"inconclusive on both scales ({reasons}): {details}"}
+        lead = f"{verdicts[scales[0]]['lead']} ({where})"
+    elif len(decided) > 1:
+        winner, lead = "inconclusive", "inconclusive: the linear and log-log scales disagree"
+    else:
+        reasons = "; ".join(f"{s}: {v['why']}" for s, v in verdicts.items())
+        winner, lead = "inconclusive", f"inconclusive on both scales ({reasons})"
+    return {"winner": winner, "lead": lead, "text": f"{lead}: {details}"}
 
 
 def _bands(data: pd.DataFrame, fits: dict[tuple[str, str], Any], alpha: float) -> pd.DataFrame:

@@ -46,7 +46,7 @@ def body(ctx: ui.Context) -> None:
     if not fits:
         st.info("No groups in this selection.")
         return
-    labels = {f.group_id: f"{ui.group_label(f.group_id, ctx)}  ({f.n_shapes} shapes)" for f in fits}
+    labels = {f.group_id: f"{ui.group_label(f.key, ctx)}  ({f.n_shapes} shapes)" for f in fits}
     ok_ids = [f.group_id for f in fits if f.status == "ok"]
     ids = [f.group_id for f in fits]
     if st.session_state.get("dw_group") not in ids:
@@ -62,7 +62,7 @@ def body(ctx: ui.Context) -> None:
     else:
         winner = fit.verdict.get("winner", "inconclusive")
         head = VERDICT_HEAD.get(winner, str(winner))
-        lead = fit.verdict["text"].split(": linear scale", 1)[0]  # the details follow, per scale
+        lead = fit.verdict["lead"]  # the details follow, per scale
         VERDICT_BOX.get(winner, st.info)(f"**{head}.** {md(lead, 2000)}")
         with st.expander("Fits: coefficients with 95% CIs, adjusted R², AIC", expanded=False):
             for scale, v in fit.verdicts.items():

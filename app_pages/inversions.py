@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import inversion_heatmap
+from analysis.load import keys_by_group_id
 from dashboard import data, ui
 from dashboard.text import md
 
@@ -19,6 +20,7 @@ def body(ctx: ui.Context) -> None:
         "Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
         return
     n_pairs = data.pair_counts(ui.pooled(ctx).frame)
+    keys = keys_by_group_id(ui.pooled(ctx).frame)
     if n_pairs.sum() == 0:
         st.info("Every group in this selection has a single model: no pairs to compare.")
         return
@@ -33,7 +35,7 @@ def body(ctx: ui.Context) -> None:
     if st.session_state.get("inv_group") not in groups:
         st.session_state["inv_group"] = max(groups, key=lambda g: counts.get(g, 0))
     group_id = st.selectbox("Group", groups, key="inv_group",
-                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(counts.get(g, 0))} significant at FDR 5%)")
+                            format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({int(counts.get(g, 0))} significant at FDR 5%)")
     sub = ui.group_pairs(ctx, group_id)
     fig = inversion_heatmap(sub)
     n = sub["model_name_a"].nunique() + 1

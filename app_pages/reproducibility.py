@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import run_medians_figure
+from analysis.load import GroupKey, keys_by_group_id
 from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, has_repeats, run_medians, variance_components
 from dashboard import ui
 
@@ -12,17 +13,10 @@ CELL_COLUMNS = ["model_name", "group", "n_runs", "run medians (ms)", "spread_rat
                 "median", "median_ci_low", "median_ci_high", "ci_kind", "environment differs in", "regime", "repeat_id"]
 
 
-def _split(frame: pd.DataFrame, ctx: ui.Context) -> pd.DataFrame:
+def _split(frame: pd.DataFrame, keys: dict[str, GroupKey]) -> pd.DataFrame:
     """group_id as a short `group` (from the backend on) and its `regime`, which is long and repeats."""
-    backends = set(ctx.options.get("backend", []))
-
-    def cut(group_id: str) -> tuple[str, str]:
-        parts = group_id.split(" | ")
-        i = next((i for i, p in enumerate(parts) if p in backends), 0)
-        return " | ".join(parts[:i]), " | ".join(parts[i:])
-
-    regime, group = zip(*map(cut, frame["group_id"])) if len(frame) else ((), ())
-    return frame.assign(group=list(group), regime=list(regime))
+    return frame.assign(group=[keys[g].short_label for g in frame["group_id"]],
+                        regime=[keys[g].regime for g in frame["group_id"]])
 
 
 def _env_text(diff) -> str:
@@ -43,6 +37,7 @@ def body(ctx: ui.Context) -> None:
         st.info(NO_REPEATS_MESSAGE[0].upper() + NO_REPEATS_MESSAGE[1:] + ".")
         return
     table = ui.repeat_table(ctx)
+    keys = keys_by_group_id(stats.frame)  # every group of the selection
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Repeated cell-phases", f"{len(table):,}", help=f"measured in 2-{int(table['n_runs'].max())} runs")
     c2.metric("Irreproducible", f"{int(table['irreproducible'].sum()):,}")
@@ -52,7 +47,7 @@ def body(ctx: ui.Context) -> None:
               help="pooled CI width (t across runs) / mean within-run CI width (across rounds)")
 
     st.subheader("Between-run variance per group")
-    components = _split(variance_components(table), ctx)
+    components = _split(variance_components(table), keys)
     components = components[["group", *[c for c in components.columns if c not in ("group", "group_id", "regime")], "regime"]]
     st.dataframe(components, hide_index=True, column_config={
         **{c: st.column_config.NumberColumn(format="%.3f") for c in (
@@ -67,7 +62,7 @@ def body(ctx: ui.Context) -> None:
     if st.session_state.get("repro_group") not in groups:
         st.session_state["repro_group"] = max(groups, key=lambda g: flagged.get(g, 0))
     group_id = st.selectbox("Group", groups, key="repro_group",
-                            format_func=lambda g: f"{ui.group_label(g, ctx)}  ({int(flagged.get(g, 0))} irreproducible)")
+                            format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({int(flagged.get(g, 0))} irreproducible)")
     fig = run_medians_figure(runs[runs["group_id"] == group_id])
     fig.update_layout(height=520)
     st.plotly_chart(fig, key="repro_runs")
@@ -79,7 +74,7 @@ def body(ctx: ui.Context) -> None:
                f"{int(verdicts.get('not reproducible', 0)):,} are significant within some run but not across runs (below).")
     not_repro = inversions[inversions["verdict"] == "not reproducible"] if len(inversions) else inversions
     if len(not_repro):
-        st.dataframe(_split(not_repro, ctx)[INVERSION_COLUMNS], hide_index=True, column_config={
+        st.dataframe(_split(not_repro, keys)[INVERSION_COLUMNS], hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="%.3g") for c in ("ratio", "ratio_ci_low", "ratio_ci_high")})
     else:
         st.info("Every inversion significant within a run is also significant across runs.")
@@ -92,7 +87,7 @@ def body(ctx: ui.Context) -> None:
         "per run": ", ".join(f"{p['run_id'][-6:]}: {p['winner'] or p['status']}" for p in r["per_run"]),
     } for r in regressions])
     if len(fits):
-        fits = _split(fits, ctx)
+        fits = _split(fits, keys)
         st.dataframe(fits[["group", "runs per cell", "pooled verdict", "across runs", "per run", "regime"]], hide_index=True)
 
     st.subheader("Irreproducible cells and what differed between their runs")
@@ -100,7 +95,7 @@ def body(ctx: ui.Context) -> None:
     if bad.empty:
         st.info("No irreproducible cell: every repeated cell's run medians agree within their CIs.")
         return
-    bad = _split(bad, ctx).assign(**{
+    bad = _split(bad, keys).assign(**{
         "environment differs in": bad["environment_diff"].map(_env_text),
         "run medians (ms)": bad["run_medians"].map(lambda ms: " / ".join(f"{m:.3g}" for m in ms)),
     })

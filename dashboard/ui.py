@@ -558,12 +558,7 @@ def sha256(data_bytes: bytes) -> str:
     return hashlib.sha256(data_bytes).hexdigest()
 
 
-def group_label(group_id: str, ctx: Context) -> str:
-    """Drop the regime from a group id when only one regime is open (it is then noise)."""
-    if len(ctx.options.get("regime", [])) <= 1 and " | " in group_id:
-        parts = group_id.split(" | ")
-        # regime is "device | driver | CUDA": the rest starts at the backend
-        for i, part in enumerate(parts):
-            if part in ctx.options.get("backend", []):
-                return " | ".join(parts[i:])
-    return group_id
+def group_label(key, ctx: Context) -> str:
+    """A group's label (`key` an analysis.load.GroupKey), without the regime when only one
+    regime is open (it is then noise)."""
+    return key.short_label if len(ctx.options.get("regime", [])) <= 1 else key.label

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from analysis.load import keys_by_group_id
 from analysis.report import analyze, format_text
 from analysis.resources import resource_frame, resource_fits, tokens_per_sample
 from analysis.synthetic import SyntheticPlan, build_store
@@ -109,7 +110,9 @@ def test_a_cell_without_an_energy_counter_reads_unknown_and_one_round_gives_no_i
 
 
 def test_the_seed_form_recovers_planted_elasticities_of_energy_per_token_and_of_peak_memory(noisy):
-    fits = {(f["group_id"].split(" | ")[2], f["metric"]): f for f in resource_fits(resource_frame(noisy))}
+    frame = resource_frame(noisy)
+    keys = keys_by_group_id(frame)
+    fits = {(keys[f["group_id"]].phase, f["metric"]): f for f in resource_fits(frame)}
     energy = fits[("decode", "energy_j_per_token")]
     assert energy["status"] == "ok"
     assert energy["coef_log_params_lo"] < STEP_ELASTICITIES[0] < energy["coef_log_params_hi"]
