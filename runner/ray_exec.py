@@ -20,16 +20,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from runner import TOOL_VERSION
-from runner.executor import PROTOCOL_VERSION, RunError, summary_of, write_failure
-from runner.plan import Cell, Plan, expand
+from runner.lifecycle import (
+    ProgressCallback, RunError, begin_segment, create_run, end_run, failed_records, measure_records,
+    prepare_device, record_cell, run_repeats, write_failure,
+)
+from runner.plan import Plan, expand
 from runner.runfiles import RunDir, new_run_id, now_iso
 
-ProgressCallback = Callable[[dict], None]
 # A pin only has to select nodes, not count slots: num_cpus / num_gpus limit concurrency.
 PIN_AMOUNT = 0.001
 PENDING_REGIME = "pending: set by the first Ray worker that reports"
@@ -121,9 +121,7 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
     import socket
 
     from runner.environment import regime_key
-    from runner.executor import prepare_device
     from runner.plan import MeasureSettings
-    from runner.protocol import ReferenceCache, measure_in_rounds
 
     import ray
 
@@ -139,16 +137,9 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
         from runner.calibrate import calibrate
 
         calibration = calibrate(device)
-    references = ReferenceCache()
-    records = []
-    cells = [Cell.model_validate(entry["cell"]) for entry in entries]
-    started: dict[int, str] = {}
     # the same interleaved rounds as the direct executor, over this task's cells
-    for i, result in measure_in_rounds(cells, settings, input_seed, references, rounds=settings.rounds,
-                                       order_seed=input_seed, on_start=lambda i, r: started.setdefault(i, now_iso())):
-        entry = entries[i]
-        records.append({"cell_key": entry["key"], "order_index": entry["order_index"], "cell": entry["cell"],
-                        "started_at": started.get(i, now_iso()), "finished_at": now_iso(), **asdict(result)})
+    records = [record for _, record in measure_records(entries, settings, input_seed, rounds=settings.rounds,
+                                                       order_seed=input_seed)]
     # the GPU Ray gave this task is part of the label, so the per-node progress and the
     # events show that a multi-GPU host used every GPU, and each cell exactly one
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
@@ -157,14 +148,6 @@ def measure_group(entries: list[dict], measure: dict, input_seed: int, device: s
         node += f" GPU {','.join(gpu_ids)}"
     return {"environment": env, "regime": regime_key(env), "node": node, "records": records,
             "calibration": calibration}
-
-
-def failed_records(entries: list[dict], error: str) -> list[dict]:
-    from runner.protocol import CellResult
-
-    stamp = now_iso()
-    return [{"cell_key": e["key"], "order_index": e["order_index"], "cell": e["cell"], "started_at": stamp,
-             "finished_at": stamp, **asdict(CellResult(status="failed", error=error))} for e in entries]
 
 
 def describe_failure(error: Exception) -> str:
@@ -182,31 +165,14 @@ def describe_failure(error: Exception) -> str:
 def start_ray_run(plan: Plan, runs_dir: str | Path, device: str, *, series_id: str | None = None,
                   repeat_index: int = 0) -> RunDir:
     """The run directory, as `start_run` makes it, with the environment left to the workers."""
-    import random
-
     if plan.measure.processes:
         raise RunError("[measure] processes = true runs each round in a fresh local worker process; "
                        "it is not available with --ray (each Ray task keeps one process): drop it or run without --ray")
-    cells = expand(plan, device=device)
-    shuffle_seed = plan.seed + repeat_index
-    order = list(range(len(cells)))
-    random.Random(shuffle_seed).shuffle(order)
-    run = RunDir(Path(runs_dir) / new_run_id())
-    run.create({
-        "run_id": run.run_id, "series_id": series_id, "plan_name": plan.name,
-        "plan": plan.model_dump(mode="json"), "started_at": now_iso(), "finished_at": None,
-        "status": "running", "environment": {}, "regime": PENDING_REGIME, "device_kind": device,
-        "tool_version": TOOL_VERSION, "git_revision": None, "shuffle_seed": shuffle_seed,
-        "input_seed": plan.seed, "n_cells_planned": len(cells), "executor": "ray",
-        "protocol_version": PROTOCOL_VERSION, "rounds": plan.measure.rounds,
-        "cells": [{"key": cells[i].key, "order_index": pos, "cell": cells[i].model_dump(mode="json")}
-                  for pos, i in enumerate(order)],
-    })
-    run.event("run_started", total=len(cells), regime=PENDING_REGIME)
-    return run
+    return create_run(plan, runs_dir, expand(plan, device=device), device=device, environment={},
+                      regime=PENDING_REGIME, series_id=series_id, repeat_index=repeat_index, executor="ray")
 
 
-class _RegimeRuns:
+class RegimeRuns:
     """Where each regime's records go: the first run, then clones of its meta for others."""
 
     def __init__(self, primary: RunDir) -> None:
@@ -231,7 +197,7 @@ class _RegimeRuns:
             "run_id": clone.run_id, "started_at": now_iso(), "environment": env, "regime": regime,
             "git_revision": env.get("git_revision"), "cloned_from": self.primary.run_id, "status": "running"})
         clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
-        clone.event("segment_started", done=0, total=0)
+        begin_segment(clone, done=0, total=0)
         self.by_regime[regime] = clone
         self.moved[clone.run_id] = set()
         return clone
@@ -240,8 +206,9 @@ class _RegimeRuns:
         if run is not self.primary:
             self.moved[run.run_id].add(key)
 
-    def close(self, status: str) -> list[RunDir]:
-        """Split the planned cells: a clone plans what it measured, the first run the rest."""
+    def split_planned(self) -> list[RunDir]:
+        """Split the planned cells: a clone plans what it measured, the first run the rest.
+        Returns every run, the first one first."""
         meta = self.primary.read_meta()
         moved_all = set().union(*self.moved.values()) if self.moved else set()
         for run in self.by_regime.values():
@@ -249,8 +216,7 @@ class _RegimeRuns:
                 continue
             keys = self.moved[run.run_id] | run.finished_keys()
             planned = [e for e in meta["cells"] if e["key"] in keys]
-            run.update_meta(cells=planned, n_cells_planned=len(planned), status=status,
-                            finished_at=now_iso() if status == "finished" else None)
+            run.update_meta(cells=planned, n_cells_planned=len(planned))
         if moved_all:
             planned = [e for e in meta["cells"] if e["key"] not in moved_all]
             self.primary.update_meta(cells=planned, n_cells_planned=len(planned))
@@ -283,9 +249,8 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     measure = dict(meta["plan"]["measure"], calibrate=bool(meta["plan"]["measure"].get("calibrate"))
                    and not meta.get("calibration"))
     segment = f"{run.run_id}-{uuid.uuid4().hex[:8]}"
-    regimes = _RegimeRuns(run)
-    run.update_meta(status="running", finished_at=None)
-    run.event("segment_started", done=len(done), total=total, executor="ray")
+    regimes = RegimeRuns(run)
+    begin_segment(run, done=len(done), total=total, executor="ray")
     pending: dict = {}
     nodes: Counter = Counter()
     try:
@@ -311,45 +276,25 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                 target.update_meta(calibration=outcome["calibration"])  # one node's ceilings per regime run
             nodes[outcome["node"]] += len(outcome["records"])
             for record in outcome["records"]:
-                target.write_cell(record["cell_key"], record)
+                record_cell(target, record, done=done, total=total, progress=progress, node=outcome["node"])
                 regimes.record(target, record["cell_key"])
-                done.add(record["cell_key"])
-                label = Cell.model_validate(record["cell"]).label()
-                summary = summary_of(_Result(record))
-                target.event("cell_finished", key=record["cell_key"], label=label, status=record["status"],
-                             error=record["error"], done=len(done), total=total, node=outcome["node"], **summary)
-                if progress:
-                    progress({"event": "cell_finished", "label": label, "status": record["status"],
-                              "error": record["error"], "done": len(done), "total": total,
-                              "node": outcome["node"], **summary})
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        runs = regimes.close("interrupted")
-        for r in runs:
-            r.update_meta(status="interrupted")
-            r.event("run_interrupted", done=len(r.finished_keys()), total=r.read_meta()["n_cells_planned"])
+        for r in regimes.split_planned():
+            end_run(r, "interrupted")
         raise
     except OSError as error:  # the driver cannot write the run directory (disk full, quota, read-only)
         for ref in pending:
             ray.cancel(ref, force=True)
         raise RunError(write_failure(run, error)) from None
-    runs = regimes.close("finished")
-    run.update_meta(status="finished", finished_at=now_iso())
-    run.event("run_finished", done=len(run.finished_keys()), total=run.read_meta()["n_cells_planned"],
-              nodes=dict(nodes))
+    runs = regimes.split_planned()
+    end_run(run, "finished", nodes=dict(nodes))
     for other in runs[1:]:
-        other.event("run_finished", done=len(other.finished_keys()), total=other.read_meta()["n_cells_planned"])
+        end_run(other, "finished")
     if progress:
         progress({"event": "ray_finished", "nodes": dict(nodes)})
     return runs
-
-
-class _Result:
-    """The two fields `summary_of` reads, from a record."""
-
-    def __init__(self, record: dict) -> None:
-        self.decode, self.prefill = record["decode"], record["prefill"]
 
 
 def execute_ray(plan: Plan, runs_dir: str | Path, *, device: str | None = None, resource: str | None = None,
@@ -358,11 +303,10 @@ def execute_ray(plan: Plan, runs_dir: str | Path, *, device: str | None = None, 
     """`execute` on the connected Ray cluster: `plan.repeats` runs, each split into tasks."""
     device = resolve_ray_device(device or plan.device)
     check_cluster(device, resource)  # before any run directory exists
-    series_id = uuid.uuid4().hex[:12] if plan.repeats > 1 else None
-    runs = []
-    for repeat_index in range(plan.repeats):
-        run = start_ray_run(plan, runs_dir, device, series_id=series_id, repeat_index=repeat_index)
-        if on_run_created:
-            on_run_created(run)
-        runs.extend(continue_ray_run(run, resource=resource, progress=progress))
-    return runs
+    return run_repeats(
+        plan.repeats,
+        lambda repeat_index, series_id: start_ray_run(plan, runs_dir, device, series_id=series_id,
+                                                      repeat_index=repeat_index),
+        lambda run: continue_ray_run(run, resource=resource, progress=progress),
+        on_run_created,
+    )

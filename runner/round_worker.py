@@ -14,7 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-PROGRESS_PREFIX = "@shapebench-progress "
+from runner.lifecycle import PROGRESS_PREFIX, RunError
+
 RUN_ERROR_EXIT = 3
 
 
@@ -25,7 +26,7 @@ def emit(event: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from runner.executor import RunError, continue_run
+    from runner.executor import continue_run
     from runner.runfiles import RunDir
 
     if len(argv) != 2 or not argv[1].isdigit():

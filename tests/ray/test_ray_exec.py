@@ -109,7 +109,7 @@ def test_cells_of_another_regime_go_to_a_cloned_run_never_mixed(tmp_path):
     entries = [{"key": k, "order_index": i, "cell": {}} for i, k in enumerate("abcd")]
     run.create({"run_id": "primary", "regime": ray_exec.PENDING_REGIME, "environment": {}, "cells": entries,
                 "n_cells_planned": 4, "status": "running", "plan": {"name": "p"}})
-    regimes = ray_exec._RegimeRuns(run)
+    regimes = ray_exec.RegimeRuns(run)
     env_a, env_b = {"device_kind": "cpu", "host": "a"}, {"device_kind": "cpu", "host": "b"}
 
     assert regimes.run_for("A", env_a) is run and run.read_meta()["regime"] == "A"
@@ -119,7 +119,7 @@ def test_cells_of_another_regime_go_to_a_cloned_run_never_mixed(tmp_path):
     regimes.record(clone, "c")
     run.write_cell("a", {"cell_key": "a"})
     regimes.record(run, "a")
-    runs = regimes.close("interrupted")
+    runs = regimes.split_planned()
 
     assert runs == [run, clone]
     clone_meta, meta = clone.read_meta(), run.read_meta()

@@ -43,7 +43,7 @@ def test_a_run_applies_affinity_and_threads_and_records_what_the_process_has(tmp
     core = max(os.sched_getaffinity(0))
     script = (
         "import json, os, sys, torch\n"
-        "from runner.executor import prepare_device\n"
+        "from runner.lifecycle import prepare_device\n"
         "from runner.plan import MeasureSettings\n"
         f"env = prepare_device('cpu', MeasureSettings(cpu_affinity=[{core}], threads=1))\n"
         "print(json.dumps({'env': {k: env[k] for k in ('cpu_affinity', 'torch_threads', 'host_launch_us')},"

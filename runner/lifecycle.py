@@ -1,0 +1,200 @@
+"""A run's life in its directory, the same for the direct and the Ray executor.
+
+- `prepare_device`: CUDA, host control and the environment, in whichever process measures.
+- `create_run`: the meta (plan, shuffled cell order, environment) and `run_started`.
+- `begin_segment`: a start or a resume: status running, `segment_started`.
+- `measure_records`: a list of planned cells measured in interleaved rounds, as cell records.
+- `record_cell`: a finished cell's file and its `cell_finished` event (and progress).
+- `end_run`: finished or interrupted, with its event; `write_failure` when the disk refuses.
+- `run_repeats`: `plan.repeats` runs sharing a series id.
+
+The executors decide where cells run (this process, round workers, Ray tasks); what lands
+in the run directory, and when, is decided here (the format itself is runner.runfiles).
+Nothing here imports torch at import time.
+"""
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+from runner import TOOL_VERSION
+from runner.plan import Cell, Plan
+from runner.runfiles import (
+    CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
+)
+
+ProgressCallback = Callable[[dict], None]
+PROTOCOL_VERSION = 2  # 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md)
+# A round worker's progress lines on its stdout start with this (runner.round_worker).
+PROGRESS_PREFIX = "@shapebench-progress "
+
+
+class RunError(ValueError):
+    """A run that cannot start or resume, with the reason."""
+
+
+def prepare_device(device: str, settings=None) -> dict:
+    """Initialise CUDA (telemetry learns our own GPU process), apply host control (core,
+    threads) and collect the environment, with what was applied read back and the host's
+    measured launch cost on that core. Shared by the direct and the Ray executor."""
+    from runner import environment, telemetry
+    from runner.host import apply_host_control, host_launch_us
+
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RunError("the plan asks for device 'cuda' but no CUDA device is available here")
+        telemetry.mark_baseline()
+        torch.zeros(1, device="cuda")
+        torch.cuda.synchronize()
+        telemetry.mark_own()
+        # float32 means float32: TF32 matrix units would change the numbers and the gate
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    control = {}
+    if settings is not None:
+        try:
+            control = apply_host_control(settings.cpu_affinity, settings.threads, device)
+        except ValueError as error:
+            raise RunError(str(error)) from None
+    env = environment.collect(device) | control
+    env["host_launch_us"] = host_launch_us(device)
+    return env
+
+
+def create_run(
+    plan: Plan,
+    runs_dir: str | Path,
+    cells: list[Cell],
+    *,
+    device: str,
+    environment: dict,
+    regime: str,
+    series_id: str | None = None,
+    repeat_index: int = 0,
+    calibrate: Callable[[], dict] | None = None,
+    **extra,
+) -> RunDir:
+    """A new run directory with its cells in a shuffled order (seed `plan.seed + repeat_index`,
+    recorded), then `run_started`; `calibrate()` (if given) runs in between, into the meta."""
+    shuffle_seed = plan.seed + repeat_index
+    order = list(range(len(cells)))
+    random.Random(shuffle_seed).shuffle(order)
+    run = RunDir(Path(runs_dir) / new_run_id())
+    run.create(run_meta(
+        run_id=run.run_id, series_id=series_id, plan=plan.model_dump(mode="json"), started_at=now_iso(),
+        environment=environment, regime=regime, device_kind=device, tool_version=TOOL_VERSION,
+        git_revision=environment.get("git_revision"), shuffle_seed=shuffle_seed,
+        protocol_version=PROTOCOL_VERSION,
+        cells=[planned_cell(cells[i].key, pos, cells[i].model_dump(mode="json")) for pos, i in enumerate(order)],
+        **extra,
+    ))
+    if calibrate is not None:
+        run.update_meta(calibration=calibrate())
+    run.event("run_started", total=len(cells), regime=regime)
+    return run
+
+
+def begin_segment(run: RunDir, done: int, total: int, **fields) -> None:
+    """A start or resume: temp files a killed writer left are removed, the run is running.
+
+    Wall-time accounting sums the segments between this event and the next
+    run_interrupted/run_finished, so a resumed run's idle gap is not counted."""
+    run.remove_temp_files()
+    run.update_meta(status="running", finished_at=None)
+    run.event("segment_started", done=done, total=total, **fields)
+
+
+def emit(run: RunDir, progress: ProgressCallback | None, kind: str, **fields) -> None:
+    """One progress event: appended to the run's log and passed to the caller's callback."""
+    run.event(kind, **fields)
+    if progress:
+        progress({"event": kind, **fields})
+
+
+def measure_records(
+    entries: list[dict],
+    settings,
+    input_seed: int,
+    *,
+    rounds: int,
+    order_seed: int,
+    on_start: Callable[[int, int], None] | None = None,
+    **options,
+) -> Iterator[tuple[int, dict]]:
+    """Measure planned cells (meta.json's entries) in interleaved rounds with one reference
+    cache (runner.protocol.measure_in_rounds, which takes `options`); yields (entry index,
+    cell record) as each cell finishes, its start stamped when its first round began."""
+    from runner.protocol import ReferenceCache, measure_in_rounds
+
+    cells = [Cell.model_validate(entry["cell"]) for entry in entries]
+    started: dict[int, str] = {}
+
+    def start(i: int, round_index: int) -> None:
+        started.setdefault(i, now_iso())
+        if on_start:
+            on_start(i, round_index)
+
+    for i, result in measure_in_rounds(cells, settings, input_seed, ReferenceCache(), rounds=rounds,
+                                       order_seed=order_seed, on_start=start, **options):
+        yield i, cell_record(entries[i], result, started.get(i, now_iso()))
+
+
+def failed_records(entries: list[dict], error: str) -> list[dict]:
+    """Records of planned cells that failed without being measured (their worker was lost)."""
+    stamp = now_iso()
+    return [cell_record(entry, CellResult(status="failed", error=error), stamp, stamp) for entry in entries]
+
+
+def record_cell(run: RunDir, record: dict, *, done: set[str], total: int,
+                progress: ProgressCallback | None = None, **fields) -> None:
+    """Write a finished cell's file (its kept rounds go), add it to `done`, emit `cell_finished`
+    with the progress medians; `fields` add to the event (e.g. the Ray node)."""
+    key = record["cell_key"]
+    run.write_cell(key, record)
+    run.clear_rounds(key)
+    done.add(key)
+    emit(run, progress, "cell_finished", key=key, label=Cell.model_validate(record["cell"]).label(),
+         status=record["status"], error=record["error"], done=len(done), total=total, **fields,
+         **summary_of(record))
+
+
+def end_run(run: RunDir, status: str, **fields) -> None:
+    """Mark the run finished (with its end time) or interrupted, and log it with its counts."""
+    meta = run.update_meta(status=status, **({"finished_at": now_iso()} if status == "finished" else {}))
+    kind = "run_finished" if status == "finished" else "run_interrupted"
+    run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"], **fields)
+
+
+def write_failure(run: RunDir, error: OSError) -> str:
+    """Mark the run interrupted if the disk still takes that much; say so in one line."""
+    reason = error.strerror or str(error).splitlines()[0]
+    try:
+        run.update_meta(status="interrupted")
+        marked = "the run is marked interrupted"
+    except OSError:
+        marked = "the run could not even be marked interrupted"
+    run.remove_temp_files()
+    return (f"cannot write the run directory {run.path}: {reason}; {marked}; "
+            f"free space and resume with --resume {run.run_id}")
+
+
+def run_repeats(
+    repeats: int,
+    start: Callable[[int, str | None], RunDir],
+    measure: Callable[[RunDir], list[RunDir]],
+    on_run_created: Callable[[RunDir], None] | None = None,
+) -> list[RunDir]:
+    """`repeats` independently shuffled runs sharing a series id (none for a single run):
+    `start(repeat_index, series_id)` makes each, `measure(run)` returns the runs it wrote."""
+    series_id = uuid.uuid4().hex[:12] if repeats > 1 else None
+    runs = []
+    for repeat_index in range(repeats):
+        run = start(repeat_index, series_id)
+        if on_run_created:
+            on_run_created(run)
+        runs.extend(measure(run))
+    return runs
