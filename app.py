@@ -10,11 +10,16 @@ in the process, so the first request of a fresh server went through a v1 navigat
 knows none of these pages and showed "Page not found" over the page app.py then routed to
 (a top-level pages/<name>.py would even have run alone, without this sidebar).
 """
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import ui
 
-st.set_page_config(page_title="shapebench", page_icon=":material/speed:", layout="wide")
+# A file of the app, not an icon name: Streamlit fetches a :material/...: favicon from
+# fonts.gstatic.com (an emoji one from a CDN) on every load; a local image is served from here.
+FAVICON = str(Path(__file__).parent / "dashboard" / "favicon.png")
+st.set_page_config(page_title="shapebench", page_icon=FAVICON, layout="wide")
 
 ctx = ui.sidebar()
 # Streamlit serves the default page at "/" only (its url_path names it internally), so a

@@ -70,15 +70,15 @@ def body(ctx: ui.Context) -> None:
             st.dataframe(_coefficients(fit), hide_index=True, column_config={
                 c: st.column_config.NumberColumn(format="%.4g") for c in ("estimate", "ci_low", "ci_high", "p_value", "adj_r2", "aic")})
 
-    stats = ui.cell_stats(ctx).frame
+    stats = ui.cell_frame(ctx)
     group_stats = stats[stats["group_id"] == group_id]
     scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
     bands = fit.bands if fit.status == "ok" else None
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(_legend_below(latency_vs_depth(group_stats, bands, scale)), key="dw_depth")
+        ui.chart(_legend_below(latency_vs_depth(group_stats, bands, scale)), "dw_depth", group_id)
     with right:
-        st.plotly_chart(_legend_below(latency_vs_params(group_stats, bands, scale)), key="dw_params")
+        ui.chart(_legend_below(latency_vs_params(group_stats, bands, scale)), "dw_params", group_id)
 
     st.subheader("What would a new shape cost here?")
     c1, c2, c3 = st.columns([1, 1, 3])

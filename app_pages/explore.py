@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
 from vocabulary import PHASES
-from dashboard import data, ui
+from dashboard import ui
 
 MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable
 
@@ -18,8 +18,8 @@ def _selected_from_chart(event) -> set[str]:
 def body(ctx: ui.Context) -> None:
     if not ui.page_header(ctx, "Explore cells"):
         return
-    stats = ui.cell_stats(ctx).frame
-    table = data.explore_table(ui.cells(ctx), stats)
+    stats = ui.cell_frame(ctx)
+    table = ui.explore_rows(ctx)
     phases = ctx.selection.get("phase") or []
     if phases:
         table = table[table["phase"].isin(phases) | table["phase"].isna()]
@@ -32,7 +32,8 @@ def body(ctx: ui.Context) -> None:
         horizontal=True, key="explore_phase")
     fig = latency_vs_params(stats[stats["phase"] == chart_phase])
     fig.update_layout(height=420, margin={"t": 50, "b": 40})
-    event = st.plotly_chart(fig, key="explore_chart", on_select="rerun", selection_mode=("points", "box", "lasso"))
+    event = ui.chart(fig, "explore_chart", f"{chart_phase}, {_scope(ctx)}", on_select="rerun",
+                     selection_mode=("points", "box", "lasso"))
     chosen = _selected_from_chart(event)
 
     shown = table[table["cell_id"].isin(chosen)] if chosen else table
@@ -77,7 +78,14 @@ def body(ctx: ui.Context) -> None:
         ids = ids[:MAX_DISTRIBUTIONS]
     samples = ui.samples(ctx, ids, phases)
     kind = st.radio("Chart", ["box", "violin"], horizontal=True, key="dist_kind")
-    st.plotly_chart(sample_distributions(samples, kind), key="explore_dist")
+    ui.chart(sample_distributions(samples, kind), "explore_dist", f"raw samples of {len(ids)} cells, {_scope(ctx)}")
+
+
+def _scope(ctx: ui.Context) -> str:
+    """What the sidebar selected, for a chart that mixes regimes and backends: its export says so."""
+    regimes, backends = ctx.selection.get("regime"), ctx.selection.get("backend")
+    return (f"regimes {', '.join(regimes)}" if regimes else "every regime") + "; " + (
+        f"backends {', '.join(backends)}" if backends else "every backend")
 
 
 def _parquet(frame) -> bytes:

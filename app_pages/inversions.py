@@ -19,8 +19,8 @@ def body(ctx: ui.Context) -> None:
         "95% CI across runs (or across rounds of one run; none for one round of one run, which is never significant). "
         "Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
         return
-    n_pairs = data.pair_counts(ui.pooled(ctx).frame)
-    keys = keys_by_group_id(ui.pooled(ctx).frame)
+    n_pairs = data.pair_counts(ui.pooled_frame(ctx))
+    keys = keys_by_group_id(ui.pooled_frame(ctx))
     if n_pairs.sum() == 0:
         st.info("Every group in this selection has a single model: no pairs to compare.")
         return
@@ -40,7 +40,7 @@ def body(ctx: ui.Context) -> None:
     fig = inversion_heatmap(sub)
     n = sub["model_name_a"].nunique() + 1
     fig.update_layout(height=max(420, min(1100, 22 * n + 200)))
-    st.plotly_chart(fig, key="inv_heatmap")
+    ui.chart(fig, "inv_heatmap", group_id)
     strongest = inv[(inv["group_id"] == group_id) & inv["significant"]].nlargest(1, "ratio_ci_low") if len(inv) else inv
     if len(strongest) and strongest["phase"].iat[0] != "prefill":  # the profile counts a decode step
         why = ui.explain_cells(ctx, strongest["run_cell_id_a"].iat[0], strongest["run_cell_id_b"].iat[0])

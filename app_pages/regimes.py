@@ -13,6 +13,23 @@ def _label(comp: dict) -> str:
                       for k, v in c.items())
 
 
+@ui.cached_query(copies=True)
+def _coefficients_figure(ctx: ui.Context, factor: str):
+    """Each level's depth elasticity per comparison group (analysis.figures.coefficient_plot)."""
+    return coefficient_plot([c for c in ui.compare(ctx, factor) if c["status"] == "ok"], "depth")
+
+
+@ui.cached_query(copies=True)
+def _side_by_side_figure(ctx: ui.Context, factor: str, choice: int):
+    """The chosen comparison group's cells, one colour per level (analysis.figures.regime_comparison)."""
+    comp = [c for c in ui.compare(ctx, factor) if c["status"] == "ok"][choice]["comparison"]
+    stats = ui.cell_frame(ctx)
+    mask = pd.Series(True, index=stats.index)
+    for key, value in comp.items():
+        mask &= stats[key] == value
+    return regime_comparison(stats[mask], factor)
+
+
 def _section(ctx: ui.Context, factor: str) -> None:
     comps = ui.compare(ctx, factor)
     if not comps:
@@ -30,7 +47,7 @@ def _section(ctx: ui.Context, factor: str) -> None:
             for c in comps:
                 st.markdown(f"- **{md(_label(c))}**: {md(c['message'], 2000)}")
         return
-    st.plotly_chart(coefficient_plot(ok, "depth"), key=f"coef_{factor}")
+    ui.chart(_coefficients_figure(ctx, factor), f"coef_{factor}", f"depth elasticity per {factor}: " + "; ".join(_label(c) for c in ok))
     rows = [{"comparison": _label(c), "levels": len(c["levels"]), "Wald chi2 (depth equal)": c["wald_depth"]["statistic"],
              "df": c["wald_depth"]["df"], "p": c["wald_depth"]["p_value"],
              "depth effect differs": c["wald_depth"]["p_value"] < 0.05, "finding": c["message"]} for c in ok]
@@ -42,12 +59,7 @@ def _section(ctx: ui.Context, factor: str) -> None:
         st.caption(f"{len(skipped)} comparison group(s) left out (one level, or too few shapes).")
 
     choice = st.selectbox("Side by side", range(len(ok)), format_func=lambda i: _label(ok[i]), key=f"side_{factor}")
-    comp = ok[choice]["comparison"]
-    stats = ui.cell_stats(ctx).frame
-    mask = pd.Series(True, index=stats.index)
-    for key, value in comp.items():
-        mask &= stats[key] == value
-    st.plotly_chart(regime_comparison(stats[mask], factor), key=f"side_fig_{factor}")
+    ui.chart(_side_by_side_figure(ctx, factor, choice), f"side_fig_{factor}", _label(ok[choice]))
 
 
 def body(ctx: ui.Context) -> None:

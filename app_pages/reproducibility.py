@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.figures import run_medians_figure
 from analysis.load import GroupKey, keys_by_group_id
-from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, has_repeats, run_medians, variance_components
+from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, variance_components
 from dashboard import ui
 
 INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind",
@@ -32,12 +32,12 @@ def body(ctx: ui.Context) -> None:
         f"their within-run CIs? A cell is irreproducible when Cochran's Q says no (BH q < {FDR:g}) and the run "
         f"medians differ by at least {MIN_SPREAD:g}x. Pooled CIs resample runs, so they include between-run variance."):
         return
-    stats = ui.cell_stats(ctx)
-    if not has_repeats(stats):
+    runs = ui.repeat_runs(ctx)
+    if runs is None:
         st.info(NO_REPEATS_MESSAGE[0].upper() + NO_REPEATS_MESSAGE[1:] + ".")
         return
     table = ui.repeat_table(ctx)
-    keys = keys_by_group_id(stats.frame)  # every group of the selection
+    keys = keys_by_group_id(ui.cell_frame(ctx))  # every group of the selection
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Repeated cell-phases", f"{len(table):,}", help=f"measured in 2-{int(table['n_runs'].max())} runs")
     c2.metric("Irreproducible", f"{int(table['irreproducible'].sum()):,}")
@@ -56,7 +56,6 @@ def body(ctx: ui.Context) -> None:
     })
     st.caption("between_run_sd: SD of log run medians net of within-run noise (about a relative SD), 95% CI over cells.")
 
-    runs = run_medians(stats, table)
     groups = sorted(runs["group_id"].unique())
     flagged = table.groupby("group_id")["irreproducible"].sum()
     if st.session_state.get("repro_group") not in groups:
@@ -65,7 +64,7 @@ def body(ctx: ui.Context) -> None:
                             format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({int(flagged.get(g, 0))} irreproducible)")
     fig = run_medians_figure(runs[runs["group_id"] == group_id])
     fig.update_layout(height=520)
-    st.plotly_chart(fig, key="repro_runs")
+    ui.chart(fig, "repro_runs", group_id)
 
     st.subheader("Inversions across runs")
     inversions = ui.inversions_across_runs(ctx)

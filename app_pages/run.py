@@ -86,7 +86,7 @@ def _form(ctx: ui.Context) -> plan_builder.BuiltPlan:
 def _power_hint(ctx: ui.Context, prefill_reps: int, e2e_reps: int) -> None:
     cv_default = 0.05
     if ctx.summary["ok"]:
-        frame = ui.cell_stats(ctx).frame
+        frame = ui.cell_frame(ctx)
         if len(frame):
             cv_default = float(round(frame["cv"].median(), 3)) or cv_default
     with st.expander("How many samples do I need?", expanded=False):
@@ -113,6 +113,14 @@ def _start(ctx: ui.Context, built: plan_builder.BuiltPlan) -> None:
         st.session_state["_run_active"] = True
     except Exception as error:  # noqa: BLE001 - a lock or a spawn failure, shown on the page
         st.session_state["_run_start_error"] = str(error)
+
+
+def _resume(ctx: ui.Context, run_id: str) -> None:
+    try:
+        runs.resume(run_id, ctx.runs_dir)
+        st.session_state["_run_active"] = True
+    except Exception as error:  # noqa: BLE001 - a lock, a run no longer interrupted, a spawn failure
+        st.session_state["_run_resume_error"] = str(error)
 
 
 @st.fragment(run_every=POLL_S)
@@ -159,6 +167,14 @@ def _live(ctx: ui.Context) -> None:
                     f"{p['done']} / {p['total']} cells, ETA {runs.format_eta(p['eta_s'])}.")
     table = pd.DataFrame(history)[["run_id", "plan_name", "status", "done", "total", "failed", "regime"]]
     st.dataframe(table.head(15), hide_index=True, key="run_history")
+    resume_error = st.session_state.pop("_run_resume_error", None)
+    if resume_error:
+        st.error(resume_error)
+    for p in [p for p in history if p["status"] == "interrupted"][:3]:  # the latest few: older ones are in the table
+        st.button(f"Resume {p['run_id']} ({p['done']} / {p['total']} cells done)", key=f"run_resume_{p['run_id']}",
+                  disabled=bool(lock), on_click=_resume, args=(ctx, p["run_id"]),
+                  help="one run at a time on this machine" if lock else
+                  "runner run PLAN --resume RUN_ID: its finished cells are kept, the rest are measured")
     last = runs.log_tail(lock["log"], 4) if lock else []
     if last:
         st.caption("runner output: " + " / ".join(last))

@@ -77,7 +77,7 @@ def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
         st.info(f"{s['no_ci']:,} of {s['n']:,} cells have **no CI**: a run measured them in a single round (every "
                 "protocol 1 run does), so there is no independent unit to judge noise by. Their ratios are shown, "
                 "but whether they moved cannot be told.")
-    st.plotly_chart(ratio_figure(table, run_a, run_b), key="runs_ratio_chart")
+    ui.chart(ratio_figure(table, run_a, run_b), "runs_ratio_chart", f"run {run_b} / run {run_a}")
     st.caption("CIs: Welch's t on the log medians of each run's rounds. They leave out run-to-run variance, so two "
                "ordinary runs of one plan differ beyond them even when nothing changed: read a comparison next to "
                "such a pair (Reproducibility shows the spread of repeat runs).")

@@ -86,10 +86,13 @@ def body(ctx: ui.Context) -> None:
                  "selection (all filters apply), viewable without any server.")
 
     st.subheader("Load a snapshot")
-    upload = st.file_uploader("Snapshot zip", type=["zip"], key="snap_upload")
+    from store.snapshot import UPLOAD_LIMITS
+
+    session_mb = UPLOAD_LIMITS.max_bytes // 2**20
+    upload = st.file_uploader("Snapshot zip", type=["zip"], key="snap_upload", max_upload_size=ui.upload_limit_mb(ctx.hosted))
     if upload is None:
-        st.caption("Upload a snapshot zip to open it read-only in this session"
-                   + ("" if ctx.hosted else " or to merge it into the store file") + ".")
+        st.caption(f"Upload a snapshot zip to open it read-only in this session (up to {session_mb} MB)"
+                   + ("" if ctx.hosted else f" or to merge it into the store file (up to {ui.upload_limit_mb(False)} MB)") + ".")
         return
     data = upload.getvalue()
     c1, c2 = st.columns(2)

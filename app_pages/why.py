@@ -71,10 +71,10 @@ def body(ctx: ui.Context) -> None:
                + ", ".join(f"{n} {v}" for v, n in verdicts.items())
                + f"; measured / predicted median {group['measured_over_predicted'].median():.2f}x.")
 
-    st.plotly_chart(why_components(group), key="why_components")
+    ui.chart(why_components(group), "why_components", f"{regime} | {backend} | {dtype}")
     color = st.radio("Colour by", ["backend", "width"], horizontal=True, key="why_color")
     same = floor[(floor["regime"] == regime) & (floor["dtype"] == dtype)]
-    st.plotly_chart(kernels_vs_depth(same, "backend" if color == "backend" else "n_embd"), key="why_kernels")
+    ui.chart(kernels_vs_depth(same, "backend" if color == "backend" else "n_embd"), "why_kernels", f"{regime} | {dtype}")
 
     st.subheader("Fitted overhead per launch")
     st.caption("Per (regime, backend, dtype): decode_ms ~ count + memory_ms (OLS, HC3). The count is host launches "

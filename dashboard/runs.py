@@ -62,6 +62,29 @@ def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | 
     With `ray_address` ("local", "auto" or "ray://host:port") the runner sends the cells to a
     Ray cluster (`--ray`); progress and ingestion are the same.
     """
+    extra = ["--ray", ray_address.strip()] if ray_address else []
+    return _launch(plan_toml, plan_name, runs_dir, extra, {}, lock, python)
+
+
+def resume(run_id: str, runs_dir: str | Path, *, lock: Path | None = None, python: str = sys.executable) -> dict[str, Any]:
+    """Resume an interrupted run (`runner run PLAN --resume RUN_ID`: its finished cells are kept).
+
+    The plan file is the run's own recorded plan, written out as TOML for the command line
+    (the runner reads the plan from the run directory when resuming).
+    """
+    import tomli_w
+
+    run = RunDir(Path(runs_dir) / run_id)
+    meta = run.read_meta()
+    if meta.get("status") != "interrupted":
+        raise RuntimeError(f"run {run_id} is {meta.get('status')}, not interrupted: nothing to resume")
+    plan = {k: v for k, v in (meta.get("plan") or {}).items() if v is not None}
+    name = str(meta.get("plan_name") or plan.get("name") or run_id)
+    return _launch(tomli_w.dumps(plan), name, runs_dir, ["--resume", run_id], {"resume": run_id}, lock, python)
+
+
+def _launch(plan_toml: str, plan_name: str, runs_dir: str | Path, extra: list[str], info_extra: dict[str, Any],
+            lock: Path | None, python: str) -> dict[str, Any]:
     lock = lock or lock_path()
     active = read_lock(lock)
     if active:
@@ -75,9 +98,7 @@ def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | 
     plan_file.write_text(plan_toml)
     log_file = work / f"{stamp}-{safe}.log"
     known = [d.run_id for d in list_run_dirs(runs_dir)]
-    command = [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest"]
-    if ray_address:
-        command += ["--ray", ray_address.strip()]
+    command = [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest", *extra]
     with open(log_file, "w") as log:
         proc = subprocess.Popen(
             command,
@@ -87,7 +108,7 @@ def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | 
         )
     _PROCS[proc.pid] = proc
     info = {"pid": proc.pid, "plan": str(plan_file), "log": str(log_file), "runs_dir": str(runs_dir),
-            "known_runs": known, "started": time.time(), "plan_name": plan_name}
+            "known_runs": known, "started": time.time(), "plan_name": plan_name, **info_extra}
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(json.dumps(info))
     return info
@@ -121,7 +142,11 @@ def cancel(pid: int, grace_s: float = CANCEL_GRACE_S) -> str:
 
 
 def find_run_dir(info: Mapping[str, Any]) -> RunDir | None:
-    """The run directory the launched runner created (the one not there before it started)."""
+    """The run directory the launched runner created (the one not there before it started), or
+    the one it resumes."""
+    if info.get("resume"):
+        run = RunDir(Path(info["runs_dir"]) / info["resume"])
+        return run if run.path.is_dir() else None
     known = set(info.get("known_runs") or [])
     fresh = [d for d in list_run_dirs(info["runs_dir"]) if d.run_id not in known]
     return fresh[-1] if fresh else None

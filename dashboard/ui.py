@@ -12,9 +12,13 @@ invalidates them without any explicit clearing.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import html
+import inspect
 import logging
 import os
+import re
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -134,48 +138,90 @@ class Context:
 
 # --- cached queries ------------------------------------------------------------------------
 
-def cached_query(spinner: str | bool = False, *, on_disk: bool = False) -> Callable:
+@functools.lru_cache(maxsize=None)
+def _code_version(module_file: str) -> str:
+    """A hash of the dashboard package and of the file defining a kept result.
+
+    analysis.derived keys kept results on the analysis code; a result that dashboard code
+    (a page, dashboard.data) shapes must not outlive a change to that code either.
+    """
+    digest = hashlib.sha256()
+    for path in sorted({*Path(__file__).parent.glob("*.py"), Path(module_file)}):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: bool = False) -> Callable:
     """Cache `compute(ctx, *args)` per (dataset, data version, filters, args).
 
-    One st.cache_data entry per key in this server process; with `on_disk=True` the result is
-    also kept on disk per dataset content (analysis.derived), so a new server process or a
-    cold page loads it instead of recomputing the pooled statistics (a minute on 2 cores).
+    One entry per key in this server process; with `on_disk=True` the result is also kept on
+    disk per dataset content (analysis.derived), so a new server process or a cold page loads
+    it instead of recomputing the pooled statistics (a minute on 2 cores).
+
+    The entries are st.cache_resource, not st.cache_data: cache_data unpickles a fresh copy on
+    every hit, and with results of 10-30 MB (cell statistics, pooled cells, fits) on a store ten
+    times the bundle those copies were most of a warm page's time (1-2.6 s). Every caller
+    shares one object, so results are read-only: pages filter, assign and copy, never set in
+    place; a DataFrame is handed out as a shallow copy (pandas copy-on-write: free, and setting
+    a column on it leaves the kept one alone). With `copies=True` (a page's plotly figure,
+    which the page then titles and lays out) every caller gets its own copy (st.cache_data):
+    a pickled figure of 48 traces loads in about 0.07 s where building it through plotly's
+    validators takes 0.3-0.7 s on this machine.
     """
     def decorate(compute: Callable[..., Any]) -> Callable[..., Any]:
         name = compute.__name__
+        module_file = inspect.getsourcefile(compute) or __file__
 
-        @st.cache_data(show_spinner=spinner, max_entries=512)
+        @(st.cache_data if copies else st.cache_resource)(show_spinner=spinner, max_entries=512)
         def cached(_ctx: Context, name: str, ds_key: str, version: str, fkey: tuple, args: tuple):
             if on_disk and _ctx.content_id:
                 from analysis.derived import load_or_compute
 
-                return load_or_compute(_ctx.content_id, name, (fkey, args), lambda: compute(_ctx, *args))
+                parts = (fkey, args, _code_version(module_file))
+                return load_or_compute(_ctx.content_id, name, parts, lambda: compute(_ctx, *args))
             return compute(_ctx, *args)
 
         def call(ctx: Context, *args):
-            return cached(ctx, name, ctx.ds_key, ctx.version, ctx.fkey, args)
+            value = cached(ctx, name, ctx.ds_key, ctx.version, ctx.fkey, args)
+            return value.copy(deep=False) if isinstance(value, pd.DataFrame) else value
 
         call.__name__, call.__doc__ = name, compute.__doc__
+        _RESULT_CACHES.append(cached)
         return call
     return decorate
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _summary(_source: Source, ds_key: str, version: str) -> dict[str, int]:
-    with _source.reading() as con:
-        return data.summary(con)
+_RESULT_CACHES: list = []
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _options(_source: Source, ds_key: str, version: str) -> dict[str, list]:
-    with _source.reading() as con:
-        return data.options(con)
+def clear_results() -> None:
+    """Forget every cached_query result held in memory (kept results on disk stay): a cold page."""
+    for cached in _RESULT_CACHES:
+        cached.clear()
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _content_id(_source: Source, ds_key: str, version: str) -> str:
-    with _source.reading() as con:
-        return data.content_id(con)
+def per_version(query: Callable[[duckdb.DuckDBPyConnection], Any]) -> Callable[[Source, str, str], Any]:
+    """Cache `query(con)` per (dataset, data version): what build_context needs before a Context exists.
+
+    The source is not hashed: the dataset key names it. The query's name is part of the key
+    because every function this makes shares one st.cache_data (same code, same qualname).
+    """
+    name = query.__name__
+
+    @st.cache_data(show_spinner=False, max_entries=64)
+    def cached(_source: Source, name: str, ds_key: str, version: str):
+        with _source.reading() as con:
+            return query(con)
+
+    def call(source: Source, ds_key: str, version: str):
+        return cached(source, name, ds_key, version)
+
+    call.__name__, call.__doc__ = name, query.__doc__
+    return call
+
+
+_summary, _options, _content_id = per_version(data.summary), per_version(data.options), per_version(data.content_id)
 
 
 @cached_query("Computing cell statistics...", on_disk=True)
@@ -187,17 +233,41 @@ def cell_stats(ctx: Context):
         return compute_cell_stats(con, ctx.filters)
 
 
+@cached_query("Computing cell statistics...", on_disk=True)
+def cell_frame(ctx: Context) -> pd.DataFrame:
+    """cell_stats' frame without its bootstrap draws: what pages read.
+
+    The draws (cells x resamples) are most of CellStats' size (53 MB on the bundle, ten times
+    that on a store ten times its size) and st.cache_data unpickles a copy on every call, so a
+    page that only needs medians and CIs must not pay for them on every rerun.
+    """
+    return cell_stats(ctx).frame
+
+
+@cached_query("Pooling repeat runs...", on_disk=True)
+def pooled_frame(ctx: Context) -> pd.DataFrame:
+    """pooled's frame without its draws (see cell_frame)."""
+    return pooled(ctx).frame
+
+
 @cached_query()
 def cells(ctx: Context) -> pd.DataFrame:
     with ctx.reading() as con:
         return data.cells_table(con, ctx.filters)
 
 
+@cached_query("Joining cells and statistics...", on_disk=True)
+def explore_rows(ctx: Context) -> pd.DataFrame:
+    """Explore's table (dashboard.data.explore_table): per-phase memory and energy are a pass over
+    every cell's resources (about a second on a store ten times the bundle), so once per version."""
+    return data.explore_table(cells(ctx), cell_frame(ctx))
+
+
 @cached_query("Fitting depth vs width...", on_disk=True)
 def fits(ctx: Context):
     from analysis.regression import fit_all
 
-    frame = cell_stats(ctx).frame
+    frame = cell_frame(ctx)
     return fit_all(frame) if len(frame) else []
 
 
@@ -229,7 +299,7 @@ def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
 def compare(ctx: Context, factor: str) -> list[dict]:
     from analysis.regimes import compare as compare_factor
 
-    return compare_factor(cell_stats(ctx).frame, factor)
+    return compare_factor(cell_frame(ctx), factor)
 
 
 @cached_query("Modelling profiled cells...", on_disk=True)
@@ -266,7 +336,7 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
         return None
     floor = floor[floor["bandwidth_gb_s"].notna()]
     floor = floor.assign(launches=floor["kernels"].where(floor["graph_launches"].fillna(0) > 0, floor["launches"]))
-    keys = cell_stats(ctx).frame.drop_duplicates("cell_id").set_index("cell_id")[["regime", "cell_key"]]
+    keys = cell_frame(ctx).drop_duplicates("cell_id").set_index("cell_id")[["regime", "cell_key"]]
     profiled = floor.join(keys[["cell_key"]], on="cell_id").drop_duplicates(["regime", "cell_key"]).set_index(["regime", "cell_key"])
     rows = []
     for cell in (slow_cell, fast_cell):
@@ -291,6 +361,16 @@ def repeat_table(ctx: Context) -> pd.DataFrame:
     stats, pooled_stats = cell_stats(ctx), pooled(ctx)
     with ctx.reading() as con:
         return table_of(stats, con, pooled=pooled_stats)
+
+
+@cached_query("Comparing repeat runs...", on_disk=True)
+def repeat_runs(ctx: Context) -> pd.DataFrame | None:
+    """Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians,
+    with repeat_table's verdicts); None when no cell was."""
+    from analysis.reproducibility import has_repeats, run_medians
+
+    stats = cell_stats(ctx)
+    return run_medians(stats, repeat_table(ctx)) if has_repeats(stats) else None
 
 
 @cached_query("Judging inversions across runs...", on_disk=True)
@@ -335,13 +415,10 @@ def run_comparison(ctx: Context, run_a: str, run_b: str) -> pd.DataFrame:
 
 
 @cached_query()
-def _samples(ctx: Context, cell_ids: tuple, phases: tuple) -> pd.DataFrame:
+def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
+    """Raw samples of chosen cells (dashboard.data.samples_for), in cell, phase, rep, step order."""
     with ctx.reading() as con:
         return data.samples_for(con, list(cell_ids), list(phases))
-
-
-def samples(ctx: Context, cell_ids: list[str], phases: list[str]) -> pd.DataFrame:
-    return _samples(ctx, tuple(sorted(cell_ids)), tuple(sorted(phases)))
 
 
 # --- sidebar -------------------------------------------------------------------------------
@@ -533,7 +610,7 @@ def require_data(ctx: Context) -> bool:
     if ctx.summary["ok"] == 0:
         st.warning("No cell finished ok yet: every cell failed or is unsupported. See Overview for their errors.")
         return False
-    if cell_stats(ctx).frame.empty:
+    if cell_frame(ctx).empty:
         st.info(f"No measured cells match the filters ({flt.describe(ctx.selection)}). Clear a filter in the sidebar.")
         return False
     return True
@@ -552,6 +629,36 @@ def page_header(ctx: Context, title: str, caption: str | None = None) -> bool:
         st.caption(caption)
     running_note(ctx)
     return require_data(ctx)
+
+
+def chart(fig, key: str, shows: str, **kwargs):
+    """st.plotly_chart whose exported PNG says what it shows.
+
+    `shows` (regime, backend, phase, dtype...: what the page selected) becomes the figure's
+    subtitle, or its title where it has none, and the name of the file the camera button saves,
+    so an image taken out of the dashboard still names its hardware and backend. Plotly reads
+    a few HTML tags in titles (links among them): the text from the data is HTML-escaped.
+    """
+    text = html.escape(shows if len(shows) <= 200 else shows[:199] + "…")  # a subtitle, not a paragraph
+    if fig.layout.title.text:
+        fig.update_layout(title_subtitle_text=text, margin_t=max(fig.layout.margin.t or 0, 90))
+    else:
+        fig.update_layout(title_text=text)
+    filename = "shapebench-" + (re.sub(r"[^A-Za-z0-9.]+", "-", shows).strip("-")[:150] or "chart")
+    config = {"toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
+    return st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def upload_limit_mb(hosted: bool) -> int:
+    """The largest snapshot upload accepted: hosted mode's upload limit, else the server's
+    server.maxUploadSize (.streamlit/config.toml), so the uploader's text is the limit that applies."""
+    from streamlit import config
+
+    if hosted:
+        from store.snapshot import UPLOAD_LIMITS
+
+        return UPLOAD_LIMITS.max_bytes // 2**20
+    return int(config.get_option("server.maxUploadSize"))
 
 
 def sha256(data_bytes: bytes) -> str:

@@ -1,0 +1,114 @@
+"""The dashboard's small promises: the uploader states the limit that applies, exported PNGs name
+what they show, the favicon is the app's own, kept results follow the code, an interrupted run resumes."""
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from tests.ui.conftest import PAGES, ROOT, assert_clean, fake_running_run
+
+
+def _open(at, page: str):
+    at.run()
+    if page != "overview":
+        at.switch_page(PAGES[page]).run()
+    assert_clean(at)
+    return at
+
+
+def test_snapshot_uploader_states_the_configured_limit_locally_and_the_upload_limit_hosted(app_env):
+    configured = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    local = _open(app_env(), "snapshots")
+    assert [u.proto.max_upload_size_mb for u in local.get("file_uploader")] == [configured]
+    assert any("50 MB" in c.value for c in local.caption), "opening read-only in a session has the upload limit"
+    hosted = _open(app_env(hosted=True), "snapshots")
+    assert [u.proto.max_upload_size_mb for u in hosted.get("file_uploader")] == [50]
+
+
+def test_exported_png_is_named_after_the_group_it_shows_and_says_it_in_the_figure(app_env):
+    at = _open(app_env(), "depth_width")
+    group = at.selectbox(key="dw_group").value
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    for element in charts:
+        options = json.loads(element.proto.config)["toImageButtonOptions"]
+        spec = json.loads(element.proto.spec)
+        title = spec["layout"]["title"]
+        shown = title.get("subtitle", {}).get("text") or title.get("text")
+        assert shown == group.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", group).strip("-")
+        assert options["filename"] == f"shapebench-{slug}"[:161], "the file says regime, backend, phase and dtype"
+        assert options["format"] == "png"
+
+
+def test_dashboard_code_is_part_of_a_kept_results_key(tmp_path):
+    from dashboard import ui
+
+    page = tmp_path / "page.py"
+    page.write_text("x = 1\n")
+    before = ui._code_version(str(page))
+    ui._code_version.cache_clear()
+    page.write_text("x = 2\n")
+    assert ui._code_version(str(page)) != before
+
+
+def test_favicon_is_a_file_of_the_app_not_an_icon_name_fetched_from_a_font_server():
+    source = (ROOT / "app.py").read_text()
+    assert "page_icon=FAVICON" in source
+    assert Path(ROOT / "dashboard" / "favicon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _interrupted_run(runs_dir: Path) -> str:
+    """fake_running_run's run, then marked interrupted as the runner marks it on SIGTERM."""
+    from runner.runfiles import RunDir
+
+    path = fake_running_run(runs_dir, None)
+    run = RunDir(path)
+    meta = run.read_meta() | {"status": "interrupted", "plan": {"name": "in-progress", "device": "cpu"}}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return run.run_id
+
+
+def test_resume_launches_the_runner_with_resume_and_follows_the_same_run(tmp_path, monkeypatch):
+    from dashboard import runs
+
+    run_id = _interrupted_run(tmp_path)
+    launched = []
+
+    class Proc:
+        pid = 4242
+
+    monkeypatch.setattr(runs.subprocess, "Popen", lambda command, **kw: launched.append(command) or Proc())
+    info = runs.resume(run_id, tmp_path, lock=tmp_path / "run.lock")
+    command = launched[0]
+    assert command[command.index("--resume") + 1] == run_id and "--no-ingest" in command
+    assert tomllib.loads(Path(command[command.index("run") + 1]).read_text())["name"] == "in-progress"
+    assert runs.find_run_dir(info).run_id == run_id, "progress follows the resumed run, not a new one"
+    runs._PROCS.pop(Proc.pid, None)
+
+
+def test_resume_refuses_a_run_that_is_not_interrupted(tmp_path):
+    import pytest
+
+    from dashboard import runs
+
+    run_id = fake_running_run(tmp_path, None).name
+    with pytest.raises(RuntimeError, match="not interrupted"):
+        runs.resume(run_id, tmp_path, lock=tmp_path / "run.lock")
+
+
+def test_run_page_offers_resume_for_an_interrupted_run_and_starts_it(app_env, tmp_path, monkeypatch):
+    from dashboard import runs
+
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    run_id = _interrupted_run(runs_dir)
+    resumed = []
+    monkeypatch.setattr(runs, "resume", lambda rid, where: resumed.append((rid, Path(where))))
+    at = _open(app_env(runs=runs_dir), "run")
+    button = at.button(key=f"run_resume_{run_id}")
+    assert "2 / 5 cells done" in button.label and not button.disabled
+    button.click().run()
+    assert resumed == [(run_id, runs_dir)]
