@@ -12,13 +12,16 @@ with its 95% CI and what that CI is across (`analysis.intervals`), then the stro
 inversions significant at FDR 5% (`analysis.inversions`), each naming its regime, backend,
 phase and dtype.
 
-Everything is pooled over runs, and by *shape*, not by cell key: the reference family and
-the grid generator name the same model twice (gpt2-50m is the grid's 8x512, gpt2-100m its
-8x768), so pooling by cell key leaves two rows for one shape in a group and every pair with
-that shape is counted twice (issue 20: "1839 significant" of fewer shape pairs). Pooled by
-`SHAPE_COLUMNS`, a group holds one row per shape (no run measures a shape twice under two
-names), its median is the geometric mean over every run that measured it, whatever the
-name, and a count of pairs is a count of shape pairs. Repeated cells never pick a run.
+Everything is pooled over runs by `reproducibility.pooled_stats`, whose unit is the
+configuration without the model's name (`POOL_COLUMNS`: shape, backend and options, dtype,
+batch, prompt and generation length, within a regime and phase), not the stored cell key:
+the reference family and the grid generator name the same model twice (gpt2-50m is the
+grid's 8x512, gpt2-100m its 8x768) under different cell keys, and pooling by those left two
+rows for one shape in a group and counted every pair with that shape twice (issue 20:
+"1839 significant" of fewer shape pairs). So a group holds one row per shape (no run
+measures a shape twice under two names), its median is the geometric mean over every run
+that measured it, whatever the name, and a count of pairs is a count of shape pairs; the
+Inversions page and `analyze` pool the same way. Repeated cells never pick a run.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import pandas as pd
 
 from analysis.intervals import CI_NONE, NO_CI  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
-from analysis.reproducibility import CONFIG_COLUMNS, pooled_stats
+from analysis.reproducibility import NAME_SEPARATOR, pooled_stats
 from analysis.stats import CellStats, compute_cell_stats
 
 # The seed and grid plans' operating point: the seed pair is compared there only.
@@ -41,9 +44,6 @@ SEED_PHASE = "decode"  # the phase the "latency inversion" claim is about (ms pe
 # The reference pair of the claim: deep and narrow, yet 5x fewer parameters than shallow and wide.
 DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
 TOP_INVERSIONS = 10  # one per group: enough to show every backend that inverts, few enough to read first
-# What identifies a shape across runs and plans: the configuration without the model's name.
-SHAPE_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "model_name") + ("params",)
-NAME_SEPARATOR = " = "  # between the names one shape carries (gpt2-50m = 8x512)
 PAIR_COLUMNS = ("group_id", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "gen_len", "model_name_a",
                 "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant")  # what an empty headline still carries
 COUNT_COLUMNS = ("regime", "groups", "shape_pairs", "inverted", "significant", "without_ci")
@@ -68,25 +68,6 @@ class Headline:
     pairs: pd.DataFrame
 
 
-def pooled_by_shape(stats: CellStats) -> CellStats:
-    """Per-run cell statistics pooled over runs per (regime, shape, phase) (module docstring).
-
-    `model_name` becomes the shape's names joined by `NAME_SEPARATOR`, reference-family
-    names first; `model_names` keeps them as a list.
-    """
-    frame = stats.frame.copy()
-    if frame.empty:
-        return pooled_stats(stats)
-    frame["cell_key"] = frame[list(SHAPE_COLUMNS)].astype(str).agg("/".join, axis=1)
-    pooled = pooled_stats(CellStats(frame, stats.draws, stats.confidence, stats.seed))
-    name_of = dict(zip(frame["cell_id"], frame["model_name"]))
-    out = pooled.frame
-    out["model_names"] = [sorted({name_of[c] for c in ids}, key=lambda n: (n == f"{layers}x{width}", n))
-                          for ids, layers, width in zip(out["cell_ids"], out["n_layer"], out["n_embd"])]
-    out["model_name"] = out["model_names"].map(NAME_SEPARATOR.join)
-    return pooled
-
-
 def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
     """The headline of per-run cell statistics (`compute_cell_stats`, any filters).
 
@@ -94,7 +75,7 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
     the group's shape pairs) and picks the seed pairs and the strongest inversions from
     that one frame, so a pair shows the same numbers wherever it appears.
     """
-    pooled = pooled_by_shape(stats)
+    pooled = pooled_stats(stats)
     if pooled.frame.empty:
         return Headline(*(pd.DataFrame(columns=columns) for columns in (PAIR_COLUMNS, PAIR_COLUMNS, COUNT_COLUMNS,
                                                                          PAIR_COLUMNS)))
@@ -125,7 +106,7 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
 
 
 def is_seed_pair(pairs: pd.DataFrame) -> pd.Series:
-    """Pairs (of `pair_ratios` on `pooled_by_shape`) of DEEP_NARROW vs SHALLOW_WIDE, at any point and phase."""
+    """Pairs (of `pair_ratios` on `pooled_stats`) of DEEP_NARROW vs SHALLOW_WIDE, at any point and phase."""
     def named(column: str, name: str) -> pd.Series:
         return pairs[column].astype(str).str.split(NAME_SEPARATOR).map(lambda names: name in names).astype(bool)
 

@@ -39,7 +39,7 @@ E2E_GROUP_KEYS: tuple[str, ...] = GROUP_KEYS + ("gen_len",)
 
 CELL_COLUMNS = (
     "cell_id", "run_id", "cell_key", "model_name", "n_layer", "n_embd", "n_head", "params",
-    "backend", "device", "dtype", "batch_size", "prompt_len", "gen_len", "flags",
+    "backend", "backend_options", "device", "dtype", "batch_size", "prompt_len", "gen_len", "flags",
 )
 
 

@@ -6,9 +6,15 @@ component: the same configuration on the same regime lands on a different median
 to run (clocks, host load, allocator state, library versions). This module measures that
 component and carries it into the CIs that verdicts use.
 
-A *repeat unit* is one (regime, cell key, phase) measured in more than one run; the key is
-`cells.cell_key` (`by="cell_key"`) or the configuration columns (`by="config"`, for runs
-whose cell keys were computed differently).
+A *repeat unit* is one (regime, cell, phase) measured in more than one run. By default
+(`by="shape"`, `POOL_COLUMNS`) a cell is its configuration without its name: the shape,
+parameter count, backend and its options, device, dtype, batch, prompt and generation
+length. The reference family and the grid name one shape twice (gpt2-50m is the grid's
+8x512) and their `cells.cell_key` differ (the key hashes where the model came from), so
+pooling by cell key left two rows for one shape in a group and counted each of its pairs
+twice; cells that differ in anything that changes latency (batch, prompt, options) are
+never pooled. `by="cell_key"` (the stored hash) and `by="config"` (the configuration with
+the name) are kept for comparison.
 
 Between-run variance, per unit: a one-way random-effects model on the per-run log medians,
 fitted as a random-effects meta-analysis (statsmodels `combine_effects`, Paule-Mandel
@@ -60,6 +66,11 @@ from analysis.stats import CellStats, add_throughput
 
 # The configuration of a cell (everything but the run), for `by="config"`.
 CONFIG_COLUMNS = ("model_name", "n_layer", "n_embd", "n_head", "backend", "device", "dtype", "batch_size", "prompt_len", "gen_len")
+# What makes two cells the same measurement (module docstring): the configuration without the model's name.
+POOL_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "model_name") + ("params", "backend_options")
+POOL_BY = "shape"  # the default repeat key: POOL_COLUMNS
+NAME_SEPARATOR = " = "  # between the names one pooled shape carries (gpt2-50m = 8x512)
+REPEAT_KEYS = {"shape": POOL_COLUMNS, "config": CONFIG_COLUMNS, "cell_key": ("cell_key",)}
 UNIT_KEYS = ("regime", "repeat_key", "phase")
 FDR = 0.05  # Benjamini-Hochberg level for "run medians differ beyond their within-run CIs"
 MIN_SPREAD = 1.02  # max/min of run medians: below 2% a difference is too small to act on
@@ -73,20 +84,23 @@ NO_REPEATS_MESSAGE = (
 )
 
 
-def with_repeat_key(frame: pd.DataFrame, by: str = "cell_key") -> pd.DataFrame:
+def with_repeat_key(frame: pd.DataFrame, by: str = POOL_BY) -> pd.DataFrame:
     """A copy of a stats frame with `repeat_key` (what identifies a cell across runs) and `repeat_id`."""
-    if by not in ("cell_key", "config"):
-        raise ValueError(f"by must be 'cell_key' or 'config', got {by!r}")
+    if by not in REPEAT_KEYS:
+        raise ValueError(f"by must be one of {', '.join(map(repr, REPEAT_KEYS))}, got {by!r}")
     frame = frame.copy()
     if by == "cell_key":
         frame["repeat_key"] = frame["cell_key"].astype(str)
     else:
-        frame["repeat_key"] = frame[list(CONFIG_COLUMNS)].astype(str).agg("/".join, axis=1)
+        columns = frame[list(REPEAT_KEYS[by])]
+        if "backend_options" in columns:  # no options recorded (older stores) are the backend's defaults
+            columns = columns.assign(backend_options=columns["backend_options"].fillna("{}"))
+        frame["repeat_key"] = columns.astype(str).agg("/".join, axis=1)
     frame["repeat_id"] = frame["regime"].astype(str) + " / " + frame["repeat_key"]
     return frame
 
 
-def has_repeats(stats: CellStats, by: str = "cell_key") -> bool:
+def has_repeats(stats: CellStats, by: str = POOL_BY) -> bool:
     """Whether any (regime, cell, phase) of `stats` was measured in more than one run."""
     if stats.frame.empty:
         return False
@@ -102,7 +116,7 @@ def _units(frame: pd.DataFrame) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(codes)) + 1) if len(order) else []
 
 
-def pooled_stats(stats: CellStats, by: str = "cell_key", seed: int | None = None) -> CellStats:
+def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -> CellStats:
     """One row per (regime, cell, phase) pooled over its runs, with run-level replicates.
 
     The pooled median is the geometric mean of the run medians (each run one vote: runs are
@@ -111,7 +125,8 @@ def pooled_stats(stats: CellStats, by: str = "cell_key", seed: int | None = None
     pooled)` gets ratio CIs paired by run. A unit measured once keeps its run's row and
     draws (across rounds, or no CI). Frame: the first run's configuration columns, `cell_id`
     = `repeat_id`, n (all samples), n_runs, run_ids, cell_ids, run_median_min/max, median,
-    ci_kind, median_ci_low/high, unit_ids / unit_log_medians (the runs and their log medians
+    ci_kind, median_ci_low/high, model_names (every name the unit was measured under; `model_name`
+    joins them with NAME_SEPARATOR), unit_ids / unit_log_medians (the runs and their log medians
     where pooled), log_median_se, ci_includes_between_run_variance, tokens/s, group_id.
     """
     frame = with_repeat_key(stats.frame.reset_index(drop=True), by)
@@ -143,6 +158,11 @@ def pooled_stats(stats: CellStats, by: str = "cell_key", seed: int | None = None
     pooled["n_runs"] = [len(rows) for rows in units]
     pooled["run_ids"] = [list(run_ids[rows]) for rows in units]
     pooled["cell_ids"] = [list(frame["cell_id"].to_numpy()[rows]) for rows in units]
+    # A shape pooled under several names keeps them all, reference-family names before the grid's "LxW".
+    names = frame["model_name"].astype(str).to_numpy()
+    pooled["model_names"] = [sorted(set(names[rows]), key=lambda n, lw=f"{layers}x{width}": (n == lw, n))
+                             for rows, layers, width in zip(units, first["n_layer"], first["n_embd"])]
+    pooled["model_name"] = pooled["model_names"].map(NAME_SEPARATOR.join)
     pooled["series_ids"] = [sorted({str(s) for s in frame["series_id"].to_numpy()[rows] if s is not None and s == s}) for rows in units]
     pooled["run_median_min"] = [float(np.exp(log_median[rows].min())) for rows in units]
     pooled["run_median_max"] = [float(np.exp(log_median[rows].max())) for rows in units]
@@ -171,7 +191,7 @@ def repeat_table(
     stats: CellStats,
     con: duckdb.DuckDBPyConnection | None = None,
     *,
-    by: str = "cell_key",
+    by: str = POOL_BY,
     pooled: CellStats | None = None,
     fdr: float = FDR,
     min_spread: float = MIN_SPREAD,
@@ -242,7 +262,7 @@ def repeat_table(
     return table
 
 
-def run_medians(stats: CellStats, table: pd.DataFrame | None = None, by: str = "cell_key") -> pd.DataFrame:
+def run_medians(stats: CellStats, table: pd.DataFrame | None = None, by: str = POOL_BY) -> pd.DataFrame:
     """The per-run rows (median and within-run CI) of every repeat unit, for the figure.
 
     Adds repeat_key, repeat_id and, given `repeat_table`'s output, `irreproducible`.
@@ -352,7 +372,7 @@ def _run_subsets(stats: CellStats) -> dict[str, CellStats]:
     }
 
 
-def inversions_across_runs(stats: CellStats, pooled: CellStats | None = None, by: str = "cell_key") -> pd.DataFrame:
+def inversions_across_runs(stats: CellStats, pooled: CellStats | None = None, by: str = POOL_BY) -> pd.DataFrame:
     """Inversions judged across runs: significant on pooled CIs, or only within single runs.
 
     Every pair significant in at least one run or in the pooled data, with the pooled ratio
@@ -383,7 +403,7 @@ def inversions_across_runs(stats: CellStats, pooled: CellStats | None = None, by
     return pairs.sort_values(["verdict", "ratio_ci_low"], ascending=[False, False], ignore_index=True)
 
 
-def regressions_across_runs(stats: CellStats, pooled: CellStats | None = None, by: str = "cell_key") -> list[dict[str, Any]]:
+def regressions_across_runs(stats: CellStats, pooled: CellStats | None = None, by: str = POOL_BY) -> list[dict[str, Any]]:
     """Depth-vs-width fits on pooled medians with between-run variance in every CI, per group.
 
     `fit_group` on the pooled cells adds the covariance across runs of cells measured in
@@ -430,7 +450,7 @@ def reproducibility_summary(
     stats: CellStats,
     con: duckdb.DuckDBPyConnection | None = None,
     *,
-    by: str = "cell_key",
+    by: str = POOL_BY,
     pooled: CellStats | None = None,
     regressions: list[dict[str, Any]] | None = None,
     max_rows: int = 50,

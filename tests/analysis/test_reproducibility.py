@@ -164,8 +164,11 @@ def test_single_run_gives_a_message_not_an_exception():
     assert reproducibility_summary(stats) == {"has_repeats": False, "message": NO_REPEATS_MESSAGE}
     assert repeat_table(stats).empty and run_medians(stats).empty
     pooled = pooled_stats(stats)
-    np.testing.assert_allclose(pooled.frame["median"], stats.frame["median"])
-    np.testing.assert_allclose(pooled.draws, stats.draws)
+    # each unit is one run's row, unchanged (units come in key order, rows in cell order)
+    rows = stats.frame.reset_index(drop=True).reset_index().set_index(["cell_id", "phase"])["index"]
+    order = rows.loc[list(zip(pooled.frame["cell_ids"].str[0], pooled.frame["phase"]))].to_numpy()
+    np.testing.assert_allclose(pooled.frame["median"], stats.frame["median"].to_numpy()[order])
+    np.testing.assert_allclose(pooled.draws, stats.draws[order])
     assert not pooled.frame["ci_includes_between_run_variance"].any()
     assert len(run_medians_figure(run_medians(stats)).data) == 0
 
