@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from analysis.at_limit import layer_cost_text, layer_costs
 from analysis.figures import kernels_vs_depth, why_components
 from dashboard import ui
 from dashboard.text import md
@@ -82,6 +83,18 @@ def body(ctx: ui.Context) -> None:
     st.dataframe(_fit_rows(ui.launch_overhead(ctx)), hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.1f") for c in ("µs", "CI low", "CI high")} | {
         "R²": st.column_config.NumberColumn(format="%.3f")})
+
+    costs = layer_costs(ui.fits(ctx), floor)
+    if len(costs):
+        st.subheader("At the limit: what a layer costs")
+        st.caption("Where the `fused` backend (4 Triton kernels a layer, one CUDA graph) was measured beside another "
+                   "graph backend: the depth coefficient of decode latency ~ depth + width (ms per layer, with its "
+                   "CI) over the kernels a layer runs inside the graph. Equal figures per kernel mean a layer costs "
+                   "its kernel count times a fixed per-kernel cost, whatever the kernels do.")
+        for line in layer_cost_text(costs):
+            st.markdown(f"- {md(line, 500)}")
+        st.dataframe(costs, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="%.3g") for c in costs.columns if costs[c].dtype.kind == "f"})
 
     st.subheader("Verdict per cell")
     table = group.sort_values(["n_layer", "n_embd"])[VERDICT_COLUMNS]
