@@ -51,7 +51,7 @@ from analysis.inversions import find_inversions, inversions_summary
 from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
-from analysis.resources import display_table, resource_summary
+from analysis.resources import display_table, pair_ratio_text, resource_summary
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import compute_cell_stats, summarize
 
@@ -204,6 +204,11 @@ def _resource_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"-- {group_id}")
         lines.append(rows.drop(columns=["group_id", "phase"]).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     lines += [f"* {fit['group_id']}: {fit['text']}" for fit in res.get("fits") or []]
+    for pair in res.get("seed_pair_energy") or []:
+        lines.append(f"* energy per decode token, {pair['small']} / {pair['large']}, {pair['regime']} | {pair['backend']} | "
+                     f"{pair['dtype']} | batch {pair['batch_size']} | prompt {pair['prompt_len']}: "
+                     f"{pair['small_mj_per_token']:.3g} / {pair['large_mj_per_token']:.3g} mJ = "
+                     f"{pair_ratio_text(pair['ratio'], pair['ratio_ci_low'], pair['ratio_ci_high'])} ({pair['ci_kind']})")
     return lines
 
 

@@ -130,6 +130,7 @@ def _phase_figures(cell: Mapping[str, Any], phase: str, phases: Mapping[str, Any
     seconds = np.array([s if s is not None else np.nan for s in (entry.get("energy_s") or [])], dtype=float)
     joules = np.array([e if e is not None else np.nan for e in (entry.get("energy_j") or [])], dtype=float)
     known = per_call[np.isfinite(per_call)]
+    out["energy_j_rounds"] = per_call.tolist()  # per round, NaN where unknown: the units pair_energy pairs up
     out["energy_rounds"] = int(len(known))
     out["energy_j"], out["energy_ci_low"], out["energy_ci_high"] = _t_interval(known)
     out["energy_spread"] = float(np.std(known, ddof=1) / np.mean(known)) if len(known) >= 2 else math.nan
@@ -216,7 +217,52 @@ def resource_summary(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] 
                + (f" ({', '.join(sources)})" if sources else " (no readable energy counter: unknown)"))
     return {"message": message, "n_cells": int(frame["cell_id"].nunique()), "n_with_energy": n_energy,
             "cells": frame[list(RESOURCE_RECORD_COLUMNS)].to_dict("records"),
-            "fits": resource_fits(frame, latency)}
+            "fits": resource_fits(frame, latency),
+            "seed_pair_energy": pair_energy(frame).to_dict("records")}
+
+
+PAIR_KEYS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
+
+
+def pair_energy(frame: pd.DataFrame, small: str = "gpt2-5m", large: str = "gpt2-25m",
+                confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Energy per decode token of two models side by side and their ratio, per regime, backend,
+    dtype and workload: does the smaller model cost more energy per token, as it costs more time?
+
+    The ratio's interval is a Student-t interval on log ratios at the level that replicates:
+    across runs where both models were measured in at least two runs (one log ratio of the
+    round means per run), else across the rounds of one run, paired by round (a round measures
+    both cells minutes apart), else none. `frame` is resource_frame's decode rows."""
+    rows = []
+    decode = frame[(frame["phase"] == "decode") & frame["model_name"].isin([small, large])]
+    for key, group in decode.groupby(list(PAIR_KEYS), sort=True):
+        run_of = group["cell_id"].str.split("/").str[0]
+        per_run = {}
+        for run, cells in group.groupby(run_of):
+            by_name = {row["model_name"]: np.log(np.asarray(row["energy_j_rounds"], dtype=float))
+                       for _, row in cells.iterrows()}
+            if small in by_name and large in by_name and np.isfinite(by_name[small]).any() and np.isfinite(by_name[large]).any():
+                per_run[run] = (by_name[small], by_name[large])
+        if not per_run:
+            continue
+        small_log = np.mean([np.nanmean(a) for a, _ in per_run.values()])
+        large_log = np.mean([np.nanmean(b) for _, b in per_run.values()])
+        if len(per_run) >= 2:
+            units, kind = np.array([np.nanmean(a) - np.nanmean(b) for a, b in per_run.values()]), "across runs"
+        else:
+            (a, b), = per_run.values()
+            units = (a - b)[np.isfinite(a - b)] if len(a) == len(b) else np.array([])
+            kind = "across rounds" if len(units) >= 2 else "none"
+        if kind == "none":
+            centre, low, high = math.exp(small_log - large_log), math.nan, math.nan
+        else:
+            centre, low, high = _t_interval(np.exp(units), confidence)
+        rows.append(dict(zip(PAIR_KEYS, key)) | {
+            "small": small, "large": large, "runs": len(per_run),
+            "small_mj_per_token": math.exp(small_log) * 1e3 / group["batch_size"].iloc[0],
+            "large_mj_per_token": math.exp(large_log) * 1e3 / group["batch_size"].iloc[0],
+            "ratio": centre, "ratio_ci_low": low, "ratio_ci_high": high, "ci_kind": kind})
+    return pd.DataFrame(rows)
 
 
 def display_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -254,7 +300,27 @@ def resources_markdown(con: duckdb.DuckDBPyConnection) -> list[str]:
                        f"{_mib(row.peak_memory_bytes, 1)} | {_mib(row.weight_bytes, 1)} | {_mib(row.kv_cache_bytes, 2)} | "
                        f"{energy} | {power} |")
         out.append("")
+    pairs = pair_energy(frame)
+    pairs = pairs[pairs["batch_size"] == 1] if len(pairs) else pairs
+    if len(pairs):
+        out += ["Energy per decode token of the seed pair, gpt2-5m (12 x 80) over gpt2-25m (3 x 384), batch 1, "
+                "with a 95% t interval at the level that replicates (runs, else the paired rounds of one run):", ""]
+        for regime, rows in pairs.groupby("regime", sort=True):
+            out += [f"{regime}:", "", "| backend | dtype | gpt2-5m mJ | gpt2-25m mJ | ratio [95% CI] | CI across |",
+                    "|---|---|---|---|---|---|"]
+            out += [f"| {row.backend} | {row.dtype} | {row.small_mj_per_token:.3g} | {row.large_mj_per_token:.3g} | "
+                    f"{pair_ratio_text(row.ratio, row.ratio_ci_low, row.ratio_ci_high)} | "
+                    f"{f'{row.runs} runs' if row.ci_kind == 'across runs' else 'rounds of 1 run' if row.ci_kind == 'across rounds' else 'no CI'} |"
+                    for row in rows.itertuples()]
+            out.append("")
     return out
+
+
+def pair_ratio_text(ratio: float, low: float, high: float) -> str:
+    """A ratio with its interval, or with 'no CI' where there is none."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{ratio:.2f}x (no CI)"
+    return f"{ratio:.2f}x [{low:.2f}, {high:.2f}]"
 
 
 def _mib(value: float, digits: int) -> str:
