@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.figures import run_medians_figure
 from analysis.load import GroupKey, keys_by_group_id
-from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE, variance_components
+from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE
 from dashboard import ui
 
 INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind",
@@ -17,6 +17,13 @@ def _split(frame: pd.DataFrame, keys: dict[str, GroupKey]) -> pd.DataFrame:
     """group_id as a short `group` (from the backend on) and its `regime`, which is long and repeats."""
     return frame.assign(group=[keys[g].short_label for g in frame["group_id"]],
                         regime=[keys[g].regime for g in frame["group_id"]])
+
+
+@ui.cached_query(copies=True)
+def _runs_figure(ctx: ui.Context, group_id: str):
+    """Each repeated cell's run medians with their within-run CIs, for one group."""
+    runs = ui.repeat_runs(ctx)
+    return run_medians_figure(runs[runs["group_id"] == group_id])
 
 
 def _env_text(diff) -> str:
@@ -47,7 +54,7 @@ def body(ctx: ui.Context) -> None:
               help="pooled CI width (t across runs) / mean within-run CI width (across rounds)")
 
     st.subheader("Between-run variance per group")
-    components = _split(variance_components(table), keys)
+    components = _split(ui.variance_table(ctx), keys)
     components = components[["group", *[c for c in components.columns if c not in ("group", "group_id", "regime")], "regime"]]
     st.dataframe(components, hide_index=True, column_config={
         **{c: st.column_config.NumberColumn(format="%.3f") for c in (
@@ -62,7 +69,7 @@ def body(ctx: ui.Context) -> None:
         st.session_state["repro_group"] = max(groups, key=lambda g: flagged.get(g, 0))
     group_id = st.selectbox("Group", groups, key="repro_group",
                             format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({int(flagged.get(g, 0))} irreproducible)")
-    fig = run_medians_figure(runs[runs["group_id"] == group_id])
+    fig = _runs_figure(ctx, group_id)
     fig.update_layout(height=520)
     ui.chart(fig, "repro_runs", group_id)
 

@@ -17,6 +17,10 @@ from vocabulary import DTYPES
 
 POLL_S = 1.5  # progress refresh: events are written once per cell, so faster buys nothing
 DEFAULTS = MeasureSettings()
+FORM_MODE, TOML_MODE = "Build a plan", "Write or upload a plan (TOML)"
+# the form's initial values: the TOML editor starts from their plan when the form built none
+FORM_DEFAULTS = {"name": "dashboard", "reference": ["tiny-gpt2"], "backends": ["hf-eager"], "dtypes": ["float32"],
+                 "batch_sizes": "1", "prompt_lens": "16", "gen_lens": "8", "device": "auto"}
 
 
 def _slot(slots: dict, key: str) -> None:
@@ -80,6 +84,24 @@ def _form(ctx: ui.Context) -> plan_builder.BuiltPlan:
     built = plan_builder.build(form)
     for key, message in built.errors.items():
         (slots.get(key) or st).error(message, icon=":material/error:")
+    return built
+
+
+def _toml_editor() -> plan_builder.BuiltPlan:
+    """A plan written or uploaded as TOML, validated as the runner validates it, each message
+    right under the editor with the plan field it names."""
+    upload = st.file_uploader("Upload a plan (.toml)", type=["toml"], key="run_plan_upload", max_upload_size=1)
+    if upload is not None and st.session_state.get("_run_plan_upload_id") != upload.file_id:
+        st.session_state["_run_plan_upload_id"] = upload.file_id  # load an upload once, then let it be edited
+        st.session_state["run_plan_toml"] = upload.getvalue().decode("utf-8", errors="replace")
+    if "run_plan_toml" not in st.session_state:  # start from what the form had built, else its defaults
+        st.session_state["run_plan_toml"] = st.session_state.get("_run_form_toml") or plan_builder.build(FORM_DEFAULTS).toml
+    text = st.text_area("Plan (TOML)", key="run_plan_toml", height=360,
+                        help="the runner's plan format (plans/*.toml); checked as `python -m runner run` checks it")
+    built = plan_builder.from_toml(text)
+    for key, message in built.errors.items():
+        st.error(f"**{md(key)}**: {md(message.split(':', 1)[-1].strip() if message.startswith(key) else message, 2000)}",
+                 icon=":material/error:")
     return built
 
 
@@ -184,7 +206,13 @@ def body(ctx: ui.Context) -> None:
     st.title("Run a plan")
     st.caption(f"Runs go to `{ctx.runs_dir}` and are ingested into the store file `{ctx.store}` as cells finish"
                + ("" if ctx.kind == ui.STORE else " (open the store file in the sidebar to analyse them)") + ".")
-    built = _form(ctx)
+    mode = st.radio("Plan", [FORM_MODE, TOML_MODE], horizontal=True, key="run_mode", label_visibility="collapsed")
+    if mode == FORM_MODE:
+        built = _form(ctx)
+        if built.ok:
+            st.session_state["_run_form_toml"] = built.toml
+    else:
+        built = _toml_editor()
     if built.ok:
         n = len(built.cells) * built.plan.repeats
         device = built.cells[0].device if built.cells else "cpu"

@@ -114,3 +114,41 @@ def build(form: dict[str, Any]) -> BuiltPlan:
     out.toml = plan_to_toml(plan)
     out.estimate_s = estimate_seconds(cells, plan.measure) * plan.repeats
     return out
+
+
+def from_toml(text: str) -> BuiltPlan:
+    """A plan written or uploaded as TOML -> the same BuiltPlan as the form, errors per plan field.
+
+    A TOML syntax error is reported under "toml" with its line and column; the plan's own
+    validation (`runner.plan.parse_plan`, `expand`) under the field it names, e.g.
+    "backends" or "models.grid.depths", so the page can list each next to the editor.
+    """
+    import tomllib
+
+    out = BuiltPlan()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        out.errors["toml"] = f"not valid TOML: {error}"
+        return out
+    try:
+        plan = parse_plan(data)
+        device = plan.device if plan.device != "auto" else guess_device()
+        cells = expand(plan, device=device, resolve_remote=False)
+    except (PlanError, ValueError) as error:
+        field_name = "plan"
+        for part in str(error).split("; "):
+            head = part.split(":", 1)[0].strip()
+            if head.split(".")[0] in Plan.model_fields or head == "plan":
+                field_name = head  # a new message; a part like "allowed: ..." continues the last one
+                out.errors[field_name] = part
+            else:
+                out.errors[field_name] = f"{out.errors[field_name]}; {part}" if field_name in out.errors else part
+        return out
+    if not cells:
+        out.errors["plan"] = "the plan expands to no cells"
+        return out
+    out.plan, out.cells = plan, cells
+    out.toml = plan_to_toml(plan)
+    out.estimate_s = estimate_seconds(cells, plan.measure) * plan.repeats
+    return out

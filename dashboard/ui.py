@@ -373,6 +373,15 @@ def repeat_runs(ctx: Context) -> pd.DataFrame | None:
     return run_medians(stats, repeat_table(ctx)) if has_repeats(stats) else None
 
 
+@cached_query("Estimating between-run variance...", on_disk=True)
+def variance_table(ctx: Context) -> pd.DataFrame:
+    """Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components):
+    a scipy bootstrap per group, so once per data version, not on every rerun of the page."""
+    from analysis.reproducibility import variance_components
+
+    return variance_components(repeat_table(ctx))
+
+
 @cached_query("Judging inversions across runs...", on_disk=True)
 def inversions_across_runs(ctx: Context) -> pd.DataFrame:
     from analysis.reproducibility import inversions_across_runs as judge

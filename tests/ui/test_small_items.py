@@ -112,3 +112,29 @@ def test_run_page_offers_resume_for_an_interrupted_run_and_starts_it(app_env, tm
     assert "2 / 5 cells done" in button.label and not button.disabled
     button.click().run()
     assert resumed == [(run_id, runs_dir)]
+
+
+def test_a_plan_toml_is_validated_as_the_runner_validates_it_with_each_message_under_its_field():
+    from dashboard import plan_builder
+
+    good = plan_builder.build({"reference": ["tiny-gpt2"], "backends": ["hf-eager"], "dtypes": ["float32"],
+                               "batch_sizes": "1", "prompt_lens": "16", "gen_lens": "8", "device": "cpu"}).toml
+    assert plan_builder.from_toml(good).ok
+    assert "toml" in plan_builder.from_toml("name = [").errors
+    errors = plan_builder.from_toml(good.replace('"hf-eager"', '"nope"').replace('"float32"', '"f13"')).errors
+    assert set(errors) == {"backends", "dtypes"}
+    assert "allowed: hf-eager" in errors["backends"], "the allowed values stay with their message"
+
+
+def test_run_page_edits_a_plan_as_toml_shows_errors_under_the_editor_and_starts_only_a_valid_one(app_env):
+    at = _open(app_env(), "run")
+    at.radio(key="run_mode").set_value("Write or upload a plan (TOML)").run()
+    editor = at.text_area(key="run_plan_toml")
+    assert "tiny-gpt2" in editor.value, "the editor starts from the form's plan"
+    valid = editor.value
+    editor.set_value(valid.replace('"hf-eager"', '"nope"')).run()
+    assert any("backends" in e and "unknown backend" in e for e in [str(x.value) for x in at.error])
+    assert at.button(key="run_start").disabled
+    at.text_area(key="run_plan_toml").set_value(valid).run()
+    assert not at.error and not at.button(key="run_start").disabled
+    assert at.get("file_uploader"), "a plan file can be uploaded into the editor"
