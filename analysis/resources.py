@@ -16,7 +16,11 @@ phase), in the units of a latency sample:
   rounds of one run, so it covers that run's value and leaves out run-to-run variance; one
   round gives no interval, NaN);
 - peak_memory_bytes: the phase's peak as the backend's user pays it: the device allocator's
-  on cuda, the process's resident set on the CPU.
+  on cuda, the process's resident set on the CPU. A round holds all its cells at once, so
+  this is the round's peak, flat across shapes in one run;
+- working_memory_bytes: that peak less what was resident when the window began (what the
+  phase adds), and own_memory_bytes = weight + KV-cache bytes + working memory: the cell's
+  own footprint (NaN for runs recorded before the working fields).
 
 A value nobody measured stays NaN (stored NULL), never 0. `resource_fits` fits the seed
 study's form, log value ~ log params + log n_layer, to peak memory and to energy per token
@@ -38,15 +42,17 @@ from scipy import stats as scipy_stats
 from analysis.load import CELL_COLUMNS, add_group_id, where_clause
 from vocabulary import PHASES
 from analysis.regression import CONFIDENCE, MODELS, SEED_FORM, design_frame, design_matrix, seed_form_record, shape_shortfall
-from runner.runfiles import PEAK_FIELDS, RESOURCE_COLUMNS
+from runner.runfiles import PEAK_FIELDS, RESOURCE_COLUMNS, WORKING_FIELDS
 from store.schema import table_columns
 
 MIB = float(1 << 20)
 # What each fit explains, per group: the column and how the text names it.
-FIT_METRICS = {"peak_memory_bytes": "peak memory", "energy_j_per_token": "energy per token"}
+FIT_METRICS = {"peak_memory_bytes": "peak memory", "own_memory_bytes": "own memory",
+               "energy_j_per_token": "energy per token"}
 RESOURCE_RECORD_COLUMNS = (
     "cell_id", "phase", "group_id", "model_name", "n_layer", "n_embd", "params", "weight_bytes", "kv_cache_bytes",
-    "peak_memory_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes", "energy_source",
+    "peak_memory_bytes", "peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes", "working_memory_bytes",
+    "own_memory_bytes", "energy_source",
     "energy_j", "energy_ci_low", "energy_ci_high", "energy_j_per_token", "energy_j_per_token_ci_low",
     "energy_j_per_token_ci_high", "energy_rounds", "energy_spread", "power_w",
 )
@@ -105,8 +111,14 @@ def phase_resources(cells: pd.DataFrame, phases: Iterable[str] = PHASES) -> pd.D
     for per_token, column in per_sample.items():
         frame[per_token] = frame[column] / tokens
     frame["peak_memory_bytes"] = np.where(frame["device"] == "cuda", frame["peak_allocated_bytes"], frame["peak_rss_bytes"])
-    for column in ("peak_memory_bytes", *PEAK_FIELDS, "weight_bytes", "kv_cache_bytes"):
+    frame["working_memory_bytes"] = np.where(frame["device"] == "cuda", frame["working_allocated_bytes"],
+                                             frame["working_rss_bytes"])
+    for column in ("peak_memory_bytes", "working_memory_bytes", *PEAK_FIELDS, *WORKING_FIELDS, "weight_bytes",
+                   "kv_cache_bytes"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    # the cell's own footprint: what it keeps resident (from the shape) plus what the phase adds;
+    # unknown (NaN) for runs before the working fields
+    frame["own_memory_bytes"] = frame["weight_bytes"] + frame["kv_cache_bytes"] + frame["working_memory_bytes"]
     return frame
 
 
@@ -119,7 +131,7 @@ def _per_round(entry: Mapping[str, Any]) -> np.ndarray:
 
 def _phase_figures(cell: Mapping[str, Any], phase: str, phases: Mapping[str, Any]) -> dict[str, Any]:
     entry = phases[phase]
-    out: dict[str, Any] = {field: entry.get(field) for field in PEAK_FIELDS}
+    out: dict[str, Any] = {field: entry.get(field) for field in (*PEAK_FIELDS, *WORKING_FIELDS)}
     per_call = _per_round(entry)
     if phase == "decode":
         prefill = _per_round(phases.get("prefill") or {})
@@ -271,7 +283,7 @@ def display_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     if frame.empty:
         return frame
     out = frame[["group_id", "model_name", "n_layer", "n_embd", "phase"]].copy()
-    for column in ("weight_bytes", "kv_cache_bytes", "peak_memory_bytes"):
+    for column in ("weight_bytes", "kv_cache_bytes", "peak_memory_bytes", "own_memory_bytes"):
         out[column.replace("_bytes", "_mib")] = frame[column] / MIB
     for column in ("energy_j_per_token", "energy_j_per_token_ci_low", "energy_j_per_token_ci_high"):
         out[column.replace("energy_j_per_token", "mj_per_token")] = frame[column] * 1e3

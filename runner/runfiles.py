@@ -35,9 +35,13 @@ FORMAT_VERSION = 1
 #   device_memory                         who reported the device peaks, or why nobody did
 #   rss_scope                             "phase" (peak reset per phase) or "process" (lifetime peak)
 #   kv_cache_reserved_bytes               (vllm only) the KV cache the engine reports it reserved
-#   phases: {phase: {<PEAK_FIELDS>: max over rounds, <ENERGY_FIELDS>: one value per round}}
+#   phases: {phase: {<PEAK_FIELDS>, <WORKING_FIELDS>: max over rounds, <ENERGY_FIELDS>: one value per round}}
 # The top-level keys in RESOURCE_COLUMNS are also columns of the store's cells table.
 PEAK_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes")
+# Per phase only: the peak above what was resident when the window began (device allocator
+# on cuda, process RSS on the CPU). A round holds every cell of the round at once, so the
+# absolute peaks above are the round's; these are what the phase itself adds.
+WORKING_FIELDS = ("working_allocated_bytes", "working_rss_bytes")
 # energy_j over a window of `calls` repetitions of the phase's operation lasting energy_s seconds
 ENERGY_FIELDS = ("energy_j", "energy_s", "calls")
 RESOURCE_COLUMNS = ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS, "energy_source")

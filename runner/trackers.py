@@ -15,6 +15,11 @@ operation in a tracked window of its own:
 - host memory: the process's peak RSS (VmHWM), reset per window by writing 5 to
   /proc/self/clear_refs (Linux >= 4.0); where that is refused, `getrusage`'s lifetime peak,
   and the record says so (`rss_scope`).
+- working memory (WORKING_FIELDS): each peak less what was resident when its window began.
+  A round holds every cell's session at once (rounds interleave cells), so the absolute
+  peaks are the round's; the working figure is what the phase itself adds (activations,
+  workspaces, a growing cache), and weights + KV cache (from the shape) + working memory
+  is the cell's own footprint.
 - energy: the device's cumulative energy counter read around the window; on NVIDIA GPUs
   nvml's nvmlDeviceGetTotalEnergyConsumption (mJ), on the CPU the RAPL package counters
   under /sys/class/powercap where readable (the kernel makes them root-only by default since
@@ -33,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import telemetry
-from runner.runfiles import ENERGY_FIELDS, PEAK_FIELDS
+from runner.runfiles import ENERGY_FIELDS, PEAK_FIELDS, WORKING_FIELDS
 
 # Shortest energy window per phase (the plan's measure.energy_window_s, this by default). nvml's energy counter is kept in mJ but advances only
 # when the driver refreshes its power reading, about every 100 ms on A100/H100-class parts
@@ -160,6 +165,13 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _current_rss_bytes() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
 def _peak_rss_bytes(phase_scoped: bool) -> int | None:
     if phase_scoped:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -210,7 +222,9 @@ def track_round(ops: dict[str, Callable[[], object]], device: str, device_alloca
         synchronize(device)
         if torch_peaks:
             torch.cuda.reset_peak_memory_stats()
+        allocated_before = int(torch.cuda.memory_allocated()) if torch_peaks else None
         scoped = _reset_peak_rss()
+        rss_before = _current_rss_bytes() if scoped else None
         if counter is not None:
             entry = energy_window(op, lambda: synchronize(device), counter, window_s)
         else:
@@ -220,6 +234,10 @@ def track_round(ops: dict[str, Callable[[], object]], device: str, device_alloca
         entry["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated()) if torch_peaks else None
         entry["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved()) if torch_peaks else None
         entry["peak_rss_bytes"] = _peak_rss_bytes(scoped)
+        entry["working_allocated_bytes"] = (max(entry["peak_allocated_bytes"] - allocated_before, 0)
+                                            if allocated_before is not None else None)
+        entry["working_rss_bytes"] = (max(entry["peak_rss_bytes"] - rss_before, 0)
+                                      if rss_before is not None and entry["peak_rss_bytes"] is not None else None)
         record["phases"][phase] = entry
     return record
 
@@ -242,7 +260,7 @@ def cell_resources(cell, params: int | None, rounds: Iterable[dict | None]) -> d
     }
     for phase in dict.fromkeys(p for r in rounds for p in r["phases"]):
         entries = [r["phases"].get(phase) or {} for r in rounds]
-        merged = {field: _max(e.get(field) for e in entries) for field in PEAK_FIELDS}
+        merged = {field: _max(e.get(field) for e in entries) for field in (*PEAK_FIELDS, *WORKING_FIELDS)}
         merged |= {field: [e.get(field) for e in entries] for field in ENERGY_FIELDS}
         out["phases"][phase] = merged
     for field in PEAK_FIELDS:

@@ -140,3 +140,17 @@ def test_a_store_from_before_schema_3_reads_as_nothing_measured():
     con.execute("ALTER TABLE cells DROP COLUMN resources")
     assert resource_frame(con).empty
     assert analyze(con, n_resamples=100)["resources"]["n_cells"] == 0
+
+
+def test_own_memory_is_weights_plus_kv_cache_plus_what_the_phase_adds_and_unknown_without_it():
+    con = store_with_resources(noise=False)
+    cell_id, = con.execute("SELECT cell_id FROM cells ORDER BY cell_id LIMIT 1").fetchone()
+    res = json.loads(con.execute("SELECT resources FROM cells WHERE cell_id = ?", [cell_id]).fetchone()[0])
+    res["phases"]["decode"]["working_allocated_bytes"] = 5 << 20  # the tracker's peak above the resident
+    con.execute("UPDATE cells SET resources = ? WHERE cell_id = ?", [json.dumps(res), cell_id])
+    frame = resource_frame(con, {"phase": "decode"}).set_index("cell_id")
+    mine = frame.loc[cell_id]
+    assert mine["own_memory_bytes"] == res["weight_bytes"] + res["kv_cache_bytes"] + (5 << 20)
+    assert mine["own_memory_bytes"] < mine["peak_memory_bytes"], "the round's peak counts the other cells too"
+    others = frame.drop(index=cell_id)
+    assert others["own_memory_bytes"].isna().all(), "a run without working figures: unknown, never 0"

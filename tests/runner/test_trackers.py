@@ -129,3 +129,20 @@ def test_memory_and_energy_travel_in_a_snapshot_unchanged_nulls_included(stored_
         assert copy.execute(query).fetchall() == con.execute(query).fetchall()
     finally:
         copy.close()
+
+
+def test_working_memory_is_what_a_phase_adds_above_what_was_resident_when_its_window_began():
+    import numpy as np
+
+    resident = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB held through both windows, like another cell's model
+    held = []
+    ops = {"prefill": lambda: None, "decode": lambda: held.append(np.ones(48 << 20, dtype=np.uint8))}
+    record = trackers.track_round(ops, "cpu", window_s=0)
+    if record["rss_scope"] != "phase":
+        pytest.skip("this kernel refuses to reset the peak RSS (/proc/self/clear_refs)")
+    prefill, decode = record["phases"]["prefill"], record["phases"]["decode"]
+    assert decode["working_rss_bytes"] >= 40 << 20, "the 48 MiB the phase allocated"
+    assert prefill["working_rss_bytes"] < 16 << 20, "a phase that allocates nothing adds little"
+    assert prefill["peak_rss_bytes"] > 64 << 20, "the absolute peak counts what others hold"
+    assert decode["working_allocated_bytes"] is None, "no device allocator on the CPU: unknown, not 0"
+    del resident, held
