@@ -7,7 +7,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.ui.conftest import PAGES, ROOT, assert_clean, fake_running_run
+from tests.ui.live_server import CHROMIUM, streamlit_server
 
 
 def _open(at, page: str):
@@ -90,8 +93,6 @@ def test_resume_launches_the_runner_with_resume_and_follows_the_same_run(tmp_pat
 
 
 def test_resume_refuses_a_run_that_is_not_interrupted(tmp_path):
-    import pytest
-
     from dashboard import runs
 
     run_id = fake_running_run(tmp_path, None).name
@@ -138,3 +139,22 @@ def test_run_page_edits_a_plan_as_toml_shows_errors_under_the_editor_and_starts_
     at.text_area(key="run_plan_toml").set_value(valid).run()
     assert not at.error and not at.button(key="run_start").disabled
     assert at.get("file_uploader"), "a plan file can be uploaded into the editor"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing: apt-get install -y chromium")
+def test_opening_the_dashboard_requests_nothing_from_another_server(page, tmp_path):
+    """Favicon, fonts and icons come from the dashboard itself (the material favicon came from
+    fonts.gstatic.com on every load)."""
+    from urllib.parse import urlparse
+
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    with streamlit_server(tmp_path, tmp_path / "absent.duckdb") as base:
+        page.goto(base)
+        page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=120_000)
+        page.wait_for_selector("h1", timeout=60_000)
+    outside = {u for u in requested if urlparse(u).scheme in ("http", "https", "ws", "wss")
+               and urlparse(u).hostname not in ("localhost", "127.0.0.1")}
+    assert requested and not outside, sorted(outside)
+    assert any("/media/" in u for u in requested), "the favicon is served by the app"
