@@ -85,9 +85,10 @@ def body(ctx: ui.Context) -> None:
         "R²": st.column_config.NumberColumn(format="%.3f")})
 
     costs = layer_costs(ui.fits(ctx), floor)
+    costs = costs[costs["regime"] == regime]  # the selected group's regime, like the charts above
     if len(costs):
         st.subheader("At the limit: what a layer costs")
-        st.caption("Where the `fused` backend (4 Triton kernels a layer, one CUDA graph) was measured beside another "
+        st.caption("In this regime the `fused` backend (4 Triton kernels a layer, one CUDA graph) was measured beside another "
                    "graph backend: the depth coefficient of decode latency ~ depth + width (ms per layer, with its "
                    "CI) over the kernels a layer runs inside the graph. Equal figures per kernel mean a layer costs "
                    "its kernel count times a fixed per-kernel cost, whatever the kernels do.")

@@ -6,6 +6,12 @@ from store.dataset import BUNDLED_SNAPSHOT
 from tests.ui.conftest import PAGES, assert_clean, texts
 
 
+def _group(label: str) -> tuple[str, str, str]:
+    """A Why group id back from its option label "<regime> | <backend> | <dtype>  (<n> ...)"."""
+    *regime, backend, dtype = label.split("  (")[0].split(" | ")
+    return " | ".join(regime), backend, dtype
+
+
 def test_why_on_the_bundle_states_the_layer_cost_of_fused_and_the_graph_backend_beside_it(app_env):
     from analysis.at_limit import layer_cost_text, layer_costs
     from analysis.regression import fit_all
@@ -25,6 +31,15 @@ def test_why_on_the_bundle_states_the_layer_cost_of_fused_and_the_graph_backend_
         assert "At the limit: what a layer costs" not in texts(at, "subheader")
         return
     assert "fused" in set(expected["backend"]) and len(set(expected["backend"])) >= 2
+    regime = expected["regime"].iloc[0]
+    expected = expected[expected["regime"] == regime]
+    other = next(g for g in at.selectbox(key="why_group").options if regime not in g)
+    at.session_state["why_group"] = _group(other)
+    at.run()
+    assert "At the limit: what a layer costs" not in texts(at, "subheader"), "only for the selected regime"
+    at.session_state["why_group"] = (regime, "fused", expected["dtype"].iloc[0])
+    at.run()
+    assert_clean(at)
     assert "At the limit: what a layer costs" in texts(at, "subheader")
     shown = " ".join(texts(at, "markdown"))
     for line in layer_cost_text(expected):
