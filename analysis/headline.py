@@ -33,7 +33,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import CI_NONE, NO_CI  # noqa: F401 - NO_CI re-exported for the README tables
+from analysis.intervals import CI_NONE, NO_CI, ci_text  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
 from analysis.reproducibility import NAME_SEPARATOR, pooled_stats
 from analysis.stats import CellStats, compute_cell_stats
@@ -124,13 +124,6 @@ def headline_for(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
 
 
 # --- one rendering for every page ----------------------------------------------------------
-
-def ci_text(low: float, high: float, kind: str) -> str:
-    """An interval as shown: `[low, high]`, or `NO_CI` when there is none."""
-    if kind == CI_NONE or not (np.isfinite(low) and np.isfinite(high)):
-        return NO_CI
-    return f"[{low:.2f}, {high:.2f}]"
-
 
 def shape_label(name: str, n_layer: int, n_embd: int, params: float) -> str:
     """A model as a headline names it: its name(s), depth x width and parameter count."""

@@ -57,6 +57,13 @@ LOG_LIMIT = 300.0
 CHUNK_ELEMENTS = 4_000_000  # cells x units x resamples per batch: bounds memory to ~100 MB
 
 
+def ci_text(low: float, high: float, kind: str) -> str:
+    """An interval as shown: `[low, high]`, or `NO_CI` when there is none."""
+    if kind == CI_NONE or not (np.isfinite(low) and np.isfinite(high)):
+        return NO_CI
+    return f"[{low:.2f}, {high:.2f}]"
+
+
 def kind_for(n_units: int, level: str) -> str:
     """The CI kind of a cell with `n_units` units at `level` (CI_ACROSS_RUNS or CI_ACROSS_ROUNDS)."""
     if level not in (CI_ACROSS_RUNS, CI_ACROSS_ROUNDS):

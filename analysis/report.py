@@ -208,7 +208,7 @@ def _resource_lines(res: dict[str, Any]) -> list[str]:
         lines.append(f"* energy per decode token, {pair['small']} / {pair['large']}, {pair['regime']} | {pair['backend']} | "
                      f"{pair['dtype']} | batch {pair['batch_size']} | prompt {pair['prompt_len']}: "
                      f"{pair['small_mj_per_token']:.3g} / {pair['large_mj_per_token']:.3g} mJ = "
-                     f"{pair_ratio_text(pair['ratio'], pair['ratio_ci_low'], pair['ratio_ci_high'])} ({pair['ci_kind']})")
+                     f"{pair_ratio_text(pair['ratio'], pair['ratio_ci_low'], pair['ratio_ci_high'], pair['ci_kind'])} ({pair['ci_kind']})")
     return lines
 
 

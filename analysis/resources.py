@@ -37,8 +37,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from scipy import stats as scipy_stats
 
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_NONE, MIN_UNITS, NO_CI, ci_text, kind_for, t_interval
 from analysis.load import CELL_COLUMNS, add_group_id, where_clause
 from vocabulary import PHASES
 from analysis.regression import CONFIDENCE, MODELS, SEED_FORM, design_frame, design_matrix, seed_form_record, shape_shortfall
@@ -156,10 +156,10 @@ def _t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[flo
         return math.nan, math.nan, math.nan
     logs = np.log(values)
     centre = float(np.exp(logs.mean()))
-    if len(values) < 2:
+    if len(values) < MIN_UNITS:
         return centre, math.nan, math.nan
-    half = scipy_stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * logs.std(ddof=1) / math.sqrt(len(values))
-    return centre, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+    low, high = t_interval(logs, confidence)
+    return centre, float(np.exp(low)), float(np.exp(high))
 
 
 def resource_fits(frame: pd.DataFrame, latency: pd.DataFrame | None = None,
@@ -259,13 +259,13 @@ def pair_energy(frame: pd.DataFrame, small: str = "gpt2-5m", large: str = "gpt2-
             continue
         small_log = np.mean([np.nanmean(a) for a, _ in per_run.values()])
         large_log = np.mean([np.nanmean(b) for _, b in per_run.values()])
-        if len(per_run) >= 2:
-            units, kind = np.array([np.nanmean(a) - np.nanmean(b) for a, b in per_run.values()]), "across runs"
+        if len(per_run) >= MIN_UNITS:
+            units, level = np.array([np.nanmean(a) - np.nanmean(b) for a, b in per_run.values()]), CI_ACROSS_RUNS
         else:
             (a, b), = per_run.values()
-            units = (a - b)[np.isfinite(a - b)] if len(a) == len(b) else np.array([])
-            kind = "across rounds" if len(units) >= 2 else "none"
-        if kind == "none":
+            units, level = ((a - b)[np.isfinite(a - b)] if len(a) == len(b) else np.array([])), CI_ACROSS_ROUNDS
+        kind = kind_for(len(units), level)
+        if kind == CI_NONE:
             centre, low, high = math.exp(small_log - large_log), math.nan, math.nan
         else:
             centre, low, high = _t_interval(np.exp(units), confidence)
@@ -321,18 +321,22 @@ def resources_markdown(con: duckdb.DuckDBPyConnection) -> list[str]:
             out += [f"{regime}:", "", "| backend | dtype | gpt2-5m mJ | gpt2-25m mJ | ratio [95% CI] | CI across |",
                     "|---|---|---|---|---|---|"]
             out += [f"| {row.backend} | {row.dtype} | {row.small_mj_per_token:.3g} | {row.large_mj_per_token:.3g} | "
-                    f"{pair_ratio_text(row.ratio, row.ratio_ci_low, row.ratio_ci_high)} | "
-                    f"{f'{row.runs} runs' if row.ci_kind == 'across runs' else 'rounds of 1 run' if row.ci_kind == 'across rounds' else 'no CI'} |"
+                    f"{pair_ratio_text(row.ratio, row.ratio_ci_low, row.ratio_ci_high, row.ci_kind)} | "
+                    f"{_units_text(row.ci_kind, row.runs)} |"
                     for row in rows.itertuples()]
             out.append("")
     return out
 
 
-def pair_ratio_text(ratio: float, low: float, high: float) -> str:
-    """A ratio with its interval, or with 'no CI' where there is none."""
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{ratio:.2f}x (no CI)"
-    return f"{ratio:.2f}x [{low:.2f}, {high:.2f}]"
+def pair_ratio_text(ratio: float, low: float, high: float, kind: str) -> str:
+    """A ratio with its interval (analysis.intervals.ci_text), the missing one in parentheses."""
+    interval = ci_text(low, high, kind)
+    return f"{ratio:.2f}x " + (f"({interval})" if interval == NO_CI else interval)
+
+
+def _units_text(kind: str, runs: int) -> str:
+    """What a pair's interval is across, as the README's energy table names it."""
+    return {CI_ACROSS_RUNS: f"{runs} runs", CI_ACROSS_ROUNDS: "rounds of 1 run"}.get(kind, NO_CI)
 
 
 def _mib(value: float, digits: int) -> str:

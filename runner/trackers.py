@@ -165,18 +165,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _current_rss_bytes() -> int | None:
+def _status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in bytes, None where it is absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return None
 
 
 def _peak_rss_bytes(phase_scoped: bool) -> int | None:
     if phase_scoped:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+        peak = _status_bytes("VmHWM")
+        if peak is not None:
+            return peak
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
@@ -224,7 +225,7 @@ def track_round(ops: dict[str, Callable[[], object]], device: str, device_alloca
             torch.cuda.reset_peak_memory_stats()
         allocated_before = int(torch.cuda.memory_allocated()) if torch_peaks else None
         scoped = _reset_peak_rss()
-        rss_before = _current_rss_bytes() if scoped else None
+        rss_before = _status_bytes("VmRSS") if scoped else None
         if counter is not None:
             entry = energy_window(op, lambda: synchronize(device), counter, window_s)
         else:

@@ -42,7 +42,7 @@ def test_one_run_pairs_its_rounds_so_a_shared_drift_cancels():
 def test_a_single_round_has_no_ci_and_says_so():
     (row,) = pair_energy(_frame({"r1": {"gpt2-5m": [0.1], "gpt2-25m": [0.05]}})).to_dict("records")
     assert row["ci_kind"] == "none" and math.isnan(row["ratio_ci_low"])
-    assert pair_ratio_text(row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"]) == "2.00x (no CI)"
+    assert pair_ratio_text(row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"], row["ci_kind"]) == "2.00x (no CI)"
 
 
 def test_a_run_that_measured_only_one_model_of_the_pair_is_left_out():
