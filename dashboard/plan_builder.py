@@ -102,18 +102,25 @@ def build(form: dict[str, Any]) -> BuiltPlan:
     }
     if form.get("warmup_min_s") is not None:
         data["measure"]["warmup_min_s"] = float(form["warmup_min_s"])
+    error = _expand_into(out, data)
+    for part in error.split("; ") if error else []:
+        out.errors.setdefault(_field_for(part), part)
+    return out
+
+
+def _expand_into(out: BuiltPlan, data: dict[str, Any]) -> str | None:
+    """Validate and expand `data` the way the runner does, filling `out` (plan, cells, TOML,
+    estimate); the runner's error message instead, for the caller to file under its fields."""
     try:
         plan = parse_plan(data)
         device = plan.device if plan.device != "auto" else guess_device()
         cells = expand(plan, device=device, resolve_remote=False)
     except (PlanError, ValueError) as error:
-        for part in str(error).split("; "):
-            out.errors.setdefault(_field_for(part), part)
-        return out
+        return str(error)
     out.plan, out.cells = plan, cells
     out.toml = plan_to_toml(plan)
     out.estimate_s = estimate_seconds(cells, plan.measure) * plan.repeats
-    return out
+    return None
 
 
 def from_toml(text: str) -> BuiltPlan:
@@ -131,24 +138,16 @@ def from_toml(text: str) -> BuiltPlan:
     except tomllib.TOMLDecodeError as error:
         out.errors["toml"] = f"not valid TOML: {error}"
         return out
-    try:
-        plan = parse_plan(data)
-        device = plan.device if plan.device != "auto" else guess_device()
-        cells = expand(plan, device=device, resolve_remote=False)
-    except (PlanError, ValueError) as error:
+    error = _expand_into(out, data)
+    if error:
         field_name = "plan"
-        for part in str(error).split("; "):
+        for part in error.split("; "):
             head = part.split(":", 1)[0].strip()
             if head.split(".")[0] in Plan.model_fields or head == "plan":
                 field_name = head  # a new message; a part like "allowed: ..." continues the last one
                 out.errors[field_name] = part
             else:
                 out.errors[field_name] = f"{out.errors[field_name]}; {part}" if field_name in out.errors else part
-        return out
-    if not cells:
+    elif not out.cells:
         out.errors["plan"] = "the plan expands to no cells"
-        return out
-    out.plan, out.cells = plan, cells
-    out.toml = plan_to_toml(plan)
-    out.estimate_s = estimate_seconds(cells, plan.measure) * plan.repeats
     return out
