@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.regression import GroupFit
+from analysis.regression import DEPTH_TERM, GroupFit, coefficient
 
 LIMIT_BACKEND = "fused"
 COLUMNS = ("regime", "dtype", "batch_size", "prompt_len", "backend", "n_shapes", "ms_per_layer", "ms_per_layer_ci_low",
@@ -37,12 +37,8 @@ COLUMNS = ("regime", "dtype", "batch_size", "prompt_len", "backend", "n_shapes",
 
 def _depth_coefficient(fit: GroupFit) -> tuple[float, float, float] | None:
     """ms per layer in the linear depth + width model, or None where the group was not fitted."""
-    for model in fit.models:
-        if model["scale"] == "linear" and model["model"] == "depth+width":
-            for term in model["coefficients"]:
-                if term["term"] == "depth":
-                    return term["estimate"], term["ci_low"], term["ci_high"]
-    return None
+    depth = coefficient(fit.models, "linear", "depth+width", DEPTH_TERM["linear"])
+    return None if depth is None else (depth["estimate"], depth["ci_low"], depth["ci_high"])
 
 
 def _kernels_per_layer(cells: pd.DataFrame) -> float:

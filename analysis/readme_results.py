@@ -27,7 +27,7 @@ from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALL
                                headline_for, headline_markdown, is_seed_pair)
 from analysis.intervals import CI_ACROSS_RUNS, CI_KINDS, CI_NONE, weakest_kind
 from analysis.inversions import SIGNIFICANT_LABEL
-from analysis.regression import LEVERAGE_LIMIT, fit_all
+from analysis.regression import LEVERAGE_LIMIT, coefficient, fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs
 from analysis.resources import resources_markdown
 from analysis.stats import CellStats, compute_cell_stats
@@ -94,15 +94,6 @@ def _inversions(headline: Headline, regime: str) -> list[str]:
     return _with_note(lines)
 
 
-def _coefficient(fit: dict, scale: str, model: str, term: str) -> dict | None:
-    for record in fit["models"]:
-        if record["scale"] == scale and record["model"] == model:
-            for coefficient in record["coefficients"]:
-                if coefficient["term"] == term:
-                    return coefficient | {"adj_r2": record["adj_r2"], "aic": record["aic"]}
-    return None
-
-
 def _verdicts(fits: list[dict]) -> list[str]:
     lines = [
         "| backend | dtype | shapes | verdict | ms per layer, depth + width model [95% CI] | adj. R² depth-only / params-only (log) |",
@@ -113,9 +104,9 @@ def _verdicts(fits: list[dict]) -> list[str]:
         if fit["status"] != "ok":
             lines.append(f"| {group['backend']} | {group['dtype']} | {fit['n_shapes']} | {fit['message']} | | |")
             continue
-        depth = _coefficient(fit, "linear", "depth+width", "depth")
-        log_depth = _coefficient(fit, "log", "depth", "log_depth")
-        log_params = _coefficient(fit, "log", "params", "log_params")
+        depth = coefficient(fit["models"], "linear", "depth+width", "depth")
+        log_depth = coefficient(fit["models"], "log", "depth", "log_depth")
+        log_params = coefficient(fit["models"], "log", "params", "log_params")
         r2 = f"{log_depth['adj_r2']:.2f} / {log_params['adj_r2']:.2f}" if log_depth and log_params else ""
         lines.append(
             f"| {group['backend']} | {group['dtype']} | {fit['n_shapes']} | {fit['verdict']['winner']} | "

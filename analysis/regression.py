@@ -429,6 +429,17 @@ def _model_record(scale: str, name: str, formula: str, res: Any, alpha: float, c
     }
 
 
+def coefficient(models: list[dict[str, Any]], scale: str, model: str, term: str) -> dict[str, Any] | None:
+    """One term of one fitted model (a GroupFit's `models` records) with that model's adj. R^2
+    and AIC, or None where the model was not fitted."""
+    for record in models:
+        if record["scale"] == scale and record["model"] == model:
+            for entry in record["coefficients"]:
+                if entry["term"] == term:
+                    return entry | {"adj_r2": record["adj_r2"], "aic": record["aic"]}
+    return None
+
+
 def _ci(res: Any, term: str, alpha: float) -> tuple[float, float, float]:
     i = list(res.model.exog_names).index(term)
     low, high = np.asarray(res.conf_int(alpha))[i]
