@@ -16,6 +16,8 @@ import pandas as pd
 
 from analysis.load import FILTER_COLUMNS
 from analysis.resources import phase_resources, resource_select
+# changed_run_dirs is also what the dashboard asks before taking the writer lock (ui.ingest_runs)
+from runner.runfiles import RunSignature, changed_run_dirs
 from vocabulary import PHASES, runs_path
 
 OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
@@ -171,34 +173,10 @@ def pair_counts(stats: pd.DataFrame) -> pd.Series:
 
 # --- ingestion -----------------------------------------------------------------------------
 
-def _signature(run_path: Path) -> tuple[int, int]:
-    """What changes in a run directory as it progresses: meta rewrites and new cell files."""
-    try:
-        meta_mtime = (run_path / "meta.json").stat().st_mtime_ns
-    except OSError:
-        meta_mtime = 0
-    cells_dir = run_path / "cells"
-    n_cells = sum(1 for _ in cells_dir.glob("*.json")) if cells_dir.is_dir() else 0
-    return meta_mtime, n_cells
-
-
-def changed_run_dirs(runs_dir: str | Path, seen: Mapping[str, tuple[int, int]]) -> list[tuple[Path, tuple[int, int]]]:
-    """Run directories whose files changed since `seen` (path -> signature)."""
-    root = Path(runs_dir)
-    if not root.is_dir():
-        return []
-    out = []
-    for run_path in sorted(root.iterdir()):
-        if not (run_path / "meta.json").exists():
-            continue
-        sig = _signature(run_path)
-        if seen.get(str(run_path)) != sig:
-            out.append((run_path, sig))
-    return out
-
-
-def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: MutableMapping[str, tuple[int, int]]) -> dict[str, int]:
+def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: MutableMapping[str, RunSignature]) -> dict[str, int]:
     """Ingest only run directories that changed (cheap enough to call on every rerun).
+
+    `seen` maps str(path) to the signature ingested last (runner.runfiles.changed_run_dirs).
 
     Returns counts: runs looked at, cells and samples added, and errors (a directory that
     could not be read is retried on the next call).
@@ -206,13 +184,13 @@ def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: M
     from store.ingest import ingest_run_dir
 
     totals = {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
-    for run_path, sig in changed_run_dirs(runs_dir, seen):
+    for run, sig in changed_run_dirs(runs_dir, seen):
         try:
-            report = ingest_run_dir(con, run_path)
+            report = ingest_run_dir(con, run.path)
         except Exception:  # noqa: BLE001 - a directory mid-write or malformed: try again later
             totals["errors"] += 1
             continue
-        seen[str(run_path)] = sig
+        seen[str(run.path)] = sig
         totals["runs"] += 1
         totals["cells_added"] += report.cells_added
         totals["samples_added"] += report.samples_added

@@ -20,9 +20,11 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 FORMAT_VERSION = 1
 
@@ -230,6 +232,14 @@ def write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
+class RunSignature(NamedTuple):
+    """What changes in a run directory as it progresses, read without opening a file: a
+    reader polling for new results compares signatures instead of re-reading the files."""
+
+    meta_mtime_ns: int  # meta.json is rewritten (atomically) on every status change
+    n_cells: int  # a finished cell adds one file under cells/; rounds/ are not stored, so not counted
+
+
 class RunDir:
     """Reads and writes one run directory."""
 
@@ -318,6 +328,14 @@ class RunDir:
         for path in self.rounds_dir.glob(f"{cell_key}.r*.json"):
             path.unlink(missing_ok=True)
 
+    def signature(self) -> RunSignature:
+        """The run's progress as `RunSignature`; (0, 0) parts where a file is not there yet."""
+        try:
+            meta_mtime = self.meta_file.stat().st_mtime_ns
+        except OSError:
+            meta_mtime = 0
+        return RunSignature(meta_mtime, len(self.finished_keys()) if self.cells_dir.is_dir() else 0)
+
     def finished_keys(self) -> set[str]:
         return {p.stem for p in self.cells_dir.glob("*.json")}
 
@@ -342,7 +360,15 @@ def _read_json_or_none(path: Path):
 
 
 def list_run_dirs(runs_dir: str | Path) -> list[RunDir]:
+    """The run directories under runs_dir (those with a meta.json), in name order."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    return [RunDir(p) for p in sorted(root.iterdir()) if (p / "meta.json").exists()]
+    return [run for run in map(RunDir, sorted(root.iterdir())) if run.exists()]
+
+
+def changed_run_dirs(runs_dir: str | Path, seen: Mapping[str, RunSignature]) -> list[tuple[RunDir, RunSignature]]:
+    """Run directories whose signature differs from `seen` (str(path) -> signature), with
+    their new signature: what a poller has to read again."""
+    changed = ((run, run.signature()) for run in list_run_dirs(runs_dir))
+    return [(run, sig) for run, sig in changed if seen.get(str(run.path)) != sig]
