@@ -13,13 +13,14 @@ each run's wall time from its events.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from scipy import stats
+
+from runner.runfiles import RunDir
 
 
 def _round_values(record: dict, phase: str) -> dict[int, list[float]]:
@@ -35,26 +36,22 @@ def _round_values(record: dict, phase: str) -> dict[int, list[float]]:
 
 def run_cells(run_dir: Path, phase: str) -> dict[str, dict]:
     """cell_key -> {backend, label, round_medians} for ok cells and cells with kept rounds."""
-    meta = json.loads((run_dir / "meta.json").read_text())
-    labels = {e["key"]: e["cell"] for e in meta["cells"]}
+    run = RunDir(run_dir)
+    labels = {e["key"]: e["cell"] for e in run.read_meta()["cells"]}
     out = {}
-    for path in sorted((run_dir / "cells").glob("*.json")):
-        record = json.loads(path.read_text())
+    for record in run.cell_records():
         if record["status"] != "ok":
             continue
         by_round = _round_values(record, phase)
         out[record["cell_key"]] = {"cell": record["cell"], "round_medians": [statistics.median(v) for _, v in sorted(by_round.items()) if v]}
     partial: dict[str, dict[int, list[float]]] = defaultdict(dict)
-    for path in sorted((run_dir / "rounds").glob("*.json")) if (run_dir / "rounds").is_dir() else []:
-        key, _, index = path.stem.rpartition(".r")
-        if key in out:
-            continue
-        record = json.loads(path.read_text())
-        values = record.get(phase) or []
-        if phase == "decode":
-            values = [statistics.median(rep) for rep in values if rep]
-        if values:
-            partial[key][int(index)] = statistics.median(values)
+    for key, records in run.round_records().items():  # rounds of cells with no cell file yet
+        for index, record in records.items():
+            values = record.get(phase) or []
+            if phase == "decode":
+                values = [statistics.median(rep) for rep in values if rep]
+            if values:
+                partial[key][index] = statistics.median(values)
     for key, rounds in partial.items():
         out[key] = {"cell": labels[key], "round_medians": [rounds[r] for r in sorted(rounds)], "partial": True}
     return out
@@ -74,7 +71,7 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
 
 
 def wall_s(run_dir: Path) -> float | None:
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    events = RunDir(run_dir).events()
     starts = [e["ts"] for e in events if e["event"] == "segment_started"]
     ends = [e["ts"] for e in events if e["event"] in ("run_finished", "run_interrupted")]
     if starts and ends:
@@ -111,7 +108,7 @@ def main() -> None:
     parser.add_argument("--phase", default="decode", choices=["prefill", "decode", "e2e"])
     args = parser.parse_args()
     for run in (args.run_a, args.run_b):
-        meta = json.loads((run / "meta.json").read_text())
+        meta = RunDir(run).read_meta()
         cells = run_cells(run, args.phase)
         print(f"{meta['run_id']}: {meta['status']}, protocol {meta.get('protocol_version', 1)}, "
               f"{meta.get('rounds', 1)} rounds, {len(cells)} {args.phase} cells "

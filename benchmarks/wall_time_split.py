@@ -5,19 +5,16 @@ Reads a run directory (no database needed). Target (issue 3, seed plan): other <
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 
+from runner.runfiles import RunDir
 
-def _active_seconds(run_path: Path) -> float:
-    """Sum of the run's active segments (a resumed run has several), from events.jsonl."""
+
+def _active_seconds(run: RunDir) -> float:
+    """Sum of the run's active segments (a resumed run has several), from its events."""
     total, opened = 0.0, None
-    for line in (run_path / "events.jsonl").read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for event in run.events():
         if event["event"] in ("run_started", "segment_started"):
             opened = opened if opened is not None else event["ts"]
         elif event["event"] in ("run_interrupted", "run_finished") and opened is not None:
@@ -27,15 +24,15 @@ def _active_seconds(run_path: Path) -> float:
 
 
 def split(run_path: Path) -> dict[str, float]:
-    meta = json.loads((run_path / "meta.json").read_text())
+    run = RunDir(run_path)
+    meta = run.read_meta()
     if not meta.get("finished_at"):
         raise SystemExit(f"{run_path}: run not finished (status {meta.get('status')})")
-    wall = _active_seconds(run_path) or (
+    wall = _active_seconds(run) or (
         datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])
     ).total_seconds()
     parts = {"setup": 0.0, "cold sample": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}
-    for path in (run_path / "cells").glob("*.json"):
-        cell = json.loads(path.read_text())
+    for cell in run.cell_records():
         parts["setup"] += cell.get("setup_s") or 0.0
         parts["cold sample"] += (cell.get("cold_ms") or 0.0) / 1e3
         parts["warm-up"] += cell.get("warmup_s") or 0.0
