@@ -37,6 +37,10 @@ FILTER_COLUMNS: dict[str, str] = {
 GROUP_KEYS: tuple[str, ...] = ("regime", "backend", "phase", "dtype", "batch_size", "prompt_len")
 E2E_GROUP_KEYS: tuple[str, ...] = GROUP_KEYS + ("gen_len",)
 
+# The cells columns every analysis frame carries: what identifies a cell and what it measured
+# with. A projection chosen here, not a copy of the table (schema.sql holds more: outcome,
+# timings, JSON records), so a column added to the schema does not go into every frame;
+# tests/analysis/test_load_columns.py checks these names against the schema.
 CELL_COLUMNS = (
     "cell_id", "run_id", "cell_key", "model_name", "n_layer", "n_embd", "n_head", "params",
     "backend", "backend_options", "device", "dtype", "batch_size", "prompt_len", "gen_len", "flags",

@@ -4,6 +4,11 @@ Idempotent, keyed by run id and cell id: a run is upserted (its status moves fro
 to finished), a cell and its samples are inserted once. Each run directory is ingested in
 one transaction, so a reader never sees a cell without its samples. Reads the run files
 through runner.runfiles (no torch), so the dashboard can ingest runs started from the CLI.
+
+Which columns a row has, and how each value is stored, comes from the live tables (which
+init_schema has brought up to schema.sql): a run-file field named like a column reaches the
+store without a list here. What is written below is only where a column's value is not a
+field of the same name (a cell's configuration, its resources, defaults of older runs).
 """
 from __future__ import annotations
 
@@ -15,16 +20,7 @@ import duckdb
 import pandas as pd
 
 from runner.runfiles import RESOURCE_COLUMNS, RunDir, list_run_dirs
-
-RUN_COLUMNS = [
-    "run_id", "series_id", "started_at", "finished_at", "status", "plan_name", "plan",
-    "environment", "regime", "device_kind", "tool_version", "git_revision", "shuffle_seed",
-    "n_cells_planned", "calibration", "protocol_version",
-]
-CELL_RESULT_COLUMNS = [
-    "status", "error", "params", "setup_s", "cold_ms", "warmup_iters", "warmup_s",
-    "warmup_converged", "measured_s", "check_s", "flags", "correctness", "telemetry",
-]
+from store.schema import table_columns
 
 
 @dataclass
@@ -48,26 +44,43 @@ def _timestamp(value: str | None):
     return None if value is None else pd.Timestamp(value).tz_convert("UTC").tz_localize(None)
 
 
-def _run_row(meta: dict) -> dict:
-    row = {column: meta.get(column) for column in RUN_COLUMNS}
-    row["started_at"] = _timestamp(meta.get("started_at"))
-    row["finished_at"] = _timestamp(meta.get("finished_at"))
-    row["plan"] = json.dumps(meta.get("plan"))
-    row["environment"] = json.dumps(meta.get("environment"))
-    row["calibration"] = json.dumps(meta["calibration"]) if meta.get("calibration") else None
-    row["protocol_version"] = meta.get("protocol_version") or 1  # runs before protocol 2 did not say
-    return row
+def _stored(value, dtype: str):
+    """A run-file value as a column of this DuckDB type holds it: JSON as text (None stays
+    NULL), a timestamp as naive UTC, anything else as it is."""
+    if dtype == "JSON":
+        return None if value is None else json.dumps(value)
+    if dtype == "TIMESTAMP":
+        return _timestamp(value)
+    return value
 
 
-def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
+def _row(values: dict, columns: dict[str, str]) -> dict:
+    """One value per column of the table (`columns`: name -> type); a column the run files
+    do not carry is NULL."""
+    return {column: _stored(values.get(column), dtype) for column, dtype in columns.items()}
+
+
+def _run_row(meta: dict, columns: dict[str, str]) -> dict:
+    """The runs row of a meta.json: its fields by column name."""
+    return _row(meta | {
+        "calibration": meta.get("calibration") or None,  # an empty calibration measured nothing
+        "protocol_version": meta.get("protocol_version") or 1,  # runs before protocol 2 did not say
+    }, columns)
+
+
+def _cell_rows(run_id: str, record: dict, columns: dict[str, str]) -> tuple[dict, list[tuple]]:
+    """The cells row and the samples of a cell file: its result fields by column name, its
+    configuration and resources unpacked."""
     cell = record["cell"]
     model = cell["model"]
     cell_id = f"{run_id}/{record['cell_key']}"
-    row = {
+    resources = record.get("resources") or {}
+    values = {
+        **record,
+        # absent (a run before the trackers) or null: NULL, never 0
+        **{column: resources.get(column) for column in RESOURCE_COLUMNS},
         "cell_id": cell_id,
         "run_id": run_id,
-        "cell_key": record["cell_key"],
-        "order_index": record.get("order_index"),
         "model_name": model["name"],
         "model_source": model.get("source"),
         "n_layer": model["n_layer"],
@@ -77,24 +90,15 @@ def _cell_rows(run_id: str, record: dict) -> tuple[dict, list[tuple]]:
         "vocab_size": model["vocab_size"],
         "n_positions": model["n_positions"],
         "backend": cell["backend"],
-        "backend_options": json.dumps(cell.get("backend_options") or {}),
+        "backend_options": cell.get("backend_options") or {},
         "device": cell["device"],
         "dtype": cell["dtype"],
         "batch_size": cell["batch_size"],
         "prompt_len": cell["prompt_len"],
         "gen_len": cell["gen_len"],
-        "started_at": _timestamp(record.get("started_at")),
-        "finished_at": _timestamp(record.get("finished_at")),
+        "flags": list(record.get("flags") or []),
     }
-    for column in CELL_RESULT_COLUMNS:
-        row[column] = record.get(column)
-    row["flags"] = list(record.get("flags") or [])
-    row["correctness"] = json.dumps(record.get("correctness")) if record.get("correctness") is not None else None
-    for column in ("telemetry", "profile", "resources"):
-        row[column] = json.dumps(record.get(column)) if record.get(column) is not None else None
-    resources = record.get("resources") or {}
-    for column in RESOURCE_COLUMNS:  # absent (a run before the trackers) or null: NULL, never 0
-        row[column] = resources.get(column)
+    row = _row(values, columns)
     samples = []
     if record.get("status") == "ok":
         timer = record.get("timer") or "unknown"
@@ -144,15 +148,16 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
         row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
     }
     cell_rows, sample_rows = [], []
+    columns = {table: table_columns(con, table) for table in ("runs", "cells")}
     # a cell file being replaced right now is left out: picked up on the next ingest
     for record in run_dir.readable_cell_records():
         if f"{run_id}/{record['cell_key']}" in known:
             continue
-        row, samples = _cell_rows(run_id, record)
+        row, samples = _cell_rows(run_id, record, columns["cells"])
         cell_rows.append(row)
         sample_rows.extend(samples)
 
-    run_frame = pd.DataFrame([_run_row(meta)])  # noqa: F841 - read by DuckDB by name
+    run_frame = pd.DataFrame([_run_row(meta, columns["runs"])])  # noqa: F841 - read by DuckDB by name
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
