@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import pandas as pd
@@ -58,27 +58,43 @@ SANE_CELL = (
 )
 
 
-def where_clause(filters: Mapping[str, Any] | None, *, allow_phase: bool = True) -> tuple[str, list]:
-    """SQL conditions (always including status = 'ok' and SANE_CELL) and their parameters.
+# Which cells a query reads, by name (`where_clause(cells=...)`):
+#   analysed  ok and sane: what every analysis reads
+#   left_out  ok but impossible (not SANE_CELL): what `left_out` names
+#   any       every status, failed and unsupported too: the dashboard's tables of cells
+CellScope = Literal["analysed", "left_out", "any"]
+CELL_SCOPES: dict[CellScope, tuple[str, ...]] = {
+    "analysed": ("c.status = 'ok'", SANE_CELL),
+    "left_out": ("c.status = 'ok'", f"NOT {SANE_CELL}"),
+    "any": (),
+}
 
-    Raises ValueError naming the allowed keys for an unknown filter, so a misspelt filter
-    never quietly returns an empty analysis.
+
+def where_clause(filters: Mapping[str, Any] | None, *, cells: CellScope = "analysed", phase: bool = True) -> tuple[str, list]:
+    """The one filter builder: SQL conditions over `cells c JOIN runs r` (and `samples s`
+    where a phase filter applies) and their parameters.
+
+    `cells` is one of CELL_SCOPES. With `phase=False` a phase filter is accepted and
+    ignored, for a query of cells rather than samples: a cell is measured in every phase it
+    supports. A filter value is one value or a list of them; None means no filter.
+    Raises ValueError naming the allowed keys for an unknown filter, and for an empty list,
+    so a misspelt filter never quietly returns an empty analysis.
     """
-    conditions = ["c.status = 'ok'", SANE_CELL]
+    if cells not in CELL_SCOPES:
+        raise ValueError(f"unknown cell scope '{cells}'; allowed: {', '.join(CELL_SCOPES)}")
+    conditions = list(CELL_SCOPES[cells])
     params: list = []
     for key, value in (filters or {}).items():
-        if value is None:
+        if key not in FILTER_COLUMNS:
+            raise ValueError(f"unknown filter '{key}'; allowed: {', '.join(FILTER_COLUMNS)}")
+        if value is None or (key == "phase" and not phase):
             continue
-        if key not in FILTER_COLUMNS or (key == "phase" and not allow_phase):
-            allowed = ", ".join(k for k in FILTER_COLUMNS if allow_phase or k != "phase")
-            raise ValueError(f"unknown filter '{key}'; allowed: {allowed}")
-        column = f"{FILTER_COLUMNS[key]}.{key}"
         values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
         if not values:
             raise ValueError(f"filter '{key}' has an empty list of values")
-        conditions.append(f"{column} IN ({', '.join('?' for _ in values)})")
+        conditions.append(f"{FILTER_COLUMNS[key]}.{key} IN ({', '.join('?' for _ in values)})")
         params.extend(values)
-    return " AND ".join(conditions), params
+    return " AND ".join(conditions) or "TRUE", params
 
 
 def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -86,8 +102,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
 
     A phase filter is ignored here: a cell is measured in all phases it supports.
     """
-    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
-    where, params = where_clause(cell_filters, allow_phase=False)
+    where, params = where_clause(filters, phase=False)
     cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
     sql = (
         f"SELECT {cols}, r.regime, r.series_id, r.device_kind "
@@ -98,9 +113,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
 
 def left_out(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> str | None:
     """A one-line warning naming the ok cells the analysis leaves out as impossible, or None."""
-    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
-    where, params = where_clause(cell_filters, allow_phase=False)
-    where = where.replace(SANE_CELL, f"NOT {SANE_CELL}", 1)
+    where, params = where_clause(filters, cells="left_out", phase=False)
     rows = con.execute(
         f"SELECT c.cell_id FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params
     ).fetchall()

@@ -79,8 +79,7 @@ def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
 def resource_frame(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per ok cell and tracked phase with its memory and energy (columns above and
     RESOURCE_RECORD_COLUMNS); empty when no cell carries a resources record."""
-    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
-    where, params = where_clause(cell_filters, allow_phase=False)
+    where, params = where_clause(filters, phase=False)
     cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
     cells = con.execute(
         f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "

@@ -29,8 +29,7 @@ COMPONENTS = ("launch", "memory", "compute")
 
 def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Ok cells that carry a profile, with their run's calibration and decode median."""
-    cell_filters = {k: v for k, v in (filters or {}).items() if k != "phase"}
-    where, params = where_clause(cell_filters, allow_phase=False)
+    where, params = where_clause(filters, phase=False)
     sql = f"""
         SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
                c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from analysis.load import FILTER_COLUMNS
+from analysis.load import where_clause
 from analysis.resources import phase_resources, resource_select
 # changed_run_dirs is also what the dashboard asks before taking the writer lock (ui.ingest_runs)
 from runner.runfiles import RunSignature, changed_run_dirs
@@ -32,19 +32,6 @@ def _flags(value) -> list[str]:
 
 def flag_text(value) -> str:
     return ", ".join(_flags(value))
-
-
-def cell_where(filters: Mapping[str, Any] | None) -> tuple[str, list]:
-    """Conditions on cells joined with runs (any status); a phase filter does not apply."""
-    conditions, params = ["TRUE"], []
-    for key, values in (filters or {}).items():
-        if key == "phase" or not values:
-            continue
-        if key not in FILTER_COLUMNS:
-            raise ValueError(f"unknown filter '{key}'; allowed: {', '.join(FILTER_COLUMNS)}")
-        conditions.append(f"{FILTER_COLUMNS[key]}.{key} IN ({', '.join('?' for _ in values)})")
-        params.extend(values)
-    return " AND ".join(conditions), params
 
 
 def summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -91,8 +78,9 @@ def options(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
 
 
 def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Every cell matching the filters, whatever its status, with regime, flags and error."""
-    where, params = cell_where(filters)
+    """Every cell matching the filters, whatever its status, with regime, flags and error;
+    a phase filter does not apply (a cell row holds all its phases)."""
+    where, params = where_clause(filters, cells="any", phase=False)
     return con.execute(
         "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
         "c.backend, c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
