@@ -13,6 +13,9 @@ PHASES = ("prefill", "decode", "e2e")
 DEVICES = ("cuda", "cpu")
 CELL_STATUSES = ("ok", "failed", "unsupported")
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+# 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md). The runner
+# writes it into every run; headlines show runs of this protocol unless asked for all.
+PROTOCOL_VERSION = 2
 
 # Environment settings: the variable names, read only through the functions below.
 DB_ENV = "SHAPEBENCH_DB"

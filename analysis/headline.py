@@ -35,8 +35,9 @@ import pandas as pd
 
 from analysis.intervals import CI_NONE, NO_CI, ci_text  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
-from analysis.reproducibility import NAME_SEPARATOR, pooled_stats
+from analysis.reproducibility import pooled_stats
 from analysis.stats import CellStats, compute_cell_stats
+from vocabulary import PROTOCOL_VERSION
 
 # The seed and grid plans' operating point: the seed pair is compared there only.
 SEED_POINT = {"batch_size": 1, "prompt_len": 128, "gen_len": 64}
@@ -66,14 +67,22 @@ class Headline:
     inversions: pd.DataFrame
     counts: pd.DataFrame
     pairs: pd.DataFrame
+    earlier_protocol_regimes: tuple[str, ...] = ()  # regimes whose earlier-protocol pairs the tables leave out
+    all_protocols: bool = False
 
 
-def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
+def build_headline(stats: CellStats, top: int = TOP_INVERSIONS, *, all_protocols: bool = False) -> Headline:
     """The headline of per-run cell statistics (`compute_cell_stats`, any filters).
 
     Pools by shape, compares every shape pair of every group once (`pair_ratios`, FDR over
     the group's shape pairs) and picks the seed pairs and the strongest inversions from
     that one frame, so a pair shows the same numbers wherever it appears.
+
+    The seed, inversion and count tables hold only pairs whose every run used the current
+    protocol (`vocabulary.PROTOCOL_VERSION`) unless `all_protocols`: protocol-1 runs were
+    unpinned single passes whose cells move 2x between runs (README, Protocol 2), so they
+    stay in the store and in `pairs` (the per-regime tables) but do not lead. The regimes
+    they leave out are named (`earlier_protocol_regimes`), never dropped without a word.
     """
     pooled = pooled_stats(stats)
     if pooled.frame.empty:
@@ -82,6 +91,11 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
     pairs = pair_ratios(pooled, inversions_only=False)
     runs = dict(zip(pooled.frame["cell_id"], pooled.frame["n_runs"]))
     pairs["n_runs_a"], pairs["n_runs_b"] = pairs["cell_id_a"].map(runs), pairs["cell_id_b"].map(runs)
+    pairs["protocol_version"] = (np.minimum(pairs["protocol_version_a"], pairs["protocol_version_b"]).astype(int)
+                                 if "protocol_version_a" in pairs else 1)
+    earlier = pairs["protocol_version"] < PROTOCOL_VERSION
+    left_out = () if all_protocols else tuple(sorted(pairs.loc[earlier, "regime"].unique()))
+    every_pair, pairs = pairs, (pairs if all_protocols else pairs[~earlier])
     seed = pairs[is_seed_pair(pairs) & at_seed_point(pairs) & (pairs["phase"] == SEED_PHASE)]
     seed = seed.sort_values(["regime", "backend", "dtype"], ignore_index=True)
 
@@ -102,15 +116,22 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS) -> Headline:
         "significant": int(group["significant"].sum()),
         "without_ci": int((group["ci_kind"] == CI_NONE).sum()),
     } for regime, group in pairs.groupby("regime", sort=True)], columns=COUNT_COLUMNS)
-    return Headline(seed_pairs=seed, inversions=strongest, counts=counts, pairs=pairs)
+    return Headline(seed_pairs=seed, inversions=strongest, counts=counts, pairs=every_pair,
+                    earlier_protocol_regimes=left_out, all_protocols=all_protocols)
 
 
 def is_seed_pair(pairs: pd.DataFrame) -> pd.Series:
-    """Pairs (of `pair_ratios` on `pooled_stats`) of DEEP_NARROW vs SHALLOW_WIDE, at any point and phase."""
-    def named(column: str, name: str) -> pd.Series:
-        return pairs[column].astype(str).str.split(NAME_SEPARATOR).map(lambda names: name in names).astype(bool)
+    """Pairs (of `pair_ratios`) of DEEP_NARROW vs SHALLOW_WIDE, at any point and phase.
 
-    return named("model_name_a", DEEP_NARROW) & named("model_name_b", SHALLOW_WIDE)
+    A pooled shape carries every name it was measured under (`model_names`), so the seed
+    model is found among them, never by splitting the joined label; per-run pairs have one name.
+    """
+    def named(side: str, name: str) -> pd.Series:
+        if f"model_names_{side}" in pairs:
+            return pairs[f"model_names_{side}"].map(lambda names: name in list(names)).astype(bool)
+        return pairs[f"model_name_{side}"].astype(str) == name
+
+    return named("a", DEEP_NARROW) & named("b", SHALLOW_WIDE)
 
 
 def at_seed_point(pairs: pd.DataFrame) -> pd.Series:
@@ -118,9 +139,10 @@ def at_seed_point(pairs: pd.DataFrame) -> pd.Series:
     return np.logical_and.reduce([pairs[key] == value for key, value in SEED_POINT.items()])
 
 
-def headline_for(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> Headline:
+def headline_for(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None, *,
+                 all_protocols: bool = False) -> Headline:
     """`build_headline` of every ok cell matching `filters` (the CLI's and the report's entry point)."""
-    return build_headline(compute_cell_stats(con, filters))
+    return build_headline(compute_cell_stats(con, filters), all_protocols=all_protocols)
 
 
 # --- one rendering for every page ----------------------------------------------------------
@@ -178,6 +200,21 @@ def headline_sections(headline: Headline) -> list[tuple[str, str, pd.DataFrame]]
              f"{SEED_POINT['gen_len']} new tokens")
     seed = seed_table(headline)
     inversions = inversion_table(headline)
+    return [(title, text + earlier_protocol_note(headline) if index == 0 else text, table)
+            for index, (title, text, table) in enumerate(_sections(headline, point, seed, inversions))]
+
+
+def earlier_protocol_note(headline: Headline) -> str:
+    """The sentence that says which regimes' earlier-protocol runs the tables leave out ('' if none)."""
+    regimes = headline.earlier_protocol_regimes
+    if not regimes:
+        return ""
+    return (f" Runs of protocol 1 (one unpinned pass per cell, before host control and rounds; their cells move up "
+            f"to 2x between runs) are left out of these tables, which drops pairs of: {'; '.join(regimes)}.")
+
+
+def _sections(headline: Headline, point: str, seed: pd.DataFrame,
+              inversions: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     return [
         (f"The seed pair: {DEEP_NARROW} vs {SHALLOW_WIDE}",
          (f"{SEED_PHASE.capitalize()} ms per token at {point}, per regime, backend and dtype; medians pooled over runs "

@@ -49,8 +49,11 @@ SIGNIFICANT_LABEL = "significant at FDR 5%"
 
 PAIR_CHUNK = 2000  # pairs per batch of ratio replicates: bounds memory to ~32 MB
 # run_cell_id: a cell of one run behind each side (itself, or a pooled row's first run), for pages that open a cell.
-SIDE_COLUMNS = ("cell_id", "run_cell_id", "model_name", "n_layer", "n_embd", "params", "median", "median_ci_low",
-                "median_ci_high", "ci_kind")
+# model_names: every name a pooled shape was measured under (reproducibility.pooled_stats), so a
+# pair is found by name without splitting the joined label; protocol_version: the oldest
+# protocol among its runs, so a headline can leave earlier protocols out.
+SIDE_COLUMNS = ("cell_id", "run_cell_id", "model_name", "model_names", "n_layer", "n_embd", "params", "median",
+                "median_ci_low", "median_ci_high", "ci_kind", "protocol_version")
 
 
 def pair_ratios(stats: CellStats, *, inversions_only: bool = True) -> pd.DataFrame:

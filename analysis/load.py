@@ -105,7 +105,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
     where, params = where_clause(filters, phase=False)
     cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
     sql = (
-        f"SELECT {cols}, r.regime, r.series_id, r.device_kind "
+        f"SELECT {cols}, r.regime, r.series_id, r.device_kind, coalesce(r.protocol_version, 1) AS protocol_version "
         f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id"
     )
     return con.execute(sql, params).df()

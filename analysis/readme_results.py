@@ -214,7 +214,9 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
     headline = headline_for(con)
     runs = con.execute(
         "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
-        "strftime(min(started_at), '%Y-%m-%d') AS first_day FROM runs GROUP BY regime ORDER BY regime"
+        "strftime(min(started_at), '%Y-%m-%d') AS first_day, "
+        "string_agg(DISTINCT coalesce(protocol_version, 1)::VARCHAR, ' and ' ORDER BY coalesce(protocol_version, 1)::VARCHAR) AS protocols "
+        "FROM runs GROUP BY regime ORDER BY regime"
     ).df()
     out = [headline_markdown(headline)]
     for row in runs.itertuples():
@@ -225,7 +227,8 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.append("")
         pooled = " " + _kind_counts(cells)
         out.append(
-            f"{row.runs} run{'s' if row.runs > 1 else ''} ({row.plans}), {row.first_day}; {len(cells)} decode cells "
+            f"{row.runs} run{'s' if row.runs > 1 else ''} ({row.plans}), {row.first_day}, protocol {row.protocols}; "
+            f"{len(cells)} decode cells "
             f"(ms per token; batch 1, prompt 128, 64 new tokens).{pooled}"
         )
         out.append("")

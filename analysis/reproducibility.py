@@ -167,6 +167,9 @@ def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -
     pooled["run_median_min"] = [float(np.exp(log_median[rows].min())) for rows in units]
     pooled["run_median_max"] = [float(np.exp(log_median[rows].max())) for rows in units]
     pooled["median"] = [float(np.exp(log_median[rows].mean())) for rows in units]
+    if "protocol_version" in frame:  # the oldest protocol among the runs: a pool is only as controlled as its least
+        protocols = frame["protocol_version"].to_numpy()
+        pooled["protocol_version"] = [int(protocols[rows].min()) for rows in units]
     repeated = pooled["n_runs"].to_numpy() >= MIN_UNITS
     pooled["ci_kind"] = np.where(repeated, CI_ACROSS_RUNS, first["ci_kind"].to_numpy())
     pooled["unit_ids"] = [list(run_ids[rows]) if len(rows) >= MIN_UNITS else first["unit_ids"].iat[u]

@@ -80,7 +80,8 @@ def compute_cell_stats(
             {source}
             GROUP BY s.cell_id, s.phase
         )
-        SELECT agg.*, {cell_cols}, r.regime, r.series_id, r.device_kind
+        SELECT agg.*, {cell_cols}, r.regime, r.series_id, r.device_kind,
+               coalesce(r.protocol_version, 1) AS protocol_version
         FROM agg JOIN cells c ON c.cell_id = agg.cell_id JOIN runs r ON r.run_id = c.run_id
         ORDER BY agg.cell_id, agg.phase
         """,

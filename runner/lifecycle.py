@@ -24,9 +24,9 @@ from runner.plan import Cell, Plan
 from runner.runfiles import (
     CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
 )
+from vocabulary import PROTOCOL_VERSION
 
 ProgressCallback = Callable[[dict], None]
-PROTOCOL_VERSION = 2  # 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md)
 # A round worker's progress lines on its stdout start with this (runner.round_worker).
 PROGRESS_PREFIX = "@shapebench-progress "
 

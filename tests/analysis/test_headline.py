@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALLOW_WIDE, build_headline,
-                               headline_for, headline_markdown, inversion_table, seed_table)
+                               headline_for, headline_markdown, headline_sections, inversion_table, seed_table)
+from analysis.reproducibility import pooled_stats
 from analysis.html_report import build_report
 from analysis.intervals import CI_ACROSS_RUNS, CI_NONE
 from analysis.stats import compute_cell_stats
+from vocabulary import PROTOCOL_VERSION
 from store.snapshot import open_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +41,13 @@ def per_run(con):
 
 @pytest.fixture(scope="module")
 def headline(per_run):
+    """Every protocol: the tables' arithmetic is the same whichever runs they hold."""
+    return build_headline(per_run, all_protocols=True)
+
+
+@pytest.fixture(scope="module")
+def current(per_run):
+    """The default headline: runs of the current protocol only."""
     return build_headline(per_run)
 
 
@@ -93,7 +102,7 @@ def test_a_ratio_of_cells_measured_in_one_round_of_one_run_says_no_ci(con):
         "GROUP BY c.run_id HAVING count(DISTINCT c.model_name) = 2 AND count(DISTINCT coalesce(s.round, 0)) = 1 "
         "ORDER BY c.run_id", [DEEP_NARROW, SHALLOW_WIDE, SEED_PHASE]).fetchall()]
     assert one_round_runs, "the bundled data holds protocol-1 runs of the seed pair"
-    single = headline_for(con, {"run_id": one_round_runs[0]})
+    single = headline_for(con, {"run_id": one_round_runs[0]}, all_protocols=True)
     table = seed_table(single)
     assert len(table)
     assert (table["CI kind"] == CI_NONE).all()
@@ -132,6 +141,33 @@ def test_strongest_inversions_are_each_groups_best_significant_pair_ranked_by_ci
     others = significant[~significant["group_id"].isin(top["group_id"])]
     if len(others):
         assert others.groupby("group_id")["ratio_ci_low"].max().max() <= top["ratio_ci_low"].min()
+
+
+def test_by_default_the_tables_hold_only_runs_of_the_current_protocol_and_name_the_regimes_left_out(
+        current, headline, con):
+    protocol = dict(con.execute("SELECT run_id, coalesce(protocol_version, 1) FROM runs").fetchall())
+    earlier = {run for run, version in protocol.items() if version < PROTOCOL_VERSION}
+    assert earlier, "the bundled data keeps protocol-1 runs"
+    assert len(current.seed_pairs) and len(current.inversions)
+    for table in (current.seed_pairs, current.inversions):
+        assert (table["protocol_version"] >= PROTOCOL_VERSION).all()
+    expected_left_out = sorted(headline.pairs.loc[headline.pairs["protocol_version"] < PROTOCOL_VERSION, "regime"].unique())
+    assert list(current.earlier_protocol_regimes) == expected_left_out
+    assert set(current.counts["regime"]).isdisjoint(
+        set(expected_left_out) - set(headline.pairs.loc[headline.pairs["protocol_version"] >= PROTOCOL_VERSION, "regime"]))
+    text = headline_sections(current)[0][1]
+    assert all(regime in text for regime in expected_left_out), "every regime left out is named"
+    assert not headline.earlier_protocol_regimes and len(headline.seed_pairs) > len(current.seed_pairs)
+    # the shape pairs behind the README's per-regime tables keep every protocol
+    assert len(current.pairs) == len(headline.pairs)
+
+
+def test_a_pooled_pair_is_as_current_as_its_oldest_run(per_run, headline):
+    """A shape pooled over a protocol-1 and a protocol-2 run carries protocol 1: its CI spans an uncontrolled run."""
+    runs_protocol = per_run.frame.drop_duplicates("run_id").set_index("run_id")["protocol_version"]
+    pooled = pooled_stats(per_run).frame
+    for row in pooled.itertuples():
+        assert row.protocol_version == min(runs_protocol[run] for run in row.run_ids)
 
 
 def test_the_html_report_shows_the_same_headline_rows(con):
