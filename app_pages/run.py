@@ -9,11 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from analysis.predict import samples_needed
-from dashboard import plan_builder, runs, ui
+from dashboard import data, plan_builder, runs, ui
 from dashboard.text import md
 from runner.models import REGISTRY
 from runner.plan import BACKEND_NAMES, MeasureSettings
-from vocabulary import DTYPES
+from vocabulary import DTYPES, PROTOCOL_VERSION
 
 POLL_S = 1.5  # progress refresh: events are written once per cell, so faster buys nothing
 DEFAULTS = MeasureSettings()
@@ -26,6 +26,32 @@ FORM_DEFAULTS = {"name": "dashboard", "reference": ["tiny-gpt2"], "backends": ["
 def _slot(slots: dict, key: str) -> None:
     """A place right under an input for its validation message (filled once the plan is built)."""
     slots[key] = st.empty()
+
+
+@ui.cached_query()
+def run_history(ctx: ui.Context) -> pd.DataFrame:
+    """Finished runs of the open dataset (dashboard.data.finished_runs), once per data version."""
+    with ctx.reading() as con:
+        return data.finished_runs(con)
+
+
+@st.cache_data(show_spinner=False)
+def _host_class() -> str:
+    """This machine's host class (runner.host: /proc/cpuinfo, no torch), to find its own earlier runs."""
+    from runner.host import host_fingerprint
+
+    return host_fingerprint()["host_class"]
+
+
+def _estimate_text(ctx: ui.Context, built: plan_builder.BuiltPlan) -> str:
+    device = built.cells[0].device if built.cells else "cpu"
+    history = plan_builder.history_estimate(built, run_history(ctx), _host_class(), PROTOCOL_VERSION)
+    if history is None:
+        return (f"roughly **{runs.format_eta(built.estimate_s)}** ({device.upper()} rough estimate, not a measurement: "
+                "no finished run on this machine to learn from yet)")
+    which = "runs of this plan" if history.same_plan else "runs"
+    return (f"about **{runs.format_eta(history.seconds)}** (between {runs.format_eta(history.low_s)} and "
+            f"{runs.format_eta(history.high_s)}: an estimate from {history.runs} earlier {which} on this machine)")
 
 
 @st.cache_data(show_spinner="Probing backends (imports torch)...")
@@ -215,9 +241,7 @@ def body(ctx: ui.Context) -> None:
         built = _toml_editor()
     if built.ok:
         n = len(built.cells) * built.plan.repeats
-        device = built.cells[0].device if built.cells else "cpu"
-        st.markdown(f"**{n} cell{'s' if n != 1 else ''}**, roughly **{runs.format_eta(built.estimate_s)}** "
-                    f"({device.upper()} estimate, not a measurement).")
+        st.markdown(f"**{n} cell{'s' if n != 1 else ''}**, {_estimate_text(ctx, built)}.")
         with st.expander("Plan (TOML)", expanded=False):
             st.code(built.toml, language="toml")
         st.download_button("Download plan", built.toml, f"{built.plan.name}.toml", "application/toml", on_click="ignore")

@@ -148,6 +148,14 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     return merged[cols].reset_index(drop=True)
 
 
+def finished_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Finished runs with plan, environment and wall time: the history a Run page estimate learns from."""
+    return con.execute(
+        "SELECT run_id, plan_name, plan::VARCHAR AS plan, environment::VARCHAR AS environment, device_kind, "
+        "coalesce(protocol_version, 1) AS protocol_version, epoch(finished_at - started_at) AS wall_s "
+        "FROM runs WHERE status = 'finished' AND finished_at IS NOT NULL ORDER BY started_at").df()
+
+
 def pair_counts(stats: pd.DataFrame) -> pd.Series:
     """Pairs (smaller, larger by params) per group: what the inversion analysis compares."""
     def count(params: pd.Series) -> int:

@@ -51,6 +51,53 @@ class BuiltPlan:
         return self.plan is not None and not self.errors and bool(self.cells)
 
 
+@dataclass(frozen=True)
+class HistoryEstimate:
+    """A plan's wall time scaled by how earlier runs on this host compared with the rough model.
+
+    The rough model (`runner.plan.estimate_seconds`) knows nothing of rounds, energy windows,
+    worker processes or this host's speed: the bundled protocol-2 runs took 0.9x to 27x of it.
+    So the page scales it by the median ratio of earlier finished runs on this host (host
+    class of the run's fingerprint, same device kind and protocol), those of the same plan
+    name if there are any, and shows the range those runs span instead of one confident number.
+    """
+
+    seconds: float
+    low_s: float
+    high_s: float
+    runs: int
+    same_plan: bool
+
+
+def history_estimate(built: BuiltPlan, runs: Any, host_class: str, protocol: int) -> HistoryEstimate | None:
+    """`built`'s estimate from `runs` (dashboard.data.finished_runs) measured on `host_class`, or None."""
+    import json
+    import statistics
+
+    if not built.ok or built.estimate_s <= 0 or runs is None or not len(runs):
+        return None
+    device = built.cells[0].device
+    ratios: dict[str, list[float]] = {}
+    for row in runs.itertuples():
+        try:
+            env = json.loads(row.environment or "null") or {}
+            if ((env.get("host_fingerprint") or {}).get("host_class") != host_class or row.device_kind != device
+                    or int(row.protocol_version) != protocol or not row.wall_s > 0):
+                continue
+            plan = parse_plan(json.loads(row.plan))
+            rough = estimate_seconds(expand(plan, device=device, resolve_remote=False), plan.measure) * plan.repeats
+        except (PlanError, ValueError, TypeError, KeyError):
+            continue  # a plan this version cannot read back: no evidence either way
+        if rough > 0:
+            ratios.setdefault(str(row.plan_name), []).append(float(row.wall_s) / rough)
+    same = ratios.get(built.plan.name, [])
+    chosen = same or [r for values in ratios.values() for r in values]
+    if not chosen:
+        return None
+    return HistoryEstimate(built.estimate_s * statistics.median(chosen), built.estimate_s * min(chosen),
+                           built.estimate_s * max(chosen), len(chosen), bool(same))
+
+
 def _field_for(message: str) -> str:
     head = message.split(":", 1)[0].strip()
     if head.startswith("checkpoint"):  # raised by runner.models.spec_from_checkpoint
