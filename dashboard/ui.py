@@ -265,9 +265,14 @@ def explore_rows(ctx: Context) -> pd.DataFrame:
 
 @cached_query("Fitting depth vs width...", on_disk=True)
 def fits(ctx: Context):
+    """Depth-vs-width fits per group on medians pooled over runs, as README and `analyze` fit them.
+
+    Fitting every run's cells at once would count a shape measured in five runs five times
+    and leave the run-to-run spread out of the CIs; pooled cells carry it (analysis.regression).
+    """
     from analysis.regression import fit_all
 
-    frame = cell_frame(ctx)
+    frame = pooled_frame(ctx)
     return fit_all(frame) if len(frame) else []
 
 
