@@ -3,15 +3,9 @@ drives latency, coverage, integrity."""
 import pandas as pd
 import streamlit as st
 
-from analysis.headline import Headline, build_headline, headline_sections, split_by_regime
+from analysis.headline import headline_sections, split_by_regime
 from dashboard import data, ui
 from dashboard.text import md
-
-
-@ui.cached_query("Pooling the headline over runs...", on_disk=True)
-def headline(ctx: ui.Context, all_protocols: bool) -> Headline:
-    """The selection's headline (analysis.headline), the one README and HTML report show; kept per data version."""
-    return build_headline(ui.cell_stats(ctx), all_protocols=all_protocols)
 
 
 def body(ctx: ui.Context) -> None:
@@ -27,7 +21,7 @@ def body(ctx: ui.Context) -> None:
         "Include protocol-1 runs", value=False,
         help="Runs before host control and rounds (protocol 1): one unpinned pass per cell, so their cells move up to "
              "2x between runs. They stay in every other page; the headline leaves them out unless this is on.")
-    for title, text, table in headline_sections(headline(ctx, all_protocols)):
+    for title, text, table in headline_sections(ui.headline(ctx, all_protocols)):
         st.subheader(title)
         st.caption(text)
         if len(table):

@@ -20,7 +20,11 @@ imports are kept, as in a running server):
 With --browser (Chromium, Playwright, Debian's /usr/bin/chromium against `streamlit run` on
 the bundle): time from clicking a page's link to its first plotly chart drawn, target <= 2 s.
 
-Run: python -m benchmarks.bench_dashboard [--data bundle,x10] [--repeats N] [--browser]
+A snapshot exported with its derived results (`runner snapshot export`), or the x10 store
+with `--kept` (derived results kept as `runner ingest` keeps them), shows what a first visit
+costs once they are kept: the dashboard reads them instead of computing.
+
+Run: python -m benchmarks.bench_dashboard [--data bundle,x10,snapshot=DIR] [--kept] [--repeats N] [--browser]
      python -m benchmarks.bench_dashboard --short --check   (CI: the bundle, one warm run, exit 1 above a target)
 """
 from __future__ import annotations
@@ -107,8 +111,9 @@ def _run(at, page: str) -> float:
     return seconds
 
 
-def bench_apptest(db: Path, cache: Path, repeats: int, first: bool) -> dict[str, dict[str, float]]:
-    """{page: {"first"?, "cold", "warm"}} in seconds, for the dataset the app opens from `db`."""
+def bench_apptest(db: Path, cache: Path, repeats: int, first: bool, snapshot: Path | None = None) -> dict[str, dict[str, float]]:
+    """{page: {"first"?, "cold", "warm"}} in seconds, for the dataset the app opens from `db`
+    (or `snapshot`, when given)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -119,6 +124,8 @@ def bench_apptest(db: Path, cache: Path, repeats: int, first: bool) -> dict[str,
                        "SHAPEBENCH_CACHE": str(cache)})
     for key in ("SHAPEBENCH_SNAPSHOT", "SHAPEBENCH_HOSTED"):
         os.environ.pop(key, None)
+    if snapshot is not None:
+        os.environ["SHAPEBENCH_SNAPSHOT"] = str(snapshot)
     st.cache_data.clear()
     st.cache_resource.clear()  # connections too: this dataset opens afresh
     out: dict[str, dict[str, float]] = {}
@@ -199,9 +206,12 @@ def bench_browser(db: Path, cache: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="bundle,x10", help="comma-separated: bundle, x10")
+    parser.add_argument("--data", default="bundle,x10",
+                        help="comma-separated: bundle, x10, or snapshot=DIR (a snapshot exported with `runner snapshot export`)")
     parser.add_argument("--repeats", type=int, default=3, help="warm runs per page (the median is reported)")
     parser.add_argument("--short", action="store_true", help="CI: the bundle only, one warm run, no first-visit timing")
+    parser.add_argument("--kept", action="store_true",
+                        help="x10: keep the derived results in the store first, as `runner ingest` does")
     parser.add_argument("--cache", help="directory of kept derived results (default: a fresh one per dataset)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a page is above a target")
     parser.add_argument("--browser", action="store_true", help="also time the first chart in Chromium (bundle)")
@@ -214,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     over, results = [], {}
     try:
         for dataset in datasets:
-            cache = Path(args.cache) if args.cache else work / f"derived-{dataset}"
-            if dataset == "bundle":
+            cache = Path(args.cache) if args.cache else work / f"derived-{dataset.replace('/', '_')}"
+            snapshot = None
+            if dataset.startswith("snapshot="):
+                db, snapshot = work / "absent.duckdb", Path(dataset.removeprefix("snapshot="))
+            elif dataset == "bundle":
                 db = work / "absent.duckdb"  # no store file: the dashboard opens the bundled snapshot
             elif dataset == "x10":
                 db = work / "x10.duckdb"
@@ -223,9 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                 counts = build_x10(db)
                 print(f"x10 store: {counts['runs']:,} runs, {counts['cells']:,} cells, {counts['samples']:,} samples, "
                       f"built in {time.perf_counter() - start:.1f} s")
+                if args.kept:
+                    from store.cli import derive_into_store
+
+                    start = time.perf_counter()
+                    derive_into_store(db)  # what `runner ingest` does after ingesting
+                    print(f"x10 store: derived results kept in {time.perf_counter() - start:.1f} s")
             else:
-                parser.error(f"unknown dataset {dataset!r}; allowed: bundle, x10")
-            results[dataset] = bench_apptest(db, cache, repeats, first=not args.short and not args.cache)
+                parser.error(f"unknown dataset {dataset!r}; allowed: bundle, x10, snapshot=DIR")
+            results[dataset] = bench_apptest(db, cache, repeats, first=not args.short and not args.cache, snapshot=snapshot)
             over += report(dataset, results[dataset], repeats)
         if args.browser and Path("/usr/bin/chromium").exists():
             bench_browser(work / "absent.duckdb", work / "derived-bundle")

@@ -12,7 +12,6 @@ invalidates them without any explicit clearing.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import html
 import inspect
@@ -29,7 +28,7 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, filters as flt
+from dashboard import data, filters as flt, results
 from dashboard.storefile import Held, Source, StoreFile
 from dashboard.text import md
 from store.dataset import BUNDLED_SNAPSHOT
@@ -135,29 +134,42 @@ class Context:
         """`with ctx.reading() as con:` a connection for one query; fetch everything inside."""
         return self.source.reading()
 
+    def get(self, name: str, *args: Any) -> Any:
+        """Another cached result by name (dashboard.results' functions read each other so)."""
+        return _QUERIES[name](self, *args)
+
 
 # --- cached queries ------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
 def _code_version(module_file: str) -> str:
-    """A hash of the dashboard package and of the file defining a kept result.
+    """The code version a kept result of `module_file` is keyed on (dashboard.results.code_version).
 
-    analysis.derived keys kept results on the analysis code; a result that dashboard code
-    (a page, dashboard.data) shapes must not outlive a change to that code either.
+    A result defined in dashboard.results (and wrapped here) depends on that code only, so a
+    change to the page layout here does not make the results kept in a snapshot stale; one a
+    page defines itself depends on that page's file too.
     """
-    digest = hashlib.sha256()
-    for path in sorted({*Path(__file__).parent.glob("*.py"), Path(module_file)}):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    from dashboard.results import code_version
+
+    return code_version() if Path(module_file).resolve() == Path(__file__).resolve() else code_version(module_file)
+
+
+def kept_result(ctx: "Context", key: str) -> tuple[bool, Any]:
+    """(True, value) when the open store or snapshot keeps the result of `key` (store.kept):
+    computed by `runner snapshot export` or after `runner ingest`, read instead of recomputed."""
+    from store.kept import load
+
+    with ctx.reading() as con:
+        return load(con, key, results.kept_types())
 
 
 def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: bool = False) -> Callable:
     """Cache `compute(ctx, *args)` per (dataset, data version, filters, args).
 
-    One entry per key in this server process; with `on_disk=True` the result is also kept on
-    disk per dataset content (analysis.derived), so a new server process or a cold page loads
-    it instead of recomputing the pooled statistics (a minute on 2 cores).
+    One entry per key in this server process; with `on_disk=True` the result is first looked
+    up among those the open store or snapshot keeps (store.kept: computed at export or after
+    an ingest, so even a first visit to a fresh clone reads them), else kept on disk per
+    dataset content (analysis.derived), so a new server process or a cold page loads it
+    instead of recomputing the pooled statistics (a minute on 2 cores).
 
     The entries are st.cache_resource, not st.cache_data: cache_data unpickles a fresh copy on
     every hit, and with results of 10-30 MB (cell statistics, pooled cells, fits) on a store ten
@@ -177,9 +189,13 @@ def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: 
         def cached(_ctx: Context, name: str, ds_key: str, version: str, fkey: tuple, args: tuple):
             if on_disk and _ctx.content_id:
                 from analysis.derived import load_or_compute
+                from dashboard.results import result_key
 
-                parts = (fkey, args, _code_version(module_file))
-                return load_or_compute(_ctx.content_id, name, parts, lambda: compute(_ctx, *args))
+                code = _code_version(module_file)
+                found, value = kept_result(_ctx, result_key(_ctx.content_id, name, fkey, args, code))
+                if found:
+                    return value
+                return load_or_compute(_ctx.content_id, name, (fkey, args, code), lambda: compute(_ctx, *args))
             return compute(_ctx, *args)
 
         def call(ctx: Context, *args):
@@ -188,11 +204,13 @@ def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: 
 
         call.__name__, call.__doc__ = name, compute.__doc__
         _RESULT_CACHES.append(cached)
+        _QUERIES[name] = call
         return call
     return decorate
 
 
 _RESULT_CACHES: list = []
+_QUERIES: dict[str, Callable[..., Any]] = {}  # name -> cached query: what Context.get looks up
 
 
 def clear_results() -> None:
@@ -226,106 +244,74 @@ _summary, _options, _content_id = per_version(data.summary), per_version(data.op
 
 @cached_query("Computing cell statistics...", on_disk=True)
 def cell_stats(ctx: Context):
-    """Per cell and phase: n, median and its bootstrap CI (analysis.stats)."""
-    from analysis.stats import compute_cell_stats
-
-    with ctx.reading() as con:
-        return compute_cell_stats(con, ctx.filters)
-
+    """Per cell and phase: n, median and its bootstrap CI (analysis.stats), with the draws."""
+    return results.cell_stats(ctx)
 
 @cached_query("Computing cell statistics...", on_disk=True)
 def cell_frame(ctx: Context) -> pd.DataFrame:
     """cell_stats' frame without its bootstrap draws: what pages read.
 
     The draws (cells x resamples) are most of CellStats' size (53 MB on the bundle, ten times
-    that on a store ten times its size) and st.cache_data unpickles a copy on every call, so a
-    page that only needs medians and CIs must not pay for them on every rerun.
-    """
-    return cell_stats(ctx).frame
+    that on a store ten times its size), so a page that only needs medians and CIs must not
+    load them, and they are never kept with the data."""
+    return results.cell_frame(ctx)
 
+@cached_query("Pooling repeat runs...", on_disk=True)
+def pooled(ctx: Context):
+    """CellStats pooled over repeat runs, with replicates across runs (analysis.reproducibility)."""
+    return results.pooled(ctx)
 
 @cached_query("Pooling repeat runs...", on_disk=True)
 def pooled_frame(ctx: Context) -> pd.DataFrame:
     """pooled's frame without its draws (see cell_frame)."""
-    return pooled(ctx).frame
-
+    return results.pooled_frame(ctx)
 
 @cached_query()
 def cells(ctx: Context) -> pd.DataFrame:
-    with ctx.reading() as con:
-        return data.cells_table(con, ctx.filters)
-
+    """Every cell of the selection, whatever its status (dashboard.data.cells_table)."""
+    return results.cells(ctx)
 
 @cached_query("Joining cells and statistics...", on_disk=True)
 def explore_rows(ctx: Context) -> pd.DataFrame:
     """Explore's table (dashboard.data.explore_table): per-phase memory and energy are a pass over
     every cell's resources (about a second on a store ten times the bundle), so once per version."""
-    return data.explore_table(cells(ctx), cell_frame(ctx))
-
+    return results.explore_rows(ctx)
 
 @cached_query("Fitting depth vs width...", on_disk=True)
-def fits(ctx: Context):
+def fits(ctx: Context) -> list:
     """Depth-vs-width fits per group on medians pooled over runs, as README and `analyze` fit them.
 
     Fitting every run's cells at once would count a shape measured in five runs five times
-    and leave the run-to-run spread out of the CIs; pooled cells carry it (analysis.regression).
-    """
-    from analysis.regression import fit_all
-
-    frame = pooled_frame(ctx)
-    return fit_all(frame) if len(frame) else []
-
+    and leave the run-to-run spread out of the CIs; pooled cells carry it (analysis.regression)."""
+    return results.fits(ctx)
 
 @cached_query("Bootstrapping ratios...", on_disk=True)
 def inversions(ctx: Context) -> pd.DataFrame:
     """Pairs where the smaller model is slower (point estimate), with CIs, every group.
 
     On medians pooled over repeat runs, as `analyze` does: a single-round cell of one run has
-    no CI (analysis.intervals), so only the run level can make a protocol-1 pair significant.
-    """
-    from analysis.inversions import find_inversions
-
-    return find_inversions(pooled(ctx))
-
+    no CI (analysis.intervals), so only the run level can make a protocol-1 pair significant."""
+    return results.inversions(ctx)
 
 @cached_query("Bootstrapping ratios...", on_disk=True)
 def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
     """Every pair of one group (the heatmap), without bootstrapping the other groups."""
-    from analysis.inversions import pair_ratios
-    from analysis.stats import CellStats
-
-    stats = pooled(ctx)
-    rows = (stats.frame["group_id"] == group_id).to_numpy()
-    sub = CellStats(stats.frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
-    return pair_ratios(sub, inversions_only=False)
-
+    return results.group_pairs(ctx, group_id)
 
 @cached_query("Comparing...", on_disk=True)
 def compare(ctx: Context, factor: str) -> list[dict]:
-    from analysis.regimes import compare as compare_factor
-
-    return compare_factor(cell_frame(ctx), factor)
-
+    """Per comparison group, the depth and width effect per level of `factor` (analysis.regimes)."""
+    return results.compare(ctx, factor)
 
 @cached_query("Modelling profiled cells...", on_disk=True)
 def why_floor(ctx: Context) -> pd.DataFrame:
     """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
-    from analysis.why import launch_floor, load_profiles
-
-    with ctx.reading() as con:
-        profiles = load_profiles(con, ctx.filters)
-    return launch_floor(profiles) if len(profiles) else profiles
-
+    return results.why_floor(ctx)
 
 @cached_query("Fitting launch overheads...", on_disk=True)
 def launch_overhead(ctx: Context) -> list[dict]:
     """The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs."""
-    from analysis.why import fit_launch_overhead
-
-    floor = why_floor(ctx)
-    calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
-    return fit_launch_overhead(calibrated) if len(calibrated) else []
-
+    return results.launch_overhead(ctx)
 
 def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
     """analysis.why.explain_pair for two cells, or None unless both configurations are profiled.
@@ -351,63 +337,37 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
     return explain_pair(*rows)
 
 
-@cached_query("Pooling repeat runs...", on_disk=True)
-def pooled(ctx: Context):
-    """CellStats pooled over repeat runs, with replicates across runs (analysis.reproducibility)."""
-    from analysis.reproducibility import pooled_stats
-
-    return pooled_stats(cell_stats(ctx))
-
+@cached_query("Pooling the headline over runs...", on_disk=True)
+def headline(ctx: Context, all_protocols: bool):
+    """The selection's headline (analysis.headline), the one README and HTML report show."""
+    return results.headline(ctx, all_protocols)
 
 @cached_query("Comparing repeat runs...", on_disk=True)
 def repeat_table(ctx: Context) -> pd.DataFrame:
-    from analysis.reproducibility import repeat_table as table_of
-
-    stats, pooled_stats = cell_stats(ctx), pooled(ctx)
-    with ctx.reading() as con:
-        return table_of(stats, con, pooled=pooled_stats)
-
+    """Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility)."""
+    return results.repeat_table(ctx)
 
 @cached_query("Comparing repeat runs...", on_disk=True)
 def repeat_runs(ctx: Context) -> pd.DataFrame | None:
     """Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians,
     with repeat_table's verdicts); None when no cell was."""
-    from analysis.reproducibility import has_repeats, run_medians
-
-    stats = cell_stats(ctx)
-    return run_medians(stats, repeat_table(ctx)) if has_repeats(stats) else None
-
+    return results.repeat_runs(ctx)
 
 @cached_query("Estimating between-run variance...", on_disk=True)
 def variance_table(ctx: Context) -> pd.DataFrame:
     """Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components):
     a scipy bootstrap per group, so once per data version, not on every rerun of the page."""
-    from analysis.reproducibility import variance_components
-
-    return variance_components(repeat_table(ctx))
-
+    return results.variance_table(ctx)
 
 @cached_query("Judging inversions across runs...", on_disk=True)
 def inversions_across_runs(ctx: Context) -> pd.DataFrame:
-    from analysis.reproducibility import inversions_across_runs as judge
-
-    return judge(cell_stats(ctx), pooled(ctx))
-
+    """Which inversions hold in every run that measured both cells (analysis.reproducibility)."""
+    return results.inversions_across_runs(ctx)
 
 @cached_query("Fitting depth vs width per run...", on_disk=True)
 def regressions_across_runs(ctx: Context) -> list[dict]:
     """Only groups measured in more than one run: a single-run group's fit is on Depth vs width."""
-    from analysis.reproducibility import pooled_stats, regressions_across_runs as fit_across, with_repeat_key
-    from analysis.stats import CellStats
-
-    stats = cell_stats(ctx)
-    frame = stats.frame.reset_index(drop=True)
-    runs_per_group = with_repeat_key(frame).groupby("group_id")["run_id"].transform("nunique")
-    rows = (runs_per_group > 1).to_numpy()
-    if not rows.any():
-        return []
-    sub = CellStats(frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
-    return fit_across(sub, pooled_stats(sub))
+    return results.regressions_across_runs(ctx)
 
 
 @cached_query()

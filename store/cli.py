@@ -68,7 +68,58 @@ def open_dataset(db: Optional[Path], snapshot: Optional[Path]):
         fail(f"cannot open {dataset.label}: {str(error).splitlines()[0]}")
 
 
-def ingest_after_run(db: Path, run_path: Path) -> None:
+def derive_with_progress(con, what: str, content: str | None = None):
+    """dashboard.results.derive with a progress bar on stderr: about a minute on the bundle."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dashboard.results import derive
+
+    with Progress(TextColumn(f"computing derived results for {what}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def step(name: str, done: int, total: int) -> None:
+            bar.update(task, description=name[:60], completed=done, total=total)
+
+        return derive(con, step, content)
+
+
+def derive_into_store(db: Path) -> None:
+    """Keep the dashboard's first-visit results in the store (store.kept), replacing those of
+    earlier rows; one line says it ran. Computed on an in-memory copy, so the store file is
+    held only to copy and to write. A failure is said, never fatal: the data is ingested."""
+    import time
+
+    from dashboard.data import content_id
+    from store.db import connect_when_free, copy_to_memory
+    from store.kept import write
+
+    start = time.perf_counter()
+    try:
+        con = connect_when_free(db, read_only=True, wait_s=STORE_LOCK_WAIT_S)
+        try:
+            content, mem = content_id(con), copy_to_memory(con)
+        finally:
+            con.close()
+        try:
+            rows = derive_with_progress(mem, str(db), content)
+        finally:
+            mem.close()
+        con = open_store_for_writing(db)
+        try:
+            if content_id(con) != content:  # ingested again meanwhile: these would never be asked for
+                typer.echo(f"derived results not kept: {db} changed while they were computed", err=True)
+                return
+            write(con, rows, replace_content=content)
+        finally:
+            con.close()
+    except Exception as error:  # noqa: BLE001 - the dashboard computes what is not kept
+        typer.echo(f"derived results not kept: {str(error).splitlines()[0][:240]}", err=True)
+        return
+    console.print(f"kept {len(rows)} derived results in {db} ({time.perf_counter() - start:.0f} s; --no-derive skips this)")
+
+
+def ingest_after_run(db: Path, run_path: Path, derive: bool = True) -> None:
     """Ingest a run the CLI just measured; a store another process holds is said, not fatal
     (the run directory is complete and can be ingested later)."""
     from store.ingest import ingest_run_dir
@@ -91,11 +142,15 @@ def ingest_after_run(db: Path, run_path: Path) -> None:
     finally:
         con.close()
     console.print(f"ingested {report.cells_added} cells, {report.samples_added} samples into {db}")
+    if derive:
+        derive_into_store(db)
 
 
 def ingest(
     runs_dir: Path = typer.Argument(DEFAULT_RUNS, envvar=RUNS_ENV, help="a run directory, or a folder of them"),
     db: Path = typer.Option(DEFAULT_DB, envvar=DB_ENV, help="DuckDB store"),
+    derive: bool = typer.Option(True, "--derive/--no-derive",
+                                help="then compute the dashboard's derived results and keep them in the store"),
 ) -> None:
     """Ingest run directories into the store (idempotent)."""
     from runner.runfiles import RunDir
@@ -115,6 +170,8 @@ def ingest(
         typer.echo(f"skipped: {problem}", err=True)  # one plain line each, never wrapped
     out.print(f"{report.runs} runs read, {report.cells_added} cells and {report.samples_added} samples added to {db}"
               + (f"; {len(report.skipped)} run(s) skipped" if report.skipped else ""))
+    if derive:
+        derive_into_store(db)
 
 
 @snapshot_app.command("export")
@@ -124,18 +181,22 @@ def snapshot_export(
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     run: Optional[list[str]] = typer.Option(None, help="only these run ids (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
+    derive: bool = typer.Option(True, "--derive/--no-derive",
+                                help="also compute the dashboard's derived results and keep them in the snapshot"),
 ) -> None:
     """Export the store (or a filtered part) as a snapshot with a checksummed manifest."""
     from store.snapshot import SnapshotError, export_snapshot
 
     _, con = open_dataset(db or DEFAULT_DB, None)
     try:
-        manifest = export_snapshot(con, out_path, regimes=regime, run_ids=run, backends=backend)
+        manifest = export_snapshot(con, out_path, regimes=regime, run_ids=run, backends=backend,
+                                   derive=(lambda snap: derive_with_progress(snap, str(out_path))) if derive else None)
     except (SnapshotError, ValueError) as error:
         fail(str(error))
     finally:
         con.close()
-    out.print(f"wrote {out_path}: " + ", ".join(f"{n} {t}" for t, n in manifest.row_counts.items()))
+    out.print(f"wrote {out_path}: " + ", ".join(f"{n} {t}" for t, n in manifest.row_counts.items())
+              + (f", derived results ({manifest.derived['bytes'] / 2**20:.1f} MiB)" if manifest.derived else ""))
 
 
 def _run_status(run_dir) -> str | None:

@@ -88,3 +88,16 @@ def connect_memory() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     init_schema(con)
     return con
+
+
+def copy_to_memory(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """An in-memory store holding `con`'s runs, cells and samples: a long read (derived results
+    after an ingest) then holds no lock on the store file, so the dashboard can write it meanwhile."""
+    from store.schema import TABLES
+
+    mem = connect_memory()
+    for table in TABLES:
+        mem.register("_copied", con.sql(f"SELECT * FROM {table}").to_arrow_table())
+        mem.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _copied")
+        mem.unregister("_copied")
+    return mem

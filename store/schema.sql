@@ -86,6 +86,20 @@ CREATE TABLE IF NOT EXISTS samples (
     worker     INTEGER             -- protocol 2: pid of the process that measured the round
 );
 
+-- Derived results kept per data version (store.kept): computed after an ingest, read by the
+-- dashboard's first visit instead of recomputing. A cache of the rows above, not data: it is
+-- never exported as a table, and any row may be dropped (it is computed again).
+CREATE TABLE IF NOT EXISTS derived_results (
+    key          VARCHAR PRIMARY KEY,  -- hash of content_id, code_version, name, filters, args
+    name         VARCHAR NOT NULL,
+    content_id   VARCHAR NOT NULL,     -- the rows it was computed from (dashboard.data.content_id)
+    code_version VARCHAR NOT NULL,     -- the code that computed it (dashboard.results.code_version)
+    filters      VARCHAR NOT NULL,     -- JSON
+    args         VARCHAR NOT NULL,     -- JSON
+    document     VARCHAR NOT NULL,     -- JSON; {"$frame": i} stands for frames[i]
+    frames       BLOB[]                -- Parquet, one per DataFrame in the document
+);
+
 -- Columns added after schema version 1, for stores made before them (no-ops otherwise).
 -- store.schema.ADDED_COLUMNS is read from these lines.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS protocol_version INTEGER;

@@ -15,13 +15,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store import kept
 from store.db import connect_memory
+from store.kept import KEPT_FILE, KeptResult
 from store.schema import TABLES, stored_schema_version, table_columns
 from store.snapshot_manifest import (
     MANIFEST_NAME, SNAPSHOT_FORMAT_VERSION, Manifest, SnapshotError, table_file, tool_version,
@@ -43,6 +45,10 @@ def _q(name: str) -> str:
 
 
 # --- export ---------------------------------------------------------------------------
+
+# Computes the results to keep from a snapshot's rows, opened in memory (dashboard.results.derive).
+Derive = Callable[[duckdb.DuckDBPyConnection], list[KeptResult]]
+
 
 def _as_list(values: Sequence[str] | None) -> list[str] | None:
     """A filter as a sorted list; a bare string would silently filter on its characters."""
@@ -79,14 +85,30 @@ def _selection(con: duckdb.DuckDBPyConnection, regimes, run_ids, backends) -> di
     return out
 
 
-def _snapshot_files(con, regimes, run_ids, backends) -> tuple[Manifest, dict[str, bytes]]:
+def _snapshot_files(con, regimes, run_ids, backends, derive: Derive | None = None) -> tuple[Manifest, dict[str, bytes]]:
     tables = _selection(con, regimes, run_ids, backends)
     files = {}
     for table, tbl in tables.items():
         buf = io.BytesIO()
         pq.write_table(tbl, buf, compression="zstd")
         files[table_file(table)] = buf.getvalue()
-    manifest = Manifest(
+    manifest = _manifest(con, tables, files, regimes, run_ids, backends)
+    if derive is not None:
+        # Computed on the snapshot as a reader opens it (same rows, same types), so the
+        # content id in each key is the one the dashboard computes when it opens the export.
+        snap = _open(_zip_bytes(manifest, files), LOCAL_LIMITS)
+        try:
+            kept_bytes = kept.file_bytes(derive(snap))
+        finally:
+            snap.close()
+        files[KEPT_FILE] = kept_bytes
+        manifest = manifest.model_copy(update={"derived": {"sha256": hashlib.sha256(kept_bytes).hexdigest(),
+                                                           "bytes": len(kept_bytes)}})
+    return manifest, files
+
+
+def _manifest(con, tables: dict[str, pa.Table], files: dict[str, bytes], regimes, run_ids, backends) -> Manifest:
+    return Manifest(
         created_at=Manifest.now(),
         tool_version=tool_version(),
         # the version the exported tables are at: an older store read without upgrading
@@ -98,7 +120,6 @@ def _snapshot_files(con, regimes, run_ids, backends) -> tuple[Manifest, dict[str
         filters={"regimes": _as_list(regimes), "run_ids": _as_list(run_ids),
                  "backends": _as_list(backends)},
     )
-    return manifest, files
 
 
 def _zip_bytes(manifest: Manifest, files: dict[str, bytes]) -> bytes:
@@ -118,14 +139,17 @@ def export_snapshot(
     regimes: Sequence[str] | None = None,
     run_ids: Sequence[str] | None = None,
     backends: Sequence[str] | None = None,
+    derive: Derive | None = None,
 ) -> Manifest:
     """Write a snapshot to `out`: a single zip when it ends in .zip, else a directory.
 
     Filters select runs (by regime, by id), then their cells (by backend) and samples;
     None means no filter. Works on a read-only connection: it only reads the store.
+    `derive` (dashboard.results.derive) computes the results kept in derived.parquet from
+    the exported rows; None writes none.
     """
     out = Path(out)
-    manifest, files = _snapshot_files(con, regimes, run_ids, backends)
+    manifest, files = _snapshot_files(con, regimes, run_ids, backends, derive)
     if out.suffix.lower() == ".zip":
         out.parent.mkdir(parents=True, exist_ok=True)
         # Write beside the target and rename, so a reader never sees half a zip.
@@ -141,6 +165,8 @@ def export_snapshot(
     out.mkdir(parents=True, exist_ok=True)
     # Manifest out first and back last: an interrupted export fails its checks on import.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+    if KEPT_FILE not in files:
+        (out / KEPT_FILE).unlink(missing_ok=True)  # an earlier export's results, of other rows
     for name, data in files.items():
         (out / name).write_bytes(data)
     (out / MANIFEST_NAME).write_bytes(manifest.to_json())
@@ -313,6 +339,8 @@ def _open(source: str | Path | bytes, limits: Limits) -> duckdb.DuckDBPyConnecti
             cols = ", ".join(_q(c) for c in table_columns(con, t))
             con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {src[t]}")
             con.unregister(src[t])
+        if snap.kept is not None:
+            kept.insert_file_table(con, snap.kept)
     except duckdb.Error as e:
         con.close()
         raise SnapshotError(f"snapshot does not fit the store: {str(e).splitlines()[0]}") from None

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 from typing_extensions import TypedDict
 
+from store.kept import KEPT_FILE
 from store.schema import SCHEMA_VERSION, TABLES
 
 SNAPSHOT_FORMAT = "shapebench-snapshot"
@@ -66,6 +67,7 @@ RULES = {
     "created_at": f"{MANIFEST_NAME} created_at must be a string of at most {MAX_FIELD_CHARS} characters",
     "tool_version": f"{MANIFEST_NAME} tool_version must be a string of at most {MAX_FIELD_CHARS} characters",
     "filters": f"{MANIFEST_NAME} filters must be an object of lists of strings (or null)",
+    "derived": f"{MANIFEST_NAME} derived must be null or give {KEPT_FILE}'s sha256 (a string) and bytes (an integer)",
 }
 
 
@@ -87,6 +89,9 @@ class Manifest(BaseModel):
     created_at: ShortText
     tool_version: ShortText
     filters: dict[str, list[StrictStr] | None] = Field(default_factory=dict)
+    # derived.parquet (store.kept): results computed at export, checked like the tables. Its
+    # own key, not an entry of `files`: a reader that predates it ignores the key and the file.
+    derived: FileEntry | None = None
 
     @field_validator("format_version")
     @classmethod
@@ -138,7 +143,9 @@ class Manifest(BaseModel):
         return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def to_json(self) -> bytes:
-        return json.dumps(self.model_dump(), indent=2, sort_keys=True).encode()
+        # no "derived": null: a snapshot without derived results reads as before they existed
+        return json.dumps(self.model_dump(exclude={"derived"} if self.derived is None else None),
+                          indent=2, sort_keys=True).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "Manifest":

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from store.kept import KEPT_FILE, KeptError, table_of_file
 from store.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 from store.snapshot_manifest import MANIFEST_NAME, Manifest, SnapshotError, table_file
 from store.snapshot_values import check_metadata_text, check_values
@@ -61,6 +62,7 @@ class LoadedSnapshot:
 
     manifest: Manifest
     tables: dict[str, pa.Table]
+    kept: pa.Table | None = None  # derived.parquet (store.kept), when the manifest lists it
 
 
 def _safe_member_name(name: str) -> bool:
@@ -106,6 +108,8 @@ def _read_zip(zf: zipfile.ZipFile, limits: Limits) -> dict[str, bytes]:
     prefix = str(PurePosixPath(manifests[0]).parent)
     prefix = "" if prefix == "." else prefix + "/"
     wanted = [MANIFEST_NAME] + [table_file(t) for t in TABLES]
+    if prefix + KEPT_FILE in names:  # optional; read only if the manifest lists it (load_snapshot)
+        wanted.append(KEPT_FILE)
     files = {}
     for name in wanted:
         try:
@@ -143,6 +147,8 @@ def _read_dir(root: Path, limits: Limits) -> dict[str, bytes]:
     for name, p in paths.items():
         if not p.is_file():
             raise SnapshotError(f"snapshot lacks {name}")
+    if (root / KEPT_FILE).is_file():  # optional; read only if the manifest lists it (load_snapshot)
+        paths[KEPT_FILE] = root / KEPT_FILE
     size = sum(p.stat().st_size for p in paths.values())
     if size > limits.max_bytes:
         raise SnapshotError(f"snapshot is {size} bytes, over the limit of {limits.max_bytes}")
@@ -298,6 +304,17 @@ def load_snapshot(
         data = files[name]
         if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise SnapshotError(f"checksum mismatch for {name}: the snapshot is corrupt or was altered")
+    kept = None
+    if manifest.derived is not None:
+        data, entry = files.get(KEPT_FILE), manifest.derived
+        if data is None:
+            raise SnapshotError(f"snapshot lacks {KEPT_FILE}, which {MANIFEST_NAME} lists")
+        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise SnapshotError(f"checksum mismatch for {KEPT_FILE}: the snapshot is corrupt or was altered")
+        try:
+            kept = table_of_file(data, limits.max_uncompressed)
+        except KeptError as error:
+            raise SnapshotError(str(error)) from None
     tables = {}
     budget, rows_left = limits.max_uncompressed, limits.max_rows
     for table in TABLES:
@@ -310,7 +327,7 @@ def load_snapshot(
     _check_links(tables)
     check_values(tables)
     _check_regimes(manifest, tables["runs"])
-    return LoadedSnapshot(manifest, tables)
+    return LoadedSnapshot(manifest, tables, kept)
 
 
 def _check_regimes(manifest: Manifest, runs: pa.Table) -> None:
