@@ -48,6 +48,7 @@ def run(
     device: Optional[str] = typer.Option(None, help="override the plan's device: cpu | cuda"),
     resume: Optional[str] = typer.Option(None, help="run id to resume: skips its finished cells"),
     no_ingest: bool = typer.Option(False, "--no-ingest", help="only write the run directory"),
+    no_derive: bool = typer.Option(False, "--no-derive", help="ingest, but do not keep the dashboard's derived results"),
     ray: Optional[str] = typer.Option(
         None, "--ray", help="run the cells as Ray tasks: 'local' starts a local instance, 'auto' joins the "
         "running cluster, or ray://host:port"),
@@ -132,8 +133,8 @@ def run(
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]: resume with --resume {current[-1].run_id if current else ''}")
         if not no_ingest:
-            for run_dir in current:
-                ingest_after_run(db, run_dir.path)
+            for run_dir in current:  # interrupted: store what was measured, quickly; derive on the next ingest
+                ingest_after_run(db, run_dir.path, derive=False)
         raise typer.Exit(130)
     finally:
         held.close()  # measuring is over: the next run may start
@@ -141,7 +142,7 @@ def run(
         console.print(f"  {count} cells on {node}")
     for run_dir in runs:
         if not no_ingest:
-            ingest_after_run(db, run_dir.path)
+            ingest_after_run(db, run_dir.path, derive=not no_derive)
         out.print(run_dir.run_id)
 
 
