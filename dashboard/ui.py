@@ -242,76 +242,40 @@ def per_version(query: Callable[[duckdb.DuckDBPyConnection], Any]) -> Callable[[
 _summary, _options, _content_id = per_version(data.summary), per_version(data.options), per_version(data.content_id)
 
 
-@cached_query("Computing cell statistics...", on_disk=True)
-def cell_stats(ctx: Context):
-    """Per cell and phase: n, median and its bootstrap CI (analysis.stats), with the draws."""
-    return results.cell_stats(ctx)
+# The results of dashboard.results, each cached per data version and filters (cached_query): one
+# definition there, one line here, what the pages call.
+# Per cell and phase: n, median and its bootstrap CI (analysis.stats), with the draws.
+cell_stats = cached_query("Computing cell statistics...", on_disk=True)(results.cell_stats)
+# cell_stats' frame without its bootstrap draws: what pages read. The draws (cells x resamples) are most of
+# CellStats' size (53 MB on the bundle, ten times that on a store ten times its size), so a page that only needs
+# medians and CIs must not load them, and they are never kept with the data.
+cell_frame = cached_query("Computing cell statistics...", on_disk=True)(results.cell_frame)
+# CellStats pooled over repeat runs, with replicates across runs (analysis.reproducibility).
+pooled = cached_query("Pooling repeat runs...", on_disk=True)(results.pooled)
+# pooled's frame without its draws (see cell_frame).
+pooled_frame = cached_query("Pooling repeat runs...", on_disk=True)(results.pooled_frame)
+# Every cell of the selection, whatever its status (dashboard.data.cells_table).
+cells = cached_query()(results.cells)
+# Explore's table (dashboard.data.explore_table): per-phase memory and energy are a pass over every cell's
+# resources (about a second on a store ten times the bundle), so once per version.
+explore_rows = cached_query("Joining cells and statistics...", on_disk=True)(results.explore_rows)
+# Depth-vs-width fits per group on medians pooled over runs, as README and `analyze` fit them. Fitting every
+# run's cells at once would count a shape measured in five runs five times and leave the run-to-run spread out
+# of the CIs; pooled cells carry it (analysis.regression).
+fits = cached_query("Fitting depth vs width...", on_disk=True)(results.fits)
+# Pairs where the smaller model is slower (point estimate), with CIs, every group. On medians pooled over repeat
+# runs, as `analyze` does: a single-round cell of one run has no CI (analysis.intervals), so only the run level
+# can make a protocol-1 pair significant.
+inversions = cached_query("Bootstrapping ratios...", on_disk=True)(results.inversions)
+# Every pair of one group (the heatmap), without bootstrapping the other groups.
+group_pairs = cached_query("Bootstrapping ratios...", on_disk=True)(results.group_pairs)
+# Per comparison group, the depth and width effect per level of `factor` (analysis.regimes).
+compare = cached_query("Comparing...", on_disk=True)(results.compare)
+# Profiled cells with their launch / memory / compute prediction and verdict (analysis.why).
+why_floor = cached_query("Modelling profiled cells...", on_disk=True)(results.why_floor)
+# The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs.
+launch_overhead = cached_query("Fitting launch overheads...", on_disk=True)(results.launch_overhead)
 
-@cached_query("Computing cell statistics...", on_disk=True)
-def cell_frame(ctx: Context) -> pd.DataFrame:
-    """cell_stats' frame without its bootstrap draws: what pages read.
-
-    The draws (cells x resamples) are most of CellStats' size (53 MB on the bundle, ten times
-    that on a store ten times its size), so a page that only needs medians and CIs must not
-    load them, and they are never kept with the data."""
-    return results.cell_frame(ctx)
-
-@cached_query("Pooling repeat runs...", on_disk=True)
-def pooled(ctx: Context):
-    """CellStats pooled over repeat runs, with replicates across runs (analysis.reproducibility)."""
-    return results.pooled(ctx)
-
-@cached_query("Pooling repeat runs...", on_disk=True)
-def pooled_frame(ctx: Context) -> pd.DataFrame:
-    """pooled's frame without its draws (see cell_frame)."""
-    return results.pooled_frame(ctx)
-
-@cached_query()
-def cells(ctx: Context) -> pd.DataFrame:
-    """Every cell of the selection, whatever its status (dashboard.data.cells_table)."""
-    return results.cells(ctx)
-
-@cached_query("Joining cells and statistics...", on_disk=True)
-def explore_rows(ctx: Context) -> pd.DataFrame:
-    """Explore's table (dashboard.data.explore_table): per-phase memory and energy are a pass over
-    every cell's resources (about a second on a store ten times the bundle), so once per version."""
-    return results.explore_rows(ctx)
-
-@cached_query("Fitting depth vs width...", on_disk=True)
-def fits(ctx: Context) -> list:
-    """Depth-vs-width fits per group on medians pooled over runs, as README and `analyze` fit them.
-
-    Fitting every run's cells at once would count a shape measured in five runs five times
-    and leave the run-to-run spread out of the CIs; pooled cells carry it (analysis.regression)."""
-    return results.fits(ctx)
-
-@cached_query("Bootstrapping ratios...", on_disk=True)
-def inversions(ctx: Context) -> pd.DataFrame:
-    """Pairs where the smaller model is slower (point estimate), with CIs, every group.
-
-    On medians pooled over repeat runs, as `analyze` does: a single-round cell of one run has
-    no CI (analysis.intervals), so only the run level can make a protocol-1 pair significant."""
-    return results.inversions(ctx)
-
-@cached_query("Bootstrapping ratios...", on_disk=True)
-def group_pairs(ctx: Context, group_id: str) -> pd.DataFrame:
-    """Every pair of one group (the heatmap), without bootstrapping the other groups."""
-    return results.group_pairs(ctx, group_id)
-
-@cached_query("Comparing...", on_disk=True)
-def compare(ctx: Context, factor: str) -> list[dict]:
-    """Per comparison group, the depth and width effect per level of `factor` (analysis.regimes)."""
-    return results.compare(ctx, factor)
-
-@cached_query("Modelling profiled cells...", on_disk=True)
-def why_floor(ctx: Context) -> pd.DataFrame:
-    """Profiled cells with their launch / memory / compute prediction and verdict (analysis.why)."""
-    return results.why_floor(ctx)
-
-@cached_query("Fitting launch overheads...", on_disk=True)
-def launch_overhead(ctx: Context) -> list[dict]:
-    """The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs."""
-    return results.launch_overhead(ctx)
 
 def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
     """analysis.why.explain_pair for two cells, or None unless both configurations are profiled.
@@ -337,38 +301,20 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
     return explain_pair(*rows)
 
 
-@cached_query("Pooling the headline over runs...", on_disk=True)
-def headline(ctx: Context, all_protocols: bool):
-    """The selection's headline (analysis.headline), the one README and HTML report show."""
-    return results.headline(ctx, all_protocols)
-
-@cached_query("Comparing repeat runs...", on_disk=True)
-def repeat_table(ctx: Context) -> pd.DataFrame:
-    """Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility)."""
-    return results.repeat_table(ctx)
-
-@cached_query("Comparing repeat runs...", on_disk=True)
-def repeat_runs(ctx: Context) -> pd.DataFrame | None:
-    """Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians,
-    with repeat_table's verdicts); None when no cell was."""
-    return results.repeat_runs(ctx)
-
-@cached_query("Estimating between-run variance...", on_disk=True)
-def variance_table(ctx: Context) -> pd.DataFrame:
-    """Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components):
-    a scipy bootstrap per group, so once per data version, not on every rerun of the page."""
-    return results.variance_table(ctx)
-
-@cached_query("Judging inversions across runs...", on_disk=True)
-def inversions_across_runs(ctx: Context) -> pd.DataFrame:
-    """Which inversions hold in every run that measured both cells (analysis.reproducibility)."""
-    return results.inversions_across_runs(ctx)
-
-@cached_query("Fitting depth vs width per run...", on_disk=True)
-def regressions_across_runs(ctx: Context) -> list[dict]:
-    """Only groups measured in more than one run: a single-run group's fit is on Depth vs width."""
-    return results.regressions_across_runs(ctx)
-
+# The selection's headline (analysis.headline), the one README and HTML report show.
+headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
+# Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility).
+repeat_table = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_table)
+# Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians, with
+# repeat_table's verdicts); None when no cell was.
+repeat_runs = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_runs)
+# Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components): a scipy
+# bootstrap per group, so once per data version, not on every rerun of the page.
+variance_table = cached_query("Estimating between-run variance...", on_disk=True)(results.variance_table)
+# Which inversions hold in every run that measured both cells (analysis.reproducibility).
+inversions_across_runs = cached_query("Judging inversions across runs...", on_disk=True)(results.inversions_across_runs)
+# Only groups measured in more than one run: a single-run group's fit is on Depth vs width.
+regressions_across_runs = cached_query("Fitting depth vs width per run...", on_disk=True)(results.regressions_across_runs)
 
 @cached_query()
 def run_list(ctx: Context) -> pd.DataFrame:

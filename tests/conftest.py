@@ -9,3 +9,17 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("SHAPEBENCH_RUN_LOCK", str(Path(tempfile.mkdtemp(prefix="shapebench-tests-")) / "run.lock"))
+
+
+import pytest  # noqa: E402 - after the lock setting, which must precede any runner import
+
+
+@pytest.fixture(scope="module")
+def bundled_con():
+    """A connection to the bundled snapshot (data/snapshot), as a fresh clone opens it; closed after the module."""
+    from store.dataset import BUNDLED_SNAPSHOT
+    from store.snapshot import open_snapshot
+
+    connection = open_snapshot(BUNDLED_SNAPSHOT)
+    yield connection
+    connection.close()

@@ -20,18 +20,14 @@ from analysis.html_report import build_report
 from analysis.intervals import CI_ACROSS_RUNS, CI_NONE
 from analysis.stats import compute_cell_stats
 from vocabulary import PROTOCOL_VERSION
-from store.snapshot import open_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "data" / "snapshot"
 NAMED = ("regime", "backend", "phase", "dtype")
 
 
 @pytest.fixture(scope="module")
-def con():
-    connection = open_snapshot(BUNDLED)
-    yield connection
-    connection.close()
+def con(bundled_con):
+    return bundled_con
 
 
 @pytest.fixture(scope="module")

@@ -40,10 +40,8 @@ PAGES = ("app_pages/overview.py", "app_pages/explore.py", "app_pages/depth_width
 
 
 @pytest.fixture(scope="module")
-def bundle():
-    con = open_snapshot(BUNDLED_SNAPSHOT)
-    yield con
-    con.close()
+def bundle(bundled_con):
+    return bundled_con
 
 
 @pytest.fixture(scope="module")
