@@ -46,15 +46,16 @@ def test_exported_png_is_named_after_the_group_it_shows_and_says_it_in_the_figur
         assert options["format"] == "png"
 
 
-def test_dashboard_code_is_part_of_a_kept_results_key(tmp_path):
-    from dashboard import ui
+def test_a_pages_own_code_is_part_of_the_key_of_a_result_it_defines(tmp_path):
+    from dashboard import results
 
     page = tmp_path / "page.py"
     page.write_text("x = 1\n")
-    before = ui._code_version(str(page))
-    ui._code_version.cache_clear()
+    before = results.code_version(str(page))
+    results.code_version.cache_clear()
     page.write_text("x = 2\n")
-    assert ui._code_version(str(page)) != before
+    assert results.code_version(str(page)) != before
+    assert results.code_version() != before, "the page's file is hashed beside the shared results code"
 
 
 def test_favicon_is_a_file_of_the_app_not_an_icon_name_fetched_from_a_font_server():
