@@ -6,6 +6,8 @@ plan's dict and says which input a message belongs to.
 """
 from __future__ import annotations
 
+import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,9 +73,6 @@ class HistoryEstimate:
 
 def history_estimate(built: BuiltPlan, runs: Any, host_class: str, protocol: int) -> HistoryEstimate | None:
     """`built`'s estimate from `runs` (dashboard.data.finished_runs) measured on `host_class`, or None."""
-    import json
-    import statistics
-
     if not built.ok or built.estimate_s <= 0 or runs is None or not len(runs):
         return None
     device = built.cells[0].device

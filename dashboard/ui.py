@@ -275,6 +275,20 @@ compare = cached_query("Comparing...", on_disk=True)(results.compare)
 why_floor = cached_query("Modelling profiled cells...", on_disk=True)(results.why_floor)
 # The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs.
 launch_overhead = cached_query("Fitting launch overheads...", on_disk=True)(results.launch_overhead)
+# The selection's headline (analysis.headline), the one README and HTML report show.
+headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
+# Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility).
+repeat_table = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_table)
+# Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians, with
+# repeat_table's verdicts); None when no cell was.
+repeat_runs = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_runs)
+# Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components): a scipy
+# bootstrap per group, so once per data version, not on every rerun of the page.
+variance_table = cached_query("Estimating between-run variance...", on_disk=True)(results.variance_table)
+# Which inversions hold in every run that measured both cells (analysis.reproducibility).
+inversions_across_runs = cached_query("Judging inversions across runs...", on_disk=True)(results.inversions_across_runs)
+# Only groups measured in more than one run: a single-run group's fit is on Depth vs width.
+regressions_across_runs = cached_query("Fitting depth vs width per run...", on_disk=True)(results.regressions_across_runs)
 
 
 def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
@@ -300,21 +314,6 @@ def explain_cells(ctx: Context, slow_cell: str, fast_cell: str) -> str | None:
         rows.append(profiled.loc[tuple(keys.loc[cell])])
     return explain_pair(*rows)
 
-
-# The selection's headline (analysis.headline), the one README and HTML report show.
-headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
-# Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility).
-repeat_table = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_table)
-# Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians, with
-# repeat_table's verdicts); None when no cell was.
-repeat_runs = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_runs)
-# Between-run SD per group with its bootstrap CI (analysis.reproducibility.variance_components): a scipy
-# bootstrap per group, so once per data version, not on every rerun of the page.
-variance_table = cached_query("Estimating between-run variance...", on_disk=True)(results.variance_table)
-# Which inversions hold in every run that measured both cells (analysis.reproducibility).
-inversions_across_runs = cached_query("Judging inversions across runs...", on_disk=True)(results.inversions_across_runs)
-# Only groups measured in more than one run: a single-run group's fit is on Depth vs width.
-regressions_across_runs = cached_query("Fitting depth vs width per run...", on_disk=True)(results.regressions_across_runs)
 
 @cached_query()
 def run_list(ctx: Context) -> pd.DataFrame:
