@@ -8,7 +8,8 @@ the rounds it has. Per cell-phase: the run median is the geometric mean of round
 (rounds are the independent units within a run); run A's 95% CI is a t interval over its
 log round medians (k - 1 degrees of freedom; "no CI" with one round). Prints per backend:
 cells compared, coverage (share of B's medians inside A's CI), the median |log(B/A)|, and
-each run's wall time from its events.
+each run's wall time from its events (the sum of its segments, so resumes do not count the
+wait between sessions).
 """
 from __future__ import annotations
 
@@ -71,12 +72,22 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
 
 
 def wall_s(run_dir: Path) -> float | None:
-    events = RunDir(run_dir).events()
-    starts = [e["ts"] for e in events if e["event"] == "segment_started"]
-    ends = [e["ts"] for e in events if e["event"] in ("run_finished", "run_interrupted")]
-    if starts and ends:
-        return ends[-1] - starts[0]
-    return events[-1]["ts"] - starts[0] if starts and events else None
+    """Time the run was actually running: the sum of its segments (a start or a resume up to
+    its finish, interruption or last event), so a run resumed in a later session does not
+    count the hours it sat waiting between sessions."""
+    total, start, last = 0.0, None, None
+    for event in RunDir(run_dir).events():
+        if event["event"] == "segment_started":
+            if start is not None and last is not None:
+                total += last - start  # a segment that ended without an event (killed)
+            start = event["ts"]
+        elif start is not None and event["event"] in ("run_finished", "run_interrupted"):
+            total += event["ts"] - start
+            start = None
+        last = event["ts"]
+    if start is not None and last is not None:
+        total += last - start
+    return total or None
 
 
 def compare(a: Path, b: Path, phase: str) -> list[dict]:
