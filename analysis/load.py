@@ -1,17 +1,34 @@
-"""Reading the store: ok cells joined with their run's regime, and raw samples.
+"""Reading the store: the one room for the queries that read the measured data.
+
+Every SELECT over runs, cells and samples that analysis and the dashboard make is a
+function here, named for what it returns; the modules that compute from those frames
+(analysis.stats, why, resources, reproducibility, run_compare, readme_results,
+dashboard.data) hold no SQL. What writes the store (ingest, snapshot import, schema,
+store.kept's derived results) lives in store/.
 
 Only cells with status 'ok' are analysed: a failed or unsupported cell has no samples that
 mean anything. Filters are a small dict of column -> value or list of values, validated
-here so that a typo fails with the allowed names instead of silently matching nothing.
+here (`where_clause`, the one filter builder) so that a typo fails with the allowed names
+instead of silently matching nothing.
+
+Every function takes a DuckDB connection (the dashboard passes a cursor) and returns plain
+frames, arrays or dicts, fully fetched: in DuckDB 2.0 a half-read result blocks `register`
+on the same connection.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import duckdb
+import numpy as np
 import pandas as pd
+
+from runner.runfiles import RESOURCE_COLUMNS
+from store.schema import table_columns
+from vocabulary import PHASES
 
 # Columns a filter may name, with the table alias that holds them.
 FILTER_COLUMNS: dict[str, str] = {
@@ -133,6 +150,262 @@ def load_samples(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
         f"WHERE {where} ORDER BY s.cell_id, s.phase, s.rep, s.step"
     )
     return con.execute(sql, params).df()
+
+
+# --- the statistics' reads (analysis.stats): the analysed samples, three ways ----------------
+
+def _analysed_samples(filters: Mapping[str, Any] | None) -> tuple[str, list]:
+    """FROM and WHERE of the analysed cells' samples under `filters`, and its parameters."""
+    where, params = where_clause(filters)
+    source = (
+        "FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id "
+        f"WHERE {where}"
+    )
+    return source, params
+
+
+def phase_aggregates(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per analysed (cell, phase), by cell and phase: cell_id, phase, n, median, mean,
+    std (sample), p5, p95 (linear interpolation) of its samples, then the other CELL_COLUMNS,
+    regime, series_id, device_kind and protocol_version (1 where a run did not say)."""
+    source, params = _analysed_samples(filters)
+    cell_cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS if c != "cell_id")
+    return con.execute(
+        f"""
+        WITH agg AS (
+            SELECT s.cell_id, s.phase, count(*) AS n, median(s.latency_ms) AS median,
+                   avg(s.latency_ms) AS mean, stddev_samp(s.latency_ms) AS std,
+                   quantile_cont(s.latency_ms, 0.05) AS p5, quantile_cont(s.latency_ms, 0.95) AS p95
+            {source}
+            GROUP BY s.cell_id, s.phase
+        )
+        SELECT agg.*, {cell_cols}, r.regime, r.series_id, r.device_kind,
+               coalesce(r.protocol_version, 1) AS protocol_version
+        FROM agg JOIN cells c ON c.cell_id = agg.cell_id JOIN runs r ON r.run_id = c.run_id
+        ORDER BY agg.cell_id, agg.phase
+        """,
+        params,
+    ).df()
+
+
+def round_medians(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """cell_id, phase, round, median: the median sample of each round of each analysed (cell,
+    phase), by cell, phase and round. A protocol-1 sample has no round: its cell is round 0."""
+    source, params = _analysed_samples(filters)
+    return con.execute(
+        f"SELECT s.cell_id, s.phase, coalesce(s.round, 0) AS round, median(s.latency_ms) AS median "
+        f"{source} GROUP BY ALL ORDER BY s.cell_id, s.phase, round",
+        params,
+    ).df()
+
+
+def sorted_latencies(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Every analysed sample's latency_ms (float64), by cell and phase, ascending within each:
+    the runs `phase_aggregates` counts (n), in its row order."""
+    source, params = _analysed_samples(filters)
+    values = con.execute(
+        f"SELECT s.latency_ms {source} ORDER BY s.cell_id, s.phase, s.latency_ms", params
+    ).fetchnumpy()["latency_ms"]
+    return np.asarray(values, dtype=np.float64)
+
+
+# --- cells with their records (analysis.why, analysis.resources, the dashboard's tables) -----
+
+def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Analysed cells that carry a profile, by cell: their shape and configuration, regime,
+    profile and the run's calibration as JSON text (calibration NULL where the run has none),
+    and decode_ms, the median of their decode samples (cells without any are left out)."""
+    where, params = where_clause(filters, phase=False)
+    sql = f"""
+        SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
+               c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
+               CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
+               median(s.latency_ms) AS decode_ms
+        FROM cells c JOIN runs r USING (run_id) JOIN samples s ON s.cell_id = c.cell_id AND s.phase = 'decode'
+        WHERE {where} AND c.profile IS NOT NULL
+        GROUP BY ALL ORDER BY c.cell_id
+    """
+    return con.execute(sql, params).df()
+
+
+def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
+    """The cells' resource columns for a SELECT list: NULL for a store opened read-only
+    before schema 3 (no such columns), so it reads as nothing measured rather than failing."""
+    present = table_columns(con, "cells")
+    return ", ".join(f"{alias}.{c}" if c in present else f"NULL AS {c}" for c in (*RESOURCE_COLUMNS, "resources"))
+
+
+def cells_with_resources(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Analysed cells, by cell: CELL_COLUMNS, the resource columns (`resource_select`, the
+    `resources` JSON last), regime, series_id, device_kind. A phase filter does not apply."""
+    where, params = where_clause(filters, phase=False)
+    cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
+    return con.execute(
+        f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "
+        f"JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params,
+    ).df()
+
+
+def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Every cell matching the filters, whatever its status, with regime, flags and error;
+    a phase filter does not apply (a cell row holds all its phases)."""
+    where, params = where_clause(filters, cells="any", phase=False)
+    return con.execute(
+        "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
+        "c.backend, c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
+        f"c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status, {resource_select(con)} "
+        f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY r.regime, c.backend, c.params, c.cell_id",
+        params,
+    ).df()
+
+
+def samples_for(con: duckdb.DuckDBPyConnection, cell_ids: list[str], phases: list[str] | None = None) -> pd.DataFrame:
+    """Raw samples of chosen cells (any status), labelled by model for the distribution chart:
+    cell_id, phase, rep, step, latency_ms, label; `phases` None or empty: every phase."""
+    if not cell_ids:
+        return pd.DataFrame(columns=["cell_id", "phase", "rep", "step", "latency_ms", "label"])
+    sql = ("SELECT s.cell_id, s.phase, s.rep, s.step, s.latency_ms, "
+           "c.model_name || ' ' || c.backend || ' b' || c.batch_size AS label "
+           "FROM samples s JOIN cells c USING (cell_id) "
+           f"WHERE s.cell_id IN ({', '.join('?' for _ in cell_ids)})")
+    params: list = list(cell_ids)
+    if phases:
+        sql += f" AND s.phase IN ({', '.join('?' for _ in phases)})"
+        params += list(phases)
+    return con.execute(sql + " ORDER BY s.cell_id, s.phase, s.rep, s.step", params).df()
+
+
+# --- runs (analysis.reproducibility, analysis.run_compare, the README, the Run page) ----------
+
+def run_environments(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> list[tuple[str, Any, str | None, str | None]]:
+    """(run_id, environment JSON, git_revision, tool_version) of these runs, by run id; none
+    for no ids."""
+    if not run_ids:
+        return []
+    marks = ", ".join("?" for _ in run_ids)
+    return con.execute(
+        f"SELECT run_id, environment, git_revision, tool_version FROM runs WHERE run_id IN ({marks}) ORDER BY run_id",
+        list(run_ids),
+    ).fetchall()
+
+
+def runs_with_counts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every run, newest first: run_id, started_at, status, plan_name, protocol_version (as
+    stored, NULL before protocol 2), regime, plan and environment as JSON text, git_revision,
+    tool_version, and its counts: cells_ok, cells_failed (any other status), samples."""
+    return con.execute("""
+        SELECT r.run_id, r.started_at, r.status, r.plan_name, r.protocol_version, r.regime, r.plan::VARCHAR AS plan,
+               r.environment::VARCHAR AS environment, r.git_revision, r.tool_version,
+               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status = 'ok') AS cells_ok,
+               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status <> 'ok') AS cells_failed,
+               (SELECT count(*) FROM samples s JOIN cells c USING (cell_id) WHERE c.run_id = r.run_id) AS samples
+        FROM runs r ORDER BY r.started_at DESC NULLS LAST, r.run_id DESC
+    """).df()
+
+
+def run_cell_rounds(con: duckdb.DuckDBPyConnection, run_id: str, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Per analysed (cell key, phase) of one run, by key and phase: the median, n, the number
+    of rounds and round_log_medians (the log median of each round, in round order).
+
+    A protocol-1 sample has no round: its cell is one round.
+    """
+    where, params = where_clause({**(filters or {}), "run_id": [run_id]})
+    return con.execute(
+        f"""WITH rounds AS (
+                SELECT c.cell_key, s.phase, coalesce(s.round, 0) AS round, ln(median(s.latency_ms)) AS log_median
+                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
+                WHERE {where} GROUP BY ALL),
+            cells AS (
+                SELECT c.cell_key, s.phase, median(s.latency_ms) AS median, count(*) AS n
+                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
+                WHERE {where} GROUP BY ALL)
+            SELECT cells.cell_key, cells.phase, cells.median, cells.n, count(*) AS rounds,
+                   list(rounds.log_median ORDER BY rounds.round) AS round_log_medians
+            FROM cells JOIN rounds USING (cell_key, phase)
+            GROUP BY ALL ORDER BY cells.cell_key, cells.phase""", params + params).df()
+
+
+def compared_cells(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, cell_keys: list[str]) -> pd.DataFrame:
+    """The configuration of each cell key both runs measured (from run a, with its regime) and
+    both runs' cell ids (cell_id_a, cell_id_b); unordered."""
+    return con.execute(
+        """SELECT a.cell_key, r.regime, a.model_name, a.n_layer, a.n_embd, a.params, a.backend, a.dtype,
+                  a.batch_size, a.prompt_len, a.gen_len, a.cell_id AS cell_id_a, b.cell_id AS cell_id_b
+           FROM cells a JOIN runs r ON r.run_id = a.run_id
+           JOIN cells b ON b.cell_key = a.cell_key AND b.run_id = ?
+           WHERE a.run_id = ? AND a.cell_key IN (SELECT unnest(?::VARCHAR[]))""",
+        [run_b, run_a, cell_keys]).df()
+
+
+def runs_per_regime(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """One row per regime, by regime: runs (how many), plans (their names, comma-separated),
+    first_day (the earliest start, YYYY-MM-DD) and protocols ("1 and 2")."""
+    return con.execute(
+        "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
+        "strftime(min(started_at), '%Y-%m-%d') AS first_day, "
+        "string_agg(DISTINCT coalesce(protocol_version, 1)::VARCHAR, ' and ' ORDER BY coalesce(protocol_version, 1)::VARCHAR) AS protocols "
+        "FROM runs GROUP BY regime ORDER BY regime"
+    ).df()
+
+
+def finished_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Finished runs with plan, environment and wall time: the history a Run page estimate learns from."""
+    return con.execute(
+        "SELECT run_id, plan_name, plan::VARCHAR AS plan, environment::VARCHAR AS environment, device_kind, "
+        "coalesce(protocol_version, 1) AS protocol_version, epoch(finished_at - started_at) AS wall_s "
+        "FROM runs WHERE status = 'finished' AND finished_at IS NOT NULL ORDER BY started_at").df()
+
+
+# --- the whole store: counts, versions, filter values (the dashboard's frame) ----------------
+
+# The global filters whose values `filter_options` lists (phase too, from the samples).
+OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
+
+
+def store_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts shown in the sidebar: runs, regimes, running (runs), cells (ok / failed: any
+    other status), samples."""
+    runs, regimes, running = con.execute(
+        "SELECT count(*), count(DISTINCT regime), count(*) FILTER (status = 'running') FROM runs").fetchall()[0]
+    cells, ok, failed = con.execute(
+        "SELECT count(*), count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') FROM cells").fetchall()[0]
+    samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
+    return {"runs": runs, "regimes": regimes, "running": running, "cells": cells, "ok": ok,
+            "failed": failed, "samples": samples}
+
+
+def store_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Changes whenever an ingest or import changed what the analysis would see: the row
+    counts and a hash of every run's status (the dashboard's data version)."""
+    s = store_counts(con)
+    statuses = con.execute("SELECT coalesce(string_agg(run_id || ':' || status, ',' ORDER BY run_id), '') FROM runs").fetchall()[0][0]
+    return f"{s['runs']}/{s['cells']}/{s['samples']}/{hashlib.sha256(statuses.encode()).hexdigest()[:12]}"
+
+
+def content_id(con: duckdb.DuckDBPyConnection) -> str:
+    """A hash of every row the analysis reads: equal datasets share kept derived results.
+
+    Order-free sums of DuckDB's (unseeded, so stable across processes) row hashes, with the
+    row counts: about 20 ms on the bundled data, computed once per data version.
+    """
+    parts = con.execute("""
+        SELECT (SELECT count(*) || ':' || coalesce(sum(hash(run_id, status, regime, environment::VARCHAR, calibration::VARCHAR)::HUGEINT), 0) FROM runs),
+               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, run_id, cell_key, status, flags::VARCHAR, profile::VARCHAR)::HUGEINT), 0) FROM cells),
+               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, phase, rep, step, latency_ms)::HUGEINT), 0) FROM samples)
+    """).fetchall()[0]
+    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
+    """The values each global filter (OPTION_COLUMNS, then phase) can take in this dataset,
+    sorted; phases in PHASES order, those with samples only."""
+    out: dict[str, list] = {}
+    out["regime"] = [r[0] for r in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
+    for column in OPTION_COLUMNS[1:]:
+        out[column] = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM cells ORDER BY 1").fetchall()]
+    present = {r[0] for r in con.execute("SELECT DISTINCT phase FROM samples").fetchall()}
+    out["phase"] = [p for p in PHASES if p in present]
+    return out
 
 
 def group_keys(phase: str) -> tuple[str, ...]:

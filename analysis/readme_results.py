@@ -27,6 +27,7 @@ from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALL
                                headline_for, headline_markdown, is_seed_pair)
 from analysis.intervals import CI_ACROSS_RUNS, CI_KINDS, CI_NONE, weakest_kind
 from analysis.inversions import SIGNIFICANT_LABEL
+from analysis.load import runs_per_regime
 from analysis.regression import LEVERAGE_LIMIT, coefficient, fit_all
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs
 from analysis.resources import resources_markdown
@@ -212,12 +213,7 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
     fits = regressions_across_runs(per_run, stats) if stats is not per_run else [
         f.to_dict() for f in fit_all(stats.frame)]
     headline = headline_for(con)
-    runs = con.execute(
-        "SELECT regime, count(*) AS runs, string_agg(DISTINCT plan_name, ', ' ORDER BY plan_name) AS plans, "
-        "strftime(min(started_at), '%Y-%m-%d') AS first_day, "
-        "string_agg(DISTINCT coalesce(protocol_version, 1)::VARCHAR, ' and ' ORDER BY coalesce(protocol_version, 1)::VARCHAR) AS protocols "
-        "FROM runs GROUP BY regime ORDER BY regime"
-    ).df()
+    runs = runs_per_regime(con)
     out = [headline_markdown(headline)]
     for row in runs.itertuples():
         cells = stats.frame[stats.frame["regime"] == row.regime]

@@ -60,7 +60,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis.bootstrap import percentile_ci
 from analysis.intervals import CI_ACROSS_RUNS, MIN_UNITS, to_latency, unit_t_draws
 from analysis.inversions import pair_ratios
-from analysis.load import add_group_id
+from analysis.load import add_group_id, run_environments
 from analysis.regression import fit_group
 from analysis.stats import CellStats, add_throughput
 
@@ -284,15 +284,8 @@ def run_medians(stats: CellStats, table: pd.DataFrame | None = None, by: str = P
 
 def load_environments(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each run's environment, flattened ('gpu.driver'), with git revision and tool version."""
-    if not run_ids:
-        return {}
-    marks = ", ".join("?" for _ in run_ids)
-    rows = con.execute(
-        f"SELECT run_id, environment, git_revision, tool_version FROM runs WHERE run_id IN ({marks}) ORDER BY run_id",
-        list(run_ids),
-    ).fetchall()
     out = {}
-    for run_id, environment, git_revision, tool_version in rows:
+    for run_id, environment, git_revision, tool_version in run_environments(con, run_ids):
         env = json.loads(environment) if isinstance(environment, str) else (environment or {})
         flat = dict(_flatten(env))
         flat.setdefault("git_revision", git_revision)

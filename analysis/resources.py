@@ -39,11 +39,10 @@ import pandas as pd
 import statsmodels.api as sm
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_NONE, MIN_UNITS, NO_CI, ci_text, kind_for, t_interval
-from analysis.load import CELL_COLUMNS, add_group_id, where_clause
+from analysis.load import add_group_id, cells_with_resources
 from vocabulary import PHASES
 from analysis.regression import CONFIDENCE, MODELS, SEED_FORM, design_frame, design_matrix, seed_form_record, shape_shortfall
-from runner.runfiles import PEAK_FIELDS, RESOURCE_COLUMNS, WORKING_FIELDS
-from store.schema import table_columns
+from runner.runfiles import PEAK_FIELDS, WORKING_FIELDS
 
 MIB = float(1 << 20)
 # What each fit explains, per group: the column and how the text names it.
@@ -69,22 +68,10 @@ def tokens_per_sample(phase: pd.Series, batch_size: pd.Series, prompt_len: pd.Se
     ).astype(np.float64)
 
 
-def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
-    """The cells' resource columns for a SELECT list: NULL for a store opened read-only
-    before schema 3 (no such columns), so it reads as nothing measured rather than failing."""
-    present = table_columns(con, "cells")
-    return ", ".join(f"{alias}.{c}" if c in present else f"NULL AS {c}" for c in (*RESOURCE_COLUMNS, "resources"))
-
-
 def resource_frame(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per ok cell and tracked phase with its memory and energy (columns above and
     RESOURCE_RECORD_COLUMNS); empty when no cell carries a resources record."""
-    where, params = where_clause(filters, phase=False)
-    cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
-    cells = con.execute(
-        f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "
-        f"JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params,
-    ).df()
+    cells = cells_with_resources(con, filters)
     asked = (filters or {}).get("phase")
     frame = phase_resources(cells, PHASES if asked is None else ([asked] if isinstance(asked, str) else asked))
     return add_group_id(frame) if len(frame) else frame

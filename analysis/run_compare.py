@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from statsmodels.stats.multitest import multipletests
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
-from analysis.load import where_clause
+from analysis.load import compared_cells, run_cell_rounds, runs_with_counts
 from vocabulary import PHASES
 from analysis.stats import CellStats
 
@@ -113,14 +113,7 @@ def run_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     plan's rounds per cell under protocol 2 (1 under protocol 1). Environment entries a run
     did not record (no GPU on a CPU run, no host fingerprint before protocol 2) are empty.
     """
-    rows = con.execute("""
-        SELECT r.run_id, r.started_at, r.status, r.plan_name, r.protocol_version, r.regime, r.plan::VARCHAR AS plan,
-               r.environment::VARCHAR AS environment, r.git_revision, r.tool_version,
-               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status = 'ok') AS cells_ok,
-               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status <> 'ok') AS cells_failed,
-               (SELECT count(*) FROM samples s JOIN cells c USING (cell_id) WHERE c.run_id = r.run_id) AS samples
-        FROM runs r ORDER BY r.started_at DESC NULLS LAST, r.run_id DESC
-    """).df()
+    rows = runs_with_counts(con)
     out = []
     for row in rows.to_dict("records"):
         env, plan = _json(row.pop("environment")), _json(row.pop("plan"))
@@ -178,27 +171,6 @@ def environment_differences(runs: pd.DataFrame, run_a: str, run_b: str) -> pd.Da
     return pd.DataFrame(out, columns=["field", "a", "b"])
 
 
-def _side_frame(con: duckdb.DuckDBPyConnection, run_id: str, filters: Mapping[str, Any] | None) -> pd.DataFrame:
-    """Per (cell key, phase) of one run: the median, n, and the log median of each round.
-
-    A protocol-1 sample has no round: its cell is one round.
-    """
-    where, params = where_clause({**(filters or {}), "run_id": [run_id]})
-    return con.execute(
-        f"""WITH rounds AS (
-                SELECT c.cell_key, s.phase, coalesce(s.round, 0) AS round, ln(median(s.latency_ms)) AS log_median
-                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
-                WHERE {where} GROUP BY ALL),
-            cells AS (
-                SELECT c.cell_key, s.phase, median(s.latency_ms) AS median, count(*) AS n
-                FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id
-                WHERE {where} GROUP BY ALL)
-            SELECT cells.cell_key, cells.phase, cells.median, cells.n, count(*) AS rounds,
-                   list(rounds.log_median ORDER BY rounds.round) AS round_log_medians
-            FROM cells JOIN rounds USING (cell_key, phase)
-            GROUP BY ALL ORDER BY cells.cell_key, cells.phase""", params + params).df()
-
-
 def welch_log_ratio(log_a: np.ndarray, log_b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """(low, high, p) of exp(mean log b - mean log a) from the two runs' round log medians.
 
@@ -245,7 +217,7 @@ def compare_runs_by_round(
         raise ValueError("pick two different runs to compare")
     sides = []
     for run_id in (run_a, run_b):
-        side = _side_frame(con, run_id, filters)
+        side = run_cell_rounds(con, run_id, filters)
         if side.empty:
             raise ValueError(f"run '{run_id}' has no ok cell under these filters")
         sides.append(side)
@@ -266,23 +238,12 @@ def compare_runs_by_round(
     table["moved"] = pd.array([bool(q < fdr) if t else pd.NA for q, t in zip(table["q_value"], tested)], dtype="boolean")
     table["direction"] = np.where(table["ratio"] > 1, "slower", "faster")
     table = table.drop(columns=["round_log_medians_a", "round_log_medians_b"])
-    described = _describe(con, run_a, run_b, sorted(table["cell_key"].unique()))
+    described = compared_cells(con, run_a, run_b, sorted(table["cell_key"].unique()))
     table = described.merge(table, on="cell_key", how="right")
     order = {p: i for i, p in enumerate(PHASES)}
     table = table.assign(_phase=table["phase"].map(order)).sort_values(
         ["_phase", "backend", "dtype", "batch_size", "prompt_len", "params", "model_name"]).drop(columns="_phase")
     return table.reset_index(drop=True)
-
-
-def _describe(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, cell_keys: list[str]) -> pd.DataFrame:
-    """The configuration of each compared cell key (from run a) and both runs' cell ids."""
-    return con.execute(
-        """SELECT a.cell_key, r.regime, a.model_name, a.n_layer, a.n_embd, a.params, a.backend, a.dtype,
-                  a.batch_size, a.prompt_len, a.gen_len, a.cell_id AS cell_id_a, b.cell_id AS cell_id_b
-           FROM cells a JOIN runs r ON r.run_id = a.run_id
-           JOIN cells b ON b.cell_key = a.cell_key AND b.run_id = ?
-           WHERE a.run_id = ? AND a.cell_key IN (SELECT unnest(?::VARCHAR[]))""",
-        [run_b, run_a, cell_keys]).df()
 
 
 def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Per (cell, phase) statistics from raw samples.
 
-The plain statistics come from one DuckDB aggregate (a million samples in tens of
-milliseconds). The CI of the median is built on the highest level measured inside a run
+The plain statistics come from one DuckDB aggregate (analysis.load.phase_aggregates: a
+million samples in tens of milliseconds). The CI of the median is built on the highest level measured inside a run
 (`analysis.intervals`): a Student-t interval on the log medians of the cell's rounds when
 it has two or more (protocol 2), else no CI at all (`ci_kind` "none", NaN bounds): samples
 and generations of one round are autocorrelated, so an interval that resamples them would
@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, median_draws, percentile_ci
 from analysis.intervals import CI_ACROSS_ROUNDS, MIN_UNITS, kind_for, to_latency, unit_t_draws
-from analysis.load import CELL_COLUMNS, add_group_id, where_clause
+from analysis.load import add_group_id, phase_aggregates, round_medians, sorted_latencies
 from analysis.resources import tokens_per_sample
 
 STAT_COLUMNS = ("n", "median", "mean", "std", "cv", "p5", "p95", "median_ci_low", "median_ci_high", "ci_kind")
@@ -65,38 +65,9 @@ def compute_cell_stats(
     and unit_log_medians (the rounds, "run_id#round", and their log medians: what an
     interval over this cell rests on), log_median_se, tokens_per_s and its CI (decode, e2e).
     """
-    where, params = where_clause(filters)
-    cell_cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS if c != "cell_id")
-    source = (
-        "FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id "
-        f"WHERE {where}"
-    )
-    frame = con.execute(
-        f"""
-        WITH agg AS (
-            SELECT s.cell_id, s.phase, count(*) AS n, median(s.latency_ms) AS median,
-                   avg(s.latency_ms) AS mean, stddev_samp(s.latency_ms) AS std,
-                   quantile_cont(s.latency_ms, 0.05) AS p5, quantile_cont(s.latency_ms, 0.95) AS p95
-            {source}
-            GROUP BY s.cell_id, s.phase
-        )
-        SELECT agg.*, {cell_cols}, r.regime, r.series_id, r.device_kind,
-               coalesce(r.protocol_version, 1) AS protocol_version
-        FROM agg JOIN cells c ON c.cell_id = agg.cell_id JOIN runs r ON r.run_id = c.run_id
-        ORDER BY agg.cell_id, agg.phase
-        """,
-        params,
-    ).df()
-    # A protocol-1 sample has no round: its cell is one round.
-    rounds = con.execute(
-        f"SELECT s.cell_id, s.phase, coalesce(s.round, 0) AS round, median(s.latency_ms) AS median "
-        f"{source} GROUP BY ALL ORDER BY s.cell_id, s.phase, round",
-        params,
-    ).df()
-    values = con.execute(
-        f"SELECT s.latency_ms {source} ORDER BY s.cell_id, s.phase, s.latency_ms", params
-    ).fetchnumpy()["latency_ms"]
-    values = np.asarray(values, dtype=np.float64)
+    frame = phase_aggregates(con, filters)
+    rounds = round_medians(con, filters)
+    values = sorted_latencies(con, filters)
     frame["cv"] = frame["std"] / frame["mean"]
     draws = _round_draws(frame, rounds, n_resamples, seed)
     if frame.empty:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
 
-from analysis.load import where_clause
+from analysis.load import profiled_cells
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
 COMPONENTS = ("launch", "memory", "compute")
@@ -29,17 +29,7 @@ COMPONENTS = ("launch", "memory", "compute")
 
 def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Ok cells that carry a profile, with their run's calibration and decode median."""
-    where, params = where_clause(filters, phase=False)
-    sql = f"""
-        SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
-               c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
-               CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
-               median(s.latency_ms) AS decode_ms
-        FROM cells c JOIN runs r USING (run_id) JOIN samples s ON s.cell_id = c.cell_id AND s.phase = 'decode'
-        WHERE {where} AND c.profile IS NOT NULL
-        GROUP BY ALL ORDER BY c.cell_id
-    """
-    frame = con.execute(sql, params).df()
+    frame = profiled_cells(con, filters)
     if frame.empty:
         return frame
     profiles = frame.pop("profile").map(json.loads)

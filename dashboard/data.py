@@ -1,26 +1,28 @@
-"""Queries the pages need beyond `analysis`, and incremental ingestion of run directories.
+"""What the pages make of the store's frames, without SQL, and incremental ingestion of run
+directories.
 
-Every function takes a DuckDB connection (the caller passes a cursor) and returns plain
-frames or dicts, fully fetched: in DuckDB 2.0 a half-read result blocks `register` on the
-same connection.
+The queries the pages need live in analysis.load (the one room for reads); this module
+shapes their frames for the pages (coverage, integrity, Explore's table, pair counts) and
+ingests the run directories that changed since the last look (`ingest_changed`). The reads
+that dashboard.ui and the pages call from here by their older names are analysis.load's
+functions, imported below.
 """
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pandas as pd
 
-from analysis.load import where_clause
-from analysis.resources import phase_resources, resource_select
+# The pages' names for reads of analysis.load (dashboard.ui's sidebar, data version and
+# samples chart; the Run page's history).
+from analysis.load import content_id, finished_runs, samples_for  # noqa: F401 - re-exported
+from analysis.load import filter_options as options, store_counts as summary, store_fingerprint as fingerprint  # noqa: F401 - re-exported
+from analysis.resources import phase_resources
 # changed_run_dirs is also what the dashboard asks before taking the writer lock (ui.ingest_runs)
 from runner.runfiles import RunSignature, changed_run_dirs
-from vocabulary import PHASES, runs_path
-
-OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
+from vocabulary import runs_path
 
 
 def _flags(value) -> list[str]:
@@ -32,62 +34,6 @@ def _flags(value) -> list[str]:
 
 def flag_text(value) -> str:
     return ", ".join(_flags(value))
-
-
-def summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Counts shown in the sidebar: runs, regimes, cells (ok / failed), samples."""
-    runs, regimes, running = con.execute(
-        "SELECT count(*), count(DISTINCT regime), count(*) FILTER (status = 'running') FROM runs").fetchall()[0]
-    cells, ok, failed = con.execute(
-        "SELECT count(*), count(*) FILTER (status = 'ok'), count(*) FILTER (status <> 'ok') FROM cells").fetchall()[0]
-    samples = con.execute("SELECT count(*) FROM samples").fetchall()[0][0]
-    return {"runs": runs, "regimes": regimes, "running": running, "cells": cells, "ok": ok,
-            "failed": failed, "samples": samples}
-
-
-def fingerprint(con: duckdb.DuckDBPyConnection) -> str:
-    """Changes whenever an ingest or import changed what the analysis would see."""
-    s = summary(con)
-    statuses = con.execute("SELECT coalesce(string_agg(run_id || ':' || status, ',' ORDER BY run_id), '') FROM runs").fetchall()[0][0]
-    return f"{s['runs']}/{s['cells']}/{s['samples']}/{hashlib.sha256(statuses.encode()).hexdigest()[:12]}"
-
-
-def content_id(con: duckdb.DuckDBPyConnection) -> str:
-    """A hash of every row the analysis reads: equal datasets share kept derived results.
-
-    Order-free sums of DuckDB's (unseeded, so stable across processes) row hashes, with the
-    row counts: about 20 ms on the bundled data, computed once per data version.
-    """
-    parts = con.execute("""
-        SELECT (SELECT count(*) || ':' || coalesce(sum(hash(run_id, status, regime, environment::VARCHAR, calibration::VARCHAR)::HUGEINT), 0) FROM runs),
-               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, run_id, cell_key, status, flags::VARCHAR, profile::VARCHAR)::HUGEINT), 0) FROM cells),
-               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, phase, rep, step, latency_ms)::HUGEINT), 0) FROM samples)
-    """).fetchall()[0]
-    return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:24]
-
-
-def options(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
-    """The values each global filter can take in this dataset."""
-    out: dict[str, list] = {}
-    out["regime"] = [r[0] for r in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
-    for column in OPTION_COLUMNS[1:]:
-        out[column] = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM cells ORDER BY 1").fetchall()]
-    present = {r[0] for r in con.execute("SELECT DISTINCT phase FROM samples").fetchall()}
-    out["phase"] = [p for p in PHASES if p in present]
-    return out
-
-
-def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Every cell matching the filters, whatever its status, with regime, flags and error;
-    a phase filter does not apply (a cell row holds all its phases)."""
-    where, params = where_clause(filters, cells="any", phase=False)
-    return con.execute(
-        "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
-        "c.backend, c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
-        f"c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status, {resource_select(con)} "
-        f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY r.regime, c.backend, c.params, c.cell_id",
-        params,
-    ).df()
 
 
 def coverage(cells: pd.DataFrame) -> pd.DataFrame:
@@ -115,21 +61,6 @@ def integrity(cells: pd.DataFrame) -> pd.DataFrame:
                 "status", "flags", "error", "cell_id"]]
 
 
-def samples_for(con: duckdb.DuckDBPyConnection, cell_ids: list[str], phases: list[str] | None = None) -> pd.DataFrame:
-    """Raw samples of chosen cells, labelled by model for the distribution chart."""
-    if not cell_ids:
-        return pd.DataFrame(columns=["cell_id", "phase", "rep", "step", "latency_ms", "label"])
-    sql = ("SELECT s.cell_id, s.phase, s.rep, s.step, s.latency_ms, "
-           "c.model_name || ' ' || c.backend || ' b' || c.batch_size AS label "
-           "FROM samples s JOIN cells c USING (cell_id) "
-           f"WHERE s.cell_id IN ({', '.join('?' for _ in cell_ids)})")
-    params: list = list(cell_ids)
-    if phases:
-        sql += f" AND s.phase IN ({', '.join('?' for _ in phases)})"
-        params += list(phases)
-    return con.execute(sql + " ORDER BY s.cell_id, s.phase, s.rep, s.step", params).df()
-
-
 def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) with its statistics; failed cells kept with their error."""
     stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
@@ -146,14 +77,6 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
             "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
             "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
-
-
-def finished_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Finished runs with plan, environment and wall time: the history a Run page estimate learns from."""
-    return con.execute(
-        "SELECT run_id, plan_name, plan::VARCHAR AS plan, environment::VARCHAR AS environment, device_kind, "
-        "coalesce(protocol_version, 1) AS protocol_version, epoch(finished_at - started_at) AS wall_s "
-        "FROM runs WHERE status = 'finished' AND finished_at IS NOT NULL ORDER BY started_at").df()
 
 
 def pair_counts(stats: pd.DataFrame) -> pd.Series:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import duckdb
 import pandas as pd
 
+from analysis import load
 from analysis.derived import derived_key
 from dashboard import data
 from store.kept import KeptError, KeptResult, encode
@@ -97,7 +98,7 @@ def pooled_frame(r: Reader) -> pd.DataFrame:
 
 def cells(r: Reader) -> pd.DataFrame:
     with r.reading() as con:
-        return data.cells_table(con, r.filters)
+        return load.cells_table(con, r.filters)
 
 
 def explore_rows(r: Reader) -> pd.DataFrame:
@@ -248,7 +249,7 @@ def derive(con: duckdb.DuckDBPyConnection, progress: Callable[[str, int, int], N
            content: str | None = None) -> list[KeptResult]:
     """The first visit's results for the unfiltered view of `con`'s rows, ready to keep.
 
-    `content`: the content id to key them on (dashboard.data.content_id of the store they are
+    `content`: the content id to key them on (analysis.load.content_id of the store they are
     for, when `con` is a copy of it); by default that of `con`. `progress(name, done, total)` is
     told before each result. A result that cannot be kept without pickling is left out (the
     dashboard computes it) and logged.
@@ -256,7 +257,7 @@ def derive(con: duckdb.DuckDBPyConnection, progress: Callable[[str, int, int], N
     reader = Computing(con)
     if content is None:
         with reader.reading() as cursor:
-            content = data.content_id(cursor)
+            content = load.content_id(cursor)
     code = code_version()
     # group_pairs' groups come from pooled_frame: list the work once that is known
     wanted = list(first_visit(reader))

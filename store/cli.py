@@ -90,7 +90,7 @@ def derive_into_store(db: Path) -> None:
     held only to copy and to write. A failure is said, never fatal: the data is ingested."""
     import time
 
-    from dashboard.data import content_id
+    from analysis.load import content_id
     from store.db import connect_when_free, copy_to_memory
     from store.kept import write
 

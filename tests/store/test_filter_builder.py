@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.load import CELL_SCOPES, FILTER_COLUMNS, left_out, load_cells, load_samples, where_clause
-from dashboard.data import cells_table
+from analysis.load import CELL_SCOPES, FILTER_COLUMNS, cells_table, left_out, load_cells, load_samples, where_clause
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis.load import content_id
 from dashboard import results
-from dashboard.data import content_id
 from store import kept
 from store.dataset import BUNDLED_SNAPSHOT
 from store.db import connect

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from analysis.load import cells_table
 from analysis.stats import compute_cell_stats
 from analysis.synthetic import SyntheticPlan, build_store
 from dashboard import data
@@ -19,7 +20,7 @@ def test_explore_rows_show_peak_memory_energy_per_token_and_power_where_measured
     measured, other = (r[0] for r in con.execute("SELECT cell_id FROM cells ORDER BY cell_id").fetchall())
     resources = {"phases": {p: dict(PHASE) for p in ("prefill", "decode", "e2e")}, "energy_source": "nvml"}
     con.execute("UPDATE cells SET resources = ?, energy_source = 'nvml' WHERE cell_id = ?", [json.dumps(resources), measured])
-    table = data.explore_table(data.cells_table(con), compute_cell_stats(con, n_resamples=50).frame)
+    table = data.explore_table(cells_table(con), compute_cell_stats(con, n_resamples=50).frame)
     assert {"peak_memory_mib", "mj_per_token", "power_w"} <= set(table.columns)
     prefill = table[(table["cell_id"] == measured) & (table["phase"] == "prefill")].iloc[0]
     assert prefill["peak_memory_mib"] == 3.0  # a cuda cell: the allocator's peak

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import data, plan_builder
+from analysis.load import finished_runs
+from dashboard import plan_builder
 from runner.plan import estimate_seconds, expand, parse_plan
 from store.snapshot import open_snapshot
 from vocabulary import PROTOCOL_VERSION
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def history():
     con = open_snapshot(ROOT / "data" / "snapshot")
-    yield data.finished_runs(con)
+    yield finished_runs(con)
     con.close()
 
 
