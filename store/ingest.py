@@ -68,9 +68,13 @@ def _run_row(meta: dict, columns: dict[str, str]) -> dict:
     }, columns)
 
 
+# What each sample tuple of `_cell_rows` holds, in order: each a column of the samples table.
+SAMPLE_FIELDS = ("cell_id", "phase", "rep", "step", "latency_ms", "timer", "round", "worker")
+
+
 def _cell_rows(run_id: str, record: dict, columns: dict[str, str]) -> tuple[dict, list[tuple]]:
-    """The cells row and the samples of a cell file: its result fields by column name, its
-    configuration and resources unpacked."""
+    """The cells row and the samples (SAMPLE_FIELDS tuples) of a cell file: its result fields
+    by column name, its configuration and resources unpacked."""
     cell = record["cell"]
     model = cell["model"]
     cell_id = f"{run_id}/{record['cell_key']}"
@@ -122,6 +126,13 @@ def _cell_rows(run_id: str, record: dict, columns: dict[str, str]) -> tuple[dict
     return row, samples
 
 
+def _sample_frame(samples: list[tuple], columns: dict[str, str]) -> pd.DataFrame:
+    """The samples as the samples table's columns, in its order (`columns`: name -> type); a
+    column the samples do not carry is NULL."""
+    frame = pd.DataFrame(samples, columns=list(SAMPLE_FIELDS))
+    return pd.DataFrame({column: frame[column] if column in frame else None for column in columns})
+
+
 def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> IngestReport:
     """Bring one run directory into the store; a second call adds nothing.
 
@@ -148,7 +159,7 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
         row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
     }
     cell_rows, sample_rows = [], []
-    columns = {table: table_columns(con, table) for table in ("runs", "cells")}
+    columns = {table: table_columns(con, table) for table in ("runs", "cells", "samples")}
     # a cell file being replaced right now is left out: picked up on the next ingest
     for record in run_dir.readable_cell_records():
         if f"{run_id}/{record['cell_key']}" in known:
@@ -166,9 +177,7 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
             cell_frame = pd.DataFrame(cell_rows)  # noqa: F841
             con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
         if sample_rows:
-            sample_frame = pd.DataFrame(  # noqa: F841
-                sample_rows, columns=["cell_id", "phase", "rep", "step", "latency_ms", "timer", "round", "worker"]
-            )
+            sample_frame = _sample_frame(sample_rows, columns["samples"])  # noqa: F841
             con.execute("INSERT INTO samples BY NAME SELECT * FROM sample_frame")
         con.execute("COMMIT")
     except Exception:

@@ -36,10 +36,13 @@ def test_a_column_added_to_the_schema_reaches_ingest_without_a_hand_list(tmp_pat
     con = connect_memory()
     con.execute("ALTER TABLE runs ADD COLUMN host_note VARCHAR")
     con.execute("ALTER TABLE cells ADD COLUMN compile_s DOUBLE")
+    con.execute("ALTER TABLE samples ADD COLUMN clock_mhz INTEGER")
     run = write_run(tmp_path, meta_extra={"host_note": "quiet"}, record_extra={"compile_s": 1.5})
     ingest_run_dir(con, run.path)
     assert con.execute("SELECT host_note FROM runs").fetchall() == [("quiet",)]
     assert con.execute("SELECT compile_s FROM cells").fetchall() == [(1.5,)]
+    # a samples column no sample carries is NULL in every row
+    assert con.execute("SELECT count(*), count(clock_mhz) FROM samples").fetchall() == [(5, 0)]
 
 
 def test_values_are_stored_by_their_columns_type(tmp_path):
