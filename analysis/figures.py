@@ -18,6 +18,7 @@ from analysis.intervals import CI_NONE
 WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
 WIDTH_COLORSCALE = "Viridis"
 BAND_FILL = "rgba(99, 110, 250, 0.15)"
+COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")  # plotly's default sequence, one per regime panel
 
 
 def _scatter(n_points: int) -> type:
@@ -135,6 +136,48 @@ def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth")
     factor = comparisons[0]["factor"] if comparisons else "level"
     fig.update_layout(title=f"{variable.capitalize()} elasticity per {factor} (95% CI)",
                       xaxis_title=f"d log latency / d log {variable}", yaxis_title=factor, template="plotly_white")
+    return fig
+
+
+def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
+    """The seed pair's ratio (deep-narrow / shallow-wide decode time) per regime, backend and
+    dtype with its 95% CI, on a log axis around 1: which side of 1 each lands on, and how sure,
+    reads faster than the table. A ratio with no CI is a hollow marker without bars.
+
+    `seed_pairs` is `analysis.headline.Headline.seed_pairs`; one panel per regime (titled with
+    its full name, so no regime is cut), the x axis shared.
+    """
+    from plotly.subplots import make_subplots
+
+    regimes = sorted(seed_pairs["regime"].unique()) if len(seed_pairs) else []
+    heights = [max(1, int((seed_pairs["regime"] == r).sum())) for r in regimes] or [1]
+    fig = make_subplots(rows=len(heights), cols=1, shared_xaxes=True, row_heights=heights, vertical_spacing=0.12 / len(heights),
+                        subplot_titles=regimes or None)
+    for row, regime in enumerate(regimes, start=1):
+        rows = seed_pairs[seed_pairs["regime"] == regime].sort_values(["backend", "dtype"])
+        has_ci = rows["ratio_ci_low"].notna() & rows["ratio_ci_high"].notna()
+        low = rows["ratio_ci_low"].where(has_ci, rows["ratio"])
+        high = rows["ratio_ci_high"].where(has_ci, rows["ratio"])
+        fig.add_trace(go.Scatter(
+            x=rows["ratio"], y=(rows["backend"] + " " + rows["dtype"]).tolist(), mode="markers", name=str(regime),
+            marker={"symbol": np.where(has_ci, "circle", "circle-open"), "size": 9, "color": COLORS[(row - 1) % len(COLORS)]},
+            error_x={"type": "data", "symmetric": False, "array": (high - rows["ratio"]).to_numpy(),
+                     "arrayminus": (rows["ratio"] - low).to_numpy()},
+            customdata=np.column_stack([rows["ci_kind"].fillna(CI_NONE), rows["n_runs_a"], rows["n_runs_b"]]),
+            hovertemplate=f"{regime}<br>%{{y}}: %{{x:.2f}}x<br>CI %{{customdata[0]}}, runs %{{customdata[1]}} / "
+                          "%{customdata[2]}<extra></extra>",
+        ), row=row, col=1)
+        fig.add_vline(x=1, line_dash="dot", row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+    finite = pd.concat([seed_pairs["ratio"], seed_pairs["ratio_ci_low"], seed_pairs["ratio_ci_high"]]).dropna()
+    finite = finite[finite > 0]
+    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+             if finite.empty or finite.min() / 2 <= t <= finite.max() * 2]
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}x" for t in ticks])  # labelled decades, no bare minor digits
+    fig.update_xaxes(title_text="gpt2-5m / gpt2-25m decode ms per token (log; 1x = same speed)", row=len(heights), col=1)
+    fig.update_layout(title="Seed pair: above 1x the deep, narrow model is slower (95% CI; hollow: no CI)",
+                      template="plotly_white", showlegend=False, height=120 + 24 * int(sum(heights)) + 40 * len(heights),
+                      margin={"t": 70})
     return fig
 
 

@@ -3,6 +3,7 @@ drives latency, coverage, integrity."""
 import pandas as pd
 import streamlit as st
 
+from analysis.figures import seed_pair_ratios
 from analysis.headline import headline_sections, split_by_regime
 from dashboard import data, ui
 from dashboard.text import md
@@ -21,9 +22,13 @@ def body(ctx: ui.Context) -> None:
         "Include protocol-1 runs", value=False,
         help="Runs before host control and rounds (protocol 1): one unpinned pass per cell, so their cells move up to "
              "2x between runs. They stay in every other page; the headline leaves them out unless this is on.")
-    for title, text, table in headline_sections(ui.headline(ctx, all_protocols)):
+    headline = ui.headline(ctx, all_protocols)
+    for index, (title, text, table) in enumerate(headline_sections(headline)):
         st.subheader(title)
         st.caption(text)
+        if index == 0 and len(headline.seed_pairs):  # the seed pair, drawn before its table
+            ui.chart(seed_pair_ratios(headline.seed_pairs), "overview_seed_pair",
+                     "seed pair per regime, backend and dtype" + ("" if all_protocols else ", protocol 2"))
         if len(table):
             # a wide table per regime, under its full name: the ratio and its CI show without
             # scrolling, and no regime is cut before its "| host" part

@@ -108,3 +108,24 @@ def test_a_cell_point_hover_names_its_regime_backend_dtype_and_phase():
     row = list(point.customdata[0])
     assert row[0] == "r/a" and row[4:] == ["hf-eager", "bfloat16", "decode", "NVIDIA H200 | host 5be464da", "across runs"]
     assert "customdata[7]" in point.hovertemplate and "customdata[8]" in point.hovertemplate
+
+
+def test_seed_pair_chart_has_one_panel_per_regime_with_each_ratio_and_its_ci(bundled_con):
+    from analysis.figures import seed_pair_ratios
+    from analysis.headline import headline_for
+
+    seed = headline_for(bundled_con).seed_pairs
+    fig = seed_pair_ratios(seed)
+    regimes = sorted(seed["regime"].unique())
+    assert [t.name for t in fig.data] == regimes, "one trace (panel) per regime, in name order"
+    assert [a.text for a in fig.layout.annotations][:len(regimes)] == regimes, "each panel titled with its full regime"
+    for trace in fig.data:
+        rows = seed[seed["regime"] == trace.name].sort_values(["backend", "dtype"])
+        np.testing.assert_allclose(trace.x, rows["ratio"])
+        assert list(trace.y) == list(rows["backend"] + " " + rows["dtype"])
+        has_ci = rows["ratio_ci_low"].notna().to_numpy()
+        np.testing.assert_allclose(np.asarray(trace.error_x.array)[has_ci], (rows["ratio_ci_high"] - rows["ratio"])[has_ci])
+        np.testing.assert_allclose(np.asarray(trace.error_x.arrayminus)[has_ci], (rows["ratio"] - rows["ratio_ci_low"])[has_ci])
+        assert np.all(np.asarray(trace.error_x.array)[~has_ci] == 0), "no bars where there is no CI"
+        assert list(np.asarray(trace.marker.symbol)) == ["circle" if c else "circle-open" for c in has_ci]
+    assert fig.layout.xaxis.type == "log" and "1x" in fig.layout.xaxis.ticktext, "labelled ratios around 1x"

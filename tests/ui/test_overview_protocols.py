@@ -5,6 +5,8 @@ HTML report use, never from literal rows.
 """
 from __future__ import annotations
 
+import json
+
 from analysis.headline import headline_for, headline_sections, split_by_regime
 from store.dataset import BUNDLED_SNAPSHOT
 from store.snapshot import open_snapshot
@@ -23,6 +25,12 @@ def expected_tables(sections) -> list[list[list[str]]]:
             for _, rows in split_by_regime(table)]
 
 
+def seed_chart_regimes(at) -> list[str]:
+    """The regimes (one trace each) of the Overview's first chart, the seed-pair chart."""
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return [trace["name"] for trace in spec["data"]]
+
+
 def test_the_headline_names_what_it_leaves_out_and_the_toggle_brings_protocol_1_back(app_env):
     con = open_snapshot(BUNDLED_SNAPSHOT)
     current, every = headline_for(con), headline_for(con, all_protocols=True)
@@ -38,6 +46,7 @@ def test_the_headline_names_what_it_leaves_out_and_the_toggle_brings_protocol_1_
     assert shown_tables(at, default) == expected_tables(default)
     captions = " ".join(texts(at, "caption"))
     assert all(regime in captions for regime in current.earlier_protocol_regimes), "every regime left out is named"
+    assert seed_chart_regimes(at) == sorted(current.seed_pairs["regime"].unique()), "the seed pair drawn per regime"
 
     toggle.set_value(True).run()
     assert_clean(at)
@@ -45,3 +54,4 @@ def test_the_headline_names_what_it_leaves_out_and_the_toggle_brings_protocol_1_
     assert shown_tables(at, everything) == expected_tables(everything)
     assert len(every.seed_pairs) > len(current.seed_pairs), "protocol-1 seed rows are back"
     assert len(expected_tables(everything)) > len(expected_tables(default)), "and their regimes' tables"
+    assert seed_chart_regimes(at) == sorted(every.seed_pairs["regime"].unique()), "and their seed-pair panels"
