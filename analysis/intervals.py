@@ -35,6 +35,7 @@ both cancels, as it should. Cells on different units get independent replicates.
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -77,6 +78,15 @@ def weakest_kind(kinds: Iterable[str]) -> str:
     if not ranks:
         return CI_NONE
     return CI_KINDS[min(ranks)]
+
+
+def block_rng(seed: int, units: Iterable[str]) -> np.random.Generator:
+    """The random stream of one block of units (the runs or rounds its cells share), seeded by
+    the seed and the units' names: a cell's replicates then depend on its own units only, so
+    adding a run of another regime, or any cell outside the block, never moves its CI (with
+    one stream shared in block order, every block sorted before it would shift it)."""
+    digest = hashlib.sha256("\x1f".join(map(str, units)).encode()).digest()
+    return np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
 
 
 def unit_t_draws(values: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

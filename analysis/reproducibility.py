@@ -58,7 +58,7 @@ from statsmodels.stats.meta_analysis import combine_effects
 from statsmodels.stats.multitest import multipletests
 
 from analysis.bootstrap import percentile_ci
-from analysis.intervals import CI_ACROSS_RUNS, MIN_UNITS, to_latency, unit_t_draws
+from analysis.intervals import CI_ACROSS_RUNS, MIN_UNITS, block_rng, to_latency, unit_t_draws
 from analysis.inversions import pair_ratios
 from analysis.load import add_group_id, run_environments
 from analysis.regression import fit_group
@@ -138,8 +138,8 @@ def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -
     log_median = np.log(frame["median"].to_numpy(np.float64))
     run_ids = frame["run_id"].to_numpy()
     out = np.empty((len(units), n_resamples))
-    rng = np.random.default_rng(stats.seed if seed is None else seed)
-    # Units measured in the same runs share their draws (pairing for ratios).
+    seed = stats.seed if seed is None else seed
+    # Units measured in the same runs share their draws (pairing for ratios), from a stream of their own.
     patterns: dict[tuple[str, ...], list[int]] = {}
     for u, rows in enumerate(units):
         patterns.setdefault(tuple(run_ids[rows]), []).append(u)
@@ -149,7 +149,7 @@ def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -
         if len(pattern) < MIN_UNITS:
             out[members] = stats.draws[rows[:, 0]]
         else:
-            out[members] = to_latency(unit_t_draws(log_median[rows], n_resamples, rng))
+            out[members] = to_latency(unit_t_draws(log_median[rows], n_resamples, block_rng(seed, pattern)))
     first = frame.loc[[rows[0] for rows in units]].reset_index(drop=True)
     pooled = first.drop(columns=[c for c in ("run_id", "series_id", "cell_key", "group_id") if c in first])
     pooled["cell_id"] = first["repeat_id"]

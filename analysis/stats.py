@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, median_draws, percentile_ci
-from analysis.intervals import CI_ACROSS_ROUNDS, MIN_UNITS, kind_for, to_latency, unit_t_draws
+from analysis.intervals import CI_ACROSS_ROUNDS, MIN_UNITS, block_rng, kind_for, to_latency, unit_t_draws
 from analysis.load import add_group_id, phase_aggregates, round_medians, sorted_latencies
 from analysis.resources import tokens_per_sample
 
@@ -91,7 +91,8 @@ def _round_draws(frame: pd.DataFrame, rounds: pd.DataFrame, n_resamples: int, se
     """Fill n_rounds, ci_kind, unit_ids, unit_log_medians in `frame`; return the replicates.
 
     Cells of one run measured in the same rounds form a block with shared draws, so that a
-    ratio of two of them is paired by round; blocks go in sorted order, so a seed fixes them.
+    ratio of two of them is paired by round; each block draws from a stream of its own
+    (`intervals.block_rng`), so a seed fixes it whatever else is in the data.
     """
     key = pd.MultiIndex.from_frame(frame[["cell_id", "phase"]])
     rounds = rounds.assign(log_median=np.log(rounds["median"].to_numpy(np.float64)))
@@ -108,10 +109,10 @@ def _round_draws(frame: pd.DataFrame, rounds: pd.DataFrame, n_resamples: int, se
     for i, (units, n) in enumerate(zip(frame["unit_ids"], frame["n_rounds"])):
         if n >= MIN_UNITS:
             blocks.setdefault(tuple(units), []).append(i)
-    rng = np.random.default_rng(seed)
-    for units in sorted(blocks):
-        rows = np.asarray(blocks[units])
-        draws[rows] = to_latency(unit_t_draws(np.array([log_medians.iat[i] for i in rows]), n_resamples, rng))
+    for units, rows in blocks.items():
+        rows = np.asarray(rows)
+        draws[rows] = to_latency(unit_t_draws(np.array([log_medians.iat[i] for i in rows]), n_resamples,
+                                              block_rng(seed, units)))
     return draws
 
 

@@ -113,3 +113,22 @@ def test_a_ratio_is_only_as_replicated_as_its_less_replicated_cell():
     assert kinds == {"1x64": CI_ACROSS_ROUNDS, "2x128": CI_ACROSS_RUNS}
     (pair,) = pair_ratios(pooled, inversions_only=False).itertuples()
     assert pair.ci_kind == CI_ACROSS_ROUNDS and not pair.paired
+
+
+def test_adding_a_run_of_another_regime_never_moves_a_cells_ci(bundled_con):
+    """Each block of units draws from its own stream: a cell's CI, pooled or per run, is a
+    function of its own runs and rounds, not of what else the store holds."""
+    regimes = sorted(r for (r,) in bundled_con.execute("SELECT DISTINCT regime FROM runs").fetchall())
+    assert len(regimes) > 1, "the bundle holds several regimes"
+    everything = compute_cell_stats(bundled_con)
+    pooled_everything = pooled_stats(everything)
+    compared_with_ci = 0
+    for regime in regimes:
+        alone = compute_cell_stats(bundled_con, {"regime": [regime]})
+        for one, every in ((alone, everything), (pooled_stats(alone), pooled_everything)):
+            mine = every.frame[every.frame["regime"] == regime].set_index(["cell_id", "phase"])
+            own = one.frame.set_index(["cell_id", "phase"]).loc[mine.index]
+            compared_with_ci += int(own["median_ci_low"].notna().sum())
+            np.testing.assert_array_equal(own["median_ci_low"], mine["median_ci_low"])
+            np.testing.assert_array_equal(own["median_ci_high"], mine["median_ci_high"])
+    assert compared_with_ci > 0, "some of the compared cells have a CI"

@@ -36,7 +36,8 @@ def test_a_planted_offset_puts_nearly_every_median_outside_the_other_runs_ci():
     summary = summarize_comparison(table, by=None).set_index("group")
     # Student t on 3 rounds (2 degrees of freedom) is wide: a rare cell's CI still reaches 1.3x away
     assert summary.loc["all", "b_in_a_ci"] <= 0.1
-    assert summary.loc["all", "cis_overlap"] <= 0.1
+    # two such intervals overlap more often than one holds the other's median (2 or 3 of 16 cells)
+    assert summary.loc["all", "cis_overlap"] <= 0.2
     assert summary.loc["all", "median_ratio"] == pytest.approx(1.3, rel=0.03)
 
 
