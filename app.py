@@ -14,14 +14,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import ui
+from dashboard import sidebar
 
 # A file of the app, not an icon name: Streamlit fetches a :material/...: favicon from
 # fonts.gstatic.com (an emoji one from a CDN) on every load; a local image is served from here.
 FAVICON = str(Path(__file__).parent / "dashboard" / "favicon.png")
 st.set_page_config(page_title="shapebench", page_icon=FAVICON, layout="wide")
 
-ctx = ui.sidebar()
+ctx = sidebar.sidebar()
 # Streamlit serves the default page at "/" only (its url_path names it internally), so a
 # link to /overview, the name the other pages suggest, would open "Page not found".
 overview = st.Page("app_pages/overview.py", title="Overview", url_path="home", icon=":material/dashboard:", default=True)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.figures import latency_vs_depth, latency_vs_params
 from analysis.predict import predict_latency
-from dashboard import ui
+from dashboard import cache, ui
 from dashboard.text import md
 
 VERDICT_BOX = {"depth": st.success, "params": st.success, "both": st.success, "inconclusive": st.warning}
@@ -35,14 +35,14 @@ def _legend_below(fig):
     return fig
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Depth vs width",
         "Per group (cells equal in everything but shape): OLS of cell medians on depth only, on "
         "parameter count only, and on depth + width, on linear and log-log scales, with HC3 errors. "
         "On the log scale a band is a 95% CI of the median latency."):
         return
-    fits = ui.fits(ctx)
+    fits = cache.fits(ctx)
     if not fits:
         st.info("No groups in this selection.")
         return
@@ -70,7 +70,7 @@ def body(ctx: ui.Context) -> None:
             st.dataframe(_coefficients(fit), hide_index=True, column_config={
                 c: st.column_config.NumberColumn(format="%.4g") for c in ("estimate", "ci_low", "ci_high", "p_value", "adj_r2", "aic")})
 
-    stats = ui.cell_frame(ctx)
+    stats = cache.cell_frame(ctx)
     group_stats = stats[stats["group_id"] == group_id]
     scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
     bands = fit.bands if fit.status == "ok" else None

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
 from vocabulary import PHASES
-from dashboard import ui
+from dashboard import cache, ui
 
 MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable
 
@@ -15,11 +15,11 @@ def _selected_from_chart(event) -> set[str]:
     return {str(p["customdata"][0]) for p in points if p.get("customdata")}
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(ctx, "Explore cells"):
         return
-    stats = ui.cell_frame(ctx)
-    table = ui.explore_rows(ctx)
+    stats = cache.cell_frame(ctx)
+    table = cache.explore_rows(ctx)
     phases = ctx.selection.get("phase") or []
     if phases:
         table = table[table["phase"].isin(phases) | table["phase"].isna()]
@@ -76,12 +76,12 @@ def body(ctx: ui.Context) -> None:
     if len(ids) > MAX_DISTRIBUTIONS:
         st.caption(f"{len(ids)} cells selected: showing the first {MAX_DISTRIBUTIONS}.")
         ids = ids[:MAX_DISTRIBUTIONS]
-    samples = ui.samples(ctx, ids, phases)
+    samples = cache.samples(ctx, ids, phases)
     kind = st.radio("Chart", ["box", "violin"], horizontal=True, key="dist_kind")
     ui.chart(sample_distributions(samples, kind), "explore_dist", f"raw samples of {len(ids)} cells, {_scope(ctx)}")
 
 
-def _scope(ctx: ui.Context) -> str:
+def _scope(ctx: cache.Context) -> str:
     """What the sidebar selected, for a chart that mixes regimes and backends: its export says so."""
     regimes, backends = ctx.selection.get("regime"), ctx.selection.get("backend")
     return (f"regimes {', '.join(regimes)}" if regimes else "every regime") + "; " + (

@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.figures import inversion_heatmap
 from analysis.load import keys_by_group_id
-from dashboard import data, ui
+from dashboard import cache, data, ui
 from dashboard.text import md
 
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
@@ -12,19 +12,19 @@ TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "p
                  "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant"]
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Latency inversions",
         "For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
         "95% CI across runs (or across rounds of one run; none for one round of one run, which is never significant). "
         "Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
         return
-    n_pairs = data.pair_counts(ui.pooled_frame(ctx))
-    keys = keys_by_group_id(ui.pooled_frame(ctx))
+    n_pairs = data.pair_counts(cache.pooled_frame(ctx))
+    keys = keys_by_group_id(cache.pooled_frame(ctx))
     if n_pairs.sum() == 0:
         st.info("Every group in this selection has a single model: no pairs to compare.")
         return
-    inv = ui.inversions(ctx)
+    inv = cache.inversions(ctx)
     c1, c2, c3 = st.columns(3)
     c1.metric("Pairs compared", f"{int(n_pairs.sum()):,}")
     c2.metric("Inverted (point estimate)", f"{len(inv):,}")
@@ -36,14 +36,14 @@ def body(ctx: ui.Context) -> None:
         st.session_state["inv_group"] = max(groups, key=lambda g: counts.get(g, 0))
     group_id = st.selectbox("Group", groups, key="inv_group",
                             format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({int(counts.get(g, 0))} significant at FDR 5%)")
-    sub = ui.group_pairs(ctx, group_id)
+    sub = cache.group_pairs(ctx, group_id)
     fig = inversion_heatmap(sub)
     n = sub["model_name_a"].nunique() + 1
     fig.update_layout(height=max(420, min(1100, 22 * n + 200)))
     ui.chart(fig, "inv_heatmap", group_id)
     strongest = inv[(inv["group_id"] == group_id) & inv["significant"]].nlargest(1, "ratio_ci_low") if len(inv) else inv
     if len(strongest) and strongest["phase"].iat[0] != "prefill":  # the profile counts a decode step
-        why = ui.explain_cells(ctx, strongest["run_cell_id_a"].iat[0], strongest["run_cell_id_b"].iat[0])
+        why = cache.explain_cells(ctx, strongest["run_cell_id_a"].iat[0], strongest["run_cell_id_b"].iat[0])
         if why:
             st.markdown(f"**Strongest inversion here, from its decode profile:** {md(why, 2000)}")
     st.page_link("app_pages/why.py", label="Why is it slow?", icon=":material/troubleshoot:")

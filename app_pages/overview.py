@@ -5,11 +5,11 @@ import streamlit as st
 
 from analysis.figures import seed_pair_ratios
 from analysis.headline import headline_sections, split_by_regime
-from dashboard import data, ui
+from dashboard import cache, data, ui
 from dashboard.text import md
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Does shape drive latency?",
         "Depth x width of small GPT-2s against measured inference latency. "
@@ -22,7 +22,7 @@ def body(ctx: ui.Context) -> None:
         "Include protocol-1 runs", value=False,
         help="Runs before host control and rounds (protocol 1): one unpinned pass per cell, so their cells move up to "
              "2x between runs. They stay in every other page; the headline leaves them out unless this is on.")
-    headline = ui.headline(ctx, all_protocols)
+    headline = cache.headline(ctx, all_protocols)
     for index, (title, text, table) in enumerate(headline_sections(headline)):
         st.subheader(title)
         st.caption(text)
@@ -39,7 +39,7 @@ def body(ctx: ui.Context) -> None:
     st.caption("The Inversions page ranks every pair of a group.")
 
     st.subheader("Which shape variable explains latency")
-    fits = ui.fits(ctx)
+    fits = cache.fits(ctx)
     rows = [{"regime": f.group.get("regime"), "backend": f.group.get("backend"), "phase": f.group.get("phase"),
              "dtype": f.group.get("dtype"), "batch": f.group.get("batch_size"), "prompt": f.group.get("prompt_len"),
              "shapes": f.n_shapes, "driver": f.verdict.get("winner", "too few shapes") if f.status == "ok" else "too few shapes"}
@@ -59,7 +59,7 @@ def body(ctx: ui.Context) -> None:
                      column_config={"driver": st.column_config.TextColumn("driver", help="verdict of the depth vs width fits")})
 
     st.subheader("Data coverage")
-    cov = data.coverage(ui.cells(ctx))
+    cov = data.coverage(cache.cells(ctx))
     if len(ctx.options.get("regime", [])) == 1:
         st.caption("One hardware regime in this dataset: the Regimes page compares backends; "
                    "measure the same plan on another GPU to compare hardware.")
@@ -67,9 +67,9 @@ def body(ctx: ui.Context) -> None:
     _integrity(ctx)
 
 
-def _integrity(ctx: ui.Context) -> None:
+def _integrity(ctx: cache.Context) -> None:
     st.subheader("Integrity warnings")
-    bad = data.integrity(ui.cells(ctx))
+    bad = data.integrity(cache.cells(ctx))
     if bad.empty:
         st.success("No cell carries an integrity flag and none failed.")
         return
@@ -80,7 +80,7 @@ def _integrity(ctx: ui.Context) -> None:
     flagged = len(bad) - failed
     if flagged:
         counts = bad.loc[bad["status"] == "ok", "flags"].str.split(", ").explode().value_counts()
-        st.warning(f"{flagged} of {int((ui.cells(ctx)['status'] == 'ok').sum())} measured cell(s) carry integrity flags ("
+        st.warning(f"{flagged} of {int((cache.cells(ctx)['status'] == 'ok').sum())} measured cell(s) carry integrity flags ("
                    + ", ".join(f"{flag} {n}" for flag, n in counts.items()) + "): read their numbers with care.")
     st.dataframe(bad, hide_index=True)
 

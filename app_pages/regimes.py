@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import coefficient_plot, regime_comparison
-from dashboard import ui
+from dashboard import cache, ui
 from dashboard.text import md
 
 
@@ -13,25 +13,25 @@ def _label(comp: dict) -> str:
                       for k, v in c.items())
 
 
-@ui.cached_query(copies=True)
-def _coefficients_figure(ctx: ui.Context, factor: str):
+@cache.cached_query(copies=True)
+def _coefficients_figure(ctx: cache.Context, factor: str):
     """Each level's depth elasticity per comparison group (analysis.figures.coefficient_plot)."""
-    return coefficient_plot([c for c in ui.compare(ctx, factor) if c["status"] == "ok"], "depth")
+    return coefficient_plot([c for c in cache.compare(ctx, factor) if c["status"] == "ok"], "depth")
 
 
-@ui.cached_query(copies=True)
-def _side_by_side_figure(ctx: ui.Context, factor: str, choice: int):
+@cache.cached_query(copies=True)
+def _side_by_side_figure(ctx: cache.Context, factor: str, choice: int):
     """The chosen comparison group's cells, one colour per level (analysis.figures.regime_comparison)."""
-    comp = [c for c in ui.compare(ctx, factor) if c["status"] == "ok"][choice]["comparison"]
-    stats = ui.cell_frame(ctx)
+    comp = [c for c in cache.compare(ctx, factor) if c["status"] == "ok"][choice]["comparison"]
+    stats = cache.cell_frame(ctx)
     mask = pd.Series(True, index=stats.index)
     for key, value in comp.items():
         mask &= stats[key] == value
     return regime_comparison(stats[mask], factor)
 
 
-def _section(ctx: ui.Context, factor: str) -> None:
-    comps = ui.compare(ctx, factor)
+def _section(ctx: cache.Context, factor: str) -> None:
+    comps = cache.compare(ctx, factor)
     if not comps:
         st.info("No cells to compare.")
         return
@@ -62,7 +62,7 @@ def _section(ctx: ui.Context, factor: str) -> None:
     ui.chart(_side_by_side_figure(ctx, factor, choice), f"side_fig_{factor}", _label(ok[choice]))
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Across regimes and backends",
         "One pooled model per comparison group, log latency ~ log depth x level + log width x level (HC3): "

@@ -5,7 +5,7 @@ import streamlit as st
 from analysis.figures import run_medians_figure
 from analysis.load import GroupKey, keys_by_group_id
 from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE
-from dashboard import ui
+from dashboard import cache, ui
 
 INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind",
                      "runs_significant", "n_runs", "verdict", "regime"]
@@ -19,10 +19,10 @@ def _split(frame: pd.DataFrame, keys: dict[str, GroupKey]) -> pd.DataFrame:
                         regime=[keys[g].regime for g in frame["group_id"]])
 
 
-@ui.cached_query(copies=True)
-def _runs_figure(ctx: ui.Context, group_id: str):
+@cache.cached_query(copies=True)
+def _runs_figure(ctx: cache.Context, group_id: str):
     """Each repeated cell's run medians with their within-run CIs, for one group."""
-    runs = ui.repeat_runs(ctx)
+    runs = cache.repeat_runs(ctx)
     return run_medians_figure(runs[runs["group_id"] == group_id])
 
 
@@ -32,19 +32,19 @@ def _env_text(diff) -> str:
     return "; ".join(f"{key}: {' vs '.join(str(v) for v in values.values())}" for key, values in diff.items())
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Reproducibility",
         "Cells measured in more than one run (same cell key, same regime): do the run medians agree within "
         f"their within-run CIs? A cell is irreproducible when Cochran's Q says no (BH q < {FDR:g}) and the run "
         f"medians differ by at least {MIN_SPREAD:g}x. Pooled CIs resample runs, so they include between-run variance."):
         return
-    runs = ui.repeat_runs(ctx)
+    runs = cache.repeat_runs(ctx)
     if runs is None:
         st.info(NO_REPEATS_MESSAGE[0].upper() + NO_REPEATS_MESSAGE[1:] + ".")
         return
-    table = ui.repeat_table(ctx)
-    keys = keys_by_group_id(ui.cell_frame(ctx))  # every group of the selection
+    table = cache.repeat_table(ctx)
+    keys = keys_by_group_id(cache.cell_frame(ctx))  # every group of the selection
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Repeated cell-phases", f"{len(table):,}", help=f"measured in 2-{int(table['n_runs'].max())} runs")
     c2.metric("Irreproducible", f"{int(table['irreproducible'].sum()):,}")
@@ -54,7 +54,7 @@ def body(ctx: ui.Context) -> None:
               help="pooled CI width (t across runs) / mean within-run CI width (across rounds)")
 
     st.subheader("Between-run variance per group")
-    components = _split(ui.variance_table(ctx), keys)
+    components = _split(cache.variance_table(ctx), keys)
     components = components[["group", *[c for c in components.columns if c not in ("group", "group_id", "regime")], "regime"]]
     st.dataframe(components, hide_index=True, column_config={
         **{c: st.column_config.NumberColumn(format="%.3f") for c in (
@@ -74,7 +74,7 @@ def body(ctx: ui.Context) -> None:
     ui.chart(fig, "repro_runs", group_id)
 
     st.subheader("Inversions across runs")
-    inversions = ui.inversions_across_runs(ctx)
+    inversions = cache.inversions_across_runs(ctx)
     verdicts = inversions["verdict"].value_counts() if len(inversions) else pd.Series(dtype=int)
     st.caption(f"{int(verdicts.get('reproducible', 0)):,} inversions hold on pooled CIs; "
                f"{int(verdicts.get('not reproducible', 0)):,} are significant within some run but not across runs (below).")
@@ -86,7 +86,7 @@ def body(ctx: ui.Context) -> None:
         st.info("Every inversion significant within a run is also significant across runs.")
 
     st.subheader("Depth vs width across runs")
-    regressions = ui.regressions_across_runs(ctx)
+    regressions = cache.regressions_across_runs(ctx)
     fits = pd.DataFrame([{
         "group_id": r["group_id"], "runs per cell": r["n_runs"], "pooled verdict": (r.get("verdict") or {}).get("winner"),
         "across runs": r["reproducibility"],

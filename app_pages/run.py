@@ -8,8 +8,9 @@ ingests the run directory as cells finish.
 import pandas as pd
 import streamlit as st
 
+from analysis.load import finished_runs
 from analysis.predict import samples_needed
-from dashboard import data, plan_builder, runs, ui
+from dashboard import cache, plan_builder, runs, source, ui
 from dashboard.text import md
 from runner.models import REGISTRY
 from runner.plan import BACKEND_NAMES, MeasureSettings
@@ -28,11 +29,11 @@ def _slot(slots: dict, key: str) -> None:
     slots[key] = st.empty()
 
 
-@ui.cached_query()
-def run_history(ctx: ui.Context) -> pd.DataFrame:
-    """Finished runs of the open dataset (dashboard.data.finished_runs), once per data version."""
+@cache.cached_query()
+def run_history(ctx: cache.Context) -> pd.DataFrame:
+    """Finished runs of the open dataset (analysis.load.finished_runs), once per data version."""
     with ctx.reading() as con:
-        return data.finished_runs(con)
+        return finished_runs(con)
 
 
 @st.cache_data(show_spinner=False)
@@ -43,7 +44,7 @@ def _host_class() -> str:
     return host_fingerprint()["host_class"]
 
 
-def _estimate_text(ctx: ui.Context, built: plan_builder.BuiltPlan) -> str:
+def _estimate_text(ctx: cache.Context, built: plan_builder.BuiltPlan) -> str:
     device = built.cells[0].device if built.cells else "cpu"
     history = plan_builder.history_estimate(built, run_history(ctx), _host_class(), PROTOCOL_VERSION)
     if history is None:
@@ -61,7 +62,7 @@ def _capabilities() -> pd.DataFrame:
     return pd.DataFrame(backend_capabilities())
 
 
-def _form(ctx: ui.Context) -> plan_builder.BuiltPlan:
+def _form(ctx: cache.Context) -> plan_builder.BuiltPlan:
     form: dict = {}
     slots: dict = {}
     c1, c2 = st.columns([3, 2])
@@ -131,10 +132,10 @@ def _toml_editor() -> plan_builder.BuiltPlan:
     return built
 
 
-def _power_hint(ctx: ui.Context, prefill_reps: int, e2e_reps: int) -> None:
+def _power_hint(ctx: cache.Context, prefill_reps: int, e2e_reps: int) -> None:
     cv_default = 0.05
     if ctx.summary["ok"]:
-        frame = ui.cell_frame(ctx)
+        frame = cache.cell_frame(ctx)
         if len(frame):
             cv_default = float(round(frame["cv"].median(), 3)) or cv_default
     with st.expander("How many samples do I need?", expanded=False):
@@ -154,7 +155,7 @@ def _power_hint(ctx: ui.Context, prefill_reps: int, e2e_reps: int) -> None:
         st.caption("Decode steps within one generation are correlated: count decode reps, not steps, when in doubt.")
 
 
-def _start(ctx: ui.Context, built: plan_builder.BuiltPlan) -> None:
+def _start(ctx: cache.Context, built: plan_builder.BuiltPlan) -> None:
     try:
         runs.start(built.toml, built.plan.name, ctx.runs_dir,
                    ray_address=st.session_state.get("run_ray_address") or None)
@@ -163,7 +164,7 @@ def _start(ctx: ui.Context, built: plan_builder.BuiltPlan) -> None:
         st.session_state["_run_start_error"] = str(error)
 
 
-def _resume(ctx: ui.Context, run_id: str) -> None:
+def _resume(ctx: cache.Context, run_id: str) -> None:
     try:
         runs.resume(run_id, ctx.runs_dir)
         st.session_state["_run_active"] = True
@@ -172,10 +173,10 @@ def _resume(ctx: ui.Context, run_id: str) -> None:
 
 
 @st.fragment(run_every=POLL_S)
-def _live(ctx: ui.Context) -> None:
+def _live(ctx: cache.Context) -> None:
     """Progress of the active run (and any CLI run), ingesting finished cells as they land."""
     try:
-        report = ui.ingest_runs(ctx.store, ctx.runs_dir)
+        report = source.ingest_runs(ctx.store, ctx.runs_dir)
         if report["cells_added"]:
             st.toast(f"Ingested {report['cells_added']} new cell(s) into {ctx.store}")
     except Exception as error:  # noqa: BLE001 - e.g. the store is locked by another process
@@ -199,7 +200,7 @@ def _live(ctx: ui.Context) -> None:
         if st.button("Cancel run", type="secondary", key="run_cancel"):
             st.toast(runs.cancel(int(lock["pid"])))
             st.session_state["_run_active"] = False
-            ui.ingest_runs(ctx.store, ctx.runs_dir)
+            source.ingest_runs(ctx.store, ctx.runs_dir)
             st.rerun(scope="app")
     elif was_active:
         st.session_state["_run_active"] = False
@@ -228,10 +229,10 @@ def _live(ctx: ui.Context) -> None:
         st.caption("runner output: " + " / ".join(last))
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     st.title("Run a plan")
     st.caption(f"Runs go to `{ctx.runs_dir}` and are ingested into the store file `{ctx.store}` as cells finish"
-               + ("" if ctx.kind == ui.STORE else " (open the store file in the sidebar to analyse them)") + ".")
+               + ("" if ctx.kind == source.STORE else " (open the store file in the sidebar to analyse them)") + ".")
     mode = st.radio("Plan", [FORM_MODE, TOML_MODE], horizontal=True, key="run_mode", label_visibility="collapsed")
     if mode == FORM_MODE:
         built = _form(ctx)

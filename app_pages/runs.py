@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
-from dashboard import filters as flt, ui
+from dashboard import cache, filters as flt, ui
 from dashboard.text import md
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
@@ -37,7 +37,7 @@ def _verdict(table: pd.DataFrame) -> list[str]:
             for m, d in zip(table["moved"], table["direction"])]
 
 
-def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
+def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
     st.subheader("Compare two runs")
     ids = runs.loc[runs["cells_ok"] > 0, "run_id"].tolist()
     pair = default_pair(runs)
@@ -61,7 +61,7 @@ def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
         st.markdown("**Where the runs differ:** " + md("; ".join(f"{r.field}: {_fact(r.a)} vs {_fact(r.b)}"
                                                              for r in diff.itertuples()), 3000))
     try:
-        table = ui.run_comparison(ctx, run_a, run_b)
+        table = cache.run_comparison(ctx, run_a, run_b)
     except ValueError as error:
         st.warning(f"{md(error, 400)}. Pick runs that measured the same cells, or clear a filter ({flt.describe(ctx.selection)}).")
         return
@@ -93,12 +93,12 @@ def _compare(ctx: ui.Context, runs: pd.DataFrame) -> None:
         st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     st.title("Runs")
     st.caption("Every run of this dataset with the plan it ran and what it ran on (host, device, driver, library "
                "versions, protocol); below, two runs compared cell by cell.")
     ui.running_note(ctx)
-    runs = ui.run_list(ctx)
+    runs = cache.run_list(ctx)
     if runs.empty:
         ui.require_data(ctx)
         return

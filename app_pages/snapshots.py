@@ -1,8 +1,7 @@
 """Snapshots: export the current selection, import one into the store, or open one in this session."""
 import streamlit as st
 
-from dashboard import filters as flt
-from dashboard import ui
+from dashboard import cache, filters as flt, source, ui
 from dashboard.text import md
 
 
@@ -16,21 +15,21 @@ def _open_upload(data: bytes, name: str) -> None:
     except SnapshotError as error:
         st.session_state["_snap_msg"] = ("error", f"Refused: {md(error, 2000)}")
         return
-    old = st.session_state.get(ui.UPLOAD_KEY)
+    old = st.session_state.get(source.UPLOAD_KEY)
     if old:
         old[1].close()
-    st.session_state[ui.UPLOAD_KEY] = (ui.sha256(data), con, name)
-    st.session_state["_kept_dataset_kind"] = ui.UPLOAD
+    st.session_state[source.UPLOAD_KEY] = (ui.sha256(data), con, name)
+    st.session_state["_kept_dataset_kind"] = source.UPLOAD
     st.session_state["_snap_msg"] = ("success", f"Opened {name} read-only in this session (sidebar: uploaded snapshot).")
 
 
-def _import(ctx: ui.Context, data: bytes, name: str) -> None:
+def _import(ctx: cache.Context, data: bytes, name: str) -> None:
     from runner.runfiles import list_run_dirs
     from store.snapshot import SnapshotError, import_snapshot
 
     try:
         live = [d.run_id for d in list_run_dirs(ctx.runs_dir) if d.read_meta().get("status") == "running"]
-        with ui.store_file(str(ctx.store)).writing() as con:
+        with source.store_file(str(ctx.store)).writing() as con:
             report = import_snapshot(con, data, live_runs=live)  # a run measuring here is never changed
     except SnapshotError as error:
         st.session_state["_snap_msg"] = ("error", f"Refused, store unchanged: {md(error, 2000)}")
@@ -38,25 +37,25 @@ def _import(ctx: ui.Context, data: bytes, name: str) -> None:
     except Exception as error:  # noqa: BLE001 - e.g. the store file is locked by another process
         st.session_state["_snap_msg"] = ("error", f"Could not import into {ctx.store}: {str(error).splitlines()[0]}")
         return
-    st.session_state["_kept_dataset_kind"] = ui.STORE
+    st.session_state["_kept_dataset_kind"] = source.STORE
     st.session_state["_snap_msg"] = ("success", f"Imported {name} into {ctx.store}: {report}")
 
 
-def _snapshot_bytes(ctx: ui.Context, regimes: list[str] | None, backends: list[str] | None) -> bytes:
+def _snapshot_bytes(ctx: cache.Context, regimes: list[str] | None, backends: list[str] | None) -> bytes:
     from store.snapshot import export_snapshot_bytes
 
     with ctx.reading() as con:
         return export_snapshot_bytes(con, regimes=regimes, backends=backends)
 
 
-def _report_html(ctx: ui.Context) -> str:
+def _report_html(ctx: cache.Context) -> str:
     from analysis.html_report import build_report
 
     with ctx.reading() as con:
         return build_report(con, {k: v for k, v in ctx.selection.items() if v}, title=f"shapebench: {ctx.label}")
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     st.title("Snapshots")
     st.caption("A snapshot is a zip of Parquet tables (runs, cells, raw samples) with a manifest of row counts and "
                "checksums: how measurements travel between machines.")

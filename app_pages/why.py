@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.at_limit import layer_cost_text, layer_costs
 from analysis.figures import kernels_vs_depth, why_components
-from dashboard import ui
+from dashboard import cache, ui
 from dashboard.text import md
 
 GROUP = ["regime", "backend", "dtype"]
@@ -24,7 +24,7 @@ def _fit_rows(fits: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def body(ctx: ui.Context) -> None:
+def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Why is it slow",
         "Launch-floor model of one decode step: launches x launch cost + bytes moved / bandwidth + FLOPs / "
@@ -32,7 +32,7 @@ def body(ctx: ui.Context) -> None:
         "the launches counted by the profiler. The largest term is the verdict; what the model leaves out is "
         "unexplained."):
         return
-    floor = ui.why_floor(ctx)
+    floor = cache.why_floor(ctx)
     floor = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
     if floor.empty:
         st.info(NO_PROFILE)
@@ -56,7 +56,7 @@ def body(ctx: ui.Context) -> None:
     c1.metric("Bandwidth (calibrated)", f"{group['bandwidth_gb_s'].median():,.0f} GB/s")
     c2.metric(f"Matmul {dtype} (calibrated)", f"{group['matmul_tflops'].median():,.1f} TFLOP/s")
     c3.metric("Launch (calibrated floor)", f"{group['launch_us'].median():.1f} µs")
-    fit = next((f for f in ui.launch_overhead(ctx) if (f["regime"], f["backend"], f["dtype"]) == (regime, backend, dtype)), None)
+    fit = next((f for f in cache.launch_overhead(ctx) if (f["regime"], f["backend"], f["dtype"]) == (regime, backend, dtype)), None)
     if fit and fit["status"] == "ok":
         low, high = fit["per_launch_us_ci"]
         c4.metric("Fitted cost per graph kernel" if fit["per"] != "launch" else "Fitted cost per launch", f"{fit['per_launch_us']:.1f} µs",
@@ -80,11 +80,11 @@ def body(ctx: ui.Context) -> None:
     st.subheader("Fitted overhead per launch")
     st.caption("Per (regime, backend, dtype): decode_ms ~ count + memory_ms (OLS, HC3). The count is host launches "
                "for eager backends and kernels inside the graph for a CUDA-graph backend; 95% CIs.")
-    st.dataframe(_fit_rows(ui.launch_overhead(ctx)), hide_index=True, column_config={
+    st.dataframe(_fit_rows(cache.launch_overhead(ctx)), hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.1f") for c in ("µs", "CI low", "CI high")} | {
         "R²": st.column_config.NumberColumn(format="%.3f")})
 
-    costs = layer_costs(ui.fits(ctx), floor)
+    costs = layer_costs(cache.fits(ctx), floor)
     costs = costs[costs["regime"] == regime]  # the selected group's regime, like the charts above
     if len(costs):
         st.subheader("At the limit: what a layer costs")

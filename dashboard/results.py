@@ -1,7 +1,7 @@
 """The derived results pages read, as plain functions: one definition for the dashboard, the
 export and the ingest.
 
-dashboard.ui wraps each in a cached query; `runner snapshot export` and `runner ingest`
+dashboard.cache wraps each in a cached query; `runner snapshot export` and `runner ingest`
 compute the ones a first visit needs for the unfiltered view (`FIRST_VISIT`) and keep them
 with the data (store.kept), so that visitor does not wait for a minute of bootstraps on 2
 cores. Every function takes a `Reader`: a connection for one query, the filters, and the
@@ -45,7 +45,7 @@ def kept_types() -> dict[str, type]:
 
 
 class Reader(Protocol):
-    """What a result is computed from (dashboard.ui.Context is one)."""
+    """What a result is computed from (dashboard.cache.Context is one)."""
 
     @property
     def filters(self) -> dict[str, list]: ...
@@ -155,6 +155,30 @@ def launch_overhead(r: Reader) -> list[dict]:
     floor = r.get("why_floor")
     calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
     return fit_launch_overhead(calibrated) if len(calibrated) else []
+
+
+def explain_cells(r: Reader, slow_cell: str, fast_cell: str) -> str | None:
+    """analysis.why.explain_pair for two cells, or None unless both configurations are profiled.
+
+    A cell measured in a run without a profile borrows the profile of the same cell key on the
+    same regime (kernel counts belong to the configuration, not to the run). For a CUDA graph
+    the count that explains latency is the kernels it replays, not its few host launches.
+    """
+    from analysis.why import explain_pair
+
+    floor = r.get("why_floor")
+    if floor.empty:
+        return None
+    floor = floor[floor["bandwidth_gb_s"].notna()]
+    floor = floor.assign(launches=floor["kernels"].where(floor["graph_launches"].fillna(0) > 0, floor["launches"]))
+    keys = r.get("cell_frame").drop_duplicates("cell_id").set_index("cell_id")[["regime", "cell_key"]]
+    profiled = floor.join(keys[["cell_key"]], on="cell_id").drop_duplicates(["regime", "cell_key"]).set_index(["regime", "cell_key"])
+    rows = []
+    for cell in (slow_cell, fast_cell):
+        if cell not in keys.index or tuple(keys.loc[cell]) not in profiled.index:
+            return None
+        rows.append(profiled.loc[tuple(keys.loc[cell])])
+    return explain_pair(*rows)
 
 
 def headline(r: Reader, all_protocols: bool):

@@ -315,7 +315,7 @@ def test_hosted_app_never_imports_torch():
 
 
 def test_a_problem_naming_a_hostile_path_is_shown_as_text_not_markdown(app_env, tmp_path):
-    from dashboard.ui import SNAPSHOT
+    from dashboard.source import SNAPSHOT
 
     hostile = str(tmp_path / "![x](https://evil.example/p.png)")
     at = app_env(kind=SNAPSHOT)
