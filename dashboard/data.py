@@ -3,9 +3,7 @@ directories.
 
 The queries the pages need live in analysis.load (the one room for reads); this module
 shapes their frames for the pages (coverage, integrity, Explore's table, pair counts) and
-ingests the run directories that changed since the last look (`ingest_changed`). The reads
-that dashboard.ui and the pages call from here by their older names are analysis.load's
-functions, imported below.
+ingests the run directories that changed since the last look (`ingest_changed`).
 """
 from __future__ import annotations
 
@@ -15,12 +13,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-# The pages' names for reads of analysis.load (dashboard.ui's sidebar, data version and
-# samples chart; the Run page's history).
-from analysis.load import content_id, finished_runs, samples_for  # noqa: F401 - re-exported
-from analysis.load import filter_options as options, store_counts as summary, store_fingerprint as fingerprint  # noqa: F401 - re-exported
 from analysis.resources import phase_resources
-# changed_run_dirs is also what the dashboard asks before taking the writer lock (ui.ingest_runs)
 from runner.runfiles import RunSignature, changed_run_dirs
 from vocabulary import runs_path
 

@@ -72,7 +72,7 @@ class HistoryEstimate:
 
 
 def history_estimate(built: BuiltPlan, runs: Any, host_class: str, protocol: int) -> HistoryEstimate | None:
-    """`built`'s estimate from `runs` (dashboard.data.finished_runs) measured on `host_class`, or None."""
+    """`built`'s estimate from `runs` (analysis.load.finished_runs) measured on `host_class`, or None."""
     if not built.ok or built.estimate_s <= 0 or runs is None or not len(runs):
         return None
     device = built.cells[0].device

@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS derived_results (
     key          VARCHAR PRIMARY KEY,  -- hash of content_id, code_version, name, filters, args
     name         VARCHAR NOT NULL,
-    content_id   VARCHAR NOT NULL,     -- the rows it was computed from (dashboard.data.content_id)
+    content_id   VARCHAR NOT NULL,     -- the rows it was computed from (analysis.load.content_id)
     code_version VARCHAR NOT NULL,     -- the code that computed it (dashboard.results.code_version)
     filters      VARCHAR NOT NULL,     -- JSON
     args         VARCHAR NOT NULL,     -- JSON
