@@ -13,7 +13,7 @@ Per page (AppTest script run time of app.py + the page, the server's view; conne
 imports are kept, as in a running server):
 - first: the first visit to this data version, nothing kept (the pages in order, so a page
   reuses what an earlier one computed): what one visitor pays once per data version.
-- cold: the in-memory caches cleared (st.cache_data, ui.clear_results), the derived results kept
+- cold: the in-memory caches cleared (st.cache_data, cache.clear_results), the derived results kept
   on disk (analysis.derived): a new server process or an evicted cache. Target <= 2 s.
 - warm: the same page again. Target <= 0.5 s (median of --repeats runs).
 
@@ -124,7 +124,7 @@ def bench_apptest(db: Path, cache: Path, repeats: int, first: bool, snapshot: Pa
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from dashboard import ui
+    from dashboard import cache
 
     runs = Path(tempfile.mkdtemp(prefix="bench-runs-"))
     os.environ.update({"SHAPEBENCH_DB": str(db), "SHAPEBENCH_RUNS": str(runs), "SHAPEBENCH_RUN_LOCK": str(runs / "lock"),
@@ -146,7 +146,7 @@ def bench_apptest(db: Path, cache: Path, repeats: int, first: bool, snapshot: Pa
         else:
             at.run()  # nothing timed: makes sure the derived results are kept (a no-op when they are)
         st.cache_data.clear()  # cold: every query and derived result loaded again (connections kept)
-        ui.clear_results()
+        cache.clear_results()
         result["cold"] = _run(at, name)
         result["warm"] = statistics.median(_run(at, name) for _ in range(repeats))
         out[name] = result

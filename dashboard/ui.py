@@ -17,8 +17,7 @@ from typing import Callable
 import streamlit as st
 
 from dashboard import filters as flt
-# benchmarks/bench_dashboard.py empties the cached results through this module (ui.clear_results).
-from dashboard.cache import Context, cell_frame, clear_results  # noqa: F401 - clear_results: see above
+from dashboard.cache import Context, cell_frame
 from dashboard.sidebar import context
 from dashboard.source import NOT_OPEN_KEY, STORE
 from dashboard.text import md
