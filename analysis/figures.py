@@ -85,10 +85,39 @@ def latency_axis_title(phases) -> str:
     return "median latency (ms; decode: ms per token)"
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, log: bool, phases=()) -> go.Figure:
-    axis = "log" if log else "linear"
-    fig.update_layout(title=title, xaxis={"title": x_title, "type": axis},
-                      yaxis={"title": latency_axis_title(phases), "type": axis}, template="plotly_white")
+def log_ticks(values) -> list[float] | None:
+    """Tick values for a log axis over `values`: 1-2-5 per decade where that gives at most 10
+    labels, else the decades; None without positive values (plotly then picks)."""
+    values = np.asarray(pd.Series(values, dtype="float64").dropna())
+    values = values[values > 0]
+    if not len(values):
+        return None
+    lo, hi = np.floor(np.log10(values.min())), np.ceil(np.log10(values.max()))
+    decades = [10.0 ** e for e in np.arange(lo, hi + 1)]
+    fine = [m * d for d in decades for m in (1, 2, 5) if values.min() / 1.5 <= m * d <= values.max() * 1.5]
+    return fine if 2 <= len(fine) <= 10 else decades
+
+
+def log_axis(title: str, tickvals=None) -> dict[str, Any]:
+    """A log axis labelled at `tickvals` (the measured depths, or `log_ticks` of the data), each
+    label a full value with its grid line: plotly's default labels the 2s and 5s of each decade
+    as small bare digits, which read as values of their own."""
+    axis: dict[str, Any] = {"title": title, "type": "log"}
+    if tickvals is not None:
+        axis.update(tickvals=list(tickvals), ticktext=[f"{v:g}" for v in tickvals])
+    else:
+        axis["dtick"] = 1
+    return axis
+
+
+def _layout(fig: go.Figure, title: str, x_title: str, log: bool, phases=(), x_values=None, y_values=None,
+            x_ticks=None) -> go.Figure:
+    if log:
+        xaxis = log_axis(x_title, x_ticks if x_ticks is not None else log_ticks(x_values if x_values is not None else []))
+        yaxis = log_axis(latency_axis_title(phases), log_ticks(y_values if y_values is not None else []))
+    else:
+        xaxis, yaxis = {"title": x_title, "type": "linear"}, {"title": latency_axis_title(phases), "type": "linear"}
+    fig.update_layout(title=title, xaxis=xaxis, yaxis=yaxis, template="plotly_white")
     return fig
 
 
@@ -102,7 +131,8 @@ def latency_vs_params(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sc
     fig = go.Figure([_points(frame, "params_m")])
     if bands is not None and not bands.empty:
         fig.add_traces(_band(bands[(bands["model"] == "params") & (bands["scale"] == scale)], "params_m", f"params-only fit ({scale})"))
-    return _layout(fig, "Latency vs parameters", "parameters (millions)", scale == "log", stats.get("phase", ()))
+    return _layout(fig, "Latency vs parameters", "parameters (millions)", scale == "log", stats.get("phase", ()),
+                   x_values=frame["params_m"], y_values=_latency_extent(stats))
 
 
 def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, scale: str = "log") -> go.Figure:
@@ -112,7 +142,14 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
         sel = bands[(bands["model"] == "depth+width") & (bands["scale"] == scale)]
         for width, band in sel.groupby("width", sort=True):
             fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}"))
-    return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log", stats.get("phase", ()))
+    depths = sorted({int(d) for d in stats["n_layer"].dropna()}) if "n_layer" in stats else None
+    return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log", stats.get("phase", ()),
+                   y_values=_latency_extent(stats), x_ticks=depths or None)
+
+
+def _latency_extent(stats: pd.DataFrame) -> pd.Series:
+    """Every value the latency axis must hold: medians and their CI bounds."""
+    return pd.concat([stats[c] for c in ("median", "median_ci_low", "median_ci_high") if c in stats])
 
 
 def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth") -> go.Figure:
@@ -280,7 +317,8 @@ def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figu
             hovertemplate="%{x}: run medians differ beyond their CIs<extra></extra>",
         ))
     fig.update_layout(title="Median per run with within-run 95% CI (! = irreproducible)", xaxis_title="cell",
-                      yaxis={"title": latency_axis_title(runs.get("phase", ())), "type": "log"}, scattermode="group",
+                      yaxis=log_axis(latency_axis_title(runs.get("phase", ())), log_ticks(_latency_extent(runs))),
+                      scattermode="group",
                       template="plotly_white", legend_title_text="run")
     return fig
 

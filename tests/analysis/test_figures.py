@@ -129,3 +129,20 @@ def test_seed_pair_chart_has_one_panel_per_regime_with_each_ratio_and_its_ci(bun
         assert np.all(np.asarray(trace.error_x.array)[~has_ci] == 0), "no bars where there is no CI"
         assert list(np.asarray(trace.marker.symbol)) == ["circle" if c else "circle-open" for c in has_ci]
     assert fig.layout.xaxis.type == "log" and "1x" in fig.layout.xaxis.ticktext, "labelled ratios around 1x"
+
+
+def test_log_axes_label_decades_or_measured_depths_never_bare_minor_digits(depth_stats):
+    cells = _decode(depth_stats)
+    from analysis.figures import log_ticks
+
+    by_params = latency_vs_params(cells)
+    y = by_params.layout.yaxis
+    assert list(y.ticktext) == [f"{v:g}" for v in y.tickvals], "every label a full value"
+    assert all(f"{v:g}"[0] in "125" for v in y.tickvals), "at 1-2-5 steps (or decades)"
+    low, high = cells["median_ci_low"].min(), cells["median_ci_high"].max()
+    assert min(y.tickvals) <= low * 1.5 and max(y.tickvals) >= high / 1.5, "labels span the data"
+    assert log_ticks([0.001, 1000]) == [0.001, 0.01, 0.1, 1, 10, 100, 1000], "decades when 1-2-5 would crowd"
+    by_depth = latency_vs_depth(cells)
+    depths = sorted({int(d) for d in cells["n_layer"]})
+    assert list(by_depth.layout.xaxis.tickvals) == depths, "the depth axis names the measured depths"
+    assert latency_vs_depth(cells, scale="linear").layout.xaxis.type == "linear"
