@@ -63,16 +63,27 @@ def _with_kind(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return np.column_stack([frame[columns].to_numpy(dtype=object), kind.to_numpy(dtype=object)])
 
 
-def _band(band: pd.DataFrame, x: str, name: str) -> list[go.Scatter]:
-    """A fitted line and its CI as a filled band (upper, then lower filled to it)."""
+def _band(band: pd.DataFrame, x: str, name: str, color: str | None = None) -> list[go.Scatter]:
+    """A fitted line and its CI as a filled band (upper, then lower filled to it); `color`
+    gives the line the colour of the points it fits."""
     xs = band[x].to_numpy()
+    line = {"color": color} if color else {}
     return [
         go.Scatter(x=xs, y=band["mean_ci_upper"].to_numpy(), mode="lines", line={"width": 0},
                    name=f"{name} CI", showlegend=False, hoverinfo="skip"),
         go.Scatter(x=xs, y=band["mean_ci_lower"].to_numpy(), mode="lines", line={"width": 0},
                    fill="tonexty", fillcolor=BAND_FILL, name=f"{name} CI", hoverinfo="skip"),
-        go.Scatter(x=xs, y=band["mean"].to_numpy(), mode="lines", name=name),
+        go.Scatter(x=xs, y=band["mean"].to_numpy(), mode="lines", name=name, line=line),
     ]
+
+
+def width_color(width: float, widths) -> str:
+    """The colour of `width` on the points' width scale (WIDTH_COLORSCALE over `widths`' range),
+    so a fitted line per width matches its points."""
+    from plotly.colors import sample_colorscale
+
+    low, high = float(np.min(widths)), float(np.max(widths))
+    return sample_colorscale(WIDTH_COLORSCALE, [0.5 if high == low else (float(width) - low) / (high - low)])[0]
 
 
 def latency_axis_title(phases) -> str:
@@ -141,7 +152,7 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
     if bands is not None and not bands.empty:
         sel = bands[(bands["model"] == "depth+width") & (bands["scale"] == scale)]
         for width, band in sel.groupby("width", sort=True):
-            fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}"))
+            fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}", width_color(width, stats["n_embd"])))
     depths = sorted({int(d) for d in stats["n_layer"].dropna()}) if "n_layer" in stats else None
     return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log", stats.get("phase", ()),
                    y_values=_latency_extent(stats), x_ticks=depths or None)

@@ -146,3 +146,21 @@ def test_log_axes_label_decades_or_measured_depths_never_bare_minor_digits(depth
     depths = sorted({int(d) for d in cells["n_layer"]})
     assert list(by_depth.layout.xaxis.tickvals) == depths, "the depth axis names the measured depths"
     assert latency_vs_depth(cells, scale="linear").layout.xaxis.type == "linear"
+
+
+def test_each_width_fit_line_has_the_colour_of_its_points(depth_stats):
+    from plotly.colors import sample_colorscale
+
+    from analysis.figures import WIDTH_COLORSCALE
+
+    cells = _decode(depth_stats)
+    fig = latency_vs_depth(cells, fit_group(cells).bands)
+    points = fig.data[0]
+    low, high = cells["n_embd"].min(), cells["n_embd"].max()
+    lines = [t for t in fig.data if t.name and t.name.startswith("depth + width fit, width") and t.fill is None
+             and t.showlegend is not False and not t.name.endswith("CI")]
+    assert lines
+    for line in lines:
+        width = float(line.name.rsplit(" ", 1)[1])
+        assert line.line.color == sample_colorscale(WIDTH_COLORSCALE, [(width - low) / (high - low)])[0]
+    assert points.marker.colorscale is not None and list(points.marker.color) == list(cells["n_embd"])
