@@ -72,22 +72,8 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
 
 
 def wall_s(run_dir: Path) -> float | None:
-    """Time the run was actually running: the sum of its segments (a start or a resume up to
-    its finish, interruption or last event), so a run resumed in a later session does not
-    count the hours it sat waiting between sessions."""
-    total, start, last = 0.0, None, None
-    for event in RunDir(run_dir).events():
-        if event["event"] == "segment_started":
-            if start is not None and last is not None:
-                total += last - start  # a segment that ended without an event (killed)
-            start = event["ts"]
-        elif start is not None and event["event"] in ("run_finished", "run_interrupted"):
-            total += event["ts"] - start
-            start = None
-        last = event["ts"]
-    if start is not None and last is not None:
-        total += last - start
-    return total or None
+    """Seconds the run was running (RunDir.active_seconds: resumes do not count the wait between sessions)."""
+    return RunDir(run_dir).active_seconds() or None
 
 
 def compare(a: Path, b: Path, phase: str) -> list[dict]:

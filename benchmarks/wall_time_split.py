@@ -11,24 +11,12 @@ from pathlib import Path
 from runner.runfiles import RunDir
 
 
-def _active_seconds(run: RunDir) -> float:
-    """Sum of the run's active segments (a resumed run has several), from its events."""
-    total, opened = 0.0, None
-    for event in run.events():
-        if event["event"] in ("run_started", "segment_started"):
-            opened = opened if opened is not None else event["ts"]
-        elif event["event"] in ("run_interrupted", "run_finished") and opened is not None:
-            total += event["ts"] - opened
-            opened = None
-    return total
-
-
 def split(run_path: Path) -> dict[str, float]:
     run = RunDir(run_path)
     meta = run.read_meta()
     if not meta.get("finished_at"):
         raise SystemExit(f"{run_path}: run not finished (status {meta.get('status')})")
-    wall = _active_seconds(run) or (
+    wall = run.active_seconds() or (
         datetime.fromisoformat(meta["finished_at"]) - datetime.fromisoformat(meta["started_at"])
     ).total_seconds()
     parts = {"setup": 0.0, "cold sample": 0.0, "warm-up": 0.0, "measured": 0.0, "correctness check": 0.0}

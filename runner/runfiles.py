@@ -301,6 +301,26 @@ class RunDir:
                 continue
         return out
 
+    def active_seconds(self) -> float:
+        """How long the run was running: the sum of its segments (a start or a resume up to its
+        finish or interruption; a segment killed without either, up to its last event), so a run
+        resumed in a later session does not count the hours it waited between sessions."""
+        total, opened, last = 0.0, None, None
+        for event in self.events():
+            kind, ts = event.get("event"), event.get("ts")
+            if kind in ("run_started", "segment_started"):
+                if opened is not None and last != opened:  # the segment before ended without an event
+                    total += last - opened
+                    opened = None
+                opened = ts if opened is None else opened  # run_started then segment_started: one start
+            elif kind in ("run_finished", "run_interrupted") and opened is not None:
+                total += ts - opened
+                opened = None
+            last = ts
+        if opened is not None and last is not None:
+            total += last - opened
+        return total
+
     def write_cell(self, cell_key: str, record: dict) -> None:
         write_json_atomic(self.cells_dir / f"{cell_key}.json", record)
 
