@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
 
 from analysis.intervals import CI_NONE
 
 WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
 WIDTH_COLORSCALE = "Viridis"
 BAND_FILL = "rgba(99, 110, 250, 0.15)"
-COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")  # plotly's default sequence, one per regime panel
 
 
 def _scatter(n_points: int) -> type:
@@ -80,8 +81,6 @@ def _band(band: pd.DataFrame, x: str, name: str, color: str | None = None) -> li
 def width_color(width: float, widths) -> str:
     """The colour of `width` on the points' width scale (WIDTH_COLORSCALE over `widths`' range),
     so a fitted line per width matches its points."""
-    from plotly.colors import sample_colorscale
-
     low, high = float(np.min(widths)), float(np.max(widths))
     return sample_colorscale(WIDTH_COLORSCALE, [0.5 if high == low else (float(width) - low) / (high - low)])[0]
 
@@ -98,8 +97,8 @@ def latency_axis_title(phases) -> str:
 
 def log_ticks(values) -> list[float] | None:
     """Tick values for a log axis over `values`: 1-2-5 per decade where that gives at most 10
-    labels, else the decades; None without positive values (plotly then picks)."""
-    values = np.asarray(pd.Series(values, dtype="float64").dropna())
+    labels, else the decades; None without positive values (or `values` None: plotly then picks)."""
+    values = np.asarray(pd.Series(values if values is not None else [], dtype="float64").dropna())
     values = values[values > 0]
     if not len(values):
         return None
@@ -124,8 +123,8 @@ def log_axis(title: str, tickvals=None) -> dict[str, Any]:
 def _layout(fig: go.Figure, title: str, x_title: str, log: bool, phases=(), x_values=None, y_values=None,
             x_ticks=None) -> go.Figure:
     if log:
-        xaxis = log_axis(x_title, x_ticks if x_ticks is not None else log_ticks(x_values if x_values is not None else []))
-        yaxis = log_axis(latency_axis_title(phases), log_ticks(y_values if y_values is not None else []))
+        xaxis = log_axis(x_title, x_ticks if x_ticks is not None else log_ticks(x_values))
+        yaxis = log_axis(latency_axis_title(phases), log_ticks(y_values))
     else:
         xaxis, yaxis = {"title": x_title, "type": "linear"}, {"title": latency_axis_title(phases), "type": "linear"}
     fig.update_layout(title=title, xaxis=xaxis, yaxis=yaxis, template="plotly_white")
@@ -153,7 +152,7 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
         sel = bands[(bands["model"] == "depth+width") & (bands["scale"] == scale)]
         for width, band in sel.groupby("width", sort=True):
             fig.add_traces(_band(band, "depth", f"depth + width fit, width {width:g}", width_color(width, stats["n_embd"])))
-    depths = sorted({int(d) for d in stats["n_layer"].dropna()}) if "n_layer" in stats else None
+    depths = sorted({int(d) for d in stats["n_layer"].dropna()})  # the points' x: always there
     return _layout(fig, "Latency vs depth", "depth (layers)", scale == "log", stats.get("phase", ()),
                    y_values=_latency_extent(stats), x_ticks=depths or None)
 
@@ -195,8 +194,6 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
     `seed_pairs` is `analysis.headline.Headline.seed_pairs`; one panel per regime (titled with
     its full name, so no regime is cut), the x axis shared.
     """
-    from plotly.subplots import make_subplots
-
     regimes = sorted(seed_pairs["regime"].unique()) if len(seed_pairs) else []
     heights = [max(1, int((seed_pairs["regime"] == r).sum())) for r in regimes] or [1]
     fig = make_subplots(rows=len(heights), cols=1, shared_xaxes=True, row_heights=heights, vertical_spacing=0.12 / len(heights),
@@ -208,7 +205,7 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
         high = rows["ratio_ci_high"].where(has_ci, rows["ratio"])
         fig.add_trace(go.Scatter(
             x=rows["ratio"], y=(rows["backend"] + " " + rows["dtype"]).tolist(), mode="markers", name=str(regime),
-            marker={"symbol": np.where(has_ci, "circle", "circle-open"), "size": 9, "color": COLORS[(row - 1) % len(COLORS)]},
+            marker={"symbol": np.where(has_ci, "circle", "circle-open"), "size": 9, "color": qualitative.Plotly[(row - 1) % len(qualitative.Plotly)]},
             error_x={"type": "data", "symmetric": False, "array": (high - rows["ratio"]).to_numpy(),
                      "arrayminus": (rows["ratio"] - low).to_numpy()},
             customdata=np.column_stack([rows["ci_kind"].fillna(CI_NONE), rows["n_runs_a"], rows["n_runs_b"]]),
@@ -217,11 +214,8 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
         ), row=row, col=1)
         fig.add_vline(x=1, line_dash="dot", row=row, col=1)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
-    finite = pd.concat([seed_pairs["ratio"], seed_pairs["ratio_ci_low"], seed_pairs["ratio_ci_high"]]).dropna()
-    finite = finite[finite > 0]
-    ticks = [t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
-             if finite.empty or finite.min() / 2 <= t <= finite.max() * 2]
-    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}x" for t in ticks])  # labelled decades, no bare minor digits
+    ticks = log_ticks([1.0, *seed_pairs["ratio"], *seed_pairs["ratio_ci_low"], *seed_pairs["ratio_ci_high"]])  # 1x always
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}x" for t in ticks])
     fig.update_xaxes(title_text="gpt2-5m / gpt2-25m decode ms per token (log; 1x = same speed)", row=len(heights), col=1)
     fig.update_layout(title="Seed pair: above 1x the deep, narrow model is slower (95% CI; hollow: no CI)",
                       template="plotly_white", showlegend=False, height=120 + 24 * int(sum(heights)) + 40 * len(heights),
