@@ -104,12 +104,17 @@ def main() -> None:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--phase", default="decode", choices=["prefill", "decode", "e2e"])
     args = parser.parse_args()
-    for run in (args.run_a, args.run_b):
-        meta = RunDir(run).read_meta()
+    metas = {run: RunDir(run).readable_meta() for run in (args.run_a, args.run_b)}
+    for run, meta in metas.items():
+        if meta is None:
+            parser.error(f"{run}: not a run directory (no readable meta.json)")
+    for run, meta in metas.items():
         cells = run_cells(run, args.phase)
+        wall = wall_s(run)
         print(f"{meta['run_id']}: {meta['status']}, protocol {meta.get('protocol_version', 1)}, "
               f"{meta.get('rounds', 1)} rounds, {len(cells)} {args.phase} cells "
-              f"({sum(1 for c in cells.values() if c.get('partial'))} with only some rounds), wall {wall_s(run):.0f} s")
+              f"({sum(1 for c in cells.values() if c.get('partial'))} with only some rounds), "
+              f"wall {f'{wall:.0f} s' if wall else 'unknown (no events)'}")
     print(f"{'backend':<15} {'cells':>5} {'with CI':>7} {'coverage':>9} {'median |log(B/A)|':>18}")
     for row in compare(args.run_a, args.run_b, args.phase):
         coverage = f"{row['coverage']:.0%}" if row["coverage"] is not None else "no CI"

@@ -35,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
+    if RunDir(args.run_dir).readable_meta() is None:
+        parser.error(f"{args.run_dir}: not a run directory (no readable meta.json)")
     parts = split(args.run_dir)
     wall = parts.pop("wall")
     print(f"wall_time_split {args.run_dir.name}: {wall:.1f} s")
