@@ -89,11 +89,14 @@ def regime_key(env: dict) -> str:
     Every cell runs on one GPU, so the host's GPU count is recorded but not part of the key:
     one H200 of a 2-GPU host is the same regime as a single H200. Launch-bound GPU latency
     is decided on the host, so a run that recorded a host fingerprint (protocol 2) adds its
-    host class: two GPU hosts whose CPUs differ are two regimes.
+    host class: two GPU hosts whose CPUs differ are two regimes. A CPU regime adds it too,
+    because the model name alone does not tell CPUs apart ("AMD EPYC" is the name of both a
+    Milan and a Genoa part, family 25 model 1 and model 17, which are far apart on one cell).
     """
+    host = (env.get("host_fingerprint") or {}).get("host_class")
     if env["device_kind"] == "cuda":
         driver = (env.get("gpu") or {}).get("driver", "unknown")
         key = f"{env['gpu_name']} | driver {driver} | CUDA {env['cuda_runtime']}"
-        host = (env.get("host_fingerprint") or {}).get("host_class")
-        return f"{key} | host {host}" if host else key
-    return f"CPU {env['cpu_model']} | {env['torch_threads']} threads"
+    else:
+        key = f"CPU {env['cpu_model']} | {env['torch_threads']} threads"
+    return f"{key} | host {host}" if host else key

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from runner.environment import regime_key
 from runner.host import host_fingerprint, resolve_affinity
 from tests.runner.helpers import REPO_ROOT, cli_env
 
@@ -28,6 +29,17 @@ def test_the_fingerprint_is_stable_on_one_machine_and_differs_when_a_field_diffe
     assert host_fingerprint(CPUINFO.replace(" avx2", ""), "6.1")["host_class"] != a["host_class"]
     # clock speed is recorded but is not what makes a host class
     assert host_fingerprint(CPUINFO.replace("2450.000", "3000.000"), "6.1")["host_class"] == a["host_class"]
+
+
+def test_two_cpus_of_one_model_name_are_two_regimes_and_an_unfingerprinted_run_keeps_its_key():
+    milan = host_fingerprint(CPUINFO, "6.1")
+    genoa = host_fingerprint(CPUINFO.replace("model\t\t: 1", "model\t\t: 17"), "6.1")
+    cpu_env = {"device_kind": "cpu", "cpu_model": "AMD EPYC", "torch_threads": 2}
+    keys = {regime_key({**cpu_env, "host_fingerprint": f}) for f in (milan, genoa)}
+    assert len(keys) == 2 and all(k.startswith("CPU AMD EPYC | 2 threads | host ") for k in keys)
+    assert regime_key(cpu_env) == "CPU AMD EPYC | 2 threads"  # protocol 1: no fingerprint recorded
+    gpu_env = {"device_kind": "cuda", "gpu_name": "NVIDIA H200", "gpu": {"driver": "580"}, "cuda_runtime": "13.0"}
+    assert regime_key({**gpu_env, "host_fingerprint": milan}) == f"NVIDIA H200 | driver 580 | CUDA 13.0 | host {milan['host_class']}"
 
 
 def test_auto_affinity_pins_gpu_runs_to_one_core_and_leaves_cpu_runs_alone():
