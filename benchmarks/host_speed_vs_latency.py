@@ -42,6 +42,15 @@ def round_points(record: dict, phase: str) -> list[tuple[float, float]]:
     return [(x - mx, y - my) for x, y in points]
 
 
+def backend_points(run_dir: Path, phase: str) -> dict[str, list[tuple[float, float]]]:
+    """Every ok cell's round points of one run, grouped by backend."""
+    by_backend: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for record in RunDir(run_dir).readable_cell_records():
+        if record.get("status") == "ok":
+            by_backend[record["cell"]["backend"]].extend(round_points(record, phase))
+    return {backend: points for backend, points in by_backend.items() if points}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -51,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if meta is None:
         print(f"error: {args.run_dir} is not a run directory (no readable meta.json)", file=sys.stderr)
         return 2
-    by_backend: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for record in RunDir(args.run_dir).readable_cell_records():
-        if record.get("status") == "ok":
-            by_backend[record["cell"]["backend"]].extend(round_points(record, args.phase))
+    by_backend = backend_points(args.run_dir, args.phase)
     if not by_backend:
         print(f"{meta['run_id']}: no ok cell with 2 or more rounds and launch probes: nothing to correlate")
         return 0

@@ -6,8 +6,7 @@ import json
 import statistics
 import tarfile
 
-from benchmarks.host_speed_vs_latency import main, round_points
-from runner.runfiles import RunDir
+from benchmarks.host_speed_vs_latency import backend_points, main
 from tests.runner.helpers import REPO_ROOT
 
 
@@ -23,10 +22,7 @@ def test_hf_eager_decode_follows_the_host_speed_of_its_round_and_cuda_graph_does
         meta = json.loads(meta_path.read_text())
         if meta["status"] != "finished" or meta["device_kind"] != "cuda":
             continue
-        points: dict[str, list] = {}
-        for record in RunDir(meta_path.parent).readable_cell_records():
-            if record["status"] == "ok":
-                points.setdefault(record["cell"]["backend"], []).extend(round_points(record, "decode"))
+        points = backend_points(meta_path.parent, "decode")
         if len(points.get("hf-eager", [])) < 20 or len(points.get("cuda-graph", [])) < 20:
             continue
         eager, graph = points["hf-eager"], points["cuda-graph"]
