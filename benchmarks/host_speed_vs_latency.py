@@ -18,18 +18,15 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from runner.runfiles import RunDir
+from runner.runfiles import RunDir, units_by_round
 
 
 def round_points(record: dict, phase: str) -> list[tuple[float, float]]:
     """(log host launch cost, log phase median) per round of one cell, centred on the cell."""
-    values, rounds = record.get(phase) or [], record.get(f"{phase}_round") or []
+    if not record.get(f"{phase}_round"):
+        return []  # protocol 1: no rounds, no launch probes
+    by_round = units_by_round(phase, record.get(phase) or [], record[f"{phase}_round"])
     launch = record.get("host_launch_us") or []
-    by_round: dict[int, list[float]] = defaultdict(list)
-    for value, rnd in zip(values, rounds):
-        if rnd is None:
-            continue
-        by_round[rnd].append(statistics.median(value) if isinstance(value, list) else value)
     points = []
     for rnd, vals in sorted(by_round.items()):
         pair = launch[2 * rnd: 2 * rnd + 2]

@@ -21,18 +21,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from runner.runfiles import RunDir
-
-
-def _round_values(record: dict, phase: str) -> dict[int, list[float]]:
-    values = record.get(phase) or []
-    if phase == "decode":
-        values = [statistics.median(rep) for rep in values if rep]  # a generation is one unit of steps
-    rounds = record.get(f"{phase}_round") or [0] * len(values)
-    out: dict[int, list[float]] = defaultdict(list)
-    for value, r in zip(values, rounds):
-        out[r].append(value)
-    return out
+from runner.runfiles import RunDir, units_by_round
 
 
 def run_cells(run_dir: Path, phase: str) -> dict[str, dict]:
@@ -43,14 +32,12 @@ def run_cells(run_dir: Path, phase: str) -> dict[str, dict]:
     for record in run.cell_records():
         if record["status"] != "ok":
             continue
-        by_round = _round_values(record, phase)
+        by_round = units_by_round(phase, record.get(phase) or [], record.get(f"{phase}_round"))
         out[record["cell_key"]] = {"cell": record["cell"], "round_medians": [statistics.median(v) for _, v in sorted(by_round.items()) if v]}
     partial: dict[str, dict[int, list[float]]] = defaultdict(dict)
     for key, records in run.round_records().items():  # rounds of cells with no cell file yet
         for index, record in records.items():
-            values = record.get(phase) or []
-            if phase == "decode":
-                values = [statistics.median(rep) for rep in values if rep]
+            values = [v for unit in units_by_round(phase, record.get(phase) or [], None).values() for v in unit]
             if values:
                 partial[key][index] = statistics.median(values)
     for key, rounds in partial.items():

@@ -153,22 +153,35 @@ def robust_cv(values: list[float]) -> float:
     return 1.4826 * statistics.median(abs(v - med) for v in values) / med
 
 
+def units_by_round(phase: str, values: list, rounds: list | None) -> dict[int, list[float]]:
+    """A phase's independent units grouped by the round that measured them.
+
+    Rounds, not samples, are the independent units of protocol 2, so every reader that
+    resamples, compares or flags goes through this one grouping. A decode generation counts
+    as one unit (the median of its steps: steps within one generation are autocorrelated).
+    Values without a round (protocol 1 records carry no round lists) form round 0."""
+    rounds = list(rounds or [])
+    rounds += [0] * (len(values) - len(rounds))
+    out: dict[int, list[float]] = {}
+    for value, rnd in zip(values, rounds):
+        if phase == "decode":
+            if not value:
+                continue
+            value = statistics.median(value)
+        if rnd is not None:
+            out.setdefault(rnd, []).append(value)
+    return dict(sorted(out.items()))
+
+
 def round_shift(result: CellResult) -> dict[str, float]:
     """Per phase, max/min of its round medians (1.0 with fewer than two rounds).
 
     Per phase, because a cell's phases differ in what moves them: on the GPU a cuda-graph
     cell's decode is steady across rounds while its eager prefill is not, and a cell-level
     flag fired on almost every cell (41 of 42 in an H200 seed run), predicting nothing."""
-    phases = {
-        "prefill": (result.prefill, result.prefill_round),
-        "decode": ([statistics.median(rep) for rep in result.decode if rep], result.decode_round),
-        "e2e": (result.e2e, result.e2e_round),
-    }
     shifts = {}
-    for phase, (values, rounds) in phases.items():
-        by_round: dict[int, list[float]] = {}
-        for value, r in zip(values, rounds):
-            by_round.setdefault(r, []).append(value)
+    for phase in ("prefill", "decode", "e2e"):
+        by_round = units_by_round(phase, getattr(result, phase), getattr(result, f"{phase}_round"))
         medians = [statistics.median(v) for v in by_round.values() if v]
         shifts[phase] = max(medians) / min(medians) if len(medians) >= 2 and min(medians) > 0 else 1.0
     return shifts

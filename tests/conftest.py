@@ -23,3 +23,16 @@ def bundled_con():
     connection = open_snapshot(BUNDLED_SNAPSHOT)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def bundled_v2_runs(tmp_path_factory) -> Path:
+    """The bundled protocol-2 run archives (data/runs-v2/*.tar.gz) extracted once per test
+    session into one directory of run directories: several specifications read the same runs."""
+    import tarfile
+
+    root = tmp_path_factory.mktemp("runs-v2")
+    for archive in sorted((Path(__file__).resolve().parents[1] / "data" / "runs-v2").glob("*.tar.gz")):
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    return root

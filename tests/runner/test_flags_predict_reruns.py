@@ -10,14 +10,13 @@ import itertools
 import json
 import math
 import statistics
-import tarfile
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from runner.plan import MeasureSettings
-from runner.runfiles import CellResult, integrity_flags
+from runner.runfiles import CellResult, integrity_flags, units_by_round
 from tests.runner.helpers import REPO_ROOT
 
 BUNDLED_V2 = REPO_ROOT / "data" / "runs-v2"
@@ -26,12 +25,9 @@ SEPARATION = 2.0
 
 
 @pytest.fixture(scope="module")
-def finished_pairs(tmp_path_factory) -> list[tuple[Path, Path]]:
+def finished_pairs(bundled_v2_runs) -> list[tuple[Path, Path]]:
     """Pairs of finished GPU runs of one plan on one regime, from the bundled run archives."""
-    root = tmp_path_factory.mktemp("runs-v2")
-    for archive in sorted(BUNDLED_V2.glob("*.tar.gz")):
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+    root = bundled_v2_runs
     groups: dict[tuple, list[Path]] = {}
     for meta_path in sorted(root.glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
@@ -54,12 +50,7 @@ def run_cell_phases(run: Path) -> dict[tuple[str, str], tuple[float, set[str]]]:
         result = CellResult(**{k: v for k, v in record.items() if k in names})
         flags = set(integrity_flags(result, settings))
         for phase in ("prefill", "decode", "e2e"):
-            values = getattr(result, phase)
-            if phase == "decode":
-                values = [statistics.median(rep) for rep in values]
-            by_round: dict[int, list[float]] = {}
-            for value, r in zip(values, getattr(result, f"{phase}_round")):
-                by_round.setdefault(r, []).append(value)
+            by_round = units_by_round(phase, getattr(result, phase), getattr(result, f"{phase}_round"))
             logs = [math.log(statistics.median(v)) for v in by_round.values()]
             out[(record["cell_key"], phase)] = (math.exp(statistics.fmean(logs)), flags)
     return out

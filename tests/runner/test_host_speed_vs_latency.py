@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import statistics
-import tarfile
 
 from benchmarks.host_speed_vs_latency import backend_points, main
-from tests.runner.helpers import REPO_ROOT
 
 
-def test_hf_eager_decode_follows_the_host_speed_of_its_round_and_cuda_graph_does_not(tmp_path):
+def test_hf_eager_decode_follows_the_host_speed_of_its_round_and_cuda_graph_does_not(bundled_v2_runs):
     """Per bundled finished H200 run with both backends: the correlation of a round's decode
     with its launch probe is typically strong for hf-eager (median over runs), and hf-eager's
     round-to-round spread dwarfs cuda-graph's in every run."""
     correlations = []
-    for archive in sorted((REPO_ROOT / "data" / "runs-v2").glob("*.tar.gz")):
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp_path, filter="data")
-    for meta_path in sorted(tmp_path.glob("*/meta.json")):
+    for meta_path in sorted(bundled_v2_runs.glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
         if meta["status"] != "finished" or meta["device_kind"] != "cuda":
             continue

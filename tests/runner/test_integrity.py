@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from runner.runfiles import CellResult, integrity_flags, robust_cv
+from runner.runfiles import CellResult, integrity_flags, robust_cv, units_by_round
 from runner.timing import InvalidSample, median, time_callable, validate_samples, warm_up
 from tests.runner.helpers import fast_settings
 
@@ -61,6 +61,18 @@ def test_a_planted_shift_between_round_medians_is_flagged_round_shift_of_that_ph
     slow_decode = clean(decode=[[1.0, 1.01, 0.99, 1.0], [1.3, 1.31, 1.29, 1.3]], decode_round=[0, 1])
     flags = integrity_flags(slow_decode, SETTINGS)
     assert "round_shift_decode" in flags and "round_shift_prefill" not in flags
+
+
+def test_a_decode_generation_is_one_unit_of_its_round_and_an_empty_one_is_skipped_in_place():
+    """The median of a generation's steps is its unit; skipping an empty generation must not
+    shift the later generations onto the wrong round."""
+    decode = [[1.0, 3.0], [], [5.0, 7.0], [9.0]]
+    assert units_by_round("decode", decode, [0, 0, 1, 1]) == {0: [2.0], 1: [6.0, 9.0]}
+
+
+def test_values_without_rounds_form_round_zero_as_protocol_one_wrote_them():
+    assert units_by_round("prefill", [3.0, 1.0], []) == {0: [3.0, 1.0]}
+    assert units_by_round("prefill", [3.0, 1.0, 2.0], [1, 0, 1]) == {0: [1.0], 1: [3.0, 2.0]}
 
 
 def test_host_speed_that_moves_between_rounds_is_recorded_but_no_flag():
