@@ -62,6 +62,9 @@ def test_the_bundle_holds_a_pair_of_finished_multi_round_runs(finished_pairs):
 
 @pytest.mark.parametrize("phase", ["decode", "e2e"])
 def test_cell_phases_flagged_round_shift_move_more_between_runs_than_unflagged_ones(finished_pairs, phase):
+    """Per pair with at least 5 flagged and 5 unflagged cell-phases: a pair whose cells are all
+    flagged (seed-many-rounds: 2 hf-eager cells) has nothing to separate and says nothing."""
+    tested = []
     for run_a, run_b in finished_pairs:
         a, b = run_cell_phases(run_a), run_cell_phases(run_b)
         moved = {True: [], False: []}
@@ -70,6 +73,9 @@ def test_cell_phases_flagged_round_shift_move_more_between_runs_than_unflagged_o
                 continue
             (median_a, flags_a), (median_b, _) = a[key], b[key]
             moved[f"round_shift_{phase}" in flags_a].append(abs(math.log(median_b / median_a)))
-        assert len(moved[True]) >= 5 and len(moved[False]) >= 5, (run_a.name, run_b.name, phase)
+        if len(moved[True]) < 5 or len(moved[False]) < 5:
+            continue
+        tested.append((run_a.name, run_b.name))
         flagged, unflagged = statistics.median(moved[True]), statistics.median(moved[False])
         assert flagged > SEPARATION * unflagged, (run_a.name, run_b.name, phase, flagged, unflagged)
+    assert tested, f"no bundled pair has 5 flagged and 5 unflagged {phase} cell-phases"
