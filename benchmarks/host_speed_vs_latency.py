@@ -23,12 +23,10 @@ from runner.runfiles import RunDir, units_by_round
 
 def round_points(record: dict, phase: str) -> list[tuple[float, float]]:
     """(log host launch cost, log phase median) per round of one cell, centred on the cell."""
-    if not record.get(f"{phase}_round"):
-        return []  # protocol 1: no rounds, no launch probes
-    by_round = units_by_round(phase, record.get(phase) or [], record[f"{phase}_round"])
-    launch = record.get("host_launch_us") or []
+    by_round = units_by_round(phase, record.get(phase) or [], record.get(f"{phase}_round"))
+    launch = record.get("host_launch_us") or []  # protocol 1: none, so no points
     points = []
-    for rnd, vals in sorted(by_round.items()):
+    for rnd, vals in by_round.items():
         pair = launch[2 * rnd: 2 * rnd + 2]
         if len(pair) == 2 and all(v > 0 for v in pair) and all(v > 0 for v in vals):
             points.append((math.log(sum(pair) / 2), math.log(statistics.median(vals))))

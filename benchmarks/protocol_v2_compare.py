@@ -33,7 +33,7 @@ def run_cells(run_dir: Path, phase: str) -> dict[str, dict]:
         if record["status"] != "ok":
             continue
         by_round = units_by_round(phase, record.get(phase) or [], record.get(f"{phase}_round"))
-        out[record["cell_key"]] = {"cell": record["cell"], "round_medians": [statistics.median(v) for _, v in sorted(by_round.items()) if v]}
+        out[record["cell_key"]] = {"cell": record["cell"], "round_medians": [statistics.median(v) for v in by_round.values() if v]}
     partial: dict[str, dict[int, list[float]]] = defaultdict(dict)
     for key, records in run.round_records().items():  # rounds of cells with no cell file yet
         for index, record in records.items():

@@ -17,7 +17,8 @@ from runner.runfiles import RunDir
 
 def energy_window_seconds(cell: dict) -> float:
     """Seconds a cell spent in its memory and energy windows, summed over phases and rounds
-    (0 for cells from before the windows, or run with `energy_window_s = 0`)."""
+    (0 for cells from before the windows, or run with `energy_window_s = 0`). A lower bound:
+    the wait for the counter's first update before each window is not in `energy_s`."""
     phases = ((cell.get("resources") or {}).get("phases") or {}).values()
     return sum(s for phase in phases for s in (phase.get("energy_s") or []) if s)
 
