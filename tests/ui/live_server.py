@@ -1,4 +1,5 @@
-"""A real `streamlit run app.py` and Debian's Chromium, shared by the browser tests."""
+"""A real `streamlit run app.py` and Debian's Chromium, shared by the browser tests and by
+`scripts/screenshots.py` (so the pictures in docs/ are taken the way the tests look at pages)."""
 from __future__ import annotations
 
 import os
@@ -11,13 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 START_TIMEOUT_S = 60
+APP_CONNECTED = "[data-testid='stApp'][data-test-connection-state='CONNECTED']"
+SCRIPT_FINISHED = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+
+class ServerDidNotStart(RuntimeError):
+    """`streamlit run` exited or did not answer its health check in time; the message ends with its log."""
 
 
 def free_port() -> int:
@@ -50,7 +55,7 @@ def streamlit_server(root: Path, db: Path) -> Iterator[str]:
                         break
                 except OSError:
                     if time.monotonic() > deadline or proc.poll() is not None:
-                        pytest.fail("streamlit did not start: " + log_path.read_text()[-2000:])
+                        raise ServerDidNotStart("streamlit did not start: " + log_path.read_text()[-2000:])
                     time.sleep(0.2)  # polling the health endpoint: there is no event to wait on
             yield base
         finally:
@@ -59,3 +64,9 @@ def streamlit_server(root: Path, db: Path) -> Iterator[str]:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
+    """As Streamlit's e2e tests: connected, then the script has finished running."""
+    pg.wait_for_selector(APP_CONNECTED, timeout=timeout_ms)
+    pg.wait_for_selector(SCRIPT_FINISHED, timeout=timeout_ms)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.ui.conftest import copy_runner_store
-from tests.ui.live_server import CHROMIUM, streamlit_server
+from tests.ui.live_server import CHROMIUM, streamlit_server, wait_for_app
 
 SCREENS = Path("/tmp/screens")
 # url_path ("" is the default page, Overview) -> whether the page draws a plotly chart on the runner store
@@ -36,12 +36,6 @@ def server(runner_store, tmp_path_factory):
     db, _ = copy_runner_store(runner_store, root)
     with streamlit_server(root, db) as base:
         yield base, root
-
-
-def wait_for_app(pg, timeout_ms: int = 60_000) -> None:
-    """As Streamlit's e2e tests: connected, then the script has finished running."""
-    pg.wait_for_selector("[data-testid='stApp'][data-test-connection-state='CONNECTED']", timeout=timeout_ms)
-    pg.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=timeout_ms)
 
 
 def open_page(pg, base: str, url_path: str) -> None:
