@@ -19,7 +19,7 @@ def analyze(
     db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb, else the bundled snapshot)"),
     snapshot: Optional[Path] = typer.Option(None, help="analyse a snapshot (directory or .zip) instead"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-    markdown: bool = typer.Option(False, "--markdown", help="the README's results section (decode, whole dataset)"),
+    markdown: bool = typer.Option(False, "--markdown", help="the generated results of docs/results.md (decode, whole dataset)"),
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
     phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),

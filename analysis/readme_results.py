@@ -1,7 +1,8 @@
-"""The README's results section, generated from a dataset by the project's own analysis.
+"""The generated results page (docs/results.md), made from a dataset by the project's own analysis.
 
-`python -m runner analyze --markdown` prints it; a test compares it with README.md so the
-README cannot drift from the bundled data. Decode latency (ms per token) is the phase the
+`python -m runner analyze --markdown` prints it; a test compares it with the part of
+`RESULTS_PAGE` between its markers, so the page the README links to cannot drift from the
+bundled data. Decode latency (ms per token) is the phase the
 "latency inversion" claim is about. Every interval shows its kind (`analysis.intervals`):
 where a cell was measured in several runs, medians are pooled over runs and the CI is a
 t interval across runs, shown plain; an interval across the rounds of one run (or, for a
@@ -18,6 +19,8 @@ are read from the headline's shape pairs, so a pair shows the same numbers every
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -33,6 +36,8 @@ from analysis.reproducibility import has_repeats, pooled_stats, regressions_acro
 from analysis.resources import resources_markdown
 from analysis.stats import CellStats, compute_cell_stats
 
+# Where the generated results live: the README quotes only their headline and links here.
+RESULTS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "results.md"
 PHASE = SEED_PHASE
 # The main tables compare shapes at SEED_POINT only, so a batch-8 or long-prompt cell never
 # joins a batch-1 regression or inversion table; the seed pair is followed off it.
