@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One GPU-machine session: install the carried wheels, run plans, tar the run directories
+# A time-boxed batch of plans on a GPU machine: install the carried wheels, run plans, tar the run directories
 # into $OUT. Usage: bash benchmarks/device_session.sh SECONDS PLAN[@ray] [PLAN[@ray]...]
 # A plan suffixed "@ray" runs through a local Ray instance (`--ray local`); Ray and its
-# dependencies travel as wheels in .whl-ray (see README "Measuring on a lent GPU").
+# dependencies travel as wheels in .whl-ray (see docs/gpu-machines.md).
 # Runs under .gpu/runs (carried back and forth, so an unfinished run resumes next time).
 set -u
 budget=$1; shift

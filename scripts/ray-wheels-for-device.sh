@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ray for a lent GPU machine that cannot reach a package registry: Ray 2.60 and what it
+# Ray for a GPU machine that cannot reach a package registry: Ray 2.60 and what it
 # needs, as Python 3.12 x86-64 wheels in .whl-ray/ (git-ignored), for
 # `benchmarks/device_session.sh SECONDS PLAN@ray` to install there.
 # Ray's wheel is 79 MB and a device call carries at most 64 MiB, so the parts a runner task
