@@ -11,7 +11,9 @@ needs:
             filters       the filters applied
             cell_stats    {n_cells, n_rows, n_samples, phases, median_cv, high_cv, cells: [...]}
                           cells: one record per (cell, phase) with n, median, CI, ci_kind ("across
-                          rounds" with 2+ rounds, else "none": NaN bounds), n_rounds, cv, p5, p95, tokens/s
+                          rounds" with 2+ rounds, else "none": NaN bounds), n_rounds, cv, p5, p95, tokens/s,
+                          and the re-run interval rerun_ci_low/high with rerun_basis (analysis.rerun: where
+                          the next run's median is expected, from the store's repeated runs; "no history")
             regressions   [{group, group_id, status, message, n_cells, n_shapes, models, verdicts, verdict, seed_form}]
             seed_form     [{group_id, regime, backend, phase, dtype, batch_size, prompt_len, gen_len,
                            coef_log_params, coef_log_params_lo/hi, coef_log_n_layer, coef_log_n_layer_lo/hi,
@@ -52,12 +54,14 @@ from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_all
 from analysis.resources import display_table, pair_ratio_text, resource_summary
+from analysis.rerun import RERUN_COLUMNS, add_rerun_intervals
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import compute_cell_stats, summarize
 
 CELL_RECORD_COLUMNS = (
     "cell_id", "phase", "group_id", "model_name", "n_layer", "n_embd", "params", "n", "median",
     "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
+    *RERUN_COLUMNS,
 )
 
 
@@ -70,7 +74,7 @@ def analyze(
 ) -> dict[str, Any]:
     """Cell statistics, regressions per group, inversions, regime/backend comparisons, reproducibility."""
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
-    frame = stats.frame
+    frame = add_rerun_intervals(stats.frame, confidence=stats.confidence)  # "next run" beside "this run"
     summary = summarize(frame)
     summary["cells"] = frame[list(CELL_RECORD_COLUMNS)].to_dict("records") if len(frame) else []
     if has_repeats(stats):

@@ -1,0 +1,230 @@
+"""Re-run intervals: where the median of the next independent run of a cell is expected to fall.
+
+The across-rounds interval of one run ("this run", `analysis.intervals.CI_ACROSS_ROUNDS`)
+covers that run's own value; a re-run lands elsewhere, because runs differ by far more than
+rounds (host state, clocks, allocator, code layout). The re-run interval adds that
+between-run component, estimated from the store's repeated runs of the same backend on the
+same regime class, so a user who runs a plan once learns how far a re-run may move.
+
+Model, on the log scale (log medians are close to normal, `analysis.intervals`): the median
+of run r of a cell is m_r = mu + u_r + e_r, u_r ~ N(0, tau^2) the run's effect (shared by
+cells or not: a pair of runs differs by both), e_r ~ N(0, se_r^2) the within-run noise of
+the median, se_r estimated from the run's rounds (`log_median_se`). The next run's median
+m_new differs from this run's m_r by u_new - u_r + e_new - e_r, so
+
+    var(m_new - m_r) = 2 tau^2 + se_r^2 + se_new^2 ~= 2 (tau^2 + se_r^2).
+
+Not tau^2 + se_r^2: that is the variance of m_r around mu, the value runs are centred on
+(an interval for mu); the next run carries its own run effect and its own rounds' noise,
+so both appear twice. se_new is taken as se_r (the same plan measures the same rounds).
+
+tau^2 per (backend, regime, phase), method of moments: over every repeat unit (one cell-
+phase measured in k >= 2 runs, `analysis.reproducibility.with_repeat_key`), the sample
+variance of the runs' log medians minus the mean of their se^2 estimates tau^2; units are
+weighted by k - 1 and the pooled value is floored at 0 once (flooring each unit first
+would bias it upwards). Phase is part of the key because prefill, one decode step and a
+whole generation need not move alike between runs; it costs nothing in degrees of freedom,
+which come from runs (below), not from cells.
+
+Shrinkage: a regime with few runs says little about its own tau^2, so its estimate is
+shrunk towards the backend's estimate pooled over every regime of the store (same phase):
+
+    tau^2 = (df_regime tau^2_regime + SHRINK_DF tau^2_pooled) / (df_regime + SHRINK_DF),
+
+a precision-weighted mean in which the pooled estimate counts as SHRINK_DF runs' worth.
+A regime with no repeated runs uses the pooled value ("backend pooled"); a backend with no
+repeated runs anywhere has no re-run interval ("no history", NaN bounds), never a guessed
+width.
+
+Degrees of freedom: the cells of one pair of runs share that pair's host-wide shift, so
+the units are not independent; the honest count is of runs: df = runs behind the estimate
+- 1 (per regime; summed over regimes when pooled), which is conservative when run effects
+are mostly per cell. The shrunk tau^2 and the within-run se^2 (k_rounds - 1 df; a cell of
+one round has only an i.i.d. bootstrap se, taken as known) are combined by Welch-
+Satterthwaite, and the interval is Student t on that df:
+
+    log m_r +- t_{df, (1+c)/2} sqrt(2 tau^2 + 2 se_r^2).
+
+`benchmarks/rerun_coverage.py` checks it leave-one-run-out on the bundled runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from analysis.reproducibility import POOL_BY, with_repeat_key
+
+SHRINK_DF = 4  # the backend's pooled tau^2 counts as 4 runs' df: a regime needs about that many before it leads
+NO_HISTORY = "no history"
+RERUN_COLUMNS = ("rerun_ci_low", "rerun_ci_high", "rerun_basis")
+# What a table says next to a re-run interval (beside intervals.CI_KIND_NOTES for "this run").
+RERUN_NOTE = ("re-run interval: where the next independent run's median is expected to fall "
+              "(this run's rounds plus the between-run variance of the store's repeated runs)")
+HISTORY_KEYS = ("backend", "regime", "phase")
+
+
+@dataclass(frozen=True)
+class RerunHistory:
+    """Between-run variance estimates: per (backend, regime, phase) and pooled per (backend, phase).
+
+    `by_regime` columns: backend, regime, phase, tau2 (floored), n_runs, df, n_units;
+    `pooled` columns: backend, phase, tau2, n_runs, df, n_regimes, n_units.
+    """
+
+    by_regime: pd.DataFrame
+    pooled: pd.DataFrame
+
+
+def between_run_history(frame: pd.DataFrame, by: str = POOL_BY) -> RerunHistory:
+    """tau^2 (between-run variance of log medians, net of within-run noise) from the repeat units of `frame`.
+
+    `frame` is a per-run stats frame (`analysis.stats.compute_cell_stats(...).frame`).
+    """
+    empty_regime = pd.DataFrame(columns=[*HISTORY_KEYS, "tau2", "n_runs", "df", "n_units"])
+    empty_pooled = pd.DataFrame(columns=["backend", "phase", "tau2", "n_runs", "df", "n_regimes", "n_units"])
+    if frame.empty:
+        return RerunHistory(empty_regime, empty_pooled)
+    keyed = with_repeat_key(frame, by).assign(
+        log_median=np.log(frame["median"].to_numpy(np.float64)),
+        se2=frame["log_median_se"].to_numpy(np.float64) ** 2,
+    )
+    units = keyed.groupby(["regime", "repeat_key", "phase"], sort=False)
+    per_unit = units.agg(backend=("backend", "first"), k=("run_id", "nunique"), var=("log_median", "var"),
+                         se2=("se2", "mean"), runs=("run_id", lambda s: frozenset(map(str, s)))).reset_index()
+    per_unit = per_unit[(per_unit["k"] >= 2) & np.isfinite(per_unit["var"]) & np.isfinite(per_unit["se2"])]
+    if per_unit.empty:
+        return RerunHistory(empty_regime, empty_pooled)
+    per_unit = per_unit.assign(weight=per_unit["k"] - 1, excess=(per_unit["k"] - 1) * (per_unit["var"] - per_unit["se2"]))
+
+    def summarise(group: pd.DataFrame) -> pd.Series:
+        runs = frozenset().union(*group["runs"])
+        return pd.Series({"tau2": max(group["excess"].sum() / group["weight"].sum(), 0.0), "n_runs": len(runs),
+                          "n_units": len(group)})
+
+    by_regime = per_unit.groupby(list(HISTORY_KEYS), sort=True).apply(summarise, include_groups=False).reset_index()
+    by_regime["n_runs"] = by_regime["n_runs"].astype(int)
+    by_regime["n_units"] = by_regime["n_units"].astype(int)
+    by_regime["df"] = by_regime["n_runs"] - 1
+    pooled = per_unit.groupby(["backend", "phase"], sort=True).apply(summarise, include_groups=False).reset_index()
+    pooled["n_runs"] = pooled["n_runs"].astype(int)
+    pooled["n_units"] = pooled["n_units"].astype(int)
+    counts = by_regime.groupby(["backend", "phase"]).agg(n_regimes=("regime", "nunique"), df=("df", "sum")).reset_index()
+    pooled = pooled.merge(counts, on=["backend", "phase"], how="left")
+    return RerunHistory(by_regime, pooled)
+
+
+def _satterthwaite(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Welch-Satterthwaite df of a sum of variance estimates [(value, df)]; inf df is a known term."""
+    total = sum(v for v, _ in parts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denominator = sum(np.where(np.isfinite(d) & (v > 0), v**2 / np.where(d > 0, d, np.nan), 0.0) for v, d in parts)
+        df = np.where(denominator > 0, total**2 / denominator, np.inf)
+    return df
+
+
+def add_rerun_intervals(frame: pd.DataFrame, history: RerunHistory | None = None, *, confidence: float = 0.95,
+                        by: str = POOL_BY) -> pd.DataFrame:
+    """A copy of a per-run stats frame with the re-run interval of each row (module docstring).
+
+    Adds rerun_ci_low, rerun_ci_high (NaN with "no history"), rerun_basis (what the
+    between-run variance rests on, in words), rerun_sd (log-scale SD of m_new - m_r),
+    rerun_df and rerun_tau (the shrunk between-run SD used). `history` defaults to the
+    history of `frame` itself (a store's single runs judged by its own repeated runs).
+    """
+    out = frame.copy()
+    if out.empty:
+        for column in (*RERUN_COLUMNS, "rerun_sd", "rerun_df", "rerun_tau"):
+            out[column] = pd.Series(dtype="object" if column == "rerun_basis" else "float64")
+        return out
+    history = history if history is not None else between_run_history(frame, by)
+    keys = pd.MultiIndex.from_frame(out[list(HISTORY_KEYS)].astype(str))
+    regime = history.by_regime.assign(**{k: history.by_regime[k].astype(str) for k in HISTORY_KEYS}).set_index(list(HISTORY_KEYS))
+    pooled = history.pooled.assign(backend=history.pooled["backend"].astype(str),
+                                   phase=history.pooled["phase"].astype(str)).set_index(["backend", "phase"])
+    own = regime.reindex(keys)
+    pool = pooled.reindex(pd.MultiIndex.from_frame(out[["backend", "phase"]].astype(str)))
+    df_r = own["df"].fillna(0).to_numpy(np.float64)
+    tau2_r = own["tau2"].fillna(0).to_numpy(np.float64)
+    tau2_p = pool["tau2"].to_numpy(np.float64)
+    df_p = pool["df"].to_numpy(np.float64)
+    has_pool = np.isfinite(tau2_p)
+    w_r = df_r / (df_r + SHRINK_DF)
+    tau2 = np.where(has_pool, w_r * tau2_r + (1 - w_r) * np.nan_to_num(tau2_p), np.nan)
+    # The shrunk tau^2's df: Satterthwaite over its two weighted parts.
+    df_tau = _satterthwaite([(w_r * tau2_r, df_r), ((1 - w_r) * np.nan_to_num(tau2_p), np.nan_to_num(df_p))])
+    se2 = out["log_median_se"].to_numpy(np.float64) ** 2
+    rounds = out["n_rounds"].to_numpy(np.float64) if "n_rounds" in out else np.ones(len(out))
+    df_se = np.where(rounds >= 2, rounds - 1, np.inf)
+    variance = 2 * tau2 + 2 * se2
+    df = _satterthwaite([(2 * np.nan_to_num(tau2), df_tau), (2 * se2, df_se)])
+    df = np.maximum(df, 1.0)  # Satterthwaite can return below 1 with one run pair: t_1 is the widest honest quantile
+    half = sps.t.ppf(0.5 + confidence / 2, df) * np.sqrt(variance)
+    centre = np.log(out["median"].to_numpy(np.float64))
+    ok = np.isfinite(half) & np.isfinite(centre)
+    out["rerun_ci_low"] = np.where(ok, np.exp(centre - half), np.nan)
+    out["rerun_ci_high"] = np.where(ok, np.exp(centre + half), np.nan)
+    out["rerun_sd"] = np.where(ok, np.sqrt(variance), np.nan)
+    out["rerun_df"] = np.where(ok, df, np.nan)
+    out["rerun_tau"] = np.sqrt(tau2)
+    out["rerun_basis"] = [_basis(b, r, o, p, ok_row) for b, r, o, p, ok_row in zip(
+        out["backend"].astype(str), out["regime"].astype(str), own.itertuples(index=False), pool.itertuples(index=False), ok)]
+    return out
+
+
+def _basis(backend: str, regime: str, own, pool, ok: bool) -> str:
+    if not ok:
+        return NO_HISTORY
+    pooled_text = f"backend pooled ({int(pool.n_regimes)} regime{'s' if pool.n_regimes != 1 else ''}, {int(pool.n_runs)} runs)"
+    if not np.isfinite(own.df):
+        return pooled_text
+    text = f"across {int(own.n_runs)} runs of {backend} on {regime}"
+    if pool.n_regimes > 1:
+        text += f", shrunk towards {pooled_text}"
+    return text
+
+
+def leave_one_run_out(frame: pd.DataFrame, *, confidence: float = 0.95, by: str = POOL_BY) -> pd.DataFrame:
+    """Each repeated run held out in turn: is its median inside the re-run interval of another run?
+
+    For every run h that shares a repeat unit (cell-phase) with another run, the history is
+    estimated from `frame` WITHOUT h, and every other run o of each shared unit gives o's
+    re-run interval; the check is whether h's median falls inside. One row per (h, o,
+    cell-phase): backend, regime, phase, repeat_id, held_out, other_run, held_out_median,
+    rerun_ci_low/high, rerun_basis, covered (NaN with no history), width_ratio
+    (rerun high / low), this_run_covered (o's across-rounds interval covers h's median: what
+    the within-run interval says about a re-run) and this_run_width_ratio.
+    """
+    keyed = with_repeat_key(frame.reset_index(drop=True), by)
+    unit = ["regime", "repeat_key", "phase"]
+    keyed = keyed[keyed.groupby(unit)["run_id"].transform("nunique") > 1]
+    rows = []
+    for held_out in sorted(keyed["run_id"].astype(str).unique()):
+        is_held = keyed["run_id"].astype(str) == held_out
+        rest = frame[frame["run_id"].astype(str) != held_out]
+        history = between_run_history(rest, by)
+        held = keyed[is_held].set_index(unit)["median"]
+        partners = keyed[~is_held]
+        partners = partners[pd.MultiIndex.from_frame(partners[unit]).isin(held.index)]
+        if partners.empty:
+            continue
+        judged = add_rerun_intervals(partners.drop(columns=["repeat_key", "repeat_id"]), history,
+                                     confidence=confidence, by=by)
+        truth = held.reindex(pd.MultiIndex.from_frame(partners[unit])).to_numpy(np.float64)
+        low, high = judged["rerun_ci_low"].to_numpy(), judged["rerun_ci_high"].to_numpy()
+        this_low, this_high = partners["median_ci_low"].to_numpy(np.float64), partners["median_ci_high"].to_numpy(np.float64)
+        rows.append(pd.DataFrame({
+            "backend": partners["backend"].to_numpy(), "regime": partners["regime"].to_numpy(),
+            "phase": partners["phase"].to_numpy(), "repeat_id": partners["repeat_id"].to_numpy(),
+            "held_out": held_out, "other_run": partners["run_id"].astype(str).to_numpy(), "held_out_median": truth,
+            "rerun_ci_low": low, "rerun_ci_high": high, "rerun_basis": judged["rerun_basis"].to_numpy(),
+            "covered": np.where(np.isfinite(low), (low <= truth) & (truth <= high), np.nan),
+            "width_ratio": high / low,
+            "this_run_covered": np.where(np.isfinite(this_low), (this_low <= truth) & (truth <= this_high), np.nan),
+            "this_run_width_ratio": this_high / this_low,
+        }))
+    if not rows:
+        return pd.DataFrame(columns=["backend", "regime", "phase", "held_out", "other_run", "covered", "width_ratio"])
+    return pd.concat(rows, ignore_index=True)
