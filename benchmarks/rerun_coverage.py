@@ -16,6 +16,7 @@ of held-out runs, not of checks, says how firm a coverage figure is.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     checks = leave_one_run_out(frame, confidence=args.confidence)
     if checks.empty:
         raise SystemExit("no run shares a cell-phase with another run of its regime: nothing to hold out")
-    print(f"{args.snapshot}: protocol {args.protocol}, {checks['held_out'].nunique()} runs held out in turn, "
+    shown = os.path.relpath(args.snapshot) if args.snapshot.is_absolute() else args.snapshot
+    print(f"{shown}: protocol {args.protocol}, {checks['held_out'].nunique()} runs held out in turn, "
           f"{args.confidence:.0%} intervals; width = high / low")
     print()
     print_table(coverage_table(checks, ["backend"]), ["backend"])
