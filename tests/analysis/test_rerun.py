@@ -113,3 +113,19 @@ def bundled_analysis(bundled_con):
     from analysis.report import analyze
 
     return analyze(bundled_con, n_resamples=50, backend="cuda-graph", phase="decode")
+
+
+def test_on_the_bundled_runs_every_backend_with_history_covers_a_held_out_run_at_least_90_percent(bundled_con):
+    """Leave-one-run-out on the bundled protocol-2 runs (benchmarks/rerun_coverage.py): for every
+    backend whose held-out runs have history left, at least 90% of their cell-phase medians fall
+    inside another run's re-run interval, and the interval is narrower than 2x where the
+    backend's runs agree to a few percent (its across-rounds interval is narrower than 1.05x)."""
+    frame = compute_cell_stats(bundled_con, n_resamples=50).frame
+    frame = frame[frame["protocol_version"] == 2]
+    checks = leave_one_run_out(frame)
+    assert len(checks), "the bundle holds repeated protocol-2 runs"
+    judged = checks[checks["covered"].notna()]
+    coverage = judged.groupby("backend")["covered"].mean()
+    assert (coverage >= 0.90).all(), coverage.to_dict()
+    steady = judged[judged["this_run_width_ratio"] < 1.05]
+    assert len(steady) and steady["width_ratio"].median() < 2.0
