@@ -126,6 +126,9 @@ class MeasureSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
     energy_window_s: float = Field(default=ENERGY_WINDOW_S, ge=0, le=60, allow_inf_nan=False, description="per round and phase, after the timed phases: repeat the phase this long between energy counter updates (runner.trackers says why 1 s); 0 skips the windows (memory peaks from one call, energy unknown)")
     processes: bool = Field(default=False, description="measure each round in a fresh worker process (as pyperf does): placement, allocator and caches then vary between rounds the way they vary between runs, at the cost of setup once per round")
+    # None resolves when the plan is read (below), so a run's meta.json records what it did.
+    resource_windows: Literal["last-round", "every-round"] | None = Field(
+        default=None, description='memory and energy windows: "last-round" tracks them once per cell, after its last round\'s timing (a round then costs only its timing); "every-round" after every round (energy gets a CI across rounds); default: every-round when the plan sets energy_window_s (it asks for energy), else last-round')
 
     @field_validator("cpu_affinity")
     @classmethod
@@ -139,6 +142,10 @@ class MeasureSettings(BaseModel):
     def _window(self) -> "MeasureSettings":
         if self.warmup_max_iters < self.warmup_min_iters:
             raise ValueError("warmup_max_iters must be >= warmup_min_iters")
+        if self.resource_windows is None:
+            # A plan that sets energy_window_s asks for energy, whose CI needs a window per round;
+            # others get their peaks and one energy figure from the last round, at a third of the cost.
+            self.resource_windows = "every-round" if "energy_window_s" in self.model_fields_set else "last-round"
         return self
 
 

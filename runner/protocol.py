@@ -139,10 +139,12 @@ def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int) -> PreparedCe
     return PreparedCell(cell, session, input_ids, None, result)
 
 
-def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int) -> dict:
+def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int,
+                  track_resources: bool = True) -> dict:
     """One round of a prepared cell: warm-up to stability (after a full generation, since
     other cells ran in between), then its share of each phase's reps. Returns the round's
-    record: samples, warm-up, telemetry and the host's speed around it."""
+    record: samples, warm-up, telemetry, the host's speed around it and, with
+    `track_resources`, the memory and energy windows (else "resources" is None)."""
     from runner.host import host_launch_us
 
     cell, session, input_ids = prepared.cell, prepared.session, prepared.input_ids
@@ -177,8 +179,10 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     after = telemetry.read_gpu() if device == "cuda" else None
     launch_after = host_launch_us(device, ops=200)
     # after the timed phases and their telemetry: the tracked windows never touch a sample
-    ops = trackers.phase_ops(session, input_ids, cell.gen_len, generate)
-    resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator, settings.energy_window_s)
+    resources = None
+    if track_resources:
+        ops = trackers.phase_ops(session, input_ids, cell.gen_len, generate)
+        resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator, settings.energy_window_s)
     prepared.rounds_done += 1
     return {
         "round": round_index, "worker": os.getpid(),
@@ -319,7 +323,10 @@ def measure_in_rounds(
                 with torch.inference_mode():
                     if i not in prepared:
                         prepared[i] = prepare_cell(cell, settings, seed)
-                    record = measure_round(prepared[i], settings, round_index)
+                    # windows in the round that completes the cell (settings.resource_windows), or in every round
+                    last = len(done.get(i, {})) == rounds - 1
+                    record = measure_round(prepared[i], settings, round_index,
+                                           track_resources=last or settings.resource_windows == "every-round")
                     done.setdefault(i, {})[round_index] = record
                     if on_round:
                         on_round(i, round_index, record)
