@@ -128,7 +128,7 @@ class MeasureSettings(BaseModel):
     processes: bool = Field(default=False, description="measure each round in a fresh worker process (as pyperf does): placement, allocator and caches then vary between rounds the way they vary between runs, at the cost of setup once per round")
     # None resolves when the plan is read (below), so a run's meta.json records what it did.
     resource_windows: Literal["last-round", "every-round"] | None = Field(
-        default=None, description='memory and energy windows: "last-round" tracks them once per cell, after its last round\'s timing (a round then costs only its timing); "every-round" after every round (energy gets a CI across rounds); default: every-round when the plan sets energy_window_s (it asks for energy), else last-round')
+        default=None, description='memory and energy windows: "last-round" tracks them once per cell, after its last round\'s timing (a round then costs only its timing); "every-round" after every round (energy gets a CI across rounds); default: every-round when the plan sets energy_window_s above 0 (it asks for energy), else last-round')
 
     @field_validator("cpu_affinity")
     @classmethod
@@ -143,9 +143,10 @@ class MeasureSettings(BaseModel):
         if self.warmup_max_iters < self.warmup_min_iters:
             raise ValueError("warmup_max_iters must be >= warmup_min_iters")
         if self.resource_windows is None:
-            # A plan that sets energy_window_s asks for energy, whose CI needs a window per round;
-            # others get their peaks and one energy figure from the last round, at a third of the cost.
-            self.resource_windows = "every-round" if "energy_window_s" in self.model_fields_set else "last-round"
+            # A plan that sets a positive energy_window_s asks for energy, whose CI needs a window per
+            # round; others get their peaks and one energy figure from the last round, at a third of the cost.
+            asks_for_energy = "energy_window_s" in self.model_fields_set and self.energy_window_s > 0
+            self.resource_windows = "every-round" if asks_for_energy else "last-round"
         return self
 
 

@@ -34,7 +34,7 @@ def test_a_plan_that_does_not_ask_for_energy_tracks_memory_once_per_cell_in_its_
 
 
 def test_a_plan_that_sets_energy_window_s_keeps_a_window_in_every_round(tmp_path):
-    cells, meta = run_cells(tmp_path, energy_window_s=0.0)
+    cells, meta = run_cells(tmp_path, energy_window_s=0.1)
     assert all(tracked_rounds(c) == {2} for c in cells)
     assert meta["plan"]["measure"]["resource_windows"] == "every-round"
 
@@ -42,6 +42,7 @@ def test_a_plan_that_sets_energy_window_s_keeps_a_window_in_every_round(tmp_path
 @pytest.mark.parametrize("measure, expected", [
     ({}, "last-round"),
     ({"energy_window_s": 1.0}, "every-round"),
+    ({"energy_window_s": 0}, "last-round"),  # no energy asked for: the peaks once per cell
     ({"energy_window_s": 1.0, "resource_windows": "last-round"}, "last-round"),
     ({"resource_windows": "every-round"}, "every-round"),
 ])
