@@ -20,7 +20,8 @@ so both appear twice. se_new is taken as se_r (the same plan measures the same r
 
 tau^2 per (backend, regime, phase), method of moments: over every repeat unit (one cell-
 phase measured in k >= 2 runs, `analysis.reproducibility.with_repeat_key`), the sample
-variance of the runs' log medians minus the mean of their se^2 estimates tau^2; units are
+variance of the runs' log medians minus the mean of their se^2 is an unbiased estimate of
+tau^2 (the same moment estimate as `reproducibility.variance_components`); units are
 weighted by k - 1 and the pooled value is floored at 0 once (flooring each unit first
 would bias it upwards). Phase is part of the key because prefill, one decode step and a
 whole generation need not move alike between runs; it costs nothing in degrees of freedom,
@@ -31,7 +32,9 @@ shrunk towards the backend's estimate pooled over every regime of the store (sam
 
     tau^2 = (df_regime tau^2_regime + SHRINK_DF tau^2_pooled) / (df_regime + SHRINK_DF),
 
-a precision-weighted mean in which the pooled estimate counts as SHRINK_DF runs' worth.
+a precision-weighted mean in which the pooled estimate counts as SHRINK_DF runs' worth
+(chosen beforehand, not fitted to the coverage benchmark: a variance on 4 df has a relative
+SE of sqrt(2/4) = 71%, so below that a regime's own figure is mostly noise).
 A regime with no repeated runs uses the pooled value ("backend pooled"); a backend with no
 repeated runs anywhere has no re-run interval ("no history", NaN bounds), never a guessed
 width.
@@ -45,7 +48,9 @@ Satterthwaite, and the interval is Student t on that df:
 
     log m_r +- t_{df, (1+c)/2} sqrt(2 tau^2 + 2 se_r^2).
 
-`benchmarks/rerun_coverage.py` checks it leave-one-run-out on the bundled runs.
+`benchmarks/rerun_coverage.py` checks it leave-one-run-out on the bundled runs. Cells only:
+a ratio's re-run interval would need the between-run variance of the ratio itself (the run
+effect shared by both cells cancels in it), which this module does not estimate yet.
 """
 from __future__ import annotations
 
