@@ -65,9 +65,6 @@ from analysis.reproducibility import POOL_BY, with_repeat_key
 SHRINK_DF = 4  # the backend's pooled tau^2 counts as 4 runs' df: a regime needs about that many before it leads
 NO_HISTORY = "no history"
 RERUN_COLUMNS = ("rerun_ci_low", "rerun_ci_high", "rerun_basis")
-# What a table says next to a re-run interval (beside intervals.CI_KIND_NOTES for "this run").
-RERUN_NOTE = ("re-run interval: where the next independent run's median is expected to fall "
-              "(this run's rounds plus the between-run variance of the store's repeated runs)")
 HISTORY_KEYS = ("backend", "regime", "phase")
 
 
