@@ -25,8 +25,10 @@ def tracked_rounds(cell: dict) -> set[int]:
     return {len(phase["energy_j"]) for phase in cell["resources"]["phases"].values()}
 
 
-def test_a_plan_that_does_not_ask_for_energy_tracks_memory_once_per_cell_in_its_last_round(tmp_path):
-    cells, meta = run_cells(tmp_path)
+@pytest.mark.parametrize("processes", [False, True], ids=["one-process", "worker-per-round"])
+def test_a_plan_that_does_not_ask_for_energy_tracks_memory_once_per_cell_in_its_last_round(tmp_path, processes):
+    """With a fresh worker per round too: the worker of the last round knows the others' rounds from their files."""
+    cells, meta = run_cells(tmp_path, processes=processes)
     assert cells and all(c["status"] == "ok" for c in cells)
     assert all(tracked_rounds(c) == {1} for c in cells)
     assert all(c["resources"]["peak_rss_bytes"] > 0 for c in cells)  # the peaks are still measured
