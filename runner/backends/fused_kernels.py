@@ -81,7 +81,7 @@ def _layer_norm_row(x, mask, w, b, n, eps):
 
 
 @triton.jit
-def _wait_counter(counter_ptr, target, error_ptr, spins):
+def wait_counter(counter_ptr, target, error_ptr, spins):
     """Spin until a completion counter reaches target (acquire), at most `spins` reads in all.
 
     The spin budget is shared by every wait of a launch, so a step whose blocks cannot all
@@ -109,12 +109,12 @@ def _wait_for_inputs(MODE: tl.constexpr, need_wait, counter_ptr, target, error_p
         gdc_launch_dependents()
     if MODE == PERSISTENT:
         if need_wait:
-            spins = _wait_counter(counter_ptr, target, error_ptr, spins)
+            spins = wait_counter(counter_ptr, target, error_ptr, spins)
     return spins
 
 
 @triton.jit
-def _signal_done(counter_ptr, n_items, me, grid):
+def signal_done(counter_ptr, n_items, me, grid):
     """Add the items this block finished in a phase to the phase's counter (release)."""
     mine = (n_items - me + grid - 1) // grid
     if mine > 0:
@@ -369,23 +369,23 @@ def persistent_step_kernel(
                               E, H, D, L, eps, layer == 0,
                               PERSISTENT, (item == me) & (layer > 0), done - 1, n_mlp, error_ptr, spins,
                               BLOCK_E, QKV_COLS)
-        _signal_done(done, n_qkv, me, grid)
+        signal_done(done, n_qkv, me, grid)
         for item in range(me, n_attention, grid):
             spins = _attention_item(item // S, item % S, q_ptr, k_cache_ptr + cache, v_cache_ptr + cache, pos_ptr,
                                     part_acc_ptr, part_ml_ptr, E, H, D, L, scale,
                                     PERSISTENT, item == me, done, n_qkv, error_ptr, spins, S, CHUNK, BL, BLOCK_D)
-        _signal_done(done + 1, n_attention, me, grid)
+        signal_done(done + 1, n_attention, me, grid)
         for item in range(me, n_out, grid):
             spins = _out_item(item // out_per_row, item % out_per_row, part_acc_ptr, part_ml_ptr,
                               proj_w_ptr + layer * E * E, proj_b_ptr + layer * E, x_b_ptr, x_a_ptr, x_b_ptr, E, H, D,
                               PERSISTENT, item == me, done + 1, n_attention, error_ptr, spins, S, BLOCK_E, OUT_COLS)
-        _signal_done(done + 2, n_out, me, grid)
+        signal_done(done + 2, n_out, me, grid)
         for item in range(me, n_mlp, grid):
             spins = _mlp_item(item // mlp_per_row, item % mlp_per_row, x_a_ptr, x_b_ptr,
                               ln_2_w_ptr + layer * E, ln_2_b_ptr + layer * E, fc_w_ptr + layer * E * F,
                               fc_b_ptr + layer * F, mlp_proj_w_ptr + layer * F * E, mlp_proj_b_ptr + layer * E,
                               E, F, eps, PERSISTENT, item == me, done + 2, n_out, error_ptr, spins, BLOCK_E, MLP_COLS)
-        _signal_done(done + 3, n_mlp, me, grid)
+        signal_done(done + 3, n_mlp, me, grid)
     last_mlp = counters_ptr + (n_layer - 1) * 4 + 3
     for item in range(me, n_head, grid):
         spins = _head_item(item // head_per_row, item % head_per_row, x_b_ptr, ln_f_w_ptr, ln_f_b_ptr, wte_ptr,

@@ -205,3 +205,27 @@ def test_fused_accepts_its_options():
     backend = get_backend("fused")
     for options in (dict(pdl=False), dict(persistent=True), dict(persistent=True, blocks=66, spin_limit=1000)):
         assert backend.unsupported_reason(tiny_cell("fused", **options).model_copy(update={"device": "cuda"})) is None
+
+
+def test_the_floor_benchmark_imports_nothing_the_gpu_image_lacks():
+    """The benchmark runs where only torch, triton and transformers are installed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    blocked = "import sys\nfor name in ('pydantic', 'duckdb', 'streamlit', 'typer'):\n    sys.modules[name] = None\n"
+    probe = blocked + "import benchmarks.bench_fused_floor as b\nprint(sorted(b.SHAPES))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "gpt2-25m" in done.stdout
+
+
+def test_the_floor_benchmark_shapes_are_the_reference_shapes():
+    from benchmarks.bench_fused_floor import CONTEXT, SHAPES, VOCAB
+    from runner.models import REGISTRY
+
+    for name, (n_layer, n_embd, n_head) in SHAPES.items():
+        spec = REGISTRY[name]
+        assert (spec.n_layer, spec.n_embd, spec.n_head, spec.vocab_size, spec.n_positions) == (
+            n_layer, n_embd, n_head, VOCAB, CONTEXT)
