@@ -229,3 +229,67 @@ def test_the_floor_benchmark_shapes_are_the_reference_shapes():
         spec = REGISTRY[name]
         assert (spec.n_layer, spec.n_embd, spec.n_head, spec.vocab_size, spec.n_positions) == (
             n_layer, n_embd, n_head, VOCAB, CONTEXT)
+
+
+COMPILE_FOR_HOPPER = '''
+import json
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from runner.backends import fused_kernels as fk
+
+plan = fk.DecodePlan(n_embd=384, n_head=2, n_inner=1536, vocab=50257, max_len=193, batch=1)
+CONSTANTS = {"S": plan.S, "CHUNK": plan.CHUNK, "BL": plan.BL, "BLOCK_D": plan.BLOCK_D, "BLOCK_E": plan.BLOCK_E,
+             "QKV_COLS": plan.qkv_cols, "OUT_COLS": plan.out_cols, "MLP_COLS": plan.mlp_cols,
+             "HEAD_ROWS": plan.head_rows, "MODE": 1, "BN": plan.out_cols}
+INTS = ("tok_ptr", "pos_ptr")
+COUNTERS = ("counters_ptr", "error_ptr")
+FLOAT32 = ("x_a_ptr", "x_b_ptr", "x_in_ptr", "q_ptr", "part_acc_ptr", "part_ml_ptr", "logits_ptr")
+
+def signature(kernel):
+    sig = {}
+    for name in kernel.arg_names:
+        if name in CONSTANTS:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = ("*i64" if name in INTS else "*i32" if name in COUNTERS else "*fp32" if name in FLOAT32
+                         else "*bf16")  # weights and caches in bfloat16, the dtype with the most conversions
+        else:
+            sig[name] = "fp32" if name in ("eps", "scale") else "i32"
+    return sig
+
+def ptx(kernel, **options):
+    constants = {k: v for k, v in CONSTANTS.items() if k in kernel.arg_names}
+    compiled = triton.compile(ASTSource(kernel, signature(kernel), constants), target=GPUTarget("cuda", 90, 32),
+                              options=options)
+    return compiled.asm["ptx"]
+
+out = ptx(fk.out_kernel, num_warps=4, launch_pdl=True)
+step = ptx(fk.persistent_step_kernel, num_warps=fk.PERSISTENT_WARPS)
+print(json.dumps({"pdl_wait": "griddepcontrol.wait" in out, "pdl_launch": "griddepcontrol.launch_dependents" in out,
+                  "acquire": "gpu.acquire" in step, "release": "gpu.release" in step,
+                  "griddepcontrol_in_step": "griddepcontrol" in step}))
+'''
+
+
+def test_pdl_and_persistent_kernels_compile_for_hopper_without_a_gpu():
+    """The interpreter never compiles; Triton's bundled ptxas does, for sm90, with no GPU:
+    the PDL kernels wait and release in griddepcontrol, the persistent step uses gpu-scope
+    acquire and release on its counters."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    nvidia = pytest.importorskip("triton.backends.nvidia", reason="this Triton has no NVIDIA backend")
+    if not (Path(nvidia.__file__).parent / "bin" / "ptxas").exists():
+        pytest.skip("this Triton ships no ptxas")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"pdl_wait": True, "pdl_launch": True, "acquire": True, "release": True,
+                     "griddepcontrol_in_step": False}

@@ -13,6 +13,20 @@ import torch
 pytest.importorskip("triton", reason="the probe needs triton")
 pytest.importorskip("numpy", reason="Triton's interpreter needs numpy")
 
+import triton  # noqa: E402 - after the skips; conftest.py chose the interpreter before this import
+import triton.language as tl  # noqa: E402
+
+from runner.backends.fused_kernels import signal_done  # noqa: E402
+
+
+@triton.jit
+def count_items(counters_ptr, sizes_ptr, n_sizes):
+    """Each block signals its share of phases of the given sizes, without waiting."""
+    me = tl.program_id(0)
+    grid = tl.num_programs(0)
+    for index in range(n_sizes):
+        signal_done(counters_ptr + index, tl.load(sizes_ptr + index), me, grid)
+
 
 @pytest.fixture(scope="module")
 def interpreter():
@@ -45,3 +59,13 @@ def test_empty_kernel_runs_without_a_wait_off_the_gpu(interpreter):
     from runner.sync_cost import empty_kernel
 
     empty_kernel[(1,)](torch.zeros(1), MODE=0)
+
+
+def test_every_item_of_a_phase_is_counted_once_whatever_the_grid(interpreter):
+    """The blocks' shares of a phase (items me, me + grid, ...) add up to the phase's items:
+    a counter that fell short would leave its waiters spinning on a GPU."""
+    sizes = torch.tensor([1, 2, 3, 7, 8, 9, 16, 33], dtype=torch.int32)
+    for grid in (1, 2, 3, 8, 20):
+        counters = torch.zeros(len(sizes), dtype=torch.int32)
+        count_items[(grid,)](counters, sizes, len(sizes))
+        assert counters.tolist() == sizes.tolist(), grid
