@@ -620,7 +620,9 @@ class PersistentStep:
 
         args, constants = self._arguments()
         compiled = persistent_step_kernel.warmup(*args, grid=(self.blocks,), **constants)
-        compiled.run  # noqa: B018 - loading the binary is what reports its registers
+        compiled.run  # noqa: B018 - loading the binary is what reports its registers (Triton 3.5+)
+        if getattr(compiled, "n_regs", None) is None and hasattr(compiled, "_init_handles"):
+            compiled._init_handles()  # Triton versions that load lazily only at launch
         resident = resident_blocks(limits, compiled.metadata.num_warps, compiled.n_regs, compiled.metadata.shared)
         reason = persistent_grid_reason(self.blocks, resident)
         if reason:
