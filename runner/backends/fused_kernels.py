@@ -452,6 +452,22 @@ class DecodePlan:
 PHASES_PER_LAYER = 4  # qkv, attention, out, mlp
 
 
+def persistent_phases(plan: DecodePlan, n_layer: int) -> list[tuple[str, int, int | None]]:
+    """The persistent step's phases in order: (name, items, index of the phase it waits for).
+
+    Phase i's completion counter is counters[i]; the head (last) is waited on by nobody, so
+    its slot holds the blocks' arrival count instead, which the last block to arrive uses to
+    reset every counter. persistent_step_kernel follows this schedule.
+    """
+    items = plan.items()
+    phases = []
+    for layer in range(n_layer):
+        for name in ("qkv", "attention", "out", "mlp"):
+            phases.append((name, items[name], len(phases) - 1 if phases else None))
+    phases.append(("head", items["head"], len(phases) - 1))
+    return phases
+
+
 def interpreted() -> bool:
     """Whether these kernels run through Triton's CPU interpreter (TRITON_INTERPRET=1 at import)."""
     try:
@@ -598,7 +614,8 @@ class PersistentStep:
         self.stacked = {name: torch.stack([layer[name] for layer in layers]).contiguous() for name in STACKED}
         self.stacked.update(k_cache=k_caches, v_cache=v_caches)
         device = final["wte"].device
-        self.counters = torch.zeros(PHASES_PER_LAYER * self.n_layer + 1, dtype=torch.int32, device=device)
+        # one counter a phase; the head's slot counts the blocks' arrivals
+        self.counters = torch.zeros(len(persistent_phases(plan, self.n_layer)), dtype=torch.int32, device=device)
         self.error = torch.zeros(1, dtype=torch.int32, device=device)
 
     def _arguments(self) -> tuple[tuple, dict]:

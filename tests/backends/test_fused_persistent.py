@@ -293,3 +293,79 @@ def test_pdl_and_persistent_kernels_compile_for_hopper_without_a_gpu():
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found == {"pdl_wait": True, "pdl_launch": True, "acquire": True, "release": True,
                      "griddepcontrol_in_step": False}
+
+
+def _simulate_persistent_step(phases, blocks: int, resident: int, seed: int) -> tuple[bool, list[int]]:
+    """The counter protocol of the persistent step with `blocks` blocks of which at most
+    `resident` run at once, interleaved at random: each block takes items me, me + blocks, ...
+    of every phase, waits before its first item of a phase until the phase it depends on is
+    complete, then adds its items to its phase's counter. Returns (finished, counters).
+    Asserts that no item ever runs before every earlier phase is complete."""
+    import random
+
+    rng = random.Random(seed)
+    counters = [0] * len(phases)
+    done_items = [0] * len(phases)
+
+    def block(me):
+        for index, (_, items, waits_on) in enumerate(phases):
+            mine = list(range(me, items, blocks))
+            for item in mine:
+                if item == me and waits_on is not None:
+                    while counters[waits_on] < phases[waits_on][1]:
+                        yield "waiting"
+                # every phase before this one is complete, as a kernel boundary would make it
+                assert all(done_items[j] == phases[j][1] for j in range(index)), (index, me)
+                done_items[index] += 1
+                yield "ran"
+            if index < len(phases) - 1:  # the head's slot counts arrivals
+                counters[index] += len(mine)
+        counters[-1] += 1
+        if counters[-1] == blocks:  # the last to arrive resets every counter
+            counters[:] = [0] * len(counters)
+
+    waiting = [block(me) for me in range(blocks)]
+    running = [waiting.pop(0) for _ in range(min(resident, blocks))]
+    stalled = 0
+    while running:
+        current = rng.choice(running)
+        try:
+            state = next(current)
+        except StopIteration:
+            running.remove(current)
+            if waiting:
+                running.append(waiting.pop(0))
+            stalled = 0
+            continue
+        stalled = stalled + 1 if state == "waiting" else 0
+        if stalled > 50 * len(running) * len(phases):  # no resident block can progress
+            return False, counters
+    return done_items == [items for _, items, _ in phases], counters
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 8, 40])
+def test_counter_protocol_completes_in_every_order_when_all_blocks_are_resident(blocks):
+    """What the interpreter cannot show (it runs one program at a time): with concurrent
+    blocks the schedule never lets an item run early, never deadlocks, and leaves the
+    counters zeroed for the next step, whatever the interleaving."""
+    from runner.backends.fused_kernels import DecodePlan, persistent_phases
+
+    plan = DecodePlan(n_embd=80, n_head=2, n_inner=320, vocab=300, max_len=40, batch=2)
+    phases = persistent_phases(plan, n_layer=3)
+    assert [name for name, _, _ in phases[:5]] == ["qkv", "attention", "out", "mlp", "qkv"]
+    assert phases[-1][0] == "head" and len(phases) == plan.phases_per_step(3)
+    for seed in range(5):
+        finished, counters = _simulate_persistent_step(phases, blocks, resident=blocks, seed=seed)
+        assert finished and counters == [0] * len(phases)
+
+
+def test_counter_protocol_deadlocks_when_a_block_cannot_be_resident():
+    """Why the persistent step refuses a grid larger than what can be resident: a block that
+    waits for items of a block that has not started waits forever (on a GPU, until the spin
+    limit fails the step)."""
+    from runner.backends.fused_kernels import DecodePlan, persistent_phases
+
+    plan = DecodePlan(n_embd=80, n_head=2, n_inner=320, vocab=300, max_len=40, batch=1)
+    phases = persistent_phases(plan, n_layer=2)
+    finished, _ = _simulate_persistent_step(phases, blocks=8, resident=7, seed=0)
+    assert not finished
