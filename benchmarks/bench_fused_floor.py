@@ -211,10 +211,10 @@ def check_targets(rows: list[dict]) -> list[str]:
     return lines
 
 
-def table(rows: list[dict], bandwidth: float, costs: dict, variants: list[str]) -> str:
+def table(rows: list[dict], bandwidth: float, costs: dict, variants: list[str], device: str) -> str:
     head = f"{'shape':10} {'dtype':8} {'MB':>7} {'limit':>7}" + "".join(
         f" | {v:>10} {'x':>5} {'floor':>7} {'gate':>4}" for v in variants) + " | pdl/k  pers/k"
-    lines = [f"{torch.cuda.get_device_name()}: copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write); "
+    lines = [f"{device}: copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write); "
              + ", ".join(f"{k} {v:.2f}" for k, v in costs.items() if isinstance(v, float)),
              "ms/token; x = ratio to the weight-read limit; floor = phases x hand-off + bytes / bandwidth",
              head, "-" * len(head)]
@@ -227,7 +227,7 @@ def table(rows: list[dict], bandwidth: float, costs: dict, variants: list[str]) 
                 floor = f"{cell['floor_ms']:7.4f}" if "floor_ms" in cell else f"{'-':>7}"
                 parts.append(f"{cell['ms']:10.4f} {cell['ratio']:5.2f} {floor} {gate:>4}")
             else:
-                parts.append(f"{cell.get('error', '-')[:30]:>30}")
+                parts.append(f"{cell.get('error', row.get('error', '-'))[:30]:>30}")
         ratios = [f"{row[k]:6.3f}" if k in row else f"{'-':>6}" for k in ("pdl_over_kernels", "persistent_over_kernels")]
         lines.append(" | ".join(parts) + " | " + " ".join(ratios))
     return "\n".join(lines)
@@ -279,9 +279,9 @@ def main() -> None:
                 rows.append({"shape": shape, "dtype": dtype, "error": f"{type(error).__name__}: {error}"[:400],
                              "weight_bytes": 0, "limit_ms": float("nan")})
             save()
-            print(table(rows[-1:], bandwidth, costs, args.variants).splitlines()[-1], flush=True)
+            print(table(rows[-1:], bandwidth, costs, args.variants, meta["device"]).splitlines()[-1], flush=True)
     save()
-    print(table(rows, bandwidth, costs, args.variants))
+    print(table(rows, bandwidth, costs, args.variants, meta["device"]))
     print("\n".join(check_targets(rows)))
 
 
