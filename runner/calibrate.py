@@ -40,7 +40,10 @@ def _sync_costs() -> dict:
         from runner.sync_cost import sync_costs
     except ImportError:  # no triton: the launch and bandwidth ceilings still stand
         return {}
-    return sync_costs()
+    try:
+        return sync_costs()
+    except Exception as error:  # noqa: BLE001 - a probe that cannot run here must not cost the other ceilings
+        return {"sync_cost_error": f"{type(error).__name__}: {error}"[:300]}
 
 
 def calibrate(device: str) -> dict:

@@ -85,6 +85,7 @@ class FusedSession(StaticSession, Session):
             self.persistent = self._persistent_step(fk, blocks, spin_limit)
         # the error word as last copied to the host (pinned, so the copy needs no synchronisation)
         self._error_seen = torch.zeros(1, dtype=torch.int32, pin_memory=dev.type == "cuda")
+        self._error_seen_host = self._error_seen.numpy()  # the same memory: a read costs no tensor op
         self.graph = None
         if use_graph is None:
             use_graph = dev.type == "cuda"
@@ -137,7 +138,7 @@ class FusedSession(StaticSession, Session):
         self._check_error_seen()
 
     def _check_error_seen(self) -> None:
-        if self._error_seen[0]:
+        if self._error_seen_host[0]:
             raise self._timed_out(
                 f"a persistent decode step of {self.persistent.blocks} blocks gave up waiting on a completion "
                 f"counter after {self.persistent.spin_limit} reads: its blocks could not all run at once")
