@@ -16,6 +16,13 @@ Per (regime, dtype, batch, prompt) where `fused` was fitted, each graph backend 
   layer costs per kernel it runs. If two backends whose kernels do very different amounts of
   work give the same figure, a layer's cost is its kernel count times a fixed per-kernel cost.
 
+Where the run's calibration measured it (runner.sync_cost), each row also carries the floor
+of a hand-off, `graph_kernel_us`: what one more empty kernel costs inside a CUDA graph on
+that GPU, and `floor_ms_per_layer` = kernels_per_layer x that floor, the part of a layer's
+cost no kernel can avoid while the layer runs as that many dependent launches. A fitted
+us_per_layer_kernel far above the floor says the kernels' own dependent reads, not the
+launches, are what a layer pays for.
+
 The per-kernel fit of analysis.why (decode_ms ~ kernels + memory_ms) is not used here: a
 graph's kernel count is a linear function of depth, so that fit only restates the depth
 coefficient divided by the kernels per layer, with memory instead of width beside it.
@@ -32,7 +39,7 @@ from analysis.regression import DEPTH_TERM, GroupFit, coefficient
 LIMIT_BACKEND = "fused"
 COLUMNS = ("regime", "dtype", "batch_size", "prompt_len", "backend", "n_shapes", "ms_per_layer", "ms_per_layer_ci_low",
            "ms_per_layer_ci_high", "ci_kind", "kernels_per_layer", "us_per_layer_kernel", "us_per_layer_kernel_ci_low",
-           "us_per_layer_kernel_ci_high")
+           "us_per_layer_kernel_ci_high", "graph_kernel_us", "floor_ms_per_layer")
 
 
 def _depth_coefficient(fit: GroupFit) -> tuple[float, float, float] | None:
@@ -48,6 +55,15 @@ def _kernels_per_layer(cells: pd.DataFrame) -> float:
     design = np.column_stack([np.ones(len(known)), known["n_layer"], known["n_embd"]])
     coefficients, *_ = np.linalg.lstsq(design, known["kernels"].to_numpy(dtype=float), rcond=None)
     return float(coefficients[1])
+
+
+def _handoff_floor(cells: pd.DataFrame, kernels_per_layer: float) -> dict:
+    """The calibrated empty-kernel cost of the group's runs (their median) and a layer's floor."""
+    measured = pd.to_numeric(cells["graph_kernel_us"], errors="coerce").dropna() if "graph_kernel_us" in cells else []
+    if len(measured) == 0:
+        return {"graph_kernel_us": float("nan"), "floor_ms_per_layer": float("nan")}
+    floor = float(np.median(measured))
+    return {"graph_kernel_us": floor, "floor_ms_per_layer": kernels_per_layer * floor / 1e3}
 
 
 def layer_costs(fits: Sequence[GroupFit], floor: pd.DataFrame) -> pd.DataFrame:
@@ -76,15 +92,21 @@ def layer_costs(fits: Sequence[GroupFit], floor: pd.DataFrame) -> pd.DataFrame:
             "ci_kind": fit.ci_kind, "kernels_per_layer": kernels,
             **{f"us_per_layer_kernel{suffix}": value * 1e3 / kernels
                for suffix, value in zip(("", "_ci_low", "_ci_high"), depth)},
+            **_handoff_floor(cells, kernels),
         })
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def layer_cost_text(costs: pd.DataFrame) -> list[str]:
-    """One sentence per backend: what a layer costs, and per kernel it runs."""
-    return [
-        f"{row.backend} ({row.dtype}, {row.n_shapes} shapes): a layer adds {row.ms_per_layer * 1e3:.1f} us per token "
-        f"[{row.ms_per_layer_ci_low * 1e3:.1f}, {row.ms_per_layer_ci_high * 1e3:.1f}, CI {row.ci_kind}] and runs "
-        f"{row.kernels_per_layer:.0f} kernels: {row.us_per_layer_kernel:.1f} us per kernel "
-        f"[{row.us_per_layer_kernel_ci_low:.1f}, {row.us_per_layer_kernel_ci_high:.1f}]."
-        for row in costs.itertuples()]
+    """One sentence per backend: what a layer costs, per kernel it runs, and the hand-off floor."""
+    lines = []
+    for row in costs.itertuples():
+        text = (f"{row.backend} ({row.dtype}, {row.n_shapes} shapes): a layer adds {row.ms_per_layer * 1e3:.1f} us per "
+                f"token [{row.ms_per_layer_ci_low * 1e3:.1f}, {row.ms_per_layer_ci_high * 1e3:.1f}, CI {row.ci_kind}] "
+                f"and runs {row.kernels_per_layer:.0f} kernels: {row.us_per_layer_kernel:.1f} us per kernel "
+                f"[{row.us_per_layer_kernel_ci_low:.1f}, {row.us_per_layer_kernel_ci_high:.1f}].")
+        if np.isfinite(row.graph_kernel_us):
+            text += (f" An empty kernel in a graph costs {row.graph_kernel_us:.1f} us on this GPU (calibration): "
+                     f"a floor of {row.floor_ms_per_layer * 1e3:.1f} us a layer.")
+        lines.append(text)
+    return lines

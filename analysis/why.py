@@ -25,6 +25,7 @@ from analysis.load import profiled_cells
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}
 COMPONENTS = ("launch", "memory", "compute")
+HANDOFF_FLOORS = ("graph_kernel_us", "graph_kernel_pdl_us", "counter_handoff_us")
 
 
 def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -51,6 +52,9 @@ def load_profiles(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | N
     frame["busy_fraction"] = [d.get("busy_fraction") for d in decode]
     frame["bandwidth_gb_s"] = calibrations.map(lambda c: (c or {}).get("bandwidth_gb_s"))
     frame["launch_us"] = calibrations.map(lambda c: (c or {}).get("launch_us"))
+    # the floors of one dependent hand-off (runner.sync_cost), in runs calibrated since they exist
+    for floor in HANDOFF_FLOORS:
+        frame[floor] = calibrations.map(lambda c, floor=floor: (c or {}).get(floor))
     frame["matmul_tflops"] = [
         (c or {}).get(f"matmul_tflops_{dtype}", (c or {}).get("matmul_tflops_float32"))
         for c, dtype in zip(calibrations, frame["dtype"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from runner import correctness, telemetry, trackers
-from runner.backends import get_backend
+from runner.backends import Unsupported, get_backend
 from runner.models import build_model, count_params, make_inputs
 from runner.plan import Cell, MeasureSettings
 from runner.runfiles import CellResult, integrity_flags
@@ -104,6 +104,8 @@ def unsupported(cell: Cell) -> CellResult | None:
 
 
 def failure(error: BaseException) -> CellResult:
+    if isinstance(error, Unsupported):  # found only once the model was built or compiled
+        return CellResult(status="unsupported", error=str(error))
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return CellResult(status="failed", error=f"out of memory: {str(error).splitlines()[0]}")
     return CellResult(status="failed", error=f"{type(error).__name__}: {error}"[:2000])

@@ -2,11 +2,22 @@
 
 cuda-graph and torch-compile still launch 35-60 kernels a step for a 3-layer model, and
 inside a graph each costs a few microseconds, far above the time to read the weights. This
-backend's step is 4 launches a layer plus one for the head (runner/backends/fused_kernels.py
+backend's step is 4 phases a layer plus one for the head (runner/backends/fused_kernels.py
 says what each fuses), over the static KV cache of StaticGPT2, whose eager forward also runs
-the prefill. On the CPU the same kernels run through Triton's interpreter (TRITON_INTERPRET=1)
-without a graph: that is how the tests check them; it is never a latency worth measuring, so
-cells on the CPU are refused.
+the prefill. Options (a plan's `[backend_options.fused]`, recorded with every cell):
+
+- `pdl` (default true): on sm90 and newer, launch the kernels with programmatic dependent
+  launch, so each one fetches its weights while its predecessor finishes. Older GPUs run
+  without it whatever the option says; false turns it off, to measure what it is worth.
+- `persistent` (default false): the whole step as one kernel of one block per SM, phases
+  ordered by completion counters in global memory. Refused when its blocks cannot all be
+  resident at once. `blocks` overrides the grid (default: the SM count); `spin_limit` is
+  the counter reads a block may spend waiting in one step before the step fails (a hang
+  becomes a failed cell).
+
+On the CPU the same kernels run through Triton's interpreter (TRITON_INTERPRET=1) without a
+graph: that is how the tests check them; it is never a latency worth measuring, so cells on
+the CPU are refused.
 """
 from __future__ import annotations
 
@@ -20,22 +31,28 @@ from runner.backends.static_gpt2 import StaticGPT2, StaticSession
 MAX_BATCH = 8
 # One row of the residual (and of each weight tile) is held in registers at once.
 MAX_WIDTH = 1024
+# The backend's options and their types; absent ones take the defaults in FusedSession.
+OPTIONS = {"pdl": bool, "persistent": bool, "blocks": int, "spin_limit": int}
 
 
 class FusedSession(StaticSession, Session):
     """Eager static-model prefill; decode through the fused kernels (a graph replay on CUDA)."""
 
-    def __init__(self, model: StaticGPT2, batch_size: int, prompt_len: int, use_graph: bool | None = None) -> None:
+    def __init__(self, model: StaticGPT2, batch_size: int, prompt_len: int, use_graph: bool | None = None,
+                 pdl: bool = True, persistent: bool = False, blocks: int | None = None,
+                 spin_limit: int | None = None) -> None:
         from runner.backends import fused_kernels as fk
 
         super().__init__(model, prompt_len)
         self._launch = fk.launch_step
-        blocks = model.blocks
-        first = blocks[0]
+        self._timed_out = fk.StepTimedOut
+        blocks_ = model.blocks
+        first = blocks_[0]
         n_embd = model.wte.shape[1]
         self.plan = fk.DecodePlan(n_embd=n_embd, n_head=model.n_head, n_inner=first.mlp.c_fc.weight.shape[1],
                                   vocab=model.wte.shape[0], max_len=model.k_cache[0].shape[2], batch=batch_size)
-        self.kernels_per_step = self.plan.kernels_per_step(len(blocks))
+        self.kernels_per_step = self.plan.kernels_per_step(len(blocks_), persistent)
+        self.phases_per_step = self.plan.phases_per_step(len(blocks_))
         self.layers = [{
             "ln_1_w": b.ln_1.weight, "ln_1_b": b.ln_1.bias,
             "attn_w": _contiguous(b.attn.c_attn.weight), "attn_b": b.attn.c_attn.bias,
@@ -44,7 +61,7 @@ class FusedSession(StaticSession, Session):
             "fc_w": _contiguous(b.mlp.c_fc.weight), "fc_b": b.mlp.c_fc.bias,
             "mlp_proj_w": _contiguous(b.mlp.c_proj.weight), "mlp_proj_b": b.mlp.c_proj.bias,
             "k_cache": model.k_cache[i], "v_cache": model.v_cache[i],
-        } for i, b in enumerate(blocks)]
+        } for i, b in enumerate(blocks_)]
         self.final = {"wte": _contiguous(model.wte), "wpe": _contiguous(model.wpe),
                       "ln_f_w": model.ln_f.weight, "ln_f_b": model.ln_f.bias, "eps": float(model.eps)}
         p, dev = self.plan, self.device
@@ -60,14 +77,45 @@ class FusedSession(StaticSession, Session):
             "part_ml": torch.zeros((batch_size, p.H, p.S, 2), **f32),
             "logits": torch.zeros((batch_size, p.V), **f32),
         }
+        capability = torch.cuda.get_device_capability(dev) if dev.type == "cuda" else None
+        # what ran, beside what was asked: PDL falls back to plain launches where it cannot run
+        self.pdl = bool(pdl) and not persistent and fk.pdl_unsupported_reason(capability) is None
+        self.persistent = None
+        if persistent:
+            self.persistent = self._persistent_step(fk, blocks, spin_limit)
+        # the error word as last copied to the host (pinned, so the copy needs no synchronisation)
+        self._error_seen = torch.zeros(1, dtype=torch.int32, pin_memory=dev.type == "cuda")
+        self._error_seen_host = self._error_seen.numpy()  # the same memory: a read costs no tensor op
         self.graph = None
         if use_graph is None:
             use_graph = dev.type == "cuda"
         if use_graph:
             self._capture()
 
+    def _persistent_step(self, fk, blocks: int | None, spin_limit: int | None):
+        model, dev = self.model, self.device
+        # the kernel steps through layers by offset: the caches become views of one stacked tensor
+        # (still zero: nothing has been written to them yet)
+        k_caches, v_caches = torch.stack(model.k_cache), torch.stack(model.v_cache)
+        model.k_cache, model.v_cache = list(k_caches.unbind(0)), list(v_caches.unbind(0))
+        limits = fk.SMLimits.of_device(dev) if dev.type == "cuda" else None
+        if blocks is None:
+            # one block per SM; the interpreter runs programs one after another, so one block
+            # (whose every wait is satisfied in program order) is the grid it can run
+            blocks = limits.sm_count if limits else 1
+        step = fk.PersistentStep(self.plan, self.layers, self.final, self.buffers, k_caches, v_caches, blocks,
+                                 fk.SPIN_LIMIT if spin_limit is None else spin_limit)
+        for index, layer in enumerate(self.layers):
+            layer["k_cache"], layer["v_cache"] = model.k_cache[index], model.v_cache[index]
+        if limits is not None:
+            step.check_resident(limits)
+        return step
+
     def _step(self) -> None:
-        self._launch(self.plan, self.layers, self.final, self.buffers)
+        if self.persistent is not None:
+            self.persistent.launch()
+        else:
+            self._launch(self.plan, self.layers, self.final, self.buffers, pdl=self.pdl)
 
     def _capture(self) -> None:
         # Compile every kernel and warm up on a side stream before capture, as torch.cuda.graphs
@@ -78,11 +126,36 @@ class FusedSession(StaticSession, Session):
             for _ in range(2):
                 self._step()
         torch.cuda.current_stream().wait_stream(stream)
+        self.raise_if_timed_out()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self._step()
 
+    def raise_if_timed_out(self) -> None:
+        """Fail if a persistent step gave up on a counter so far (synchronises with the device)."""
+        if self.persistent is not None and self.persistent.timed_out():
+            self._error_seen.fill_(1)
+        self._check_error_seen()
+
+    def _check_error_seen(self) -> None:
+        if self._error_seen_host[0]:
+            raise self._timed_out(
+                f"a persistent decode step of {self.persistent.blocks} blocks gave up waiting on a completion "
+                f"counter after {self.persistent.spin_limit} reads: its blocks could not all run at once")
+
+    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.persistent is not None:
+            # The error word of every step so far, copied without a synchronisation: the copy
+            # lands behind the steps already enqueued and is read at the next prefill (the
+            # protocol synchronises between generations), so a hang fails the cell one
+            # generation later at most, and no decode step pays for the check.
+            self._check_error_seen()
+            self._error_seen.copy_(self.persistent.error, non_blocking=True)
+        return super().prefill(input_ids)
+
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.persistent is not None:
+            self._check_error_seen()  # a host read of pinned memory
         self.buffers["tokens"].copy_(tokens)
         self.buffers["pos"].fill_(self.pos)
         self.pos += 1
@@ -90,6 +163,8 @@ class FusedSession(StaticSession, Session):
             self.graph.replay()
             return self.buffers["logits"]  # overwritten by the next replay, as cuda-graph's
         self._step()
+        if self.device.type != "cuda":
+            self.raise_if_timed_out()  # the interpreter ran the step already: the check is free
         # without a graph (the interpreter, on the CPU) a caller's .cpu() would alias the buffer
         return self.buffers["logits"].clone()
 
@@ -120,8 +195,9 @@ class Fused(Backend):
     devices = ("cuda",)
     dtypes = ("float32", "bfloat16")
     attn_implementation = "eager"
-    description = ("static KV cache, decode step as 4 Triton kernels a layer + 1 for the head, "
-                   "one CUDA graph replay; eager static-model prefill")
+    description = ("static KV cache, decode step as 4 Triton kernels a layer + 1 for the head "
+                   "(programmatic dependent launch on sm90+), or one persistent kernel; one CUDA graph "
+                   "replay; eager static-model prefill")
 
     def availability(self) -> str | None:
         try:
@@ -144,11 +220,29 @@ class Fused(Backend):
         if cell.prompt_len + cell.gen_len + 1 > spec.n_positions:
             return (f"prompt_len + gen_len ({cell.prompt_len + cell.gen_len}) does not fit the model's "
                     f"{spec.n_positions} positions")
-        return None
+        return options_reason(cell.backend_options)
 
     def prepare(self, model, cell) -> Session:
         reason = config_reason(model.config)
         if reason:
             raise Unsupported(reason)
         static = StaticGPT2(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
-        return FusedSession(static, cell.batch_size, cell.prompt_len)
+        return FusedSession(static, cell.batch_size, cell.prompt_len, **cell.backend_options)
+
+
+def options_reason(options: dict) -> str | None:
+    """Why a cell's fused options are not valid (None: they are): names, types and ranges."""
+    for name, value in options.items():
+        kind = OPTIONS.get(name)
+        if kind is None:
+            return f"fused has no option '{name}'; its options are {', '.join(OPTIONS)}"
+        # bool is an int in Python: a flag given as 1 or a count given as true is a mistake
+        if type(value) is not kind:
+            return f"fused option '{name}' takes a {kind.__name__}, not {value!r}"
+        if kind is int and value < 1:
+            return f"fused option '{name}' must be at least 1, not {value}"
+    if not options.get("persistent", False):
+        extra = [name for name in ("blocks", "spin_limit") if name in options]
+        if extra:
+            return f"fused option '{extra[0]}' applies to the persistent step only (persistent = true)"
+    return None

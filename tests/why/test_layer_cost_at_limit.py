@@ -88,3 +88,21 @@ def test_each_backend_gets_one_sentence_naming_its_ci_kind():
     text = layer_cost_text(costs)
     assert len(text) == len(costs)
     assert all("across rounds" in line and "us per kernel" in line for line in text)
+
+
+def test_the_calibrated_hand_off_floor_sits_beside_the_fitted_cost_per_kernel():
+    con = _store()
+    floor_us = 1.0  # the run's calibration: an empty kernel in a graph
+    con.execute("UPDATE runs SET calibration = ?", [json.dumps(CALIBRATION | {"graph_kernel_us": floor_us})])
+    costs = _costs(con).set_index("backend")
+    for backend, (per_layer, _) in PLANTED.items():
+        assert costs.loc[backend, "graph_kernel_us"] == floor_us
+        assert costs.loc[backend, "floor_ms_per_layer"] == pytest.approx(per_layer * floor_us / 1e3)
+    text = " ".join(layer_cost_text(costs.reset_index()))
+    assert "An empty kernel in a graph costs 1.0 us" in text and "a floor of 4.0 us a layer" in text
+
+
+def test_runs_calibrated_before_the_hand_off_probe_leave_the_floor_out():
+    costs = _costs(_store())
+    assert costs["graph_kernel_us"].isna().all()
+    assert not any("empty kernel" in line for line in layer_cost_text(costs))
