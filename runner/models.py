@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vocabulary import FAMILIES
+
 if TYPE_CHECKING:  # torch stays out of import time: the dashboard validates plans without it
     import torch
 
@@ -30,13 +32,17 @@ MAX_PARAMS = 20_000_000_000
 MAX_VOCAB = 1_000_000  # Llama 3's 128k and Qwen's 152k fit with room; a typo of 10x does not
 MAX_CONTEXT = 131072  # Llama 3.2's advertised context, the longest in the catalogue
 
-Family = Literal["gpt2", "llama", "qwen2"]
-FAMILIES: tuple[str, ...] = ("gpt2", "llama", "qwen2")
+Family = Literal[FAMILIES]  # vocabulary.FAMILIES: gpt2, llama, qwen2
 # Checkpoint config.json model_type -> family (the only architectures built without remote code)
 MODEL_TYPES = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2"}
 # Fields a GPT-2 shape had before families: a GPT-2 cell's key leaves the newer ones out,
 # so a cell measured before them keeps its key (resume, reproducibility across runs).
 FAMILY_FIELDS = ("family", "n_kv_head", "tie_embeddings")
+
+
+def default_inner(family: str, n_embd: int) -> int:
+    """The MLP size a shape of this family has unless it names one."""
+    return 4 * n_embd if family == "gpt2" else swiglu_inner(n_embd)
 
 
 def swiglu_inner(n_embd: int) -> int:
@@ -89,7 +95,7 @@ class ModelSpec(BaseModel):
     def _check_shape(self) -> "ModelSpec":
         if self.n_embd % self.n_head != 0:
             raise ValueError(
-                f"n_head: {self.n_head} heads do not divide the hidden size n_embd ({self.n_embd}) "
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
                 f"in model '{self.name}'"
             )
         if self.n_head % self.kv_heads != 0:
@@ -123,7 +129,7 @@ class ModelSpec(BaseModel):
     def inner(self) -> int:
         if self.n_inner is not None:
             return self.n_inner
-        return 4 * self.n_embd if self.family == "gpt2" else swiglu_inner(self.n_embd)
+        return default_inner(self.family, self.n_embd)
 
     @property
     def vocab(self) -> int:
