@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,6 +34,11 @@ MAX_VOCAB = 1_000_000  # Llama 3's 128k and Qwen's 152k fit with room; a typo of
 MAX_CONTEXT = 131072  # Llama 3.2's advertised context, the longest in the catalogue
 
 Family = Literal[FAMILIES]  # vocabulary.FAMILIES: gpt2, llama, qwen2
+FAMILY_NOTES = {
+    "gpt2": "learned positions, LayerNorm, GELU MLP (4 x width), full multi-head attention",
+    "llama": "rotary positions, RMSNorm, SwiGLU MLP, grouped-query attention (n_kv_head divides n_head)",
+    "qwen2": "llama with a bias on the query, key and value projections",
+}
 # Checkpoint config.json model_type -> family (the only architectures built without remote code)
 MODEL_TYPES = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2"}
 # Fields a GPT-2 shape had before families: a GPT-2 cell's key leaves the newer ones out,
@@ -264,18 +270,24 @@ def grid(depths: list[int], widths: list[int], n_head: int = 2, *, family: str =
     return out
 
 
-def width_for_budget(params: int, n_layer: int, *, family: str, n_head: int, n_kv_head: int,
-                     multiple: int, vocab_size: int | None = None, n_positions: int | None = None,
-                     tie_embeddings: bool = True) -> int:
-    """The width (a multiple of `multiple`, itself a multiple of n_head) whose shape at this
-    depth comes closest to `params` parameters: MobileLLM's question, deep-and-thin versus
-    shallow-and-wide at one budget, asked directly."""
-    def count(width: int) -> int:
-        return ModelSpec(name="budget", family=family, n_layer=n_layer, n_embd=width, n_head=n_head,
-                         n_kv_head=n_kv_head, vocab_size=vocab_size, n_positions=n_positions,
-                         tie_embeddings=tie_embeddings).approx_params()
+def width_for_budget(params: int, n_layer: int, *, family: str, heads_of: Callable[[int], int],
+                     n_kv_head: int | None, multiple: int, vocab_size: int | None = None,
+                     n_positions: int | None = None, tie_embeddings: bool = True, max_width: int = 16384) -> int:
+    """The width (a multiple of `multiple`) whose shape at this depth comes closest to `params`
+    parameters: MobileLLM's question, deep-and-thin versus shallow-and-wide at one budget,
+    asked directly. `heads_of(width)` gives the query heads of a width; counts are closed-form
+    (nothing is built or validated while searching)."""
+    gpt2 = family == "gpt2"
+    vocab = vocab_size or (GPT2_VOCAB if gpt2 else LLAMA_VOCAB)
+    context = n_positions or (GPT2_CONTEXT if gpt2 else LLAMA_CONTEXT)
 
-    low, high = 1, 65536 // multiple  # in units of `multiple`; the count grows with the width
+    def count(width: int) -> int:
+        heads = heads_of(width)
+        return ModelSpec.model_construct(
+            name="budget", family=family, n_layer=n_layer, n_embd=width, n_head=heads, n_kv_head=n_kv_head or heads,
+            n_inner=None, vocab_size=vocab, n_positions=context, tie_embeddings=tie_embeddings).approx_params()
+
+    low, high = 1, max(1, max_width // multiple)  # in units of `multiple`; the count grows with the width
     while low < high:
         mid = (low + high) // 2
         if count(mid * multiple) < params:

@@ -102,10 +102,9 @@ class GridSpec(BaseModel):
                 unit = self.head_dim * (kv or 1) if self.head_dim else self.n_head
                 multiple = math.lcm(self.width_multiple, unit)
                 width = width_for_budget(
-                    self.param_budget, depth, family=self.family, multiple=multiple,
-                    n_head=self.n_head if not self.head_dim else multiple // self.head_dim,
-                    n_kv_head=kv or (self.n_head if not self.head_dim else multiple // self.head_dim),
-                    vocab_size=self.vocab_size, n_positions=self.n_positions, tie_embeddings=self.tie_embeddings)
+                    self.param_budget, depth, family=self.family, multiple=multiple, heads_of=self.heads_of,
+                    n_kv_head=kv, vocab_size=self.vocab_size, n_positions=self.n_positions,
+                    tie_embeddings=self.tie_embeddings)
                 out += grid([depth], [width], self.heads_of(width), kv_heads=[kv] if kv else None, **shared)
         return out
 
