@@ -10,6 +10,7 @@ import duckdb
 # 3: cells' memory and energy (weight_bytes ... resources, runner.trackers);
 # 4: cells.family and cells.n_kv_head (model families, grouped-query attention)
 SCHEMA_VERSION = 4
+FAMILIES_VERSION = 4  # the first with cells.family and cells.n_kv_head
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 
 
@@ -55,6 +56,8 @@ def init_schema(con: duckdb.DuckDBPyConnection) -> None:
                 "upgrade shapebench to open it"
             )
         if found < SCHEMA_VERSION:  # the ALTER lines above have just brought it up to date
+            if found < FAMILIES_VERSION:  # every cell before families is GPT-2: each head its own KV
+                con.execute("UPDATE cells SET n_kv_head = n_head WHERE n_kv_head IS NULL")
             con.execute("INSERT INTO schema_info VALUES (?, now())", [SCHEMA_VERSION])
 
 

@@ -116,5 +116,4 @@ ALTER TABLE cells ADD COLUMN IF NOT EXISTS energy_source VARCHAR;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS resources JSON;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT 'gpt2';
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS n_kv_head INTEGER;
--- Every cell stored before families is GPT-2, whose every head holds its own keys and values.
-UPDATE cells SET n_kv_head = n_head WHERE n_kv_head IS NULL;
+-- (a store upgraded from before schema 4 gets n_kv_head = n_head: store.schema.init_schema)
