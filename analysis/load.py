@@ -223,7 +223,8 @@ def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | 
     and decode_ms, the median of their decode samples (cells without any are left out)."""
     where, params = where_clause(filters, phase=False)
     sql = f"""
-        SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
+        SELECT c.cell_id, c.model_name, {cell_select(con, ["family"])}, c.n_layer, c.n_embd, c.n_head,
+               {cell_select(con, ["n_kv_head"])}, c.params, c.backend,
                c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
                CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
                median(s.latency_ms) AS decode_ms

@@ -217,3 +217,15 @@ def test_the_smoke_plan_of_families_expands_to_gqa_shapes_of_both_families():
     assert {c.model.family for c in cells} == {"llama", "qwen2"}
     assert any(c.model.kv_heads < c.model.n_head for c in cells)
     assert {c.backend for c in cells} == {"hf-eager", "hf-sdpa", "torch-compile", "onnxruntime", "vllm"}
+
+
+def test_runner_list_shows_every_family_and_the_catalogue_with_its_counts():
+    from tests.runner.helpers import run_cli
+
+    done = run_cli("list", "models")
+    assert done.returncode == 0, done.stderr
+    for family in ("gpt2", "llama", "qwen2"):
+        assert family in done.stdout
+    for name, spec in CATALOGUE.items():
+        assert name in done.stdout and f"{spec.approx_params():,}" in done.stdout
+    assert "9 / 3" in done.stdout and "gpt2-100m" in done.stdout
