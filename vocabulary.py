@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
+# Model architectures (runner.models): gpt2 is the reference; llama and qwen2 have grouped-query
+# attention. Every cell stored before families were recorded is gpt2.
+FAMILIES = ("gpt2", "llama", "qwen2")
 PHASES = ("prefill", "decode", "e2e")
 DEVICES = ("cuda", "cpu")
 CELL_STATUSES = ("ok", "failed", "unsupported")

@@ -42,14 +42,18 @@ def _points(frame: pd.DataFrame, x: str, name: str = "cells", color_by_width: bo
     return _scatter(len(frame))(
         x=frame[x].to_numpy(), y=frame["median"].to_numpy(), mode="markers", name=name, marker=marker,
         error_y=_error_y(frame),
-        customdata=_with_kind(_with_columns(frame, HOVER_CONTEXT), ["cell_id", "model_name", "n_layer", "n_embd", *HOVER_CONTEXT]),
-        # a point names what it is a measurement of: a chart may mix regimes, backends and dtypes
-        hovertemplate=("%{customdata[1]} (%{customdata[2]} x %{customdata[3]})<br>%{customdata[4]} %{customdata[5]} "
-                       "%{customdata[6]}<br>%{customdata[7]}<br>%{y:.3g} ms, CI %{customdata[8]}<extra></extra>"),
+        customdata=_with_kind(_with_columns(frame, [*HOVER_CONTEXT, *HOVER_SHAPE]),
+                              ["cell_id", "model_name", "n_layer", "n_embd", *HOVER_CONTEXT, *HOVER_SHAPE]),
+        # a point names what it is a measurement of: a chart may mix regimes, backends, dtypes and families
+        hovertemplate=("%{customdata[1]} (%{customdata[8]} %{customdata[2]} x %{customdata[3]}, "
+                       "%{customdata[9]}/%{customdata[10]} heads)<br>%{customdata[4]} %{customdata[5]} "
+                       "%{customdata[6]}<br>%{customdata[7]}<br>%{y:.3g} ms, CI %{customdata[11]}<extra></extra>"),
     )
 
 
 HOVER_CONTEXT = ["backend", "dtype", "phase", "regime"]
+# the architecture and heads of a point's shape: query heads / key-value heads
+HOVER_SHAPE = ["family", "n_head", "n_kv_head"]
 
 
 def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

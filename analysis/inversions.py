@@ -52,7 +52,8 @@ PAIR_CHUNK = 2000  # pairs per batch of ratio replicates: bounds memory to ~32 M
 # model_names: every name a pooled shape was measured under (reproducibility.pooled_stats), so a
 # pair is found by name without splitting the joined label; protocol_version: the oldest
 # protocol among its runs, so a headline can leave earlier protocols out.
-SIDE_COLUMNS = ("cell_id", "run_cell_id", "model_name", "model_names", "n_layer", "n_embd", "params", "median",
+SIDE_COLUMNS = ("cell_id", "run_cell_id", "model_name", "model_names", "family", "n_layer", "n_embd", "n_head",
+                "n_kv_head", "params", "median",
                 "median_ci_low", "median_ci_high", "ci_kind", "protocol_version")
 
 
@@ -143,20 +144,30 @@ def headlines(inversions: pd.DataFrame) -> pd.DataFrame:
     return sig.sort_values("ratio_ci_low", ascending=False).groupby("group_id", sort=True).head(1).sort_values("group_id", ignore_index=True)
 
 
+def side_shape(row: pd.Series, side: str) -> str:
+    """One side's shape in full: params, depth x width, and for a family other than gpt2
+    the family and its query / KV heads (a GPT-2 shape reads as it always has)."""
+    text = f"{row[f'params_{side}'] / 1e6:.1f}M params, {row[f'n_layer_{side}']} x {row[f'n_embd_{side}']}"
+    family = row.get(f"family_{side}", "gpt2")
+    if isinstance(family, str) and family != "gpt2":
+        text = (f"{family}, {text}, {row.get(f'n_head_{side}')}/{row.get(f'n_kv_head_{side}')} heads")
+    return text
+
+
 def headline_text(row: pd.Series) -> str:
-    """One sentence for a headline inversion."""
+    """One sentence for a headline inversion, naming both shapes in full."""
     return (
-        f"{row['model_name_a']} ({row['params_a'] / 1e6:.1f}M params, {row['n_layer_a']} x {row['n_embd_a']}) is "
+        f"{row['model_name_a']} ({side_shape(row, 'a')}) is "
         f"{row['ratio']:.2f}x slower [{row['ratio_ci_low']:.2f}, {row['ratio_ci_high']:.2f}, CI {row['ci_kind']}] than the larger "
-        f"{row['model_name_b']} ({row['params_b'] / 1e6:.1f}M params, {row['n_layer_b']} x {row['n_embd_b']})"
+        f"{row['model_name_b']} ({side_shape(row, 'b')})"
     )
 
 
 def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str, Any]:
     """JSON-ready: counts (significant at FDR 5%, and uncorrected), headlines per group, the top significant pairs."""
     cols = [
-        "group_id", "regime", "backend", "phase", "model_name_a", "params_a", "n_layer_a", "n_embd_a", "median_a",
-        "model_name_b", "params_b", "n_layer_b", "n_embd_b", "median_b",
+        "group_id", "regime", "backend", "phase", "model_name_a", "family_a", "params_a", "n_layer_a", "n_embd_a",
+        "n_kv_head_a", "median_a", "model_name_b", "family_b", "params_b", "n_layer_b", "n_embd_b", "n_kv_head_b", "median_b",
         "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired", "p_value", "q_value", "significant", "rank",
     ]
     if inversions.empty:
@@ -172,7 +183,7 @@ def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str
         "ci_kinds": {str(k): int(v) for k, v in inversions["ci_kind"].value_counts().sort_index().items()},
         "fdr": FDR,
         "headlines": [{"group_id": r["group_id"], "text": headline_text(r)} for _, r in heads.iterrows()],
-        "significant": _records(sig.head(max_rows)[cols]) if len(sig) else [],
+        "significant": _records(sig.head(max_rows)[[c for c in cols if c in sig]]) if len(sig) else [],
     }
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from runner.runfiles import RESOURCE_COLUMNS
-from store.schema import table_columns
+from store.schema import KNOWN_BEFORE, table_columns
 from vocabulary import PHASES
 
 # Columns a filter may name, with the table alias that holds them.
@@ -38,6 +38,8 @@ FILTER_COLUMNS: dict[str, str] = {
     "device_kind": "r",
     "cell_key": "c",
     "model_name": "c",
+    "family": "c",
+    "n_kv_head": "c",
     "n_layer": "c",
     "n_embd": "c",
     "backend": "c",
@@ -50,16 +52,20 @@ FILTER_COLUMNS: dict[str, str] = {
 }
 
 # A group holds the cells whose latencies may be compared across shapes: everything but
-# the shape is equal. e2e latency also depends on the generation length, the others not.
-GROUP_KEYS: tuple[str, ...] = ("regime", "backend", "phase", "dtype", "batch_size", "prompt_len")
+# the shape is equal, the family (architecture) included unless families are pooled (then
+# the family is a term of the fit: analysis.regression.fit_across_families). e2e latency
+# also depends on the generation length, the others not.
+GROUP_KEYS: tuple[str, ...] = ("regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "family")
 E2E_GROUP_KEYS: tuple[str, ...] = GROUP_KEYS + ("gen_len",)
+# The family of a group that pools every family (`add_group_id(pool_families=True)`).
+ALL_FAMILIES = "all families"
 
 # The cells columns every analysis frame carries: what identifies a cell and what it measured
 # with. A projection chosen here, not a copy of the table (schema.sql holds more: outcome,
 # timings, JSON records), so a column added to the schema does not go into every frame;
 # tests/analysis/test_load_columns.py checks these names against the schema.
 CELL_COLUMNS = (
-    "cell_id", "run_id", "cell_key", "model_name", "n_layer", "n_embd", "n_head", "params",
+    "cell_id", "run_id", "cell_key", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params",
     "backend", "backend_options", "device", "dtype", "batch_size", "prompt_len", "gen_len", "flags",
 )
 
@@ -120,7 +126,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
     A phase filter is ignored here: a cell is measured in all phases it supports.
     """
     where, params = where_clause(filters, phase=False)
-    cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
+    cols = cell_select(con)
     sql = (
         f"SELECT {cols}, r.regime, r.series_id, r.device_kind, coalesce(r.protocol_version, 1) AS protocol_version "
         f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id"
@@ -169,7 +175,7 @@ def phase_aggregates(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] 
     std (sample), p5, p95 (linear interpolation) of its samples, then the other CELL_COLUMNS,
     regime, series_id, device_kind and protocol_version (1 where a run did not say)."""
     source, params = _analysed_samples(filters)
-    cell_cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS if c != "cell_id")
+    cell_cols = cell_select(con, [c for c in CELL_COLUMNS if c != "cell_id"])
     return con.execute(
         f"""
         WITH agg AS (
@@ -217,7 +223,8 @@ def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | 
     and decode_ms, the median of their decode samples (cells without any are left out)."""
     where, params = where_clause(filters, phase=False)
     sql = f"""
-        SELECT c.cell_id, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, c.backend,
+        SELECT c.cell_id, c.model_name, {cell_select(con, ["family"])}, c.n_layer, c.n_embd, c.n_head,
+               {cell_select(con, ["n_kv_head"])}, c.params, c.backend,
                c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
                CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
                median(s.latency_ms) AS decode_ms
@@ -226,6 +233,23 @@ def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | 
         GROUP BY ALL ORDER BY c.cell_id
     """
     return con.execute(sql, params).df()
+
+
+def cell_select(con: duckdb.DuckDBPyConnection, columns: Sequence[str] = CELL_COLUMNS, alias: str = "c") -> str:
+    """Cells columns for a SELECT list. A store opened read-only before schema 4 has no
+    family or n_kv_head: what is known of its cells stands in (store.schema.KNOWN_BEFORE:
+    gpt2, n_kv_head = n_head)."""
+    present = table_columns(con, "cells")
+    out = []
+    for column in columns:
+        known = KNOWN_BEFORE.get(("cells", column))
+        if known is None:
+            out.append(f"{alias}.{column}")
+            continue
+        known = known if known.startswith("'") else f"{alias}.{known}"
+        # a row written without the column (by hand, or before an upgrade) is known too
+        out.append(f"coalesce({alias}.{column}, {known}) AS {column}" if column in present else f"{known} AS {column}")
+    return ", ".join(out)
 
 
 def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
@@ -239,7 +263,7 @@ def cells_with_resources(con: duckdb.DuckDBPyConnection, filters: Mapping[str, A
     """Analysed cells, by cell: CELL_COLUMNS, the resource columns (`resource_select`, the
     `resources` JSON last), regime, series_id, device_kind. A phase filter does not apply."""
     where, params = where_clause(filters, phase=False)
-    cols = ", ".join(f"c.{c}" for c in CELL_COLUMNS)
+    cols = cell_select(con)
     return con.execute(
         f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "
         f"JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params,
@@ -251,7 +275,8 @@ def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | Non
     a phase filter does not apply (a cell row holds all its phases)."""
     where, params = where_clause(filters, cells="any", phase=False)
     return con.execute(
-        "SELECT c.cell_id, c.run_id, r.regime, c.model_name, c.n_layer, c.n_embd, c.n_head, c.params, "
+        f"SELECT c.cell_id, c.run_id, r.regime, c.model_name, {cell_select(con, ['family'])}, c.n_layer, c.n_embd, "
+        f"c.n_head, {cell_select(con, ['n_kv_head'])}, c.params, "
         "c.backend, c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, c.status, c.error, c.flags, "
         f"c.setup_s, c.cold_ms, c.warmup_iters, c.warmup_converged, r.status AS run_status, {resource_select(con)} "
         f"FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY r.regime, c.backend, c.params, c.cell_id",
@@ -429,19 +454,25 @@ class GroupKey:
     batch_size: int
     prompt_len: int
     gen_len: int | None = None
+    family: str = "gpt2"  # or ALL_FAMILIES when families are pooled
 
     @classmethod
-    def of(cls, row: Mapping[str, Any]) -> GroupKey:
-        """The key of a row (a dict or a frame row) holding the group columns."""
+    def of(cls, row: Mapping[str, Any], *, pool_families: bool = False) -> GroupKey:
+        """The key of a row (a dict or a frame row) holding the group columns; a row without
+        a family (a frame from before families) is gpt2."""
         e2e = row["phase"] == "e2e"
+        family = ALL_FAMILIES if pool_families else str(row.get("family", "gpt2"))
         return cls(str(row["regime"]), str(row["backend"]), str(row["phase"]), str(row["dtype"]),
-                   int(row["batch_size"]), int(row["prompt_len"]), int(row["gen_len"]) if e2e else None)
+                   int(row["batch_size"]), int(row["prompt_len"]), int(row["gen_len"]) if e2e else None, family)
 
     @property
     def short_label(self) -> str:
-        """The label from the backend on: what tells groups apart when one regime is shown."""
+        """The label from the backend on: what tells groups apart when one regime is shown.
+        A gpt2 group's label names no family (the labels of every group measured before
+        families stay as they were); any other family's leads with it."""
         parts = [self.backend, self.phase, self.dtype, f"batch {self.batch_size}", f"prompt {self.prompt_len}"]
-        return " | ".join(parts + ([f"gen {self.gen_len}"] if self.gen_len is not None else []))
+        family = [] if self.family == "gpt2" else [self.family]
+        return " | ".join(family + parts + ([f"gen {self.gen_len}"] if self.gen_len is not None else []))
 
     @property
     def label(self) -> str:
@@ -457,20 +488,39 @@ def keys_by_group_id(frame: pd.DataFrame) -> dict[str, GroupKey]:
     """group_id -> GroupKey for every group of a frame that holds the group columns."""
     if frame.empty:
         return {}
+    frame = with_family(frame)
     rows = frame.drop_duplicates("group_id") if "group_id" in frame else frame.drop_duplicates(list(E2E_GROUP_KEYS))
-    keys = (GroupKey.of(row) for row in rows.to_dict("records"))
+    keys = (GroupKey.of(row, pool_families=_pooled(row)) for row in rows.to_dict("records"))
     return {key.label: key for key in keys}
 
 
-def add_group_id(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the `group_id` column (`GroupKey.label` of each row) to a per-phase frame."""
+def _pooled(row: Mapping[str, Any]) -> bool:
+    """Whether a row's group_id is that of a group pooling every family."""
+    return f"| {ALL_FAMILIES} |" in str(row.get("group_id", ""))
+
+
+def with_family(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with family and n_kv_head columns: a frame from before families is GPT-2."""
+    if "family" in frame and ("n_kv_head" in frame or "n_head" not in frame):
+        return frame
     frame = frame.copy()
+    if "family" not in frame:
+        frame["family"] = "gpt2"
+    if "n_kv_head" not in frame and "n_head" in frame:
+        frame["n_kv_head"] = frame["n_head"]
+    return frame
+
+
+def add_group_id(frame: pd.DataFrame, *, pool_families: bool = False) -> pd.DataFrame:
+    """Add the `group_id` column (`GroupKey.label` of each row) to a per-phase frame: within
+    a family, or with `pool_families` across them (family becomes a term of the fits)."""
+    frame = with_family(frame).copy()
     if frame.empty:
         frame["group_id"] = pd.Series(dtype="string")
         return frame
     columns = list(E2E_GROUP_KEYS)
     unique = frame[columns].drop_duplicates()
-    labels = [GroupKey.of(row).label for row in unique.to_dict("records")]
+    labels = [GroupKey.of(row, pool_families=pool_families).label for row in unique.to_dict("records")]
     lookup = pd.MultiIndex.from_frame(unique)
     frame["group_id"] = pd.Index(labels)[lookup.get_indexer(pd.MultiIndex.from_frame(frame[columns]))]
     return frame
@@ -478,4 +528,5 @@ def add_group_id(frame: pd.DataFrame) -> pd.DataFrame:
 
 def group_dict(frame: pd.DataFrame) -> dict[str, Any]:
     """The group key values of a frame holding one group, as plain Python values."""
-    return GroupKey.of(frame.iloc[0]).as_dict()
+    row = with_family(frame.iloc[:1]).iloc[0]
+    return GroupKey.of(row, pool_families=_pooled(row)).as_dict()

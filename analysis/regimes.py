@@ -21,7 +21,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 
 from analysis.intervals import CI_NONE, weakest_kind
-from analysis.load import GROUP_KEYS
+from analysis.load import GROUP_KEYS, with_family
 from analysis.regression import CONFIDENCE, cov_type_of, shape_shortfall, unit_covariance, with_extra_cov
 
 FORMULA = "log_latency ~ log_depth * C(level) + log_width * C(level)"
@@ -41,7 +41,7 @@ def compare(stats: pd.DataFrame, factor: str = "regime", confidence: float = CON
     if stats.empty:
         return []
     out = []
-    frame = stats.assign(gen_key=np.where(stats["phase"] == "e2e", stats["gen_len"], -1))
+    frame = with_family(stats).assign(gen_key=np.where(stats["phase"] == "e2e", stats["gen_len"], -1))
     keys = [k for k in GROUP_KEYS if k != factor] + ["gen_key"]
     for values, cells in frame.groupby(keys, sort=True):
         comparison = {k: (v.item() if hasattr(v, "item") else v) for k, v in zip(keys, values) if k != "gen_key"}

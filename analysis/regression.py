@@ -54,10 +54,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+import statsmodels.formula.api as smf
 from statsmodels.regression.linear_model import OLSResults, RegressionResultsWrapper
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_NONE, MIN_UNITS, t_factor, weakest_kind
-from analysis.load import GroupKey, group_dict
+from analysis.load import ALL_FAMILIES, GroupKey, group_dict, with_family
 
 # Fewest distinct shapes for depth + width (3 coefficients) with 3 residual degrees of
 # freedom, so that HC3 errors and t intervals are not degenerate.
@@ -542,3 +543,60 @@ def _bands(data: pd.DataFrame, fits: dict[tuple[str, str], Any], alpha: float) -
         out.insert(0, "scale", scale)
         parts.append(out)
     return pd.concat(parts, ignore_index=True)
+
+
+def fit_across_families(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> list[dict[str, Any]]:
+    """Pool every family of each group into one fit with family as a term.
+
+    Groups hold one family by default (analysis.load.GROUP_KEYS); here the cells of a group
+    key without its family are pooled and the seed study's form gets a family term:
+    log latency ~ log params + log depth + C(family), HC3. Each family's coefficient is the
+    log latency ratio against the reference family (gpt2 where present) at equal parameters
+    and depth: what the architecture costs or saves beyond its shape. Groups with a single
+    family, or too few shapes for the form, say so instead of fitting.
+    """
+    frame = with_family(stats)
+    if frame.empty:
+        return []
+    labels = [GroupKey.of(row, pool_families=True).label for row in frame.to_dict("records")]
+    frame = frame.assign(pooled_group_id=labels)
+    alpha = 1 - confidence
+    out = []
+    for group_id, cells in frame.groupby("pooled_group_id", sort=True):
+        families = sorted(cells["family"].unique())
+        record: dict[str, Any] = {"group_id": group_id, "families": families, "n_cells": int(len(cells)),
+                                  "family": ALL_FAMILIES}
+        shapes = cells[["family", "n_layer", "n_embd", "params"]].drop_duplicates()
+        n_terms = 3 + len(families) - 1
+        if len(families) < 2:
+            record.update(status="one_family", message=f"only {families[0]} in this group: nothing to pool")
+        elif len(shapes) <= n_terms:
+            record.update(status="too_few_shapes",
+                          message=f"{len(shapes)} distinct shapes over {len(families)} families; the pooled form "
+                                  f"has {n_terms} coefficients: measure {n_terms + 1 - len(shapes)} more")
+        else:
+            reference = "gpt2" if "gpt2" in families else families[0]
+            data = pd.DataFrame({
+                "log_latency": np.log(cells["median"].to_numpy(float)),
+                "log_params": np.log(cells["params"].to_numpy(float)),
+                "log_depth": np.log(cells["n_layer"].to_numpy(float)),
+                "family": cells["family"].astype(str).to_numpy(),
+            })
+            formula = f"log_latency ~ log_params + log_depth + C(family, Treatment(reference='{reference}'))"
+            res = smf.ols(formula, data).fit(cov_type="HC3")
+            ci = res.conf_int(alpha)
+            terms = {}
+            for name in res.params.index:
+                short = name.split("[T.")[1].rstrip("]") if "[T." in name else name
+                key = f"family:{short}" if "[T." in name else short
+                terms[key] = {"estimate": float(res.params[name]), "ci_low": float(ci.loc[name, 0]),
+                              "ci_high": float(ci.loc[name, 1]), "p_value": float(res.pvalues[name])}
+            effects = {k.split(":", 1)[1]: {"ratio": float(np.exp(v["estimate"])), "ci_low": float(np.exp(v["ci_low"])),
+                                            "ci_high": float(np.exp(v["ci_high"]))}
+                       for k, v in terms.items() if k.startswith("family:")}
+            text = "; ".join(f"{fam} {e['ratio']:.2f}x [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for fam, e in effects.items())
+            record.update(status="ok", reference=reference, formula=formula, cov_type="HC3", terms=terms,
+                          family_ratios=effects, n_shapes=int(len(shapes)), adj_r2=float(res.rsquared_adj),
+                          message=f"latency at equal params and depth, against {reference}: {text} ({confidence:.0%} CI, HC3)")
+        out.append(record)
+    return out

@@ -54,8 +54,12 @@ def compute_cell_stats(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
+    pool_families: bool = False,
 ) -> CellStats:
     """Statistics of every ok cell and phase matching `filters`, with replicates of the median.
+
+    Groups (`group_id`) hold one family each unless `pool_families`: then a group holds
+    every family, and inversions compare shapes across them.
 
     Frame columns: the cell's configuration (model, n_layer, n_embd, params, backend, dtype,
     batch_size, prompt_len, gen_len, regime, ...), `phase`, `group_id`, then n, median, mean,
@@ -83,7 +87,7 @@ def compute_cell_stats(
     frame["log_median_se"] = np.where(frame["ci_kind"] == CI_ACROSS_ROUNDS, round_se.to_numpy(np.float64), iid_se)
     frame["run_cell_id"] = frame["cell_id"]  # pooled rows keep their first run's cell here
     frame = add_throughput(frame)
-    frame = add_group_id(frame)
+    frame = add_group_id(frame, pool_families=pool_families)
     return CellStats(frame=frame, draws=draws, confidence=confidence, seed=seed)
 
 

@@ -126,6 +126,8 @@ def generate(plan: SyntheticPlan) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
                         "n_layer": depth,
                         "n_embd": width,
                         "n_head": max(1, width // 64),
+                        "family": "gpt2",
+                        "n_kv_head": max(1, width // 64),
                         "n_inner": 4 * width,
                         "vocab_size": GPT2_VOCAB,
                         "n_positions": GPT2_CONTEXT,
@@ -353,7 +355,7 @@ def experiment_frames(experiments: Experiments, n_experiments: int | None = None
                 key = f"hf-eager/1x{width}/float32/b1/p32/g{t}"
                 cell_id = f"{run_id}/{key}"
                 cells.append({"cell_id": cell_id, "run_id": run_id, "cell_key": key, "model_name": f"1x{width}",
-                              "model_source": "grid", "n_layer": 1, "n_embd": width, "n_head": 1, "n_inner": 4 * width,
+                              "model_source": "grid", "n_layer": 1, "n_embd": width, "n_head": 1, "n_kv_head": 1, "family": "gpt2", "n_inner": 4 * width,
                               "vocab_size": GPT2_VOCAB, "n_positions": GPT2_CONTEXT, "params": int(gpt2_params(1, width)),
                               "backend": "hf-eager", "device": "cuda", "dtype": "float32", "batch_size": 1,
                               "prompt_len": 32, "gen_len": t, "status": "ok"})

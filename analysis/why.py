@@ -67,7 +67,10 @@ def decode_step_cost(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     element = out["dtype"].map(BYTES_PER_ELEMENT).astype(float)
     context = out["prompt_len"] + out["gen_len"] / 2
-    kv_bytes = 2 * out["n_layer"] * out["batch_size"] * context * out["n_embd"] * element
+    # keys and values of n_kv_head heads (grouped-query attention), all n_head for GPT-2
+    kv_heads = out["n_kv_head"] if "n_kv_head" in out else out["n_head"]
+    kv_width = out["n_embd"] * kv_heads / out["n_head"]
+    kv_bytes = 2 * out["n_layer"] * out["batch_size"] * context * kv_width * element
     out["bytes_per_step"] = out["params"] * element + kv_bytes
     attention_flops = 4 * out["n_layer"] * out["batch_size"] * context * out["n_embd"]
     out["flops_per_step"] = 2 * out["params"] * out["batch_size"] + attention_flops

@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from analysis.load import with_family
 from analysis.resources import phase_resources
 from runner.runfiles import RunSignature, changed_run_dirs
 from vocabulary import runs_path
@@ -66,7 +67,9 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     merged["mj_per_token"] = merged["energy_j_per_token"] * 1e3
     merged["flags"] = merged["flags"].apply(flag_text)
     merged["params_m"] = merged["params"] / 1e6
-    cols = ["regime", "backend", "phase", "model_name", "n_layer", "n_embd", "params_m", "dtype", "batch_size",
+    merged = with_family(merged)
+    cols = ["regime", "backend", "phase", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params_m",
+            "dtype", "batch_size",
             "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
             "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)

@@ -168,10 +168,11 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
     except PlanError as error:
         fail(str(error))
     table = Table(title=f"{loaded.name}: {len(cells)} cells on {dev} (x{loaded.repeats} repeats)")
-    for column in ("model", "layers", "width", "backend", "dtype", "batch", "prompt", "gen"):
+    for column in ("model", "family", "layers", "width", "heads / KV", "backend", "dtype", "batch", "prompt", "gen"):
         table.add_column(column)
     for cell in cells:
-        table.add_row(cell.model.name, str(cell.model.n_layer), str(cell.model.n_embd), cell.backend,
+        table.add_row(cell.model.name, cell.model.family, str(cell.model.n_layer), str(cell.model.n_embd),
+                      f"{cell.model.n_head} / {cell.model.kv_heads}", cell.backend,
                       cell.dtype, str(cell.batch_size), str(cell.prompt_len), str(cell.gen_len))
     out.print(table)
     hub = sorted({m for sweep in [loaded, *loaded.also] if sweep.models for m in sweep.models.hub})
@@ -184,16 +185,26 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
 
 @app.command("list")
 def list_(what: str = typer.Argument("all", help="models | backends | all")) -> None:
-    """The model registry, and the backends with what each supports on this machine."""
-    from runner.models import REGISTRY
+    """The model families, the reference models and the catalogue, and the backends with what
+    each supports on this machine."""
+    from runner.models import CATALOGUE, FAMILY_NOTES, REGISTRY
 
     if what in ("models", "all"):
-        table = Table(title="reference models")
-        for column in ("name", "n_layer", "n_embd", "n_head", "params"):
-            table.add_column(column)
-        for spec in REGISTRY.values():
-            table.add_row(spec.name, str(spec.n_layer), str(spec.n_embd), str(spec.n_head), f"{spec.approx_params():,}")
-        out.print(table)
+        families = Table(title="model families")
+        for column in ("family", "architecture"):
+            families.add_column(column)
+        for family, note in FAMILY_NOTES.items():
+            families.add_row(family, note)
+        out.print(families)
+        for title, specs in (("reference models (plan: reference)", REGISTRY), ("catalogue (plan: catalogue)", CATALOGUE)):
+            table = Table(title=title)
+            for column in ("name", "family", "layers", "width", "heads/KV", "MLP", "vocab", "context", "tied", "params"):
+                table.add_column(column)
+            for spec in specs.values():
+                table.add_row(spec.name, spec.family, str(spec.n_layer), str(spec.n_embd), f"{spec.n_head} / {spec.kv_heads}",
+                              str(spec.inner), str(spec.vocab), str(spec.context), "yes" if spec.tie_embeddings else "no",
+                              f"{spec.approx_params():,}")
+            out.print(table)
     if what in ("backends", "all"):
         from runner.capabilities import backend_capabilities
 

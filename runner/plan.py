@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runner.models import REGISTRY, ModelSpec, get_registered, grid, resolve_hub_id, spec_from_checkpoint
+from runner.models import (
+    CATALOGUE, MAX_CONTEXT, MAX_PARAMS, MAX_VOCAB, REGISTRY, Family, ModelSpec, get_registered, grid, resolve_hub_id,
+    spec_from_checkpoint, width_for_budget,
+)
 from runner.trackers import ENERGY_WINDOW_S
 from vocabulary import DTYPES
 
@@ -30,39 +34,93 @@ MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default s
 
 
 class GridSpec(BaseModel):
-    """A depth x width factorial of GPT-2 shapes."""
+    """A depth x width (x KV heads) factorial of one family, or at a fixed parameter budget
+    the width of each depth computed to meet it (deep-and-thin versus shallow-and-wide)."""
 
     model_config = ConfigDict(extra="forbid")
     depths: list[int] = Field(min_length=1, description="n_layer values, e.g. [1, 2, 4, 8]")
-    widths: list[int] = Field(min_length=1, description="n_embd values, e.g. [64, 128, 256]")
+    widths: list[int] | None = Field(default=None, min_length=1, description="n_embd values, e.g. [64, 128, 256]; left out with param_budget")
     n_head: int = Field(default=2, gt=0, description="heads for every shape (2, as the reference family)")
+    head_dim: int | None = Field(default=None, gt=0, le=1024, description="instead of n_head: heads = width / head_dim (64 in every catalogue model)")
+    family: Family = Field(default="gpt2", description="gpt2, llama or qwen2")
+    kv_heads: list[int] | None = Field(default=None, min_length=1, description="n_kv_head values (llama, qwen2): a third axis")
+    n_inner: int | None = Field(default=None, gt=0, description="MLP size for every shape; default the family's rule")
+    vocab_size: int | None = Field(default=None, gt=0, le=MAX_VOCAB, description="default the family's")
+    n_positions: int | None = Field(default=None, gt=0, le=MAX_CONTEXT, description="context; default the family's")
+    tie_embeddings: bool = True
+    param_budget: int | None = Field(default=None, gt=0, le=MAX_PARAMS, description="parameters each shape should have: widths computed from the depths")
+    width_multiple: int = Field(default=64, gt=0, le=4096, description="computed widths are multiples of this (and of the heads)")
 
-    @field_validator("depths", "widths")
+    @field_validator("depths", "widths", "kv_heads")
     @classmethod
-    def _positive(cls, values: list[int]) -> list[int]:
-        if any(v <= 0 for v in values):
+    def _positive(cls, values: list[int] | None) -> list[int] | None:
+        if values is not None and any(v <= 0 for v in values):
             raise ValueError("every value must be a positive integer")
-        return sorted(set(values))
+        return sorted(set(values)) if values is not None else None
 
     @model_validator(mode="after")
-    def _heads_divide_widths(self) -> "GridSpec":
-        bad = [w for w in self.widths if w % self.n_head]
-        if bad:
-            raise ValueError(f"widths {bad} are not divisible by n_head ({self.n_head})")
+    def _consistent(self) -> "GridSpec":
+        if (self.widths is None) == (self.param_budget is None):
+            raise ValueError("give widths or param_budget (the widths are then computed), not both")
+        if self.kv_heads and self.family == "gpt2":
+            raise ValueError("kv_heads: gpt2 has full multi-head attention; use family 'llama' or 'qwen2'")
+        if self.param_budget is not None and self.n_inner is not None:
+            raise ValueError("n_inner: a fixed MLP size cannot follow the widths a param_budget computes")
+        if self.head_dim is None:
+            bad = [w for w in self.widths or [] if w % self.n_head]
+            if bad:
+                raise ValueError(f"widths {bad} are not divisible by n_head ({self.n_head})")
+            bad_kv = [k for k in self.kv_heads or [] if self.n_head % k]
+            if bad_kv:
+                raise ValueError(f"kv_heads {bad_kv} do not divide n_head ({self.n_head})")
+        else:
+            bad = [w for w in self.widths or [] if w % self.head_dim]
+            if bad:
+                raise ValueError(f"widths {bad} are not multiples of head_dim ({self.head_dim})")
+            bad_kv = [(w, k) for w in self.widths or [] for k in self.kv_heads or [] if (w // self.head_dim) % k]
+            if bad_kv:
+                w, k = bad_kv[0]
+                raise ValueError(f"kv_heads: {k} does not divide the {w // self.head_dim} heads of width {w}")
         return self
+
+    def heads_of(self, width: int) -> int:
+        return width // self.head_dim if self.head_dim else self.n_head
+
+    def specs(self) -> list[ModelSpec]:
+        """The grid's shapes; with a param_budget, each (depth, KV heads) gets its width."""
+        shared = dict(family=self.family, n_inner=self.n_inner, vocab_size=self.vocab_size,
+                      n_positions=self.n_positions, tie_embeddings=self.tie_embeddings)
+        if self.widths is not None:
+            out = []
+            for width in self.widths:
+                out += grid(self.depths, [width], self.heads_of(width), kv_heads=self.kv_heads, **shared)
+            return sorted(out, key=lambda s: (s.n_layer, s.n_embd, s.kv_heads))
+        kv_values = self.kv_heads or [None]
+        out = []
+        for depth in self.depths:
+            for kv in kv_values:
+                unit = self.head_dim * (kv or 1) if self.head_dim else self.n_head
+                multiple = math.lcm(self.width_multiple, unit)
+                width = width_for_budget(
+                    self.param_budget, depth, family=self.family, multiple=multiple, heads_of=self.heads_of,
+                    n_kv_head=kv, vocab_size=self.vocab_size, n_positions=self.n_positions,
+                    tie_embeddings=self.tie_embeddings)
+                out += grid([depth], [width], self.heads_of(width), kv_heads=[kv] if kv else None, **shared)
+        return out
 
 
 class ModelsSection(BaseModel):
     """Which shapes to measure; every source is optional, at least one is needed."""
 
     model_config = ConfigDict(extra="forbid")
-    reference: list[str] | Literal["all"] = Field(default_factory=list, description="names from the registry, or 'all'")
+    reference: list[str] | Literal["all"] = Field(default_factory=list, description="names from the GPT-2 registry or the catalogue, or 'all' (the GPT-2 registry)")
+    catalogue: list[str] | Literal["all"] = Field(default_factory=list, description="names from the catalogue of Llama-style decoders, or 'all'")
     grid: GridSpec | None = None
     custom: list[ModelSpec] = Field(default_factory=list, description="explicit shapes")
-    checkpoints: list[str] = Field(default_factory=list, description="local GPT-2 checkpoint directories (safetensors)")
+    checkpoints: list[str] = Field(default_factory=list, description="local gpt2, llama or qwen2 checkpoint directories (safetensors)")
     hub: list[str] = Field(default_factory=list, description="Hugging Face ids, e.g. 'Crusadersk/gpt2-25m'")
 
-    @field_validator("reference")
+    @field_validator("reference", "catalogue")
     @classmethod
     def _known(cls, names):
         if names == "all":
@@ -75,8 +133,9 @@ class ModelsSection(BaseModel):
         """All shapes in a stable order; checkpoints and hub ids are read here."""
         names = list(REGISTRY) if self.reference == "all" else self.reference
         out = [get_registered(n) for n in names]
+        out += [get_registered(n) for n in (list(CATALOGUE) if self.catalogue == "all" else self.catalogue)]
         if self.grid:
-            out += grid(self.grid.depths, self.grid.widths, self.grid.n_head)
+            out += self.grid.specs()
         out += [s.model_copy(update={"source": "custom"}) for s in self.custom]
         out += [_read_checkpoint("checkpoints", p, lambda p=p: spec_from_checkpoint(p)) for p in self.checkpoints]
         if resolve_remote:
@@ -242,7 +301,7 @@ class Cell(BaseModel):
     def key(self) -> str:
         """A short hash of the configuration: equal for the same cell in any run."""
         payload = self.model_dump(mode="json")
-        payload["model"].pop("name", None)  # a renamed shape is the same cell
+        payload["model"] = self.model.key_payload()  # a renamed shape is the same cell
         digest = hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
@@ -329,10 +388,10 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
                     for batch in sweep.batch_sizes:
                         for prompt_len in sweep.prompt_lens:
                             for gen_len in sweep.gen_lens:
-                                if prompt_len + gen_len + 1 > spec.n_positions:
+                                if prompt_len + gen_len + 1 > spec.context:
                                     raise PlanError(
                                         f"prompt_lens/gen_lens: {prompt_len} + {gen_len} tokens exceed "
-                                        f"model '{spec.name}' context of {spec.n_positions} positions"
+                                        f"model '{spec.name}' context of {spec.context} positions (n_positions)"
                                     )
                                 cell = Cell(
                                     model=spec,
@@ -392,9 +451,9 @@ def estimate_cell_bytes(cell: Cell) -> dict[str, int]:
     spec, width = cell.model, BYTES_PER_ELEMENT.get(cell.dtype, 4)
     tokens = cell.batch_size * (cell.prompt_len + cell.gen_len)
     weights = spec.approx_params() * width * (1 if cell.backend == "hf-eager" else 2)
-    kv_cache = 2 * spec.n_layer * tokens * spec.n_embd * width
+    kv_cache = 2 * spec.n_layer * tokens * spec.kv_width * width  # keys and values of n_kv_head heads
     prompt = cell.batch_size * cell.prompt_len
-    activations = (prompt * spec.vocab_size * 4 + 2 * prompt * spec.inner * width
+    activations = (prompt * spec.vocab * 4 + 2 * prompt * spec.inner * width
                    + cell.batch_size * spec.n_head * cell.prompt_len ** 2 * width)
     return {"weights": weights, "kv_cache": kv_cache, "activations": activations}
 

@@ -68,14 +68,15 @@ def weight_bytes(params: int | None, dtype: str) -> int | None:
     return None if not params else params * dtype_bytes(dtype)
 
 
-def kv_cache_bytes(n_layer: int, n_embd: int, prompt_len: int, gen_len: int, batch_size: int, dtype: str) -> int:
-    """The KV cache a generation ends with: 2 (keys and values) x n_layer x n_embd
-    (= n_head x head_dim) x (prompt_len + gen_len) positions x batch x dtype bytes.
+def kv_cache_bytes(n_layer: int, kv_width: int, prompt_len: int, gen_len: int, batch_size: int, dtype: str) -> int:
+    """The KV cache a generation ends with: 2 (keys and values) x n_layer x kv_width
+    (= n_kv_head x head_dim: n_embd for GPT-2, less under grouped-query attention) x
+    (prompt_len + gen_len) positions x batch x dtype bytes.
 
     The logical cache of the cell's longest sequence; a static-cache backend may reserve a
     few positions more, and the allocator rounds up, which the measured peaks include.
     """
-    return 2 * n_layer * n_embd * (prompt_len + gen_len) * batch_size * dtype_bytes(dtype)
+    return 2 * n_layer * kv_width * (prompt_len + gen_len) * batch_size * dtype_bytes(dtype)
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,7 @@ def cell_resources(cell, params: int | None, rounds: Iterable[dict | None]) -> d
     rounds = [r for r in rounds if r]
     out: dict = {
         "weight_bytes": weight_bytes(params, cell.dtype),
-        "kv_cache_bytes": kv_cache_bytes(cell.model.n_layer, cell.model.n_embd, cell.prompt_len, cell.gen_len,
+        "kv_cache_bytes": kv_cache_bytes(cell.model.n_layer, cell.model.kv_width, cell.prompt_len, cell.gen_len,
                                          cell.batch_size, cell.dtype),
         "energy_source": next((r["energy_source"] for r in rounds if r.get("energy_source")), None),
         "rss_scope": "phase" if rounds and all(r.get("rss_scope") == "phase" for r in rounds) else

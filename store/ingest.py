@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from runner.models import default_inner
 from runner.runfiles import RESOURCE_COLUMNS, RunDir, list_run_dirs
 from store.schema import table_columns
 
@@ -90,7 +91,9 @@ def _cell_rows(run_id: str, record: dict, columns: dict[str, str]) -> tuple[dict
         "n_layer": model["n_layer"],
         "n_embd": model["n_embd"],
         "n_head": model["n_head"],
-        "n_inner": model.get("n_inner") or 4 * model["n_embd"],
+        "family": model.get("family") or "gpt2",  # a run before families measured GPT-2
+        "n_kv_head": model.get("n_kv_head") or model["n_head"],
+        "n_inner": model.get("n_inner") or default_inner(model.get("family") or "gpt2", model["n_embd"]),
         "vocab_size": model["vocab_size"],
         "n_positions": model["n_positions"],
         "backend": cell["backend"],

@@ -7,8 +7,10 @@ from pathlib import Path
 import duckdb
 
 # 2: runs.protocol_version, samples.round and samples.worker;
-# 3: cells' memory and energy (weight_bytes ... resources, runner.trackers)
-SCHEMA_VERSION = 3
+# 3: cells' memory and energy (weight_bytes ... resources, runner.trackers);
+# 4: cells.family and cells.n_kv_head (model families, grouped-query attention)
+SCHEMA_VERSION = 4
+FAMILIES_VERSION = 4  # the first with cells.family and cells.n_kv_head
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 
 
@@ -21,9 +23,17 @@ def _added_columns(sql: str) -> dict[str, tuple[str, ...]]:
 
 
 # Columns a snapshot or store of an older schema version lacks (schema.sql's ALTER lines):
-# they read as NULL ("not recorded"), never as zeros.
+# they read as NULL ("not recorded"), never as zeros, except what is known of every older
+# cell (`KNOWN_BEFORE`).
 ADDED_COLUMNS = _added_columns(SCHEMA_SQL)
 TABLES = ("runs", "cells", "samples")
+# An added column whose value is known for every row written before it: SQL over the row's
+# own columns (a read-only store, never upgraded, selects these instead of the column).
+KNOWN_BEFORE: dict[tuple[str, str], str] = {
+    ("runs", "protocol_version"): "1",  # every run before protocol 2 was protocol 1
+    ("cells", "family"): "'gpt2'",  # every cell before families was GPT-2 ...
+    ("cells", "n_kv_head"): "n_head",  # ... whose every head holds its own keys and values
+}
 
 
 def stored_schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -46,6 +56,8 @@ def init_schema(con: duckdb.DuckDBPyConnection) -> None:
                 "upgrade shapebench to open it"
             )
         if found < SCHEMA_VERSION:  # the ALTER lines above have just brought it up to date
+            if found < FAMILIES_VERSION:  # every cell before families is GPT-2: each head its own KV
+                con.execute("UPDATE cells SET n_kv_head = n_head WHERE n_kv_head IS NULL")
             con.execute("INSERT INTO schema_info VALUES (?, now())", [SCHEMA_VERSION])
 
 

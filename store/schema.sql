@@ -65,13 +65,15 @@ CREATE TABLE IF NOT EXISTS cells (
     finished_at     TIMESTAMP,
     -- Memory and energy (runner.trackers; NULL: unknown, never 0). Bytes from the shape:
     weight_bytes    BIGINT,               -- params x dtype bytes
-    kv_cache_bytes  BIGINT,               -- 2 x n_layer x n_embd x (prompt_len + gen_len) x batch x dtype bytes
+    kv_cache_bytes  BIGINT,               -- 2 x n_layer x n_kv_head x head_dim x (prompt_len + gen_len) x batch x dtype bytes
     -- Largest peak over the phases (each phase's own peaks, per round, are in resources):
     peak_allocated_bytes BIGINT,          -- torch.cuda.max_memory_allocated (GPU, torch-allocated backends)
     peak_reserved_bytes  BIGINT,          -- torch.cuda.max_memory_reserved
     peak_rss_bytes  BIGINT,               -- the measuring process's peak resident set
     energy_source   VARCHAR,              -- nvml | rapl; NULL: no readable energy counter
-    resources       JSON                  -- per phase: peaks, and energy_j / energy_s / calls per round
+    resources       JSON,                 -- per phase: peaks, and energy_j / energy_s / calls per round
+    family          VARCHAR DEFAULT 'gpt2', -- architecture: gpt2 | llama | qwen2 (vocabulary.FAMILIES)
+    n_kv_head       INTEGER               -- key/value heads (grouped-query attention); n_head for gpt2
 );
 
 -- Raw samples: one row per timed region.
@@ -112,3 +114,6 @@ ALTER TABLE cells ADD COLUMN IF NOT EXISTS peak_reserved_bytes BIGINT;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS peak_rss_bytes BIGINT;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS energy_source VARCHAR;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS resources JSON;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT 'gpt2';
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS n_kv_head INTEGER;
+-- (a store upgraded from before schema 4 gets n_kv_head = n_head: store.schema.init_schema)

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from store.kept import KEPT_FILE, KeptError, table_of_file
-from store.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
+from store.schema import ADDED_COLUMNS, KNOWN_BEFORE, SCHEMA_VERSION, TABLES
 from store.snapshot_manifest import MANIFEST_NAME, Manifest, SnapshotError, table_file
 from store.snapshot_values import check_metadata_text, check_values
 
@@ -277,15 +277,26 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Tabl
         raise SnapshotError(f"{name} is not a readable Parquet file: {str(e).splitlines()[0]}") from None
 
 
+def _known_column(tbl: pa.Table, known: str) -> pa.Array | pa.ChunkedArray:
+    """A KNOWN_BEFORE value for every row: a quoted text, an integer or another column."""
+    if known.startswith("'"):
+        return pa.array([known.strip("'")] * tbl.num_rows, pa.string())
+    if known.isdigit():
+        return pa.array([int(known)] * tbl.num_rows, pa.int32())
+    return tbl[known] if known in tbl.schema.names else pa.nulls(tbl.num_rows)  # missing: _check_table says so
+
+
 def with_added_columns(table: str, tbl: pa.Table, schema_version: int) -> pa.Table:
     """An older snapshot's table with the columns added since: nulls ("not recorded", never
-    zeros; Arrow's null type, which fits a column of any type), except a run's protocol
-    version, which is known: every run before it was protocol 1."""
+    zeros; Arrow's null type, which fits a column of any type), except what is known of
+    every older row (store.schema.KNOWN_BEFORE: a run's protocol 1, a cell's gpt2 family
+    and its n_kv_head = n_head)."""
     if schema_version >= SCHEMA_VERSION:
         return tbl
     for name in ADDED_COLUMNS.get(table, ()):
         if name not in tbl.schema.names:
-            column = pa.array([1] * tbl.num_rows, pa.int32()) if name == "protocol_version" else pa.nulls(tbl.num_rows)
+            known = KNOWN_BEFORE.get((table, name))
+            column = pa.nulls(tbl.num_rows) if known is None else _known_column(tbl, known)
             tbl = tbl.append_column(name, column)
     return tbl
 

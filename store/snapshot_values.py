@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from runner.plan import BACKEND_NAMES
 from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
-from vocabulary import CELL_STATUSES, DEVICES, DTYPES, PHASES, RUN_STATUSES
+from vocabulary import CELL_STATUSES, DEVICES, DTYPES, FAMILIES, PHASES, RUN_STATUSES
 from store.snapshot_manifest import SnapshotError
 
 KIB = 1 << 10
@@ -84,6 +84,9 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("n_embd", _positive("n_embd"), f"a positive width (at most {MAX_SHAPE})"),
         ("n_head", _positive("n_head"), "a positive head count"),
         ("n_head", "n_embd % n_head = 0", "a divisor of n_embd"),
+        ("family", f"family {_in(FAMILIES)}", f"one of {', '.join(FAMILIES)}"),
+        ("n_kv_head", _positive("n_kv_head"), "a positive head count"),
+        ("n_kv_head", "n_head % n_kv_head = 0", "a divisor of n_head"),
         ("n_inner", _positive("n_inner", 1 << 24), "a positive size"),
         ("vocab_size", _positive("vocab_size", 1 << 24), "a positive size"),
         ("n_positions", _positive("n_positions", 1 << 24), "a positive size"),

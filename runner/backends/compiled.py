@@ -1,4 +1,4 @@
-"""torch.compile (Inductor) over the static-KV-cache GPT-2.
+"""torch.compile (Inductor) over the static-KV-cache model (StaticGPT2, or StaticLlama for llama and qwen2).
 
 Compiling the static model with fullgraph=True gives exactly two graphs (prefill shape and
 decode shape) that never recompile as the cache grows. A graph break, a fallback to eager
@@ -10,6 +10,7 @@ import torch
 
 from runner.backends.base import Backend, Session
 from runner.backends.static_gpt2 import StaticGPT2, StaticSession
+from runner.backends.static_model import static_model
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -25,7 +26,7 @@ class CompiledSession(StaticSession, Session):
 
         torch._dynamo.config.suppress_errors = False  # an error must surface, not fall back
         # Protocol v2 keeps every cell's session alive between its rounds, so many compiled
-        # models (2 graphs each) share StaticGPT2.forward's code cache: no reset (it would
+        # models (2 graphs each) share the static model's forward code cache: no reset (it would
         # make the others recompile), and room for every live cell's entries.
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(torch._dynamo.config, name):
@@ -75,5 +76,5 @@ class TorchCompile(Backend):
 
     def prepare(self, model, cell) -> Session:
         mode = cell.backend_options.get("mode", "default")
-        static = StaticGPT2(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
+        static = static_model(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
         return CompiledSession(static, cell.prompt_len, cell.batch_size, mode)

@@ -10,6 +10,7 @@ import torch
 
 from runner.backends.base import Backend, Session
 from runner.backends.static_gpt2 import StaticGPT2, StaticSession
+from runner.backends.static_model import static_model
 
 
 class CudaGraphSession(StaticSession, Session):
@@ -43,8 +44,8 @@ class CudaGraph(Backend):
     name = "cuda-graph"
     devices = ("cuda",)
     attn_implementation = "eager"
-    description = "static KV cache, each decode step one CUDA graph replay; eager prefill"
+    description = "static KV cache (n_kv_head heads), each decode step one CUDA graph replay; eager prefill"
 
     def prepare(self, model, cell) -> Session:
-        static = StaticGPT2(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
+        static = static_model(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
         return CudaGraphSession(static, cell.batch_size, cell.prompt_len)

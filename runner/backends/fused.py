@@ -207,6 +207,9 @@ class Fused(Backend):
         return None
 
     def unsupported_reason(self, cell) -> str | None:
+        if cell.model.family != "gpt2":
+            return (f"fused kernels implement GPT-2's block (LayerNorm, GELU MLP, full multi-head attention); "
+                    f"{cell.model.family} (RMSNorm, rotary positions, SwiGLU, grouped-query attention) is not covered yet")
         reason = super().unsupported_reason(cell)
         if reason:
             return reason

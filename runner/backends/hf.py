@@ -29,7 +29,7 @@ class HFSession(Session):
 class HFEager(Backend):
     name = "hf-eager"
     attn_implementation = "eager"
-    description = "transformers GPT2LMHeadModel, attn_implementation='eager', DynamicCache"
+    description = "transformers (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM), attn_implementation='eager', DynamicCache"
 
     def prepare(self, model, cell) -> Session:
         return HFSession(model)
@@ -38,4 +38,4 @@ class HFEager(Backend):
 class HFSdpa(HFEager):
     name = "hf-sdpa"
     attn_implementation = "sdpa"
-    description = "transformers GPT2LMHeadModel, attn_implementation='sdpa', DynamicCache"
+    description = "transformers (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM), attn_implementation='sdpa', DynamicCache"

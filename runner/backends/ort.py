@@ -1,6 +1,6 @@
-"""ONNX Runtime over the static-KV-cache GPT-2: one prefill graph and one decode-step graph.
+"""ONNX Runtime over the static-KV-cache model (GPT-2, llama, qwen2): one prefill graph and one decode-step graph.
 
-The graphs are functional: the whole cache (layers, batch, heads, max_len, head_dim) goes
+The graphs are functional: the whole cache (layers, batch, KV heads, max_len, head_dim) goes
 in and the updated cache comes out, so each graph has fixed shapes and no state. The
 session keeps two cache buffers and swaps them every call (a step reads one and writes the
 other), binding inputs and outputs by pointer with I/O binding: nothing is allocated or
@@ -21,6 +21,7 @@ from torch import nn
 
 from runner.backends.base import Backend, Session, Unsupported
 from runner.backends.static_gpt2 import StaticGPT2
+from runner.backends.static_llama import StaticLlama
 
 # Opset 17 has LayerNormalization, which ORT fuses; any opset >= 14 exports SDPA.
 OPSET = 17
@@ -32,6 +33,15 @@ def _onnxruntime():
     except ImportError:
         return None
     return onnxruntime
+
+
+def write_slots(slots: torch.Tensor, cache: torch.Tensor, new: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    """The cache with `new` written at `input_pos`, as a new tensor (the graph is functional)."""
+    length = new.shape[2]
+    if length > 1:  # prefill: positions 0..length-1, fixed at export
+        return torch.cat([new, cache[:, :, length:]], dim=2)
+    hit = (slots == input_pos)[None, None, :, None]
+    return torch.where(hit, new, cache)
 
 
 class FunctionalStaticGPT2(StaticGPT2):
@@ -48,12 +58,15 @@ class FunctionalStaticGPT2(StaticGPT2):
         self.max_len = max_len
         self.slots = torch.arange(max_len, device=self.wte.device)
 
+    def cache_shape(self, batch_size: int) -> tuple[int, ...]:
+        return (len(self.blocks), batch_size, self.n_head, self.max_len, self.head_dim)
+
+    @property
+    def vocab(self) -> int:
+        return self.wte.shape[0]
+
     def _write(self, cache: torch.Tensor, new: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        length = new.shape[2]
-        if length > 1:  # prefill: positions 0..length-1, fixed at export
-            return torch.cat([new, cache[:, :, length:]], dim=2)
-        hit = (self.slots == input_pos)[None, None, :, None]
-        return torch.where(hit, new, cache)
+        return write_slots(self.slots, cache, new, input_pos)
 
     def forward(self, input_ids, input_pos, k_cache, v_cache):
         x = F.embedding(input_ids, self.wte) + F.embedding(input_pos, self.wpe)[None]
@@ -77,13 +90,43 @@ class FunctionalStaticGPT2(StaticGPT2):
         return last @ self.wte.t(), torch.stack(new_k), torch.stack(new_v)
 
 
-def export_graphs(model: FunctionalStaticGPT2, batch_size: int, prompt_len: int, directory: Path) -> tuple[Path, Path]:
+class FunctionalStaticLlama(StaticLlama):
+    """StaticLlama's math with the cache as graph inputs and outputs (as FunctionalStaticGPT2),
+    and the KV heads expanded before attention: the exporter has no grouped-query SDPA."""
+
+    expand_kv_heads = True
+
+    def __init__(self, hf_model, batch_size: int, max_len: int) -> None:
+        super().__init__(hf_model, batch_size, max_len=max_len)
+        self.k_cache, self.v_cache = [], []  # the buffers live in the session, not here
+        self.slots = torch.arange(max_len, device=self.wte.device)
+
+    def forward(self, input_ids, input_pos, k_cache, v_cache):
+        new_k, new_v = [], []
+
+        def write(index, k, v, pos):
+            k_all = write_slots(self.slots, k_cache[index], k, pos)
+            v_all = write_slots(self.slots, v_cache[index], v, pos)
+            new_k.append(k_all)
+            new_v.append(v_all)
+            return k_all, v_all
+
+        logits = self.decoder(input_ids, input_pos, write)
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+def functional_static_model(hf_model, batch_size: int, max_len: int):
+    """The functional static model of a built HF model, by its family."""
+    if hf_model.config.model_type == "gpt2":
+        return FunctionalStaticGPT2(hf_model, batch_size, max_len)
+    return FunctionalStaticLlama(hf_model, batch_size, max_len)
+
+
+def export_graphs(model: FunctionalStaticGPT2 | FunctionalStaticLlama, batch_size: int, prompt_len: int,
+                  directory: Path) -> tuple[Path, Path]:
     """Write prefill.onnx (batch x prompt_len tokens) and decode.onnx (batch x 1 token)."""
     device = model.wte.device
-    cache = torch.zeros(
-        (len(model.blocks), batch_size, model.n_head, model.max_len, model.head_dim),
-        dtype=model.wte.dtype, device=device,
-    )
+    cache = torch.zeros(model.cache_shape(batch_size), dtype=model.wte.dtype, device=device)
     paths = []
     for name, length in (("prefill", prompt_len), ("decode", 1)):
         ids = torch.zeros((batch_size, length), dtype=torch.long, device=device)
@@ -102,7 +145,7 @@ def export_graphs(model: FunctionalStaticGPT2, batch_size: int, prompt_len: int,
 class OrtSession(Session):
     """Prefill and decode through two ORT sessions sharing ping-pong cache buffers."""
 
-    def __init__(self, ort, prefill_path: Path, decode_path: Path, model: FunctionalStaticGPT2,
+    def __init__(self, ort, prefill_path: Path, decode_path: Path, model: FunctionalStaticGPT2 | FunctionalStaticLlama,
                  batch_size: int, prompt_len: int, device: str) -> None:
         self.device = device
         options = ort.SessionOptions()
@@ -135,7 +178,7 @@ class OrtSession(Session):
             if sess.get_providers()[0] != expected:
                 raise Unsupported(f"onnxruntime fell back to {sess.get_providers()} for the {name} graph")
         self.bindings = {name: sess.io_binding() for name, sess in self.sessions.items()}
-        cache_shape = (len(model.blocks), batch_size, model.n_head, model.max_len, model.head_dim)
+        cache_shape = model.cache_shape(batch_size)
         dtype = model.wte.dtype
         self.k = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in range(2)]
         self.v = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in range(2)]
@@ -144,7 +187,7 @@ class OrtSession(Session):
         self.tokens = torch.zeros((batch_size, 1), dtype=torch.long, device=device)
         self.prompt_pos = torch.arange(prompt_len, device=device)
         self.step_pos = torch.zeros((1,), dtype=torch.long, device=device)
-        self.logits_shape = (batch_size, model.wte.shape[0])
+        self.logits_shape = (batch_size, model.vocab)
         self.pos = prompt_len
         self._np_dtype = {torch.float32: "float32", torch.float16: "float16"}[dtype]
 
@@ -198,7 +241,7 @@ class OnnxRuntime(Backend):
     device_allocator = "onnxruntime"
     description = (
         "ONNX Runtime (CPU provider, or CUDA provider with I/O binding): static-KV-cache "
-        "GPT-2 exported as a prefill graph and a decode-step graph"
+        "model (gpt2, llama, qwen2) exported as a prefill graph and a decode-step graph"
     )
 
     def availability(self) -> str | None:
@@ -230,7 +273,7 @@ class OnnxRuntime(Backend):
         max_len = cell.prompt_len + cell.gen_len + 1
         # Tracing for export records ops; inference mode would make its inputs unusable there.
         with torch.inference_mode(False), torch.no_grad():
-            functional = FunctionalStaticGPT2(model, cell.batch_size, max_len)
+            functional = functional_static_model(model, cell.batch_size, max_len)
             with tempfile.TemporaryDirectory(prefix="shapebench-onnx-") as tmp, warnings.catch_warnings():
                 # The trace is exact for the fixed shapes it is exported at; its warnings say
                 # that shapes are constants, which is the design.

@@ -1,4 +1,4 @@
-"""vLLM's offline engine (`vllm.LLM`) over the same GPT-2 shape, one child process per cell.
+"""vLLM's offline engine (`vllm.LLM`) over the same shape (gpt2, llama or qwen2), one child process per cell.
 
 vLLM is not step-based: it schedules whole requests, so this backend does not prepare a
 Session; it measures the cell itself (`measure`, called by runner.protocol.measure_cell):
@@ -136,7 +136,7 @@ class VLLM(Backend):
         result.resources = cell_resources(cell, params, [])
         kv_cache = payload.get("kv_cache") or {}
         if kv_cache.get("blocks") and kv_cache.get("block_size"):
-            per_token = kv_cache_bytes(cell.model.n_layer, cell.model.n_embd, 1, 0, 1, cell.dtype)
+            per_token = kv_cache_bytes(cell.model.n_layer, cell.model.kv_width, 1, 0, 1, cell.dtype)
             result.resources["kv_cache_reserved_bytes"] = kv_cache["blocks"] * kv_cache["block_size"] * per_token
         if cell.device == "cuda":
             result.resources["device_memory"] = "unknown: vllm's engine process allocates it (kv_cache_reserved_bytes: its KV cache)"

@@ -95,19 +95,21 @@ def test_a_decode_latency_axis_says_ms_per_token():
     assert "per token" in latency_axis_title(["prefill", "decode"])
 
 
-def test_a_cell_point_hover_names_its_regime_backend_dtype_and_phase():
+def test_a_cell_point_hover_names_its_regime_backend_dtype_phase_family_and_kv_heads():
     import pandas as pd
 
     from analysis.figures import latency_vs_params
 
-    stats = pd.DataFrame({"cell_id": ["r/a"], "model_name": ["gpt2-5m"], "n_layer": [12], "n_embd": [80],
-                          "params": [5e6], "median": [1.0], "median_ci_low": [0.9], "median_ci_high": [1.1],
+    stats = pd.DataFrame({"cell_id": ["r/a"], "model_name": ["SmolLM2-135M"], "n_layer": [30], "n_embd": [576],
+                          "params": [134.5e6], "median": [1.0], "median_ci_low": [0.9], "median_ci_high": [1.1],
                           "backend": ["hf-eager"], "dtype": ["bfloat16"], "phase": ["decode"],
-                          "regime": ["NVIDIA H200 | host 5be464da"], "ci_kind": ["across runs"]})
+                          "regime": ["NVIDIA H200 | host 5be464da"], "ci_kind": ["across runs"],
+                          "family": ["llama"], "n_head": [9], "n_kv_head": [3]})
     [point] = [t for t in latency_vs_params(stats).data if t.mode == "markers"]
     row = list(point.customdata[0])
-    assert row[0] == "r/a" and row[4:] == ["hf-eager", "bfloat16", "decode", "NVIDIA H200 | host 5be464da", "across runs"]
-    assert "customdata[7]" in point.hovertemplate and "customdata[8]" in point.hovertemplate
+    assert row[0] == "r/a" and row[4:8] == ["hf-eager", "bfloat16", "decode", "NVIDIA H200 | host 5be464da"]
+    assert row[8:] == ["llama", 9, 3, "across runs"]
+    assert all(f"customdata[{i}]" in point.hovertemplate for i in range(1, 12))
 
 
 def test_seed_pair_chart_has_one_panel_per_regime_with_each_ratio_and_its_ci(bundled_con):

@@ -22,7 +22,7 @@ def test_a_short_label_leaves_out_the_regime_even_when_it_holds_the_separator():
     assert key.short_label == "hf-eager | e2e | bfloat16 | batch 4 | prompt 128 | gen 64"
     assert key.label == f"NVIDIA H100 | driver 580 | CUDA 13.0 | {key.short_label}"
     assert key.as_dict() == {"regime": key.regime, "backend": "hf-eager", "phase": "e2e", "dtype": "bfloat16",
-                             "batch_size": 4, "prompt_len": 128, "gen_len": 64}
+                             "batch_size": 4, "prompt_len": 128, "family": "gpt2", "gen_len": 64}
     assert "gen_len" not in GroupKey.of({**key.as_dict(), "phase": "decode"}).as_dict()
 
 

@@ -155,12 +155,12 @@ def test_checkpoint_with_only_a_pickle_bin_is_refused(tmp_path):
 
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import MistralConfig, MistralForCausalLM
 
-    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2)
-    LlamaForCausalLM(config).save_pretrained(tmp_path, safe_serialization=True)
-    with pytest.raises(ValueError, match="model_type 'llama'; only gpt2"):
+    config = MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=2)
+    MistralForCausalLM(config).save_pretrained(tmp_path, safe_serialization=True)
+    with pytest.raises(ValueError, match="model_type 'mistral' is not one of gpt2, llama, qwen2"):
         spec_from_checkpoint(tmp_path)
 
 

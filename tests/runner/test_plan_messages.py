@@ -25,7 +25,9 @@ def checkpoint(tmp_path, config_text: str):
     (json.dumps({k: v for k, v in GPT2.items() if k != "n_layer"}), "config.json lacks 'n_layer'"),
     ('{"model_type": "gpt2", "n_layer": ', "Expecting value"),
     (json.dumps(GPT2 | {"n_layer": 10**6}), "n_layer: Input should be less than or equal to 512"),
-    (json.dumps(GPT2 | {"model_type": "llama"}), "is model_type 'llama'; only gpt2 is supported"),
+    (json.dumps(GPT2 | {"model_type": "mistral"}), "model_type 'mistral' is not one of gpt2, llama, qwen2"),
+    (json.dumps(GPT2 | {"model_type": "llama"}), "config.json lacks 'hidden_size'"),
+    (json.dumps(GPT2 | {"auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}), "auto_map asks for remote code"),
     (json.dumps([GPT2]), "config.json is not a JSON object"),
     (json.dumps(GPT2 | {"n_embd": 100, "n_head": 3}), "must be divisible by n_head"),
 ])

@@ -17,7 +17,8 @@ def schema_1_snapshot(forge) -> bytes:
     schemas add (schema.sql's ALTER lines), manifest version 1, checksums re-signed."""
     files = {p.name: p.read_bytes() for p in BUNDLED_SNAPSHOT.iterdir()}
     for table, columns in ADDED_COLUMNS.items():
-        files[f"{table}.parquet"] = forge.parquet(forge.table(files, table).drop_columns(list(columns)))
+        tbl = forge.table(files, table)
+        files[f"{table}.parquet"] = forge.parquet(tbl.drop_columns([c for c in columns if c in tbl.column_names]))
     files["manifest.json"] = json.dumps(json.loads(files["manifest.json"]) | {"schema_version": 1}).encode()
     return forge.rezip(files)
 
