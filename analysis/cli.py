@@ -17,9 +17,15 @@ from store.cli import console, fail, open_dataset, out
 from vocabulary import DB_ENV
 
 
+ANALYZE_FORMATS = ("text", "csv")
+
+
 def analyze(
     db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb, else the bundled snapshot)"),
     snapshot: Optional[Path] = typer.Option(None, help="analyse a snapshot (directory or .zip) instead"),
+    full: bool = typer.Option(False, "--full", help="every table (per-cell statistics, every fit, inversion, regime and "
+                                                    "backend comparison, reproducibility, memory and energy)"),
+    fmt: str = typer.Option("text", "--format", help="text | csv (csv: per-cell statistics, one flat row per cell and phase)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     markdown: bool = typer.Option(False, "--markdown", help="the README's results section (decode, whole dataset)"),
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
@@ -28,10 +34,16 @@ def analyze(
     dtype: Optional[list[str]] = typer.Option(None, help="only these dtypes (repeatable)"),
     seed: int = typer.Option(0, help="bootstrap seed"),
 ) -> None:
-    """Regressions, inversions and the regime comparison, as text or JSON."""
+    """A summary of what the data says (headline, verdicts, regimes); --full, --json or --format csv for more."""
     from analysis.report import analyze as run_analysis
-    from analysis.report import format_text
+    from analysis.report import cell_table, format_summary, format_text, summarize_analysis
 
+    if fmt not in ANALYZE_FORMATS:
+        fail(f"--format must be one of {', '.join(ANALYZE_FORMATS)}, not {fmt!r}")
+    chosen = [name for name, on in (("--json", as_json), ("--markdown", markdown), ("--format csv", fmt == "csv"),
+                                    ("--full", full)) if on]
+    if len(chosen) > 1:
+        fail(f"choose one of {', '.join(chosen)}")
     dataset, con = open_dataset(db, snapshot)
     if markdown:
         from analysis.readme_results import results_markdown
@@ -43,16 +55,28 @@ def analyze(
         return
     filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "dtype": dtype}.items() if v}
     try:
-        result = run_analysis(con, seed=seed, **filters)
+        if as_json or full:
+            result = run_analysis(con, seed=seed, **filters)
+        elif fmt == "csv":
+            table = cell_table(con, seed=seed, **filters)
+        else:
+            summary = summarize_analysis(con, seed=seed, **filters)
     except ValueError as error:
         fail(str(error))
     finally:
         con.close()
     if as_json:
         out.print_json(json.dumps(result | {"dataset": dataset.label}))
-    else:
+    elif full:
         console.print(f"dataset: {dataset.label}")
         out.print(format_text(result), markup=False, highlight=False)
+    elif fmt == "csv":
+        from analysis.export import safe_csv
+
+        typer.echo(safe_csv(table), nl=False)
+    else:
+        console.print(f"dataset: {dataset.label}")
+        typer.echo(format_summary(summary))
 
 
 def report(
