@@ -86,20 +86,40 @@ def report(
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
     phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
+    self_contained: bool = typer.Option(False, "--self-contained",
+                                        help="embed plotly.js (about 4.6 MB) instead of writing it once beside the report"),
 ) -> None:
-    """A self-contained HTML report (interactive charts, no server needed)."""
-    from analysis.html_report import build_report
+    """An HTML report (interactive charts, latency table; no server or network needed).
+
+    By default the charts' library, plotly.min.js, is written once beside the report and
+    shared by every report in that folder; --self-contained makes one file to send.
+    """
+    from analysis.html_report import PLOTLY_FILE, build_report
 
     dataset, con = open_dataset(db, snapshot)
     filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase}.items() if v}
     try:
-        page = build_report(con, filters, title=f"shapebench: {dataset.label}")
+        page = build_report(con, filters, title=f"shapebench: {dataset.label}",
+                            plotly_js="inline" if self_contained else "file")
     except ValueError as error:
         fail(str(error))
     finally:
         con.close()
-    out_path.write_text(page)
-    out.print(f"wrote {out_path} ({len(page) / 1e6:.1f} MB)")
+    written = []
+    try:
+        if not self_contained:
+            from plotly.offline import get_plotlyjs
+
+            library, script = out_path.parent / PLOTLY_FILE, get_plotlyjs()
+            if not library.exists() or library.read_text(encoding="utf-8") != script:
+                library.write_text(script, encoding="utf-8")
+                written.append(f"{library} ({len(script) / 1e6:.1f} MB)")
+        out_path.write_text(page, encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot write the report: {error}")
+    size = out_path.stat().st_size
+    out.print(f"wrote {out_path} ({size / 1e6:.2f} MB)" + (f" and {', '.join(written)}" if written else ""),
+              markup=False, highlight=False)
 
 
 COMPARE_FORMATS = ("md", "csv", "json")
