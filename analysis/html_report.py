@@ -105,7 +105,7 @@ def latency_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table[["regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len", "model_name", "shape",
                   "params (M)", "decode ms/token [95% CI]", "prefill ms [95% CI]", "decode CI kind", "runs"]].rename(
         columns={"batch_size": "batch", "prompt_len": "prompt", "gen_len": "gen", "model_name": "model",
-                 "decode CI kind": "CI kind"}).fillna("").reset_index(drop=True)
+                 "decode CI kind": "CI kind"}).astype(object).fillna("").reset_index(drop=True)
 
 
 def _latency_parts(frame: pd.DataFrame, runs: list[str]) -> list[str]:
