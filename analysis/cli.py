@@ -142,6 +142,11 @@ def _check_run_ids(con, run_ids: list[str]) -> None:
         fail(f"unknown run id {', '.join(repr(r) for r in unknown)}; known runs: {shown or 'none'}")
 
 
+def _fact(value) -> str:
+    """A recorded value as a reader wants it: measured floats to 3 significant digits."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def compare_markdown_view(table: pd.DataFrame) -> pd.DataFrame:
     """The compare table for a terminal or a CI log: moved cells first, largest change first,
     the CI and verdict as text, the regime only when the runs span several (it is long)."""
@@ -183,7 +188,8 @@ def compare(
     by more than --threshold. Exit codes: 0 no regression, 1 regression, 2 error.
     """
     from analysis.export import safe_csv
-    from analysis.run_compare import FDR, compare_runs_by_round, comparison_summary, regressions
+    from analysis.run_compare import (FDR, compare_runs_by_round, comparison_summary, environment_differences,
+                                      regressions, run_table)
     from vocabulary import PHASES
 
     if fmt not in COMPARE_FORMATS:
@@ -197,6 +203,7 @@ def compare(
     try:
         _check_run_ids(con, [run_a, run_b])
         table = compare_runs_by_round(con, run_a, run_b, {"phase": list(phase)})
+        differences = environment_differences(run_table(con), run_a, run_b)
     except ValueError as error:
         fail(str(error))
     finally:
@@ -211,17 +218,22 @@ def compare(
             f"(slower by more than {threshold:.0%}); median ratio {summary['median_ratio']:.3f}x")
     if summary["no_ci"]:
         line += f"; {summary['no_ci']} cells measured in a single round have no CI and are never called moved"
+    differ = ("the runs differ in " + "; ".join(f"{r.field}: {_fact(r.a)} vs {_fact(r.b)}" for r in differences.itertuples())
+              if len(differences) else "everything recorded about the two runs' host, device and software is equal")
     if fmt == "csv":
         typer.echo(safe_csv(table), nl=False)
         typer.echo(line, err=True)
     elif fmt == "json":
         cells = json.loads(table.to_json(orient="records"))
         typer.echo(json.dumps({"run_a": run_a, "run_b": run_b, "phases": list(phase), "threshold": threshold,
-                               "fdr": FDR, "summary": summary, "cells": cells}, indent=1))
+                               "fdr": FDR, "summary": summary,
+                               "environment_differences": json.loads(differences.to_json(orient="records")),
+                               "cells": cells}, indent=1))
         typer.echo(line, err=True)
     else:
         from analysis.headline import markdown_table
 
-        typer.echo("\n".join([line, "", *markdown_table(compare_markdown_view(table))]))
+        typer.echo("\n".join([line, "", differ[0].upper() + differ[1:] + ".", "",
+                               *markdown_table(compare_markdown_view(table))]))
     if summary["regressions"]:
         raise typer.Exit(1)
