@@ -6,7 +6,12 @@ neither torch nor duckdb, so the GPU runner, the store and the hosted dashboard 
 from __future__ import annotations
 
 import os
+import tomllib
+from importlib import metadata
 from pathlib import Path
+
+DISTRIBUTION = "shapebench"  # the package name in pyproject.toml
+PYPROJECT = Path(__file__).resolve().parent / "pyproject.toml"  # present in a checkout, absent in a wheel install
 
 DTYPES = ("float32", "bfloat16", "float16")
 # Model architectures (runner.models): gpt2 is the reference; llama and qwen2 have grouped-query
@@ -42,3 +47,24 @@ def runs_path() -> Path:
 def snapshot_setting() -> str | None:
     """A snapshot to open instead of the store (hosted mode, demos), if one is set."""
     return os.environ.get(SNAPSHOT_ENV) or None
+
+
+def tool_version() -> str:
+    """shapebench's version, written once, in pyproject.toml.
+
+    A checkout (editable install included) reads pyproject.toml beside this module, so a
+    version bump shows before any reinstall (an editable install's metadata keeps the version
+    it was installed with); a wheel install has no pyproject.toml and reads its package
+    metadata; 'unknown' when neither is there.
+    """
+    try:
+        with PYPROJECT.open("rb") as file:
+            project = tomllib.load(file).get("project", {})
+        if project.get("name") == DISTRIBUTION and project.get("version"):
+            return str(project["version"])
+    except (OSError, tomllib.TOMLDecodeError):
+        pass
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"

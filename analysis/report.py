@@ -38,21 +38,30 @@ needs:
         true, and every CI its "ci_kind". cell_stats stays per run.
 
     format_text(result) -> str
-        Readable tables of the same dict, for a terminal.
+        Readable tables of the same dict, for a terminal (`analyze --full`).
+
+    summarize_analysis(con, **filters) -> AnalysisSummary; format_summary(summary) -> str
+        What `analyze` prints by default: the headline (seed pair, strongest inversions),
+        verdict counts and the regimes whose depth effect differs, in about a screenful.
+
+    cell_table(con, **filters) -> DataFrame
+        One flat row per (cell, phase) of every run: `analyze --format csv`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from analysis.headline import Headline, build_headline, headline_sections
 from analysis.inversions import find_inversions, inversions_summary
 from analysis.load import left_out
 from analysis.regimes import compare
-from analysis.regression import fit_all
+from analysis.regression import fit_all, fit_group
 from analysis.resources import display_table, pair_ratio_text, resource_summary
 from analysis.rerun import RERUN_COLUMNS, add_rerun_intervals
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
@@ -238,3 +247,123 @@ def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
         per_run = ", ".join(f"{r['run_id']}: {r['winner'] or r['status']}" for r in reg["per_run"])
         lines.append(f"-- {reg['group_id']}: {reg['reproducibility']} (across runs: {reg['winner']}; per run: {per_run})")
     return lines
+
+
+# --- the summary: what `analyze` prints by default -------------------------------------------
+
+SUMMARY_ROWS = 24  # rows of any one summary table; the rest is one line that says how many and where
+REGIME_DIFFERS_P = 0.05  # a regime comparison is listed when its Wald test of equal depth effects rejects at this level
+CELL_CSV_COLUMNS = ("run_id", "regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len", "model_name", "n_layer",
+                    "n_embd", "n_head", "params", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind",
+                    "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s", "cell_id", "group_id")
+MORE = "(--full for every table, --json for all of it machine-readable, --format csv for per-cell statistics)"
+
+
+@dataclass(frozen=True)
+class AnalysisSummary:
+    """What a first look at a dataset needs, computed without the sections it does not show.
+
+    `counts`: n_cells, n_rows, n_samples, n_runs, median_cv; `regimes`: the regime keys in
+    order (the tables name them R1, R2, ...); `headline`: analysis.headline's seed pair,
+    strongest inversions and pair counts; `verdicts`: one row per group (regime, phase,
+    status, winner) of the depth-vs-params fits; `regime_comparisons`: analysis.regimes.compare
+    over regimes; `warnings`: one-line notes.
+    """
+
+    counts: dict[str, Any]
+    regimes: list[str]
+    headline: Headline
+    verdicts: pd.DataFrame
+    regime_comparisons: list[dict[str, Any]]
+    warnings: list[str]
+
+
+def summarize_analysis(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    **filters: Any,
+) -> AnalysisSummary:
+    """The summary of `analyze` (same filters, same pooling, same fits), in a fraction of its time.
+
+    Fits are the same `fit_group` calls as `analyze` on the same pooled cells, without the
+    prediction bands and the per-run refits (reproducibility) that only the full output shows.
+    """
+    stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
+    frame = stats.frame
+    compared = pooled_stats(stats).frame if has_repeats(stats) else frame
+    fits = [fit_group(cells, bands=False) for _, cells in compared.groupby("group_id", sort=True)] if len(frame) else []
+    verdicts = pd.DataFrame([{**fit.group, "status": fit.status,
+                              "winner": (fit.verdict or {}).get("winner") if fit.status == "ok" else fit.status}
+                             for fit in fits], columns=["regime", "phase", "status", "winner"])
+    counts = {"n_cells": int(frame["cell_id"].nunique()) if len(frame) else 0, "n_rows": len(frame),
+              "n_samples": int(frame["n"].sum()) if len(frame) else 0,
+              "n_runs": int(frame["run_id"].nunique()) if len(frame) else 0,
+              "median_cv": float(frame["cv"].median()) if len(frame) else float("nan")}
+    return AnalysisSummary(
+        counts=counts, regimes=sorted(frame["regime"].unique()) if len(frame) else [],
+        headline=build_headline(stats), verdicts=verdicts,
+        regime_comparisons=compare(compared, "regime"), warnings=[w for w in (left_out(con, filters),) if w])
+
+
+def _capped(table: pd.DataFrame, what: str) -> list[str]:
+    """A table as text, at most SUMMARY_ROWS rows, then a line naming how many more there are."""
+    if table.empty:
+        return ["  (none)"]
+    lines = table.head(SUMMARY_ROWS).to_string(index=False).splitlines()
+    if len(table) > SUMMARY_ROWS:
+        lines.append(f"  ... {len(table) - SUMMARY_ROWS} more {what} {MORE}")
+    return lines
+
+
+def format_summary(summary: AnalysisSummary) -> str:
+    """The summary as text for a terminal: about a screenful whatever the dataset's size.
+
+    Regimes are long keys, so tables name them R1, R2, ... and one line per regime says which
+    is which; every table is capped at SUMMARY_ROWS rows with a line saying what was left out.
+    """
+    c = summary.counts
+    lines = [f"warning: {w}" for w in summary.warnings]
+    if not c["n_rows"]:
+        return "\n".join([*lines, "0 ok cells match this selection."])
+    code = {regime: f"R{i}" for i, regime in enumerate(summary.regimes, start=1)}
+    lines += [f"{c['n_cells']:,} ok cells ({c['n_rows']:,} cell-phases, {c['n_samples']:,} samples) in {c['n_runs']} runs "
+              f"on {len(code)} regimes; median CV {c['median_cv']:.3f}"]
+    lines += [f"  {short}: {regime}" for regime, short in list(code.items())[:SUMMARY_ROWS]]
+    if len(code) > SUMMARY_ROWS:
+        lines.append(f"  ... {len(code) - SUMMARY_ROWS} more regimes")
+
+    def coded(table: pd.DataFrame) -> pd.DataFrame:
+        return table.assign(regime=table["regime"].map(code)) if "regime" in table and len(table) else table
+
+    for title, text, table in headline_sections(summary.headline):
+        lines += ["", f"== {title} ==", text]
+        if len(table):
+            lines += _capped(coded(table), "rows")
+    verdicts = summary.verdicts
+    lines += ["", f"== Depth or parameter count? ({len(verdicts)} groups fitted; rows: regime and phase, "
+              "columns: groups per verdict) =="]
+    if len(verdicts):
+        crosstab = pd.crosstab([verdicts["regime"].map(code), verdicts["phase"]], verdicts["winner"]).reset_index()
+        lines += _capped(crosstab.rename_axis(columns=None), "rows")
+    comparisons = [comp for comp in summary.regime_comparisons if comp.get("status") == "ok"]
+    differs = sorted((comp for comp in comparisons if (comp.get("wald_depth") or {}).get("p_value", 1.0) < REGIME_DIFFERS_P),
+                     key=lambda comp: comp["wald_depth"]["p_value"])
+    lines += ["", "== Across regimes ==",
+              f"{len(comparisons)} groups measured on two or more regimes; in {len(differs)} the depth effect differs "
+              f"across regimes (Wald p < {REGIME_DIFFERS_P})" + (":" if differs else ".")]
+    rows = pd.DataFrame([{**comp["comparison"], "Wald p": f"{comp['wald_depth']['p_value']:.2g}",
+                          "regimes": ", ".join(code.get(level["level"], str(level["level"])) for level in comp["levels"])}
+                         for comp in differs])
+    if len(rows):
+        lines += _capped(rows, "groups")
+    lines += ["", f"This is a summary {MORE}."]
+    return "\n".join(lines)
+
+
+def cell_table(con: duckdb.DuckDBPyConnection, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
+               **filters: Any) -> pd.DataFrame:
+    """Per-run statistics of every ok (cell, phase), one flat row each (CELL_CSV_COLUMNS): `analyze --format csv`."""
+    frame = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed).frame
+    return frame.reindex(columns=list(CELL_CSV_COLUMNS))

@@ -209,12 +209,11 @@ def compare_runs_by_round(
     (`welch_log_ratio` on the rounds' log medians), ci_kind (CI_ACROSS_ROUNDS, or CI_NONE
     when either run has fewer than MIN_ROUNDS rounds of the cell), p_value, q_value (BH over
     the cells with a CI), moved (True: beyond the rounds' noise at FDR `fdr`; False: within
-    it; NA: no CI), direction ("slower" / "faster": b against a). Filters are analysis.load's
+    it; NA: no CI), direction ("slower" / "faster" / "equal": b against a). Filters are analysis.load's
     (phase, backend, dtype, ...). Raises ValueError when a run has no ok cell under the
-    filters or the runs share no (cell, phase).
+    filters or the runs share no (cell, phase). A run compared with itself is allowed (a
+    sanity check: every ratio 1, nothing moved).
     """
-    if run_a == run_b:
-        raise ValueError("pick two different runs to compare")
     sides = []
     for run_id in (run_a, run_b):
         side = run_cell_rounds(con, run_id, filters)
@@ -236,7 +235,7 @@ def compare_runs_by_round(
     if tested.any():
         table.loc[tested, "q_value"] = multipletests(p[tested], alpha=fdr, method="fdr_bh")[1]
     table["moved"] = pd.array([bool(q < fdr) if t else pd.NA for q, t in zip(table["q_value"], tested)], dtype="boolean")
-    table["direction"] = np.where(table["ratio"] > 1, "slower", "faster")
+    table["direction"] = np.select([table["ratio"] > 1, table["ratio"] < 1], ["slower", "faster"], "equal")
     table = table.drop(columns=["round_log_medians_a", "round_log_medians_b"])
     described = compared_cells(con, run_a, run_b, sorted(table["cell_key"].unique()))
     table = described.merge(table, on="cell_key", how="right")
@@ -244,6 +243,20 @@ def compare_runs_by_round(
     table = table.assign(_phase=table["phase"].map(order)).sort_values(
         ["_phase", "backend", "dtype", "batch_size", "prompt_len", "params", "model_name"]).drop(columns="_phase")
     return table.reset_index(drop=True)
+
+
+def regressions(table: pd.DataFrame, threshold: float) -> pd.Series:
+    """Per row of `compare_runs_by_round`: b is slower beyond the rounds' noise (moved at FDR
+    5%) and its median ratio b / a exceeds 1 + `threshold` (0.05: more than 5% slower).
+
+    Both conditions, because with many rounds a 1% shift is significant yet not worth failing
+    a build on, and a 30% shift within noise is not yet evidence. A cell without a CI is never
+    a regression: it cannot be told apart from noise.
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be 0 or more (a relative slowdown, 0.05 = 5%), not {threshold}")
+    moved = table["moved"].fillna(False).astype(bool)
+    return moved & table["direction"].eq("slower") & (table["ratio"] > 1 + threshold)
 
 
 def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:

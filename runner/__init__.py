@@ -4,4 +4,6 @@ Importing this package does not import torch: plan validation and the model regi
 usable by the dashboard (and the hosted mode) without it. Never imports streamlit.
 """
 
-TOOL_VERSION = "0.1.0"
+from vocabulary import tool_version
+
+TOOL_VERSION = tool_version()  # pyproject.toml is the one place it is written

@@ -27,6 +27,22 @@ from vocabulary import DB_ENV, DEFAULT_DB, DEFAULT_RUNS, RUNS_ENV
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="shapebench: latency vs transformer shape")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from vocabulary import tool_version
+
+        typer.echo(f"shapebench {tool_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """shapebench: latency vs transformer shape (`shapebench` and `python -m runner` are the same CLI)."""
+
+
 def _load(plan_path: Path):
     from runner.plan import PlanError, load_plan
 
@@ -230,6 +246,7 @@ def calibrate_cmd(device: str = typer.Option("auto", help="cpu | cuda | auto")) 
 app.command()(store_cli.ingest)
 app.command()(analysis_cli.analyze)
 app.command()(analysis_cli.report)
+app.command()(analysis_cli.compare)
 app.add_typer(store_cli.snapshot_app, name="snapshot")
 
 

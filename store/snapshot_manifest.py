@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
@@ -16,6 +15,7 @@ from typing_extensions import TypedDict
 
 from store.kept import KEPT_FILE
 from store.schema import SCHEMA_VERSION, TABLES
+from vocabulary import tool_version  # noqa: F401 - the manifest records it; store.snapshot imports it from here
 
 SNAPSHOT_FORMAT = "shapebench-snapshot"
 # Bump when a reader of the previous version would misread a snapshot (new layout or keys).
@@ -36,14 +36,6 @@ class SnapshotError(ValueError):
 def table_file(table: str) -> str:
     """The only file name a table may have: names never come from the snapshot itself."""
     return f"{table}.parquet"
-
-
-def tool_version() -> str:
-    """The installed shapebench version, or 'unknown' when running from a bare checkout."""
-    try:
-        return metadata.version("shapebench")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class FileEntry(TypedDict):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.run_compare import (CI_ACROSS_ROUNDS, CI_NONE, compare_runs, compare_runs_by_round, comparison_summary,
-                                  ratio_figure, run_table, summarize_comparison, welch_log_ratio, within_runs_range)
+                                  ratio_figure, regressions, run_table, summarize_comparison, welch_log_ratio, within_runs_range)
 from analysis.synthetic import SyntheticPlan, depth_width_law
 
 from .conftest import make_stats
@@ -144,10 +144,23 @@ def test_comparison_follows_the_filters_and_refuses_what_it_cannot_compare():
     con = _store_with_rounds((1.0, 1.0))
     decode = compare_runs_by_round(con, "run-0", "run-1", {"phase": ["decode"]})
     assert set(decode["phase"]) == {"decode"} and len(decode) == len(SHAPES)
-    with pytest.raises(ValueError, match="different runs"):
-        compare_runs_by_round(con, "run-0", "run-0")
     with pytest.raises(ValueError, match="run 'run-9' has no ok cell"):
         compare_runs_by_round(con, "run-0", "run-9")
+
+
+def test_a_run_compared_with_itself_has_every_ratio_1_and_nothing_moved():
+    con = _store_with_rounds((1.0, 1.3))
+    table = compare_runs_by_round(con, "run-0", "run-0")
+    assert len(table) and (table["ratio"] == 1.0).all()
+    assert not table["moved"].fillna(False).any() and not regressions(table, 0.0).any()
+
+
+def test_a_regression_is_a_significant_slowdown_beyond_the_threshold():
+    table = compare_runs_by_round(_store_with_rounds((1.0, 1.3)), "run-0", "run-1")
+    assert regressions(table, 0.05).all()  # every cell 30% slower, beyond the rounds' noise
+    assert not regressions(table, 0.5).any()  # but not by more than 50%
+    with pytest.raises(ValueError, match="threshold"):
+        regressions(table, -0.1)
 
 
 def test_ratio_figure_plots_every_compared_cell_on_a_log_axis_with_both_cell_ids():
