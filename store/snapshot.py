@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
@@ -359,11 +359,8 @@ def open_snapshot_bytes(
     data: bytes, max_bytes: int = UPLOAD_LIMITS.max_bytes, *, limits: Limits | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open an uploaded snapshot zip from memory; `max_bytes` bounds the upload itself."""
-    limits = limits or Limits(
-        max_bytes=max_bytes,
-        max_uncompressed=UPLOAD_LIMITS.max_uncompressed,
-        max_ratio=UPLOAD_LIMITS.max_ratio,
-    )
+    # every upload bound applies (rows too); only the size of the zip itself is the caller's
+    limits = limits or replace(UPLOAD_LIMITS, max_bytes=max_bytes)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SnapshotError("an upload must be bytes")
     return _open(bytes(data), limits)

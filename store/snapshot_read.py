@@ -244,7 +244,7 @@ def _decoded_bytes(col: pa.ChunkedArray) -> int:
     return total
 
 
-def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Table:
+def _read_parquet(name: str, data: bytes, budget: int, max_rows: int, row_limit: int | None = None) -> pa.Table:
     """Decode one Parquet file, refusing it as soon as it could cost more than `budget` bytes.
 
     Parquet compresses twice (pages and dictionaries), so a small file can hide a huge
@@ -256,7 +256,9 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Tabl
         meta, schema = pf.metadata, pf.schema_arrow
         if meta.num_rows > max_rows:
             raise SnapshotError(
-                f"{name} has {meta.num_rows} rows, over the limit of {max_rows} for this snapshot; refused"
+                f"{name} has {meta.num_rows} rows, over the limit of {row_limit or max_rows} for this snapshot; refused"
+                if row_limit is None or max_rows == row_limit else
+                f"{name} has {meta.num_rows} rows: the snapshot would hold more than its limit of {row_limit} rows; refused"
             )
         check_metadata_text(name.removesuffix(".parquet"), meta)
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -319,7 +321,7 @@ def load_snapshot(
     budget, rows_left = limits.max_uncompressed, limits.max_rows
     for table in TABLES:
         name = table_file(table)
-        tbl = with_added_columns(table, _read_parquet(name, files[name], budget, rows_left), manifest.schema_version)
+        tbl = with_added_columns(table, _read_parquet(name, files[name], budget, rows_left, limits.max_rows), manifest.schema_version)
         budget -= tbl.nbytes
         rows_left -= tbl.num_rows
         _check_table(table, tbl, columns[table], manifest.row_counts[table])
