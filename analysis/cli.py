@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from store.cli import console, fail, open_dataset, out
-from vocabulary import DB_ENV
+from vocabulary import DB_ENV, printable
 
 
 def analyze(
@@ -35,7 +35,7 @@ def analyze(
         from analysis.readme_results import results_markdown
 
         try:
-            typer.echo(results_markdown(con), nl=False)
+            typer.echo(printable(results_markdown(con)), nl=False)
         finally:
             con.close()
         return
@@ -49,8 +49,8 @@ def analyze(
     if as_json:
         out.print_json(json.dumps(result | {"dataset": dataset.label}))
     else:
-        console.print(f"dataset: {dataset.label}")
-        out.print(format_text(result), markup=False, highlight=False)
+        console.print(f"dataset: {printable(dataset.label)}", markup=False, highlight=False)
+        out.print(printable(format_text(result)), markup=False, highlight=False)
 
 
 def report(

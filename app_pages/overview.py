@@ -25,7 +25,7 @@ def body(ctx: cache.Context) -> None:
     headline = cache.headline(ctx, all_protocols)
     for index, (title, text, table) in enumerate(headline_sections(headline)):
         st.subheader(title)
-        st.caption(text)
+        st.caption(md(text, limit=4000))  # the texts name regimes: data, shown as text
         if index == 0 and len(headline.seed_pairs):  # the seed pair, drawn before its table
             ui.chart(seed_pair_ratios(headline.seed_pairs), "overview_seed_pair",
                      "seed pair per regime, backend and dtype" + ("" if all_protocols else ", protocol 2"))

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from runner.runfiles import RESOURCE_COLUMNS, RunDir, list_run_dirs
 from store.schema import table_columns
+from store.snapshot_manifest import SnapshotError
+from store.snapshot_values import check_values
 
 
 @dataclass
@@ -169,21 +172,33 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
         sample_rows.extend(samples)
 
     run_frame = pd.DataFrame([_run_row(meta, columns["runs"])])  # noqa: F841 - read by DuckDB by name
+    cell_frame = pd.DataFrame(cell_rows, columns=list(columns["cells"]))  # noqa: F841
+    sample_frame = _sample_frame(sample_rows, columns["samples"])  # noqa: F841
+    _check_rows(run_path, {"runs": run_frame, "cells": cell_frame, "samples": sample_frame})
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs BY NAME SELECT * FROM run_frame")
         if cell_rows:
-            cell_frame = pd.DataFrame(cell_rows)  # noqa: F841
             con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
         if sample_rows:
-            sample_frame = _sample_frame(sample_rows, columns["samples"])  # noqa: F841
             con.execute("INSERT INTO samples BY NAME SELECT * FROM sample_frame")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     return IngestReport(runs=1, cells_added=len(cell_rows), samples_added=len(sample_rows))
+
+
+def _check_rows(run_path: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """The rows about to be stored pass the checks a snapshot's rows pass on import
+    (store.snapshot_values): ingest and import accept exactly the same values, so whatever the
+    store holds can be exported and imported again."""
+    try:
+        check_values({table: pa.Table.from_pandas(frame, preserve_index=False) for table, frame in frames.items()
+                      if len(frame)})
+    except SnapshotError as error:
+        raise IngestError(f"{run_path}: cannot ingest: {error}") from None
 
 
 def ingest_runs(con: duckdb.DuckDBPyConnection, runs_dir: str | Path) -> IngestReport:

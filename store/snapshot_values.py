@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from runner.plan import BACKEND_NAMES
 from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
-from vocabulary import CELL_STATUSES, DEVICES, DTYPES, PHASES, RUN_STATUSES
+from vocabulary import (CELL_STATUSES, CONTROL_CHARACTERS_IN_TEXT_SQL, CONTROL_CHARACTERS_SQL, DEVICES, DTYPES, PHASES,
+                        RUN_STATUSES)
 from store.snapshot_manifest import SnapshotError
 
 KIB = 1 << 10
@@ -32,6 +33,11 @@ MAX_TEXT_BYTES: dict[str, dict[str, int]] = {
               "profile": MIB, "energy_source": 16, "resources": 256 * KIB},
     "samples": {"cell_id": 256, "phase": 16, "timer": 64},
 }
+# Free text and JSON documents: they may hold tabs and line breaks (a traceback), never any other
+# control character; every other text column (a name, an id, a regime) holds none at all, so
+# nothing from a snapshot or a run file can drive a terminal or hide text (vocabulary).
+FREE_TEXT = frozenset({"error", "plan", "environment", "calibration", "backend_options", "correctness", "telemetry",
+                       "profile", "resources"})
 # A text column this version does not know yet (added by a newer schema) gets this bound.
 DEFAULT_TEXT_BYTES = 64 * KIB
 # A list column (flags) holds at most this many values per row.
@@ -150,6 +156,10 @@ def _text_rules(table: str, tbl: pa.Table) -> list[tuple[str, str, str]]:
                     else f"strlen({col}::VARCHAR)")
             rules.append((f.name, f"{size} <= {limit}", f"at most {limit} bytes a value",
                           f"{size} || ' bytes'"))
+            pattern = CONTROL_CHARACTERS_IN_TEXT_SQL if f.name in FREE_TEXT else CONTROL_CHARACTERS_SQL
+            matches = (f"list_bool_or(list_transform({col}, lambda v: regexp_matches(v::VARCHAR, '{pattern}')))"
+                       if is_list else f"regexp_matches({col}::VARCHAR, '{pattern}')")
+            rules.append((f.name, f"NOT {matches}", "text without control characters"))
     return rules
 
 
