@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from runner import runlock
-from runner.runfiles import RunDir, list_run_dirs
+from runner.runfiles import RunDir, list_run_dirs, run_dir_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CANCEL_GRACE_S = 10.0  # the runner finishes writing its files on SIGTERM; then we kill
@@ -85,7 +85,7 @@ def resume(run_id: str, runs_dir: str | Path, *, lock: Path | None = None, pytho
     """
     import tomli_w
 
-    run = RunDir(Path(runs_dir) / run_id)
+    run = run_dir_in(runs_dir, run_id)  # ValueError for an id that is a path elsewhere
     meta = run.read_meta()
     if meta.get("status") != "interrupted":
         raise RuntimeError(f"run {run_id} is {meta.get('status')}, not interrupted: nothing to resume")
@@ -204,7 +204,7 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
     meta = {}
     try:
         meta = run.read_meta()
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, torn, or not a regular file (runner.runfiles.RunFileRefused)
         pass
     total = int(meta.get("n_cells_planned") or 0)
     done, current, failed = 0, None, 0

@@ -235,6 +235,9 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     if not run.exists():
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
+    from runner.executor import checked_for_resume
+
+    checked_for_resume(run, meta)  # an edited meta.json is held to a fresh run's checks
     device = meta["device_kind"]
     check_cluster(device, resource)
     done = run.finished_keys()

@@ -154,16 +154,18 @@ def ingest(
 ) -> None:
     """Ingest run directories into the store (idempotent)."""
     from runner.runfiles import RunDir
-    from store.ingest import ingest_run_dir, ingest_runs
+    from store.ingest import ingest_all, read_run, read_runs
 
-    con = open_store_or_fail(db, runs_dir)
+    # the run files are read before the store is opened: a slow or hostile file never holds the writer lock
     try:
-        if RunDir(runs_dir).exists():
-            report = ingest_run_dir(con, runs_dir)
-        else:
-            report = ingest_runs(con, runs_dir)
+        read, skipped = ([read_run(runs_dir)], []) if RunDir(runs_dir).exists() else read_runs(runs_dir)
     except ValueError as error:
         fail(str(error))
+    con = open_store_or_fail(db, runs_dir)
+    try:
+        report = ingest_all(con, read, skipped)
+        if RunDir(runs_dir).exists() and report.skipped:
+            fail(report.skipped[0])
     finally:
         con.close()
     for problem in report.skipped:

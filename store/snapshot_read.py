@@ -256,9 +256,8 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int, row_limit:
         meta, schema = pf.metadata, pf.schema_arrow
         if meta.num_rows > max_rows:
             raise SnapshotError(
-                f"{name} has {meta.num_rows} rows, over the limit of {row_limit or max_rows} for this snapshot; refused"
-                if row_limit is None or max_rows == row_limit else
-                f"{name} has {meta.num_rows} rows: the snapshot would hold more than its limit of {row_limit} rows; refused"
+                f"{name} has {meta.num_rows} rows, over the limit of {row_limit or max_rows} rows for this snapshot"
+                + ("" if row_limit is None or max_rows == row_limit else " (all its tables together)") + "; refused"
             )
         check_metadata_text(name.removesuffix(".parquet"), meta)
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))

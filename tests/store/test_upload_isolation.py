@@ -147,7 +147,7 @@ def test_an_upload_over_the_row_bound_is_refused_before_decoding(bundled_con):
     pq.write_table(pa.concat_tables([samples] * copies), buf, compression="zstd")
     data = rezip({**files, "samples.parquet": buf.getvalue()})
     assert len(data) < UPLOAD_LIMITS.max_bytes
-    with pytest.raises(SnapshotError, match=f"more than its limit of {UPLOAD_LIMITS.max_rows} rows; refused$"):
+    with pytest.raises(SnapshotError, match=f"over the limit of {UPLOAD_LIMITS.max_rows} rows for this snapshot \\(all its tables together\\); refused$"):
         open_snapshot_bytes(data)
 
 
