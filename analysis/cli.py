@@ -63,7 +63,9 @@ def report(
 ) -> None:
     """A self-contained HTML report (interactive charts, no server needed)."""
     from analysis.html_report import build_report
+    from store.cli import check_out_path
 
+    check_out_path(out_path, not_these=tuple(p for p in (db, snapshot) if p is not None))  # before the analysis
     dataset, con = open_dataset(db, snapshot)
     filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase}.items() if v}
     try:
@@ -72,5 +74,9 @@ def report(
         fail(str(error))
     finally:
         con.close()
-    out_path.write_text(page)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(page)
+    except OSError as error:  # a full disk, a folder removed meanwhile
+        fail(f"could not write {out_path}: {error.strerror or error}")
     out.print(f"wrote {out_path} ({len(page) / 1e6:.1f} MB)")

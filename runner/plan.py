@@ -27,6 +27,7 @@ MAX_WARMUP_S = 600.0  # ten minutes of warm-up per cell settles any clock
 MAX_SEED = 2**32 - 1  # seed + repeat index stays far inside the store's BIGINT
 AXIS_CAPS = {"batch_sizes": 1024, "prompt_lens": 131072, "gen_lens": 8192}
 MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default settings
+MAX_PLAN_BYTES = 1 << 20  # a plan file; the longest real plans are a few KB
 
 
 class GridSpec(BaseModel):
@@ -270,10 +271,20 @@ def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     if not path.exists():
         raise PlanError(f"plan file '{path}' does not exist")
+    from runner.runfiles import RunFileRefused, read_run_file
+
     try:
-        data = tomllib.loads(path.read_text())
+        # a regular file of at most 1 MiB: a device or a FIFO named as a plan is refused at once
+        text = read_run_file(path, limit=MAX_PLAN_BYTES).decode("utf-8")
+        data = tomllib.loads(text)
+    except RunFileRefused as error:
+        raise PlanError(f"plan file {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlanError(f"plan file '{path}' cannot be read: {getattr(error, 'strerror', None) or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise PlanError(f"{path}: nested too deeply to be a plan") from None
     return parse_plan(data)
 
 
@@ -365,7 +376,10 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
                         "split it or shrink an axis")
     cells: dict[str, Cell] = {}
     for sweep in sweeps:
-        specs = _unique(sweep.models.specs(resolve_remote=resolve_remote))
+        try:
+            specs = _unique(sweep.models.specs(resolve_remote=resolve_remote))
+        except ValidationError as error:  # a grid shape past a model bound (parameters, heads)
+            raise PlanError("models: " + format_validation_error(error)) from None
         _check_names(plan, [spec.name for spec in specs] + list(sweep.models.hub))
         if not specs and sweep.models.hub and not resolve_remote:
             continue  # hub models only: resolved (downloaded or from the cache) when the run starts
