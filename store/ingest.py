@@ -155,8 +155,10 @@ def read_run(run_path: str | Path) -> RunFiles:
         meta = run_dir.readable_meta()
         if meta is None:
             raise IngestError(f"{run_path} is not a run directory (no readable meta.json)")
-        if meta.get("run_id") != run_path.name:
-            raise IngestError(f"{run_path}: meta.json names run {str(meta.get('run_id'))[:80]!r}, not the directory's "
+        if "run_id" not in meta:
+            raise IngestError(f"{run_path}: cannot ingest (KeyError: missing field 'run_id')")
+        if meta["run_id"] != run_path.name:
+            raise IngestError(f"{run_path}: meta.json names run {str(meta['run_id'])[:80]!r}, not the directory's "
                               "name; a run directory is named after its run id")
         # a cell file being replaced right now is left out: picked up on the next ingest
         return RunFiles(run_path, meta, run_dir.readable_cell_records())
