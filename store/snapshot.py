@@ -252,6 +252,13 @@ def _conflict(con: duckdb.DuckDBPyConnection, src: dict[str, str], cols: dict[st
             ).fetchall()
         if row:
             return f"run {row[0][0]!r} is still running on this machine; import after it ends"
+    # a run's cell set is part of its identity: a run that is not running here takes no new cell
+    row = con.execute(
+        f"SELECT s.run_id FROM {src['cells']} s JOIN runs d USING (run_id) WHERE d.status <> 'running' "
+        "AND s.cell_id NOT IN (SELECT cell_id FROM cells) ORDER BY s.run_id LIMIT 1"
+    ).fetchall()
+    if row:
+        return f"run {row[0][0]!r} is already in the store with another set of cells"
     row = con.execute(
         f"SELECT s.cell_id FROM {src['cells']} s JOIN cells d USING (cell_id) "
         f"WHERE NOT ({_same(cols['cells'])}) ORDER BY s.cell_id LIMIT 1"

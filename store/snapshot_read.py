@@ -327,6 +327,7 @@ def load_snapshot(
         tables[table] = tbl
     _check_links(tables)
     check_values(tables)
+    _check_cell_sets(tables)
     _check_regimes(manifest, tables["runs"])
     return LoadedSnapshot(manifest, tables, kept)
 
@@ -336,6 +337,39 @@ def _check_regimes(manifest: Manifest, runs: pa.Table) -> None:
     found = sorted(set(runs["regime"].to_pylist()))
     if sorted(manifest.regimes) != found:
         raise SnapshotError(f"{MANIFEST_NAME} regimes do not match the regimes of runs.parquet")
+
+
+# What makes two cells of one run the same measurement (runner.plan.Cell.key): the shape,
+# not its name; family and KV heads where the schema has them.
+CELL_CONFIGURATION = ("n_layer", "n_embd", "n_head", "n_kv_head", "family", "n_inner", "vocab_size", "n_positions",
+                      "model_source", "backend", "backend_options", "device", "dtype", "batch_size", "prompt_len",
+                      "gen_len")
+
+
+def _check_cell_sets(tables: dict[str, pa.Table]) -> None:
+    """A run's cells are part of its identity: never more than it planned, never one
+    configuration twice (a forged cell beside the measured one)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("runs", tables["runs"])
+        con.register("cells", tables["cells"])
+        row = con.execute("SELECT r.run_id, r.n_cells_planned, count(*) FROM runs r JOIN cells c USING (run_id) "
+                          "WHERE r.n_cells_planned > 0 GROUP BY ALL HAVING count(*) > r.n_cells_planned "
+                          "ORDER BY 1 LIMIT 1").fetchall()
+        if row:
+            raise SnapshotError(f"cells.parquet: run {row[0][0][:80]!r} has {row[0][2]} cells where it planned "
+                                f"{row[0][1]}; refused")
+        present = [c for c in CELL_CONFIGURATION if c in tables["cells"].schema.names]
+        config = ", ".join(f'"{c}"' for c in ["run_id", *present])
+        row = con.execute(f"SELECT run_id, min(cell_id), max(cell_id) FROM cells GROUP BY {config} "
+                          "HAVING count(*) > 1 ORDER BY 1 LIMIT 1").fetchall()
+        if row:
+            raise SnapshotError(f"cells.parquet: run {row[0][0][:80]!r} holds one configuration twice "
+                                f"({row[0][1][:80]!r} and {row[0][2][:80]!r}); refused")
+    finally:
+        con.close()
 
 
 def _check_links(tables: dict[str, pa.Table]) -> None:

@@ -52,6 +52,19 @@ MAX_BYTES = 1 << 50  # a petabyte of memory for one cell: an edit, not a measure
 _ID = r"'^[A-Za-z0-9][A-Za-z0-9._:-]*$'"
 
 
+def _json_object(col: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN true WHEN json_valid({col}) THEN json_type({col}) = 'OBJECT' ELSE false END"
+
+
+# The JSON columns and the shape the analysis and the pages read them as: each an object (or
+# NULL); a cell's resources hold their per-phase records under "phases", an object of objects.
+JSON_OBJECTS = {"runs": ("plan", "environment", "calibration"),
+                "cells": ("backend_options", "correctness", "telemetry", "profile", "resources")}
+PHASE_RECORDS = ("CASE WHEN resources IS NULL THEN true WHEN json_valid(resources) THEN coalesce(json_type(resources, '$.phases') = 'OBJECT', true) "
+                 "AND NOT list_contains(list_transform(json_extract(resources, '$.phases.*'), "
+                 "lambda v: json_type(v) = 'OBJECT'), false) ELSE false END")
+
+
 def _in(values) -> str:
     return "IN (" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
@@ -115,6 +128,7 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         *((column, f"{column} > 0 AND {column} < {MAX_BYTES}", "a positive number of bytes (unknown is NULL, not 0)")
           for column in ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS)),
         ("energy_source", f"energy_source {_in(ENERGY_SOURCES)}", f"one of {', '.join(ENERGY_SOURCES)}"),
+        ("resources", PHASE_RECORDS, 'a JSON object whose "phases" is an object of objects'),
     ],
     "samples": [
         ("phase", f"phase {_in(PHASES)}", f"one of {', '.join(PHASES)}"),
@@ -126,6 +140,8 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("timer", "regexp_full_match(timer, '^[a-z0-9_]+$')", "a timer name (lowercase, digits, _)"),
     ],
 }
+for _table, _columns in JSON_OBJECTS.items():
+    RULES[_table][:0] = [(c, _json_object(c), "a JSON object") for c in _columns]
 KEY_COLUMN = {"runs": "run_id", "cells": "cell_id", "samples": "cell_id"}
 
 
