@@ -114,17 +114,21 @@ def run(
 
     from runner.runlock import RunLocked, machine_lock
 
+    if ray:
+        # connect first, within a bound: an unreachable cluster must not hold the machine lock
+        from runner.ray_exec import connect, continue_ray_run, execute_ray
+
+        try:
+            connect(ray)
+        except RunError as error:
+            fail(str(error))
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # ray.init installs its own handler
     held = ExitStack()
     try:
         held.enter_context(machine_lock(f"run {resume}" if resume else f"plan {loaded.name}"))
     except RunLocked as error:
         fail(str(error))
     try:
-        if ray:
-            from runner.ray_exec import connect, continue_ray_run, execute_ray
-
-            connect(ray)
-            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # ray.init installs its own handler
         with progress:
             if resume:
                 run_dir = resumed
