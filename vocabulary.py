@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import tomllib
 from importlib import metadata
+import re
 from pathlib import Path
+from typing import Any
 
 DISTRIBUTION = "shapebench"  # the package name in pyproject.toml
 PYPROJECT = Path(__file__).resolve().parent / "pyproject.toml"  # present in a checkout, absent in a wheel install
@@ -68,3 +70,40 @@ def tool_version() -> str:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+# Text from data that acts on a terminal or hides itself instead of showing: C0 and C1 controls
+# (escape sequences: clear screen, OSC-8 links, hidden text; carriage return overwrites a line),
+# DEL, and Unicode direction marks, overrides and isolates (text shown in another order).
+# Names and ids with any of these are refused where they enter (a plan, an ingest, an import).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The same class without tab, line feed and carriage return: what free text (an error message,
+# a traceback) may not hold.
+CONTROL_CHARACTERS_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The same two classes as RE2 patterns, for DuckDB's regexp functions.
+CONTROL_CHARACTERS_SQL = "[\\x00-\\x1f\\x7f-\\x{9f}\\x{200e}\\x{200f}\\x{202a}-\\x{202e}\\x{2066}-\\x{2069}]"
+CONTROL_CHARACTERS_IN_TEXT_SQL = ("[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x{9f}\\x{200e}\\x{200f}"
+                                  "\\x{202a}-\\x{202e}\\x{2066}-\\x{2069}]")
+
+
+def printable(text: object) -> str:
+    """`text` safe to print on a terminal: every control character but tab and line feed shown
+    as its escape (ESC as \\x1b), so data can neither drive the terminal nor hide itself."""
+    return re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]",
+                  lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) opens a
+# link, =WEBSERVICE(...) sends data away); tab and carriage return start one in some of them.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: Any) -> Any:
+    """A copy of a DataFrame whose text cells cannot run as spreadsheet formulas: one that
+    starts with = + - @ (or tab, CR) gets a leading apostrophe, which spreadsheets show as
+    text. Numbers (a negative latency delta) are left alone: only text columns change."""
+    def neutral(value: Any) -> Any:
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    text = [c for c in frame.columns if frame[c].dtype == object or str(frame[c].dtype) in ("string", "str")]
+    return frame.assign(**{c: frame[c].map(neutral) for c in text}) if text else frame

@@ -14,7 +14,7 @@ import pandas as pd
 import typer
 
 from store.cli import console, fail, open_dataset, out
-from vocabulary import DB_ENV
+from vocabulary import DB_ENV, printable
 
 
 ANALYZE_FORMATS = ("text", "csv")
@@ -49,7 +49,7 @@ def analyze(
         from analysis.readme_results import results_markdown
 
         try:
-            typer.echo(results_markdown(con), nl=False)
+            typer.echo(printable(results_markdown(con)), nl=False)
         finally:
             con.close()
         return
@@ -68,15 +68,15 @@ def analyze(
     if as_json:
         out.print_json(json.dumps(result | {"dataset": dataset.label}))
     elif full:
-        console.print(f"dataset: {dataset.label}")
-        out.print(format_text(result), markup=False, highlight=False)
+        console.print(f"dataset: {printable(dataset.label)}", markup=False, highlight=False)
+        out.print(printable(format_text(result)), markup=False, highlight=False)
     elif fmt == "csv":
         from analysis.export import safe_csv
 
         typer.echo(safe_csv(table), nl=False)
     else:
-        console.print(f"dataset: {dataset.label}")
-        typer.echo(format_summary(summary))
+        console.print(f"dataset: {printable(dataset.label)}", markup=False, highlight=False)
+        typer.echo(printable(format_summary(summary)))
 
 
 def report(
@@ -95,7 +95,9 @@ def report(
     shared by every report in that folder; --self-contained makes one file to send.
     """
     from analysis.html_report import PLOTLY_FILE, build_report
+    from store.cli import check_out_path
 
+    check_out_path(out_path, not_these=tuple(p for p in (db, snapshot) if p is not None))  # before the analysis
     dataset, con = open_dataset(db, snapshot)
     filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase}.items() if v}
     try:

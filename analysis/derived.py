@@ -10,8 +10,10 @@ The key hashes the dataset's content id (a snapshot's manifest checksums, a stor
 fingerprint), the source of the analysis package (a changed statistic never serves an old
 result), the filters and the result's name. Files are pickles written atomically by this
 process for itself: the cache directory is private to the user running the dashboard and
-never holds anything that came from an upload, so nothing untrusted is ever unpickled.
-A cache that cannot be written (read-only home, full disk) only costs speed.
+never holds anything that came from an upload (dashboard.cache keeps a visitor's results
+in their session), so nothing untrusted is ever unpickled. The directory is bounded
+(MAX_CACHE_BYTES): past it the least recently used files go. A cache that cannot be
+written (read-only home, full disk) only costs speed.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ log = logging.getLogger("shapebench.derived")
 
 T = TypeVar("T")
 ANALYSIS_DIR = Path(__file__).resolve().parent
+# The bundle's results take about 150 MB per data version; a few versions of a store fit.
+MAX_CACHE_BYTES = 2 << 30
 
 
 def cache_dir(environ: os._Environ | dict = os.environ) -> Path:
@@ -61,7 +65,9 @@ def load_or_compute(content_id: str, name: str, parts: tuple, compute: Callable[
     path = root / f"{name}-{derived_key(content_id, name, *parts)}.pkl"
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle)
+            value = pickle.load(handle)
+        _touch(path)
+        return value
     except FileNotFoundError:
         pass
     except Exception as error:  # noqa: BLE001 - a torn or foreign file: recompute and replace it
@@ -72,6 +78,7 @@ def load_or_compute(content_id: str, name: str, parts: tuple, compute: Callable[
         with tempfile.NamedTemporaryFile(dir=root, prefix=f".{name}-", suffix=".tmp", delete=False) as handle:
             pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(handle.name, path)
+        evict(root, MAX_CACHE_BYTES)
     except OSError as error:
         log.warning("could not keep derived result %s: %s", name, error)
         try:
@@ -79,3 +86,34 @@ def load_or_compute(content_id: str, name: str, parts: tuple, compute: Callable[
         except (OSError, UnboundLocalError):
             pass
     return value
+
+
+def _touch(path: Path) -> None:
+    """Mark a kept result as just used (its mtime orders eviction)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def evict(root: Path, limit: int) -> int:
+    """Delete the least recently used results until `root` holds at most `limit` bytes; how many went."""
+    kept = []
+    for path in root.glob("*.pkl"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        kept.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in kept)
+    removed = 0
+    for _, size, path in sorted(kept):
+        if total <= limit:
+            break
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed += 1
+    return removed

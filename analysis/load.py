@@ -408,15 +408,16 @@ def store_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def content_id(con: duckdb.DuckDBPyConnection) -> str:
-    """A hash of every row the analysis reads: equal datasets share kept derived results.
+    """A hash of every row of runs, cells and samples, every column: equal datasets share kept
+    derived results, and two that differ anywhere (a model name, params, a backend) do not.
 
-    Order-free sums of DuckDB's (unseeded, so stable across processes) row hashes, with the
-    row counts: about 20 ms on the bundled data, computed once per data version.
+    Order-free sums of DuckDB's (unseeded, so stable across processes) hash of each whole row,
+    with the row counts: about 0.1 s on the bundled data, computed once per data version.
     """
     parts = con.execute("""
-        SELECT (SELECT count(*) || ':' || coalesce(sum(hash(run_id, status, regime, environment::VARCHAR, calibration::VARCHAR)::HUGEINT), 0) FROM runs),
-               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, run_id, cell_key, status, flags::VARCHAR, profile::VARCHAR)::HUGEINT), 0) FROM cells),
-               (SELECT count(*) || ':' || coalesce(sum(hash(cell_id, phase, rep, step, latency_ms)::HUGEINT), 0) FROM samples)
+        SELECT (SELECT count(*) || ':' || coalesce(sum(hash(r)::HUGEINT), 0) FROM runs r),
+               (SELECT count(*) || ':' || coalesce(sum(hash(c)::HUGEINT), 0) FROM cells c),
+               (SELECT count(*) || ':' || coalesce(sum(hash(s)::HUGEINT), 0) FROM samples s)
     """).fetchall()[0]
     return hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:24]
 

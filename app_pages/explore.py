@@ -4,7 +4,7 @@ import io
 import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
-from vocabulary import PHASES
+from vocabulary import PHASES, csv_safe
 from dashboard import cache, ui
 
 MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable
@@ -62,7 +62,7 @@ def body(ctx: cache.Context) -> None:
     chosen |= set(shown.iloc[rows]["cell_id"]) if rows else set()
 
     c1, c2, _ = st.columns([1, 1, 4])
-    c1.download_button("Download CSV", lambda: shown.to_csv(index=False), "shapebench-cells.csv", "text/csv",
+    c1.download_button("Download CSV", lambda: csv_safe(shown).to_csv(index=False), "shapebench-cells.csv", "text/csv",
                        on_click="ignore")
     c2.download_button("Download Parquet", lambda: _parquet(shown), "shapebench-cells.parquet",
                        "application/vnd.apache.parquet", on_click="ignore")

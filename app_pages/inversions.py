@@ -6,6 +6,7 @@ from analysis.figures import inversion_heatmap
 from analysis.load import keys_by_group_id
 from dashboard import cache, data, ui
 from dashboard.text import md
+from vocabulary import csv_safe
 
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
                  "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
@@ -66,7 +67,7 @@ def body(ctx: cache.Context) -> None:
         "params_b": st.column_config.NumberColumn("params B", format="%.3g"),
         **{c: st.column_config.NumberColumn(format="%.4g") for c in ("median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high")},
     })
-    st.download_button("Download CSV", lambda: table.to_csv(index=False), "shapebench-inversions.csv", "text/csv",
+    st.download_button("Download CSV", lambda: csv_safe(table).to_csv(index=False), "shapebench-inversions.csv", "text/csv",
                        on_click="ignore")
 
 

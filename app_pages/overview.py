@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.figures import seed_pair_ratios
 from analysis.headline import headline_sections, split_by_regime
-from dashboard import cache, data, ui
+from dashboard import cache, data, source, ui
 from dashboard.text import md
 
 
@@ -25,7 +25,7 @@ def body(ctx: cache.Context) -> None:
     headline = cache.headline(ctx, all_protocols)
     for index, (title, text, table) in enumerate(headline_sections(headline)):
         st.subheader(title)
-        st.caption(text)
+        st.caption(md(text, limit=4000))  # the texts name regimes: data, shown as text
         if index == 0 and len(headline.seed_pairs):  # the seed pair, drawn before its table
             ui.chart(seed_pair_ratios(headline.seed_pairs), "overview_seed_pair",
                      "seed pair per regime, backend and dtype" + ("" if all_protocols else ", protocol 2"))
@@ -68,6 +68,8 @@ def body(ctx: cache.Context) -> None:
 
 
 def _integrity(ctx: cache.Context) -> None:
+    if ctx.ds_key == source.NOT_OPEN_KEY or not ctx.summary["cells"]:
+        return  # no dataset open, or no cell in it: "no cell carries a flag" would say nothing true
     st.subheader("Integrity warnings")
     bad = data.integrity(cache.cells(ctx))
     if bad.empty:

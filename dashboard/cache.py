@@ -8,15 +8,26 @@ row counts and run statuses, recomputed only when the file changed on disk, so a
 import (from the dashboard or from the CLI) invalidates them without any explicit clearing.
 Every query runs inside `with ctx.reading() as con:`. The results themselves are plain
 functions in dashboard.results; this module wraps each once.
+
+A visitor's uploaded snapshot is theirs alone (`Context.private`): its results are computed
+from its own rows and held in that session only (`SessionResults`, bounded in bytes), never
+in the process-wide caches, never on disk, and never taken from the results the upload
+claims to keep, so no visitor can decide what another sees and no upload can fill the disk.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import inspect
+import pickle
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import duckdb
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -45,6 +56,7 @@ class Context:
     selection: dict[str, list] = field(default_factory=dict)
     problem: str | None = None  # why the chosen dataset could not be opened
     content_id: str | None = None  # hash of the rows the analysis reads (None: nothing kept on disk)
+    private: bool = False  # a visitor's upload: results held in this session only (SessionResults)
 
     @property
     def filters(self) -> dict[str, list]:
@@ -123,7 +135,12 @@ def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: 
             return compute(_ctx, *args)
 
         def call(ctx: Context, *args):
-            value = cached(ctx, name, ctx.ds_key, ctx.version, ctx.fkey, args)
+            if ctx.private:
+                value = SessionResults.of_session(ctx.ds_key).get_or_compute((name, ctx.fkey, args), lambda: compute(ctx, *args))
+                if copies:
+                    return copy.deepcopy(value)
+            else:
+                value = cached(ctx, name, ctx.ds_key, ctx.version, ctx.fkey, args)
             return value.copy(deep=False) if isinstance(value, pd.DataFrame) else value
 
         call.__name__, call.__doc__ = name, compute.__doc__
@@ -131,6 +148,70 @@ def cached_query(spinner: str | bool = False, *, on_disk: bool = False, copies: 
         _QUERIES[name] = call
         return call
     return decorate
+
+
+# --- a visitor's own results ---------------------------------------------------------------
+
+# What one session may hold of its upload's results; past it the oldest are dropped (and
+# recomputed if asked for again). An upload itself decodes to at most 512 MiB
+# (store.snapshot_read.UPLOAD_LIMITS).
+SESSION_RESULT_BYTES = 256 << 20
+_SESSION_KEY = "_shapebench_private_results"
+
+
+def result_bytes(value: Any) -> int:
+    """About how much memory a result holds: frames and arrays by their buffers (object
+    columns counted deeply), containers and dataclasses by their parts, anything else (a plotly
+    figure) by its pickled size. Our own computed values only: nothing untrusted is pickled."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        used = value.memory_usage(deep=True)
+        return int(used.sum() if isinstance(value, pd.DataFrame) else used)
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if value is None or isinstance(value, (bool, int, float, str, bytes, np.generic)):
+        return sys.getsizeof(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(result_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return sys.getsizeof(value) + sum(result_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(result_bytes(k) + result_bytes(v) for k, v in value.items())
+    try:
+        return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # noqa: BLE001 - unpicklable: count it as large rather than free
+        return SESSION_RESULT_BYTES
+
+
+class SessionResults:
+    """One session's results of its private dataset, least recently used dropped first once
+    they hold more than `limit` bytes; a result larger than the limit is handed out, not held."""
+
+    def __init__(self, ds_key: str, limit: int = SESSION_RESULT_BYTES) -> None:
+        self.ds_key, self.limit = ds_key, limit
+        self.entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self.held = 0
+
+    @classmethod
+    def of_session(cls, ds_key: str) -> "SessionResults":
+        """This session's holder for `ds_key`; a different dataset (a new upload) starts empty."""
+        holder = st.session_state.get(_SESSION_KEY)
+        if not isinstance(holder, cls) or holder.ds_key != ds_key:
+            holder = st.session_state[_SESSION_KEY] = cls(ds_key)
+        return holder
+
+    def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key][0]
+        value = compute()
+        size = result_bytes(value)
+        if size <= self.limit:
+            self.entries[key] = (value, size)
+            self.held += size
+            while self.held > self.limit:
+                _, (_, dropped) = self.entries.popitem(last=False)
+                self.held -= dropped
+        return value
 
 
 _RESULT_CACHES: list = []

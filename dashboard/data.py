@@ -7,8 +7,9 @@ ingests the run directories that changed since the last look (`ingest_changed`).
 """
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -88,28 +89,50 @@ def pair_counts(stats: pd.DataFrame) -> pd.Series:
 
 # --- ingestion -----------------------------------------------------------------------------
 
-def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: MutableMapping[str, RunSignature]) -> dict[str, int]:
-    """Ingest only run directories that changed (cheap enough to call on every rerun).
+def read_changed(runs_dir: str | Path, seen: Mapping[str, RunSignature]) -> list[tuple[RunSignature, Any]]:
+    """The run directories that changed since `seen`, each read (store.ingest.read_run) or the
+    IngestError that says why not: done before the store is opened for writing, so a run file
+    that is slow or hostile to read never holds the writer lock."""
+    from store.ingest import IngestError, read_run
 
-    `seen` maps str(path) to the signature ingested last (runner.runfiles.changed_run_dirs).
-
-    Returns counts: runs looked at, cells and samples added, and errors (a directory that
-    could not be read is retried on the next call).
-    """
-    from store.ingest import ingest_run_dir
-
-    totals = {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
+    out = []
     for run, sig in changed_run_dirs(runs_dir, seen):
         try:
-            report = ingest_run_dir(con, run.path)
+            out.append((sig, read_run(run.path)))
+        except IngestError as error:
+            out.append((sig, error))
+    return out
+
+
+def ingest_read(con: duckdb.DuckDBPyConnection, read: list[tuple[RunSignature, Any]],
+                seen: MutableMapping[str, RunSignature]) -> dict[str, int]:
+    """Store what `read_changed` read; `seen` maps str(path) to the signature ingested last.
+
+    Returns counts: runs looked at, cells and samples added, and errors (a directory that
+    could not be read or stored is retried on the next call)."""
+    from store.ingest import IngestError, ingest_read as store_read
+
+    totals = {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
+    for sig, files in read:
+        if isinstance(files, IngestError):
+            totals["errors"] += 1
+            continue
+        try:
+            report = store_read(con, files)
         except Exception:  # noqa: BLE001 - a directory mid-write or malformed: try again later
             totals["errors"] += 1
             continue
-        seen[str(run.path)] = sig
+        seen[str(files.path)] = sig
         totals["runs"] += 1
         totals["cells_added"] += report.cells_added
         totals["samples_added"] += report.samples_added
     return totals
+
+
+def ingest_changed(con: duckdb.DuckDBPyConnection, runs_dir: str | Path, seen: MutableMapping[str, RunSignature]) -> dict[str, int]:
+    """Ingest only run directories that changed (cheap enough to call on every rerun): read, then
+    stored (`read_changed`, `ingest_read`)."""
+    return ingest_read(con, read_changed(runs_dir, seen), seen)
 
 
 def default_runs_dir() -> Path:

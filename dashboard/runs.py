@@ -4,7 +4,10 @@ The run is `python -m runner run PLAN --runs-dir DIR --no-ingest` in its own ses
 (process group), so a CUDA crash or an OOM kill never takes the server down and the
 dashboard stays the only DuckDB writer (it ingests the run directory as cells finish).
 One run at a time per machine: a lock file holds the runner's pid; a lock whose process
-is gone is stale and ignored.
+is gone is stale and ignored. The page kills the pid and shows the log file a record names,
+so a record is trusted only when this server process started that runner and wrote exactly
+that record (`read_lock`); the file sits in the user's private directory and is opened
+without following links (runner.runlock).
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,16 +23,18 @@ from typing import Any
 
 import psutil
 
-from runner.runfiles import RunDir, list_run_dirs
+from runner import runlock
+from runner.runfiles import RunDir, list_run_dirs, run_dir_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CANCEL_GRACE_S = 10.0  # the runner finishes writing its files on SIGTERM; then we kill
 _PROCS: dict[int, subprocess.Popen] = {}  # our children, so finished ones get reaped
+_RECORDS: dict[int, dict[str, Any]] = {}  # the lock record this server wrote for each child
 
 
 def lock_path(environ: Mapping[str, str] = os.environ) -> Path:
     """One lock per machine (the GPU is the shared resource), overridable for tests."""
-    return Path(environ.get("SHAPEBENCH_RUN_LOCK", Path(tempfile.gettempdir()) / "shapebench-run.lock"))
+    return runlock.record_path(environ)
 
 
 def _alive(pid: int) -> bool:
@@ -47,12 +51,19 @@ def read_lock(path: Path | None = None) -> dict[str, Any] | None:
     """The active run's lock record, or None when no run holds the machine."""
     path = path or lock_path()
     try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        fd = runlock.open_lock_file(path, os.O_RDONLY)
+    except (OSError, runlock.RunLocked):
         return None
-    if not _alive(int(info.get("pid", -1))):
+    try:
+        info = json.loads(os.read(fd, 1 << 16) or b"null")
+    except (OSError, ValueError):
         return None
-    return info
+    finally:
+        os.close(fd)
+    pid = info.get("pid") if isinstance(info, dict) else None
+    if not isinstance(pid, int) or _RECORDS.get(pid) != info or not _alive(pid):
+        return None  # not a runner this server started, or not the record it wrote
+    return dict(_RECORDS[pid])
 
 
 def start(plan_toml: str, plan_name: str, runs_dir: str | Path, *, lock: Path | None = None,
@@ -74,7 +85,7 @@ def resume(run_id: str, runs_dir: str | Path, *, lock: Path | None = None, pytho
     """
     import tomli_w
 
-    run = RunDir(Path(runs_dir) / run_id)
+    run = run_dir_in(runs_dir, run_id)  # ValueError for an id that is a path elsewhere
     meta = run.read_meta()
     if meta.get("status") != "interrupted":
         raise RuntimeError(f"run {run_id} is {meta.get('status')}, not interrupted: nothing to resume")
@@ -99,19 +110,25 @@ def _launch(plan_toml: str, plan_name: str, runs_dir: str | Path, extra: list[st
     log_file = work / f"{stamp}-{safe}.log"
     known = [d.run_id for d in list_run_dirs(runs_dir)]
     command = [python, "-m", "runner", "run", str(plan_file), "--runs-dir", str(runs_dir), "--no-ingest", *extra]
-    with open(log_file, "w") as log:
-        proc = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: Ctrl-C in the server's terminal does not hit it
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    _PROCS[proc.pid] = proc
-    info = {"pid": proc.pid, "plan": str(plan_file), "log": str(log_file), "runs_dir": str(runs_dir),
-            "known_runs": known, "started": time.time(), "plan_name": plan_name, **info_extra}
     lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(json.dumps(info))
-    return info
+    fd = runlock.open_lock_file(lock, os.O_WRONLY | os.O_CREAT)  # a planted link or file refuses the start
+    try:
+        with open(log_file, "w") as log:
+            proc = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # own process group: Ctrl-C in the server's terminal does not hit it
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        _PROCS[proc.pid] = proc
+        info = {"pid": proc.pid, "plan": str(plan_file), "log": str(log_file), "runs_dir": str(runs_dir),
+                "known_runs": known, "started": time.time(), "plan_name": plan_name, **info_extra}
+        _RECORDS[proc.pid] = info
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+    finally:
+        os.close(fd)
+    return dict(info)
 
 
 def cancel(pid: int, grace_s: float = CANCEL_GRACE_S) -> str:
@@ -187,7 +204,7 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
     meta = {}
     try:
         meta = run.read_meta()
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # absent, torn, or not a regular file (runner.runfiles.RunFileRefused)
         pass
     total = int(meta.get("n_cells_planned") or 0)
     done, current, failed = 0, None, 0

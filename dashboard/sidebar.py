@@ -84,9 +84,11 @@ def build_context() -> Context:
         st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
         selection[f.column] = list(st.session_state[key])
     _sync_query_params(selection)
-    content_id = _content_id(source, ds_key, version) if summary["cells"] else None
+    # a visitor's upload keeps nothing beyond their session (dashboard.cache.SessionResults)
+    private = kind == UPLOAD
+    content_id = _content_id(source, ds_key, version) if summary["cells"] and not private else None
     return Context(source, ds_key, version, kind, label, hosted, kind == STORE and not hosted, store,
-                   data.default_runs_dir(), summary, options, selection, problem, content_id)
+                   data.default_runs_dir(), summary, options, selection, problem, content_id, private)
 
 
 def context() -> Context:

@@ -102,5 +102,6 @@ def ingest_runs(store: Path, runs_dir: Path) -> dict[str, int]:
     pending = changed_run_dirs(runs_dir, state["seen"])
     if not pending:
         return {"runs": 0, "cells_added": 0, "samples_added": 0, "errors": 0}
+    read = data.read_changed(runs_dir, state["seen"])  # before the writer lock: see data.read_changed
     with state["lock"], store_file(str(store)).writing() as con:
-        return data.ingest_changed(con, runs_dir, state["seen"])
+        return data.ingest_read(con, read, state["seen"])

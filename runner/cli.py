@@ -83,6 +83,19 @@ def run(
     if ray_resource and not ray:
         fail("--ray-resource needs --ray")
     loaded = _load(plan) if resume is None else None
+    if resume is not None:
+        from runner.runfiles import run_dir_in
+
+        from runner.executor import checked_for_resume
+
+        try:
+            resumed = run_dir_in(runs_dir, resume)  # never a path outside --runs-dir
+            if resumed.exists():
+                checked_for_resume(resumed, resumed.read_meta())  # before anything is shown or locked
+        except RunError as error:
+            fail(str(error))
+        except ValueError as error:
+            fail(f"--resume: {error}")
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
@@ -117,20 +130,24 @@ def run(
 
     from runner.runlock import RunLocked, machine_lock
 
+    if ray:
+        # connect first, within a bound: an unreachable cluster must not hold the machine lock
+        from runner.ray_exec import connect, continue_ray_run, execute_ray
+
+        try:
+            connect(ray)
+        except RunError as error:
+            fail(str(error))
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # ray.init installs its own handler
     held = ExitStack()
     try:
         held.enter_context(machine_lock(f"run {resume}" if resume else f"plan {loaded.name}"))
     except RunLocked as error:
         fail(str(error))
     try:
-        if ray:
-            from runner.ray_exec import connect, continue_ray_run, execute_ray
-
-            connect(ray)
-            signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # ray.init installs its own handler
         with progress:
             if resume:
-                run_dir = RunDir(runs_dir / resume)
+                run_dir = resumed
                 if not run_dir.exists():
                     fail(f"no run '{resume}' under {runs_dir}")
                 track(run_dir)

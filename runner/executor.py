@@ -14,7 +14,7 @@ from runner.lifecycle import (
     PROGRESS_PREFIX, ProgressCallback, RunError, begin_segment, create_run, emit, end_run, measure_records,
     prepare_device, record_cell, run_repeats, write_failure,
 )
-from runner.plan import Cell, Plan, expand, resolve_device
+from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
 from runner.runfiles import RunDir
 
 
@@ -44,19 +44,51 @@ def start_run(
                       series_id=series_id, repeat_index=repeat_index, calibrate=calibrate)
 
 
+def checked_for_resume(run: RunDir, meta: dict) -> tuple[MeasureSettings, int]:
+    """(measure settings, rounds) of a run about to resume, held to the checks a fresh run
+    passes: meta.json may have been edited since, so its recorded plan is validated again (every
+    cap), its rounds are the plan's (or 1, as a protocol-1 run began), and every planned cell
+    takes each axis value from the plan. RunError in one line otherwise."""
+    from runner.plan import MAX_CELLS, PlanError, parse_plan
+
+    try:
+        plan = parse_plan(meta["plan"])
+    except (PlanError, KeyError, TypeError) as error:
+        raise RunError(f"run {run.run_id}: its recorded plan does not validate ({str(error)[:300]}); "
+                       "start it again as a new run") from None
+    rounds = meta.get("rounds") or 1
+    if rounds not in (1, plan.measure.rounds):
+        raise RunError(f"run {run.run_id}: meta.json asks for {str(rounds)[:40]} rounds where its plan has "
+                       f"{plan.measure.rounds}; refused")
+    planned = meta.get("cells")
+    if not isinstance(planned, list) or len(planned) > MAX_CELLS:
+        raise RunError(f"run {run.run_id}: meta.json does not list at most {MAX_CELLS} planned cells; refused")
+    sweeps = [plan, *plan.also]
+    allowed = {axis: {v for sweep in sweeps for v in (getattr(sweep, axis) or [])} | set(getattr(plan, axis))
+               for axis in ("backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens")}
+    for entry in planned:
+        try:
+            cell = Cell.model_validate(entry["cell"])
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"run {run.run_id}: meta.json holds a planned cell that is not one; refused") from None
+        for axis, value in (("backends", cell.backend), ("dtypes", cell.dtype), ("batch_sizes", cell.batch_size),
+                            ("prompt_lens", cell.prompt_len), ("gen_lens", cell.gen_len)):
+            if value not in allowed[axis]:
+                raise RunError(f"run {run.run_id}: planned cell {cell.label()!r} has {axis} {value!r}, which its plan "
+                               "does not; refused")
+    return plan.measure, int(rounds)
+
+
 def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_round: int | None = None) -> RunDir:
     """Measure every planned cell of a run that has no cell file yet, in the stored order.
 
     With `[measure] processes = true` each round runs in a fresh worker process
     (`runner.round_worker`, which calls this with `only_round`); this process then only
     starts the workers, forwards their progress and keeps the run's status."""
-    from runner.plan import MeasureSettings
-
     if not run.exists():
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
-    settings = MeasureSettings.model_validate(meta["plan"]["measure"])
-    rounds = int(meta.get("rounds") or 1)  # a protocol-1 run resumes as it began: one pass
+    settings, rounds = checked_for_resume(run, meta)
     worker = only_round is not None
     if settings.processes and rounds > 1 and not worker:
         return _rounds_in_workers(run, progress, rounds)

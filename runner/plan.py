@@ -20,7 +20,7 @@ from runner.models import (
     spec_from_checkpoint, width_for_budget,
 )
 from runner.trackers import ENERGY_WINDOW_S
-from vocabulary import DTYPES
+from vocabulary import CONTROL_CHARACTERS, DTYPES
 
 BACKEND_NAMES = ("hf-eager", "hf-sdpa", "torch-compile", "cuda-graph", "fused", "vllm", "onnxruntime")
 DeviceName = Literal["cpu", "cuda", "auto"]
@@ -31,6 +31,7 @@ MAX_WARMUP_S = 600.0  # ten minutes of warm-up per cell settles any clock
 MAX_SEED = 2**32 - 1  # seed + repeat index stays far inside the store's BIGINT
 AXIS_CAPS = {"batch_sizes": 1024, "prompt_lens": 131072, "gen_lens": 8192}
 MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default settings
+MAX_PLAN_BYTES = 1 << 20  # a plan file; the longest real plans are a few KB
 
 
 class GridSpec(BaseModel):
@@ -337,10 +338,20 @@ def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     if not path.exists():
         raise PlanError(f"plan file '{path}' does not exist")
+    from runner.runfiles import RunFileRefused, read_run_file
+
     try:
-        data = tomllib.loads(path.read_text())
+        # a regular file of at most 1 MiB: a device or a FIFO named as a plan is refused at once
+        text = read_run_file(path, limit=MAX_PLAN_BYTES).decode("utf-8")
+        data = tomllib.loads(text)
+    except RunFileRefused as error:
+        raise PlanError(f"plan file {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlanError(f"plan file '{path}' cannot be read: {getattr(error, 'strerror', None) or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise PlanError(f"{path}: nested too deeply to be a plan") from None
     return parse_plan(data)
 
 
@@ -366,18 +377,77 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _unique(values: list) -> list:
+    """`values` without repeats, first occurrence kept (models by their whole definition)."""
+    seen, out = set(), []
+    for value in values:
+        key = json.dumps(value.model_dump(mode="json"), sort_keys=True) if isinstance(value, BaseModel) else json.dumps(value)
+        if key not in seen:
+            seen.add(key)
+            out.append(value)
+    return out
+
+
+def _without_repeats(sweep: Plan) -> Plan:
+    """The sweep with every axis and every models list deduplicated: a value written 400 times
+    is one value, so it costs what it is, not what it weighs."""
+    models = sweep.models
+    if models is not None:
+        update: dict = {"custom": _unique(models.custom), "checkpoints": _unique(models.checkpoints),
+                        "hub": _unique(models.hub)}
+        if models.reference != "all":
+            update["reference"] = _unique(models.reference)
+        if models.grid is not None:
+            update["grid"] = models.grid.model_copy(update={"depths": _unique(models.grid.depths),
+                                                            "widths": _unique(models.grid.widths)})
+        models = models.model_copy(update=update)
+    return sweep.model_copy(update={"models": models, **{axis: _unique(getattr(sweep, axis)) for axis in (
+        "backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens")}})
+
+
+def _model_count(models: ModelsSection) -> int:
+    """How many shapes a models section names, before any is built or read."""
+    count = len(REGISTRY) if models.reference == "all" else len(models.reference)
+    if models.grid is not None:
+        count += len(models.grid.depths) * len(models.grid.widths)
+    return count + len(models.custom) + len(models.checkpoints) + len(models.hub)
+
+
+def _check_names(plan: Plan, names: list[str]) -> None:
+    """Names reach terminals, pages and spreadsheets: one with a control character is refused."""
+    for field, name in [("name", plan.name), *(("models", n) for n in names)]:
+        if CONTROL_CHARACTERS.search(name):
+            raise PlanError(f"{field}: {name!r} holds a control character (escape sequences, hidden or reordered "
+                            "text); use plain text")
+
+
 def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -> list[Cell]:
-    """All cells of a plan, deduplicated, in declaration order (the runner shuffles)."""
+    """All cells of a plan, deduplicated, in declaration order (the runner shuffles).
+
+    Every axis is deduplicated and the size of the product is bounded before any model is
+    built or any cell made, so a small file cannot cost minutes of CPU.
+    """
     device = device or plan.device
-    sweeps = [plan] + [
+    sweeps = _unique([plan] + [
         plan.model_copy(update={k: v for k, v in extra.model_dump(exclude_none=True).items()} | (
             {"models": extra.models} if extra.models is not None else {}
         ))
         for extra in plan.also
-    ]
+    ])
+    sweeps = [_without_repeats(sweep) for sweep in sweeps]
+    per_model = [len(s.backends) * len(s.dtypes) * len(s.batch_sizes) * len(s.prompt_lens) * len(s.gen_lens)
+                 for s in sweeps]
+    bound = sum(_model_count(s.models) * n for s, n in zip(sweeps, per_model)) * plan.repeats
+    if bound > MAX_CELLS:
+        raise PlanError(f"the plan expands past {MAX_CELLS} cells (up to {bound} with x{plan.repeats} repeats); "
+                        "split it or shrink an axis")
     cells: dict[str, Cell] = {}
     for sweep in sweeps:
-        specs = sweep.models.specs(resolve_remote=resolve_remote)
+        try:
+            specs = _unique(sweep.models.specs(resolve_remote=resolve_remote))
+        except ValidationError as error:  # a grid shape past a model bound (parameters, heads)
+            raise PlanError("models: " + format_validation_error(error)) from None
+        _check_names(plan, [spec.name for spec in specs] + list(sweep.models.hub))
         if not specs and sweep.models.hub and not resolve_remote:
             continue  # hub models only: resolved (downloaded or from the cache) when the run starts
         if not specs:
@@ -404,10 +474,6 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
                                     gen_len=gen_len,
                                 )
                                 cells.setdefault(cell.key, cell)
-                                if len(cells) * plan.repeats > MAX_CELLS:
-                                    raise PlanError(
-                                        f"the plan expands past {MAX_CELLS} cells (x{plan.repeats} repeats); "
-                                        "split it or shrink an axis")
     return list(cells.values())
 
 

@@ -18,6 +18,7 @@ so `--resume` of that run (with or without Ray) measures what is missing.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -53,10 +54,29 @@ def connect(address: str | None, **init_kwargs) -> None:
     extra = dict(init_kwargs.pop("runtime_env", None) or {})
     runtime_env = extra | {"env_vars": {**extra.get("env_vars", {}), "PYTHONPATH": python_path}}
     target = None if address in (None, "", "local") else address
+    if target not in (None, "auto"):
+        _reachable(target)
     try:
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=False, **init_kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise RunError(f"cannot connect to Ray at {address!r}: {str(error).splitlines()[0]}") from error
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0  # a head node answers a TCP connect in milliseconds; ray.init itself retries for minutes
+
+
+def _reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s`, an address that is not host:port (with or without ray://) or
+    whose port does not accept a connection: ray.init would retry it for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise RunError(f"Ray address {address!r} is not local, auto, ray://host:port or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise RunError(f"cannot reach Ray at {address!r}: {reason} (tried for up to {timeout_s:.0f} s)") from None
 
 
 def check_cluster(device: str, resource: str | None) -> None:
@@ -235,6 +255,9 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     if not run.exists():
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
+    from runner.executor import checked_for_resume
+
+    checked_for_resume(run, meta)  # an edited meta.json is held to a fresh run's checks
     device = meta["device_kind"]
     check_cluster(device, resource)
     done = run.finished_keys()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import statistics
 import time
 import uuid
@@ -27,6 +29,48 @@ from pathlib import Path
 from typing import NamedTuple
 
 FORMAT_VERSION = 1
+# A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000
+# decode steps); past this it is not one this runner wrote.
+MAX_RUN_FILE_BYTES = 256 << 20
+# A run id as the runner makes it and the store accepts it (store.snapshot_values): it is also
+# the run directory's name, so it can never name a path outside the runs folder.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+
+
+class RunFileRefused(ValueError):
+    """A run file that is not a regular file or is too large to be one; one line naming it."""
+
+
+def read_run_file(path: Path, limit: int = MAX_RUN_FILE_BYTES) -> bytes:
+    """The bytes of a run file, read only if it is a regular file (a FIFO, a device such as
+    /dev/zero, or a directory is refused at once, without blocking) of at most `limit` bytes.
+    OSError where it is absent or unreadable."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RunFileRefused(f"{path} is not a regular file; refused")
+        if info.st_size > limit:
+            raise RunFileRefused(f"{path} holds {info.st_size} bytes, over the {limit} a run file may; refused")
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise RunFileRefused(f"{path} grew past the {limit} bytes a run file may; refused")
+        return data
+    finally:
+        os.close(fd)
+
+
+def run_dir_in(runs_dir: str | Path, run_id: str) -> "RunDir":
+    """The run directory of `run_id` under `runs_dir`; ValueError for an id that is not a run
+    id (a path such as ../elsewhere), so nothing outside the runs folder is ever read or written."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValueError(f"{run_id!r} is not a run id (letters, digits and ._:- only)")
+    root = Path(runs_dir).resolve()
+    path = (root / run_id).resolve()
+    if path.parent != root:
+        raise ValueError(f"run {run_id!r} is not a directory of {runs_dir}")
+    return RunDir(path)
 
 # A cell file's "resources" field: memory and energy of the cell (runner.trackers writes it,
 # store.ingest reads it). A key that is absent or null means unknown, never zero:
@@ -282,7 +326,7 @@ class RunDir:
         return len(stale)
 
     def read_meta(self) -> dict:
-        return json.loads(self.meta_file.read_text())
+        return json.loads(read_run_file(self.meta_file))
 
     def readable_meta(self) -> dict | None:
         """The meta, or None where it cannot be read (absent, or not a JSON object)."""
@@ -304,10 +348,12 @@ class RunDir:
             handle.write(line + "\n")
 
     def events(self) -> list[dict]:
-        if not self.events_file.exists():
-            return []
+        try:
+            text = read_run_file(self.events_file).decode("utf-8", errors="replace")
+        except (OSError, RunFileRefused):
+            return []  # not written yet, or not a file this runner wrote: no progress to show
         out = []
-        for line in self.events_file.read_text().splitlines():
+        for line in text.splitlines():
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -352,8 +398,8 @@ class RunDir:
             if key in finished or not index.isdigit():
                 continue
             try:
-                out.setdefault(key, {})[int(index)] = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
+                out.setdefault(key, {})[int(index)] = json.loads(read_run_file(path))
+            except (OSError, RunFileRefused, json.JSONDecodeError):
                 continue  # torn by a kill mid-write: that round is measured again
         return out
 
@@ -375,20 +421,21 @@ class RunDir:
     def cell_records(self) -> list[dict]:
         records = []
         for path in sorted(self.cells_dir.glob("*.json")):
-            records.append(json.loads(path.read_text()))
+            records.append(json.loads(read_run_file(path)))
         return records
 
     def readable_cell_records(self) -> list[dict]:
         """The cell records, in key order, without any that cannot be read right now (a
-        reader racing a writer: the next read picks it up)."""
+        reader racing a writer: the next read picks it up). A cell file that is no regular file
+        or is too large raises RunFileRefused: it is not a file being written, and never will be."""
         records = (_read_json_or_none(path) for path in sorted(self.cells_dir.glob("*.json")))
         return [record for record in records if record is not None]
 
 
 def _read_json_or_none(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(read_run_file(path))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None  # absent, or a file being replaced right now
 
 

@@ -5,13 +5,19 @@ was started (a terminal, the dashboard, a script). The kernel drops the lock whe
 process ends, kill -9 included, so a lock is never stale. The file also says who holds it,
 for the refusal message. Its place follows the dashboard's lock (SHAPEBENCH_RUN_LOCK), so a
 test or a second checkout that moves one moves both.
+
+Both files live in a directory only this user can enter (`private_dir`: the user's runtime
+directory, else ~/.cache/shapebench), never in the shared /tmp where anyone can plant a
+file or a symbolic link under the expected name; and they are opened without following a
+link and only if they are regular files this user owns (`open_lock_file`).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
-import tempfile
+import stat
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,10 +30,45 @@ class RunLocked(RuntimeError):
     """Another run holds this machine; the message is one line naming it."""
 
 
+def private_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The user's own directory for the run locks, created 0700 and checked (not a link, ours)."""
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    path = Path(runtime) / "shapebench" if runtime else Path.home() / ".cache" / "shapebench"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise RunLocked(f"{path} is not a directory of this user; refusing to keep the run lock there")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def record_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """The dashboard's record of the run it started (SHAPEBENCH_RUN_LOCK, else in private_dir)."""
+    override = environ.get(LOCK_ENV)
+    return Path(override) if override else private_dir(environ) / "run.lock"
+
+
 def lock_path(environ: Mapping[str, str] = os.environ) -> Path:
     """The measuring lock: beside the dashboard's lock file, under the same setting."""
-    base = Path(environ.get(LOCK_ENV, Path(tempfile.gettempdir()) / "shapebench-run.lock"))
+    base = record_path(environ)
     return base.with_name(base.name + ".measure")
+
+
+def open_lock_file(path: Path, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """A descriptor of `path`, never through a symbolic link, and only for a regular file this
+    user owns (mode 0600 when created); RunLocked with one line otherwise."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RunLocked(f"the run lock {path} is a symbolic link; refused (remove it)") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise RunLocked(f"the run lock {path} is not a regular file of this user; refused (remove it)")
+    return fd
 
 
 def _holder(fd: int) -> str:
@@ -46,7 +87,7 @@ def machine_lock(what: str, path: Path | None = None) -> Iterator[Path]:
     """Hold the machine for one run; raise RunLocked at once if another run holds it."""
     path = path or lock_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

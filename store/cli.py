@@ -7,6 +7,7 @@ without it still runs `python -m runner run --no-ingest`.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,25 @@ def fail(message: str, code: int = 2) -> None:
     """One plain line on stderr: no markup parsing, no wrapping (the dashboard reads it)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def check_out_path(out_path: Path, *, not_these: tuple[Path, ...] = (), file: bool = True) -> None:
+    """Fail in one line, before any work, where `--out` cannot be written: the store file itself
+    (or another input), an existing directory where a file goes, or a place under a folder this
+    user cannot write. A folder that does not exist yet is fine: it is created on writing."""
+    target = out_path.expanduser().resolve()
+    for other in not_these:
+        if other is not None and other.expanduser().resolve() == target:
+            fail(f"--out {out_path} is the file being read; choose another path")
+    if file and target.is_dir():
+        fail(f"--out {out_path} is a directory; give a file path")
+    if target.exists() and not os.access(target, os.W_OK):
+        fail(f"--out {out_path} cannot be written (permission denied)")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"--out {out_path}: cannot create files under {parent} (not a writable folder)")
 
 
 def open_store_for_writing(db: Path):
@@ -154,16 +174,18 @@ def ingest(
 ) -> None:
     """Ingest run directories into the store (idempotent)."""
     from runner.runfiles import RunDir
-    from store.ingest import ingest_run_dir, ingest_runs
+    from store.ingest import ingest_all, read_run, read_runs
 
-    con = open_store_or_fail(db, runs_dir)
+    # the run files are read before the store is opened: a slow or hostile file never holds the writer lock
     try:
-        if RunDir(runs_dir).exists():
-            report = ingest_run_dir(con, runs_dir)
-        else:
-            report = ingest_runs(con, runs_dir)
+        read, skipped = ([read_run(runs_dir)], []) if RunDir(runs_dir).exists() else read_runs(runs_dir)
     except ValueError as error:
         fail(str(error))
+    con = open_store_or_fail(db, runs_dir)
+    try:
+        report = ingest_all(con, read, skipped)
+        if RunDir(runs_dir).exists() and report.skipped:
+            fail(report.skipped[0])
     finally:
         con.close()
     for problem in report.skipped:
@@ -187,12 +209,15 @@ def snapshot_export(
     """Export the store (or a filtered part) as a snapshot with a checksummed manifest."""
     from store.snapshot import SnapshotError, export_snapshot
 
+    check_out_path(out_path, not_these=(db or DEFAULT_DB,), file=out_path.suffix.lower() == ".zip")
     _, con = open_dataset(db or DEFAULT_DB, None)
     try:
         manifest = export_snapshot(con, out_path, regimes=regime, run_ids=run, backends=backend,
                                    derive=(lambda snap: derive_with_progress(snap, str(out_path))) if derive else None)
     except (SnapshotError, ValueError) as error:
         fail(str(error))
+    except OSError as error:  # a full disk, a folder removed meanwhile
+        fail(f"could not write {out_path}: {error.strerror or error}")
     finally:
         con.close()
     out.print(f"wrote {out_path}: " + ", ".join(f"{n} {t}" for t, n in manifest.row_counts.items())

@@ -1,31 +1,67 @@
 """Opening the store: one read-write file, or an in-memory database for read-only use."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import duckdb
 
-from store.schema import init_schema
+from store.schema import SCHEMA_SQL, SCHEMA_VERSION, init_schema
 from vocabulary import DEFAULT_DB
 
 
 class NotAStoreError(ValueError):
-    """A DuckDB file that holds other tables: not ours to add tables or runs to."""
+    """A DuckDB file this shapebench must not write to (or read as a store): someone else's
+    database, a store of a newer schema, or a damaged one. The message is one line."""
 
 
-def _check_is_store(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a database that has tables but no shapebench schema (someone else's file)."""
+# The tables schema.sql creates: a store holds these and no others.
+SCHEMA_TABLES = frozenset(re.findall(r"^CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA_SQL, re.M))
+
+
+def _refuse(con: duckdb.DuckDBPyConnection, message: str) -> None:
+    con.close()
+    raise NotAStoreError(message)
+
+
+def _check_is_store(con: duckdb.DuckDBPyConnection, path: Path, *, for_writing: bool = False) -> None:
+    """Decide, before any DDL, whether `con` may be used as a store; refuse in one line.
+
+    An empty database is a new store. Otherwise it must hold shapebench's schema_info and no
+    table schema.sql does not make (a foreign database with a table named schema_info is
+    still foreign; an old store lacking later tables is upgraded), at a schema
+    version this code knows (a newer store is never altered by the command that refuses
+    it), and, to be written, every block must read back (a damaged store is not written to).
+    """
     tables = sorted(r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
     ).fetchall())
-    if tables and "schema_info" not in tables:
-        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
-        con.close()
-        raise NotAStoreError(
-            f"{path} is a DuckDB database with other tables ({shown}) and no shapebench schema; "
-            "refusing to use it as a store (pick another file)"
-        )
+    if not tables:
+        return
+    info_columns = dict(con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'schema_info' "
+        "AND table_catalog = current_database()").fetchall())
+    if ("schema_info" not in tables or set(tables) - SCHEMA_TABLES
+            or info_columns.get("schema_version") not in ("INTEGER", "BIGINT")):
+        foreign = [t for t in tables if t not in SCHEMA_TABLES] or tables
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        _refuse(con, f"{path} is a DuckDB database with other tables ({shown}) and no shapebench schema; "
+                     "refusing to use it as a store (pick another file)")
+    try:
+        [(version,)] = con.execute("SELECT max(schema_version) FROM schema_info").fetchall()
+    except duckdb.Error:
+        _refuse(con, f"{path} has a schema_info table that is not shapebench's; refusing to use it as a store")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        _refuse(con, f"{path} has schema version {version}, newer than this shapebench ({SCHEMA_VERSION}); "
+                     "upgrade shapebench to open it (the file was left as it was)")
+    if for_writing:
+        try:
+            for table in tables:  # reads every block of every column: DuckDB checks each block's checksum
+                con.execute(f'SELECT count(hash(t)) FROM "{table}" t').fetchall()
+        except duckdb.Error as error:
+            _refuse(con, f"{path} is damaged ({str(error).splitlines()[0][:160]}); refusing to write to it "
+                         "(restore it from a snapshot export or a backup)")
 
 
 def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -43,7 +79,7 @@ def connect(path: str | Path = DEFAULT_DB, read_only: bool = False) -> duckdb.Du
         return con
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
-    _check_is_store(con, path)
+    _check_is_store(con, path, for_writing=True)
     init_schema(con)
     return con
 

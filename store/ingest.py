@@ -18,10 +18,13 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from runner.models import default_inner
 from runner.runfiles import RESOURCE_COLUMNS, RunDir, list_run_dirs
 from store.schema import table_columns
+from store.snapshot_manifest import SnapshotError
+from store.snapshot_values import check_values
 
 
 @dataclass
@@ -136,51 +139,99 @@ def _sample_frame(samples: list[tuple], columns: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame({column: frame[column] if column in frame else None for column in columns})
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """What a run directory holds, read before the store is opened for writing: a run folder
+    that is slow or hostile to read (a FIFO, a device) never holds the store's writer lock."""
+
+    path: Path
+    meta: dict
+    records: list[dict]
+
+
+def read_run(run_path: str | Path) -> RunFiles:
+    """The meta and cell records of one run directory (regular files only, bounded: runner.runfiles),
+    its run id checked against the directory's name; IngestError in one line otherwise."""
+    run_path = Path(run_path)
+    try:
+        run_dir = RunDir(run_path)
+        meta = run_dir.readable_meta()
+        if meta is None:
+            raise IngestError(f"{run_path} is not a run directory (no readable meta.json)")
+        if "run_id" not in meta:
+            raise IngestError(f"{run_path}: cannot ingest (KeyError: missing field 'run_id')")
+        if meta["run_id"] != run_path.name:
+            raise IngestError(f"{run_path}: meta.json names run {str(meta['run_id'])[:80]!r}, not the directory's "
+                              "name; a run directory is named after its run id")
+        # a cell file being replaced right now is left out: picked up on the next ingest
+        return RunFiles(run_path, meta, run_dir.readable_cell_records())
+    except IngestError:
+        raise
+    except (ValueError, OSError) as error:
+        raise IngestError(f"{run_path}: cannot ingest ({type(error).__name__}: {str(error).splitlines()[0][:300]})") from None
+
+
 def ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: str | Path) -> IngestReport:
     """Bring one run directory into the store; a second call adds nothing.
 
     A directory whose files cannot be stored (a missing field, a value out of a column's
-    range) raises IngestError and leaves the store as it was.
+    range, a run id another run already holds) raises IngestError and leaves the store as it was.
     """
-    run_path = Path(run_path)
+    return ingest_read(con, read_run(run_path))
+
+
+def ingest_read(con: duckdb.DuckDBPyConnection, files: RunFiles) -> IngestReport:
+    """Store a run directory already read (`read_run`); IngestError as ingest_run_dir."""
     try:
-        return _ingest_run_dir(con, run_path)
+        return _ingest_run_files(con, files)
     except IngestError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, duckdb.Error) as error:
         what = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0][:300]
-        raise IngestError(f"{run_path}: cannot ingest ({type(error).__name__}: {what})") from None
+        raise IngestError(f"{files.path}: cannot ingest ({type(error).__name__}: {what})") from None
 
 
-def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestReport:
-    run_dir = RunDir(run_path)
-    meta = run_dir.readable_meta()
-    if meta is None:
-        raise IngestError(f"{run_path} is not a run directory (no readable meta.json)")
+def _check_same_run(con: duckdb.DuckDBPyConnection, run_path: Path, run_row: dict) -> None:
+    """A run id the store holds for another run (another start time or seed: two directories
+    claiming one id) is refused, never merged into the cells already stored."""
+    stored = con.execute("SELECT started_at, shuffle_seed FROM runs WHERE run_id = ?", [run_row["run_id"]]).fetchall()
+    if not stored:
+        return
+    started, seed = stored[0]
+    new_started = None if run_row.get("started_at") is None else pd.Timestamp(run_row["started_at"]).to_pydatetime()
+    if started != new_started or seed != run_row.get("shuffle_seed"):
+        raise IngestError(f"{run_path}: run {run_row['run_id']} is already in the store from another run directory "
+                          f"(started {started}); refused rather than merged")
+
+
+def _ingest_run_files(con: duckdb.DuckDBPyConnection, files: RunFiles) -> IngestReport:
+    run_path, meta = files.path, files.meta
     run_id = meta["run_id"]
+    columns = {table: table_columns(con, table) for table in ("runs", "cells", "samples")}
+    run_row = _run_row(meta, columns["runs"])
+    _check_same_run(con, run_path, run_row)
     known = {
         row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
     }
     cell_rows, sample_rows = [], []
-    columns = {table: table_columns(con, table) for table in ("runs", "cells", "samples")}
-    # a cell file being replaced right now is left out: picked up on the next ingest
-    for record in run_dir.readable_cell_records():
+    for record in files.records:
         if f"{run_id}/{record['cell_key']}" in known:
             continue
         row, samples = _cell_rows(run_id, record, columns["cells"])
         cell_rows.append(row)
         sample_rows.extend(samples)
 
-    run_frame = pd.DataFrame([_run_row(meta, columns["runs"])])  # noqa: F841 - read by DuckDB by name
+    run_frame = pd.DataFrame([run_row])  # noqa: F841 - read by DuckDB by name
+    cell_frame = pd.DataFrame(cell_rows, columns=list(columns["cells"]))  # noqa: F841
+    sample_frame = _sample_frame(sample_rows, columns["samples"])  # noqa: F841
+    _check_rows(run_path, {"runs": run_frame, "cells": cell_frame, "samples": sample_frame})
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs BY NAME SELECT * FROM run_frame")
         if cell_rows:
-            cell_frame = pd.DataFrame(cell_rows)  # noqa: F841
             con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
         if sample_rows:
-            sample_frame = _sample_frame(sample_rows, columns["samples"])  # noqa: F841
             con.execute("INSERT INTO samples BY NAME SELECT * FROM sample_frame")
         con.execute("COMMIT")
     except Exception:
@@ -189,16 +240,44 @@ def _ingest_run_dir(con: duckdb.DuckDBPyConnection, run_path: Path) -> IngestRep
     return IngestReport(runs=1, cells_added=len(cell_rows), samples_added=len(sample_rows))
 
 
+def _check_rows(run_path: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """The rows about to be stored pass the checks a snapshot's rows pass on import
+    (store.snapshot_values): ingest and import accept exactly the same values, so whatever the
+    store holds can be exported and imported again."""
+    try:
+        check_values({table: pa.Table.from_pandas(frame, preserve_index=False) for table, frame in frames.items()
+                      if len(frame)})
+    except SnapshotError as error:
+        raise IngestError(f"{run_path}: cannot ingest: {error}") from None
+
+
+def read_runs(runs_dir: str | Path) -> tuple[list[RunFiles], list[str]]:
+    """Every run directory under runs_dir, read (`read_run`), and one line per directory that
+    could not be: what `ingest_runs` stores, read before the store is opened."""
+    read, skipped = [], []
+    for run_dir in list_run_dirs(runs_dir):
+        try:
+            read.append(read_run(run_dir.path))
+        except IngestError as error:  # one bad run must not hide the runs after it
+            skipped.append(str(error))
+    return read, skipped
+
+
+def ingest_all(con: duckdb.DuckDBPyConnection, read: list[RunFiles], skipped: list[str] | None = None) -> IngestReport:
+    """Store run directories already read; one that cannot be stored is named in `skipped`."""
+    report = IngestReport(skipped=list(skipped or []))
+    for files in read:
+        try:
+            report = report + ingest_read(con, files)
+        except IngestError as error:
+            report = report + IngestReport(skipped=[str(error)])
+    return report
+
+
 def ingest_runs(con: duckdb.DuckDBPyConnection, runs_dir: str | Path) -> IngestReport:
     """Ingest every run directory under runs_dir (finished, interrupted or still running).
 
     A run directory that cannot be ingested is left out and named in `report.skipped`;
     the others are ingested all the same.
     """
-    report = IngestReport()
-    for run_dir in list_run_dirs(runs_dir):
-        try:
-            report = report + ingest_run_dir(con, run_dir.path)
-        except IngestError as error:  # one bad run must not hide the runs after it
-            report = report + IngestReport(skipped=[str(error)])
-    return report
+    return ingest_all(con, *read_runs(runs_dir))

@@ -39,6 +39,9 @@ ARROW_SCHEMA = pa.schema([(c, pa.list_(pa.binary()) if c == "frames" else pa.str
 # One kept frame of the bundle is at most a few MB; a blob declaring far more is not ours.
 MAX_FRAME_BYTES = 512 << 20
 MAX_FRAME_ROWS = 20_000_000
+# All frames of one result together: a document naming one blob many times decodes it once,
+# and many distinct blobs cannot add up past this either.
+MAX_RESULT_BYTES = MAX_FRAME_BYTES
 
 
 class KeptError(ValueError):
@@ -87,13 +90,15 @@ def _frame_bytes(frame: pd.DataFrame, coded: list[str], cell: Any) -> bytes:
     return buf.getvalue()
 
 
-def _frame_of(blob: bytes, coded: list[str], cell: Any) -> pd.DataFrame:
-    """A kept frame, its size checked from the footer before anything is decoded."""
+def _frame_of(blob: bytes, coded: list[str], cell: Any, budget: list[int]) -> pd.DataFrame:
+    """A kept frame, its size checked from the footer (and taken from `budget`, the bytes the
+    rest of its result may still decode) before anything is decoded."""
     reader = pq.ParquetFile(pa.BufferReader(blob))
     meta = reader.metadata
     declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if declared > MAX_FRAME_BYTES or meta.num_rows > MAX_FRAME_ROWS:
+    if declared > MAX_FRAME_BYTES or meta.num_rows > MAX_FRAME_ROWS or declared > budget[0]:
         raise KeptError("a kept frame would expand past the size limit")
+    budget[0] -= declared
     frame = reader.read().to_pandas()
     for c in coded:
         frame[c] = pd.Series([cell(json.loads(v)) for v in frame[c]], index=frame.index, dtype=object)
@@ -143,6 +148,10 @@ def encode(value: Any, types: Mapping[str, type]) -> tuple[str, tuple[bytes, ...
 def decode(document: str, frames: Iterable[bytes], types: Mapping[str, type]) -> Any:
     """The value `encode` wrote; only the dataclasses in `types` are built. Raises KeptError."""
     blobs = list(frames)
+    # each blob is decoded once however often the document names it (pages never modify a
+    # result in place, so sharing the frame is safe), and all of them within one budget
+    decoded: dict[tuple[int, tuple[str, ...]], pd.DataFrame] = {}
+    budget = [MAX_RESULT_BYTES]
 
     def walk(v: Any) -> Any:
         if isinstance(v, list):
@@ -153,7 +162,10 @@ def decode(document: str, frames: Iterable[bytes], types: Mapping[str, type]) ->
             coded = v.get("json", [])
             if not isinstance(coded, list) or not all(isinstance(c, str) for c in coded):
                 _bad("a frame's JSON columns")
-            return _frame_of(blobs[int(v["$frame"])], coded, walk)
+            key = (int(v["$frame"]), tuple(coded))
+            if key not in decoded:
+                decoded[key] = _frame_of(blobs[key[0]], coded, walk, budget)
+            return decoded[key]
         if "$na" in v:
             return pd.NA
         if "$float" in v:

@@ -13,7 +13,7 @@ import io
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
@@ -252,6 +252,13 @@ def _conflict(con: duckdb.DuckDBPyConnection, src: dict[str, str], cols: dict[st
             ).fetchall()
         if row:
             return f"run {row[0][0]!r} is still running on this machine; import after it ends"
+    # a run's cell set is part of its identity: a run that is not running here takes no new cell
+    row = con.execute(
+        f"SELECT s.run_id FROM {src['cells']} s JOIN runs d USING (run_id) WHERE d.status <> 'running' "
+        "AND s.cell_id NOT IN (SELECT cell_id FROM cells) ORDER BY s.run_id LIMIT 1"
+    ).fetchall()
+    if row:
+        return f"run {row[0][0]!r} is already in the store with another set of cells"
     row = con.execute(
         f"SELECT s.cell_id FROM {src['cells']} s JOIN cells d USING (cell_id) "
         f"WHERE NOT ({_same(cols['cells'])}) ORDER BY s.cell_id LIMIT 1"
@@ -359,11 +366,8 @@ def open_snapshot_bytes(
     data: bytes, max_bytes: int = UPLOAD_LIMITS.max_bytes, *, limits: Limits | None = None
 ) -> duckdb.DuckDBPyConnection:
     """Open an uploaded snapshot zip from memory; `max_bytes` bounds the upload itself."""
-    limits = limits or Limits(
-        max_bytes=max_bytes,
-        max_uncompressed=UPLOAD_LIMITS.max_uncompressed,
-        max_ratio=UPLOAD_LIMITS.max_ratio,
-    )
+    # every upload bound applies (rows too); only the size of the zip itself is the caller's
+    limits = limits or replace(UPLOAD_LIMITS, max_bytes=max_bytes)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SnapshotError("an upload must be bytes")
     return _open(bytes(data), limits)

@@ -244,7 +244,7 @@ def _decoded_bytes(col: pa.ChunkedArray) -> int:
     return total
 
 
-def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Table:
+def _read_parquet(name: str, data: bytes, budget: int, max_rows: int, row_limit: int | None = None) -> pa.Table:
     """Decode one Parquet file, refusing it as soon as it could cost more than `budget` bytes.
 
     Parquet compresses twice (pages and dictionaries), so a small file can hide a huge
@@ -256,7 +256,8 @@ def _read_parquet(name: str, data: bytes, budget: int, max_rows: int) -> pa.Tabl
         meta, schema = pf.metadata, pf.schema_arrow
         if meta.num_rows > max_rows:
             raise SnapshotError(
-                f"{name} has {meta.num_rows} rows, over the limit of {max_rows} for this snapshot; refused"
+                f"{name} has {meta.num_rows} rows, over the limit of {row_limit or max_rows} rows for this snapshot"
+                + ("" if row_limit is None or max_rows == row_limit else " (all its tables together)") + "; refused"
             )
         check_metadata_text(name.removesuffix(".parquet"), meta)
         declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
@@ -330,13 +331,14 @@ def load_snapshot(
     budget, rows_left = limits.max_uncompressed, limits.max_rows
     for table in TABLES:
         name = table_file(table)
-        tbl = with_added_columns(table, _read_parquet(name, files[name], budget, rows_left), manifest.schema_version)
+        tbl = with_added_columns(table, _read_parquet(name, files[name], budget, rows_left, limits.max_rows), manifest.schema_version)
         budget -= tbl.nbytes
         rows_left -= tbl.num_rows
         _check_table(table, tbl, columns[table], manifest.row_counts[table])
         tables[table] = tbl
     _check_links(tables)
     check_values(tables)
+    _check_cell_sets(tables)
     _check_regimes(manifest, tables["runs"])
     return LoadedSnapshot(manifest, tables, kept)
 
@@ -346,6 +348,39 @@ def _check_regimes(manifest: Manifest, runs: pa.Table) -> None:
     found = sorted(set(runs["regime"].to_pylist()))
     if sorted(manifest.regimes) != found:
         raise SnapshotError(f"{MANIFEST_NAME} regimes do not match the regimes of runs.parquet")
+
+
+# What makes two cells of one run the same measurement (runner.plan.Cell.key): the shape,
+# not its name; family and KV heads where the schema has them.
+CELL_CONFIGURATION = ("n_layer", "n_embd", "n_head", "n_kv_head", "family", "n_inner", "vocab_size", "n_positions",
+                      "model_source", "backend", "backend_options", "device", "dtype", "batch_size", "prompt_len",
+                      "gen_len")
+
+
+def _check_cell_sets(tables: dict[str, pa.Table]) -> None:
+    """A run's cells are part of its identity: never more than it planned, never one
+    configuration twice (a forged cell beside the measured one)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.register("runs", tables["runs"])
+        con.register("cells", tables["cells"])
+        row = con.execute("SELECT r.run_id, r.n_cells_planned, count(*) FROM runs r JOIN cells c USING (run_id) "
+                          "WHERE r.n_cells_planned > 0 GROUP BY ALL HAVING count(*) > r.n_cells_planned "
+                          "ORDER BY 1 LIMIT 1").fetchall()
+        if row:
+            raise SnapshotError(f"cells.parquet: run {row[0][0][:80]!r} has {row[0][2]} cells where it planned "
+                                f"{row[0][1]}; refused")
+        present = [c for c in CELL_CONFIGURATION if c in tables["cells"].schema.names]
+        config = ", ".join(f'"{c}"' for c in ["run_id", *present])
+        row = con.execute(f"SELECT run_id, min(cell_id), max(cell_id) FROM cells GROUP BY {config} "
+                          "HAVING count(*) > 1 ORDER BY 1 LIMIT 1").fetchall()
+        if row:
+            raise SnapshotError(f"cells.parquet: run {row[0][0][:80]!r} holds one configuration twice "
+                                f"({row[0][1][:80]!r} and {row[0][2][:80]!r}); refused")
+    finally:
+        con.close()
 
 
 def _check_links(tables: dict[str, pa.Table]) -> None:

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from runner.plan import BACKEND_NAMES
 from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
-from vocabulary import CELL_STATUSES, DEVICES, DTYPES, FAMILIES, PHASES, RUN_STATUSES
+from vocabulary import (CELL_STATUSES, CONTROL_CHARACTERS_IN_TEXT_SQL, CONTROL_CHARACTERS_SQL, DEVICES, DTYPES, FAMILIES,
+                        PHASES, RUN_STATUSES)
 from store.snapshot_manifest import SnapshotError
 
 KIB = 1 << 10
@@ -32,6 +33,11 @@ MAX_TEXT_BYTES: dict[str, dict[str, int]] = {
               "profile": MIB, "energy_source": 16, "resources": 256 * KIB},
     "samples": {"cell_id": 256, "phase": 16, "timer": 64},
 }
+# Free text and JSON documents: they may hold tabs and line breaks (a traceback), never any other
+# control character; every other text column (a name, an id, a regime) holds none at all, so
+# nothing from a snapshot or a run file can drive a terminal or hide text (vocabulary).
+FREE_TEXT = frozenset({"error", "plan", "environment", "calibration", "backend_options", "correctness", "telemetry",
+                       "profile", "resources"})
 # A text column this version does not know yet (added by a newer schema) gets this bound.
 DEFAULT_TEXT_BYTES = 64 * KIB
 # A list column (flags) holds at most this many values per row.
@@ -44,6 +50,19 @@ MAX_LATENCY_MS = 86_400_000.0  # one timed region longer than a day: not a sampl
 MAX_BYTES = 1 << 50  # a petabyte of memory for one cell: an edit, not a measurement
 
 _ID = r"'^[A-Za-z0-9][A-Za-z0-9._:-]*$'"
+
+
+def _json_object(col: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN true WHEN json_valid({col}) THEN json_type({col}) = 'OBJECT' ELSE false END"
+
+
+# The JSON columns and the shape the analysis and the pages read them as: each an object (or
+# NULL); a cell's resources hold their per-phase records under "phases", an object of objects.
+JSON_OBJECTS = {"runs": ("plan", "environment", "calibration"),
+                "cells": ("backend_options", "correctness", "telemetry", "profile", "resources")}
+PHASE_RECORDS = ("CASE WHEN resources IS NULL THEN true WHEN json_valid(resources) THEN coalesce(json_type(resources, '$.phases') = 'OBJECT', true) "
+                 "AND NOT list_contains(list_transform(json_extract(resources, '$.phases.*'), "
+                 "lambda v: json_type(v) = 'OBJECT'), false) ELSE false END")
 
 
 def _in(values) -> str:
@@ -112,6 +131,7 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         *((column, f"{column} > 0 AND {column} < {MAX_BYTES}", "a positive number of bytes (unknown is NULL, not 0)")
           for column in ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS)),
         ("energy_source", f"energy_source {_in(ENERGY_SOURCES)}", f"one of {', '.join(ENERGY_SOURCES)}"),
+        ("resources", PHASE_RECORDS, 'a JSON object whose "phases" is an object of objects'),
     ],
     "samples": [
         ("phase", f"phase {_in(PHASES)}", f"one of {', '.join(PHASES)}"),
@@ -123,6 +143,8 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("timer", "regexp_full_match(timer, '^[a-z0-9_]+$')", "a timer name (lowercase, digits, _)"),
     ],
 }
+for _table, _columns in JSON_OBJECTS.items():
+    RULES[_table][:0] = [(c, _json_object(c), "a JSON object") for c in _columns]
 KEY_COLUMN = {"runs": "run_id", "cells": "cell_id", "samples": "cell_id"}
 
 
@@ -153,6 +175,10 @@ def _text_rules(table: str, tbl: pa.Table) -> list[tuple[str, str, str]]:
                     else f"strlen({col}::VARCHAR)")
             rules.append((f.name, f"{size} <= {limit}", f"at most {limit} bytes a value",
                           f"{size} || ' bytes'"))
+            pattern = CONTROL_CHARACTERS_IN_TEXT_SQL if f.name in FREE_TEXT else CONTROL_CHARACTERS_SQL
+            matches = (f"list_bool_or(list_transform({col}, lambda v: regexp_matches(v::VARCHAR, '{pattern}')))"
+                       if is_list else f"regexp_matches({col}::VARCHAR, '{pattern}')")
+            rules.append((f.name, f"NOT {matches}", "text without control characters"))
     return rules
 
 

@@ -10,7 +10,8 @@ import tomllib
 
 import pytest
 
-from analysis.export import neutralise_formulas, safe_csv
+from analysis.export import safe_csv
+from vocabulary import csv_safe
 from analysis.run_compare import run_table
 from store.dataset import BUNDLED_SNAPSHOT
 from store.db import connect
@@ -139,7 +140,7 @@ def test_csv_text_that_would_start_a_formula_is_neutralised():
     import pandas as pd
 
     frame = pd.DataFrame({"name": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "plain", "\tx"], "value": [-1.5] * 6})
-    safe = neutralise_formulas(frame)
+    safe = csv_safe(frame)
     assert safe["name"].tolist() == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)", "plain", "'\tx"]
     assert safe["value"].tolist() == [-1.5] * 6  # numbers stay numbers
     assert list(csv.reader(io.StringIO(safe_csv(frame))))[1][0] == "'=HYPERLINK(\"x\")"
