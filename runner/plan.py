@@ -395,11 +395,9 @@ def _without_repeats(sweep: Plan) -> Plan:
     if models is not None:
         update: dict = {"custom": _unique(models.custom), "checkpoints": _unique(models.checkpoints),
                         "hub": _unique(models.hub)}
-        if models.reference != "all":
-            update["reference"] = _unique(models.reference)
-        if models.grid is not None:
-            update["grid"] = models.grid.model_copy(update={"depths": _unique(models.grid.depths),
-                                                            "widths": _unique(models.grid.widths)})
+        for names in ("reference", "catalogue"):  # a grid's axes are deduplicated by GridSpec itself
+            if getattr(models, names) != "all":
+                update[names] = _unique(getattr(models, names))
         models = models.model_copy(update=update)
     return sweep.model_copy(update={"models": models, **{axis: _unique(getattr(sweep, axis)) for axis in (
         "backends", "dtypes", "batch_sizes", "prompt_lens", "gen_lens")}})
@@ -408,8 +406,10 @@ def _without_repeats(sweep: Plan) -> Plan:
 def _model_count(models: ModelsSection) -> int:
     """How many shapes a models section names, before any is built or read."""
     count = len(REGISTRY) if models.reference == "all" else len(models.reference)
-    if models.grid is not None:
-        count += len(models.grid.depths) * len(models.grid.widths)
+    count += len(CATALOGUE) if models.catalogue == "all" else len(models.catalogue)
+    if models.grid is not None:  # depth x width x KV heads; a budget gives one width per depth
+        grid = models.grid
+        count += len(grid.depths) * len(grid.widths or [None]) * len(grid.kv_heads or [None])
     return count + len(models.custom) + len(models.checkpoints) + len(models.hub)
 
 
