@@ -27,10 +27,13 @@ def _scatter(n_points: int) -> type:
 
 
 def _error_y(frame: pd.DataFrame) -> dict[str, Any]:
+    """CI bars of the medians; an interval too wide to mean anything (`drawable_ci`) gets none,
+    so a two-round cell's 1e-7..1e6 ms does not flatten every other point."""
+    drawable = drawable_ci(frame["median_ci_low"], frame["median_ci_high"])
     return {
         "type": "data", "symmetric": False,
-        "array": (frame["median_ci_high"] - frame["median"]).to_numpy(),
-        "arrayminus": (frame["median"] - frame["median_ci_low"]).to_numpy(),
+        "array": (frame["median_ci_high"] - frame["median"]).where(drawable, 0.0).to_numpy(),
+        "arrayminus": (frame["median"] - frame["median_ci_low"]).where(drawable, 0.0).to_numpy(),
     }
 
 
@@ -173,8 +176,11 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
 
 
 def _latency_extent(stats: pd.DataFrame) -> pd.Series:
-    """Every value the latency axis must hold: medians and their CI bounds."""
-    return pd.concat([stats[c] for c in ("median", "median_ci_low", "median_ci_high") if c in stats])
+    """Every value the latency axis must hold: medians and their drawable CI bounds."""
+    if not {"median_ci_low", "median_ci_high"} <= set(stats.columns):
+        return stats["median"]
+    drawable = drawable_ci(stats["median_ci_low"], stats["median_ci_high"])
+    return pd.concat([stats["median"], stats["median_ci_low"][drawable], stats["median_ci_high"][drawable]])
 
 
 def comparison_label(comparison: dict[str, Any]) -> str:
@@ -297,9 +303,14 @@ def shape_latencies(cells: pd.DataFrame) -> go.Figure:
         ))
     values = [*cells["ms_per_token"], *cells["ci_low"].where(drawable_ci(cells["ci_low"], cells["ci_high"])),
               *cells["ci_high"].where(drawable_ci(cells["ci_low"], cells["ci_high"]))] if len(cells) else []
+    ticks = log_ticks(values)
+    xaxis = log_axis("decode ms per token (log)", ticks)
+    if ticks:  # the axis reaches the outer ticks, so a narrow spread still reads against two labels or more
+        xaxis["range"] = [float(np.log10(min(min(ticks), np.nanmin(values)) / 1.1)),
+                          float(np.log10(max(max(ticks), np.nanmax(values)) * 1.1))]
     fig.update_layout(
         title="Decode ms per token of each measured shape (95% CI; hollow: CI too wide to draw)",
-        xaxis=log_axis("decode ms per token (log)", log_ticks(values)),
+        xaxis=xaxis,
         yaxis={"title": None, "categoryorder": "array", "categoryarray": order, "autorange": "reversed"},
         template="plotly_white", height=160 + 34 * max(1, len(order)), legend={"orientation": "h", "y": -0.25},
     )

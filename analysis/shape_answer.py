@@ -30,7 +30,7 @@ DEVICE_CLASSES = {"cuda": "GPUs", "cpu": "CPUs"}
 GROUP_COLUMNS = ["regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len"]
 CELL_COLUMNS = ["group_id", "group", *GROUP_COLUMNS, "device_kind", "shape", "model_name", "n_layer", "n_embd", "params",
                 "ms_per_token", "ci_low", "ci_high", "ci_kind", "n_runs"]
-VERDICT_COLUMNS = ["group", "regime", "shapes", "fastest", "slowest", "slowest / fastest", "verdict"]
+VERDICT_COLUMNS = ["group", "shapes", "verdict", "fastest", "slowest", "slowest / fastest", "regime"]
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ def store_offer(ctx: cache.Context) -> None:
     if not runs:
         return
     with st.container(border=True):
-        st.markdown(f"Your store has **{runs}** run{'s' if runs != 1 else ''} (`{md(ctx.store)}`): show "
+        st.markdown(f"Your store has **{runs}** run{'s' if runs != 1 else ''} ({md(ctx.store)}): show "
                     f"{'them' if runs != 1 else 'it'} beside the reference data, or alone.")
-        beside, alone, _ = st.columns([1, 1, 3])
-        if beside.button("Show beside the reference", key="overview_show_both", type="primary"):
+        beside, alone, _ = st.columns([2, 2, 3])
+        if beside.button("Show beside the reference", key="overview_show_both", type="primary", use_container_width=True):
             sidebar.choose_dataset(source.COMBINED)
-        if alone.button("Show my store only", key="overview_show_store"):
+        if alone.button("Show my store only", key="overview_show_store", use_container_width=True):
             sidebar.choose_dataset(source.STORE)
 
 

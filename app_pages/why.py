@@ -25,7 +25,7 @@ def _fit_rows(fits: list[dict]) -> pd.DataFrame:
     rows = [{"backend": f["backend"], "dtype": f["dtype"], "cost per": f["per"], "cells": f["n_cells"],
              "µs": f.get("per_launch_us"), "CI low": (f.get("per_launch_us_ci") or [None])[0],
              "CI high": (f.get("per_launch_us_ci") or [None, None])[1], "R²": f.get("r2"),
-             "note": f.get("message", ""), "regime": f["regime"]} for f in fits]
+             "regime": f["regime"], "note": f.get("message", "")} for f in fits]
     return pd.DataFrame(rows)
 
 
@@ -87,9 +87,7 @@ def body(ctx: cache.Context) -> None:
     st.subheader("Fitted overhead per launch")
     st.caption("Per (regime, backend, dtype): decode_ms ~ count + memory_ms (OLS, HC3). The count is host launches "
                "for eager backends and kernels inside the graph for a CUDA-graph backend; 95% CIs.")
-    st.dataframe(_fit_rows(cache.launch_overhead(ctx)), hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.1f") for c in ("µs", "CI low", "CI high")} | {
-        "R²": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(table_text(_fit_rows(cache.launch_overhead(ctx)), digits=3), hide_index=True)
 
     costs = layer_costs(cache.fits(ctx), floor)
     costs = costs[costs["regime"] == regime]  # the selected group's regime, like the charts above

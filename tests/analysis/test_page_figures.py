@@ -133,3 +133,14 @@ def test_combined_view_holds_the_reference_and_the_store_once_each(tmp_path):
     for table in ("runs", "cells", "samples"):
         count = f"SELECT count(*) FROM {table}"
         assert both.execute(count).fetchall() == reference.execute(count).fetchall()
+
+
+def test_latency_charts_leave_a_two_round_cells_absurd_ci_undrawn():
+    from analysis.figures import latency_vs_depth
+
+    stats = pd.DataFrame({"cell_id": ["a", "b"], "model_name": ["1x32", "2x64"], "n_layer": [1, 2], "n_embd": [32, 64],
+                          "params": [5e4, 1.7e5], "median": [8.0, 15.0], "median_ci_low": [6.5, 3.8e-7],
+                          "median_ci_high": [10.7, 4.7e6], "phase": ["decode"] * 2})
+    fig = latency_vs_depth(stats)
+    assert list(fig.data[0].error_y.array) == pytest.approx([2.7, 0.0])
+    assert max(fig.layout.yaxis.tickvals) <= 100, "the axis holds the medians, not 1e6 ms"
