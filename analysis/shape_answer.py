@@ -44,6 +44,12 @@ class ShapeAnswer:
     cells: pd.DataFrame
     groups: pd.DataFrame
 
+    def only(self, regimes) -> "ShapeAnswer":
+        """The tables restricted to `regimes` (a user's own, beside the reference); sentences kept."""
+        regimes = set(regimes)
+        return ShapeAnswer(self.sentences, self.cells[self.cells["regime"].isin(regimes)].reset_index(drop=True),
+                           self.groups[self.groups["regime"].isin(regimes)].reset_index(drop=True))
+
 
 def decode_cells(pooled: pd.DataFrame) -> pd.DataFrame:
     """Decode cells (pooled over runs) as the Overview lists them: a group label, the shape's

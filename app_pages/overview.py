@@ -36,8 +36,11 @@ def answer(ctx: cache.Context, all_protocols: bool):
 
 
 def own_shapes(shapes) -> None:
-    """The measured shapes when no regime holds the seed pair: latency per shape with its CI,
-    fastest and slowest per group and the verdict or what is missing for one."""
+    """The measured shapes when no regime holds the seed pair (or the store's, beside the
+    reference): latency per shape with its CI, fastest and slowest per group and the verdict
+    or what is missing for one."""
+    if shapes.cells.empty:
+        return
     st.subheader("Your shapes")
     st.caption("Decode ms per token of each measured shape (median pooled over runs, 95% CI); per group the "
                "fastest and slowest shape and whether depth or parameter count explains latency, or what to "
@@ -71,6 +74,8 @@ def body(ctx: cache.Context) -> None:
     if not len(headline.seed_pairs):  # a user's own shapes lead; the seed pair's "not measured" is no news
         own_shapes(shapes)
         sections = [section for section in sections[1:] if len(section[2])]
+    elif ctx.kind == source.COMBINED:  # beside the reference: the store's own shapes first
+        own_shapes(shapes.only(source.store_regimes(ctx.store)))
     for index, (title, text, table) in enumerate(sections):
         st.subheader(title)
         st.caption(text)

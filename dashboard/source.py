@@ -101,6 +101,17 @@ def store_runs(store: Path) -> int:
         return 0
 
 
+def store_regimes(store: Path) -> list[str]:
+    """The hardware regimes of the store file's runs ([] when it does not exist or cannot be read now)."""
+    if not store.exists():
+        return []
+    try:
+        with store_file(str(store)).reading() as con:
+            return [row[0] for row in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
+    except Exception:  # noqa: BLE001 - a busy or foreign file: its shapes are simply not singled out
+        return []
+
+
 def open_dataset(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[Source, str, str, str]:
     """(data source, dataset key, label, data version) for the chosen dataset."""
     if kind == UPLOAD and UPLOAD_KEY in st.session_state:

@@ -65,3 +65,8 @@ def test_store_beside_the_reference_holds_both(app_env, two_shape_runs, tmp_path
     assert at.sidebar.radio[0].value == "bundled + my store"
     assert int(at.sidebar.metric[0].value.replace(",", "")) == reference_runs + 1
     assert at.query_params["data"] == "both", "the choice is in the link"
+    subheaders = texts(at, "subheader")
+    assert subheaders.index("Your shapes") < subheaders.index("Strongest inversions"), "the user's shapes beside the reference"
+    assert any(s.startswith("The seed pair") for s in subheaders), "the reference's seed pair stays"
+    shown = " ".join(str(v) for frame in at.dataframe for v in frame.value.to_numpy().ravel())
+    assert "1x32 (1 x 32" in shown
