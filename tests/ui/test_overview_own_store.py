@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runner.helpers import plan_dict, run_cli, cli_env, write_plan
+from tests.runner.helpers import cli_env, run_cli, write_plan
 from tests.ui.conftest import assert_clean, plotly_specs, texts
 
 
