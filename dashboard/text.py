@@ -106,3 +106,10 @@ def interval(low: object, high: object, digits: int = 3) -> str:
     if low <= 0 or high <= 0 or high / low > DRAWABLE_CI_FACTOR or high == float("inf"):
         return "too wide to tell"
     return f"{low:.{digits}g}-{high:.{digits}g}"
+
+
+def dash_missing(frame, digits: int = 4):
+    """`frame` with only its columns that hold a missing value turned into text (`table_text`'s
+    cells, "—" where absent): a sortable table keeps its complete numeric columns as numbers."""
+    gaps = [c for c in frame.columns if frame[c].map(is_missing).any()]
+    return frame.assign(**{c: frame[c].map(lambda v: _cell(v, digits)) for c in gaps}) if gaps else frame

@@ -144,3 +144,12 @@ def test_latency_charts_leave_a_two_round_cells_absurd_ci_undrawn():
     fig = latency_vs_depth(stats)
     assert list(fig.data[0].error_y.array) == pytest.approx([2.7, 0.0])
     assert max(fig.layout.yaxis.tickvals) <= 100, "the axis holds the medians, not 1e6 ms"
+
+
+def test_dash_missing_turns_only_columns_with_gaps_into_text():
+    from dashboard.text import dash_missing
+
+    frame = pd.DataFrame({"protocol": [2, 1], "gpu_count": [1.0, np.nan], "gpu": ["NVIDIA H200", None]})
+    shown = dash_missing(frame)
+    assert shown["protocol"].tolist() == [2, 1], "a complete column stays numeric (sortable)"
+    assert shown["gpu_count"].tolist() == ["1", MISSING] and shown["gpu"].tolist() == ["NVIDIA H200", MISSING]
