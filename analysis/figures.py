@@ -27,10 +27,13 @@ def _scatter(n_points: int) -> type:
 
 
 def _error_y(frame: pd.DataFrame) -> dict[str, Any]:
+    """CI bars of the medians; an interval too wide to mean anything (`drawable_ci`) gets none,
+    so a two-round cell's 1e-7..1e6 ms does not flatten every other point."""
+    drawable = drawable_ci(frame["median_ci_low"], frame["median_ci_high"])
     return {
         "type": "data", "symmetric": False,
-        "array": (frame["median_ci_high"] - frame["median"]).to_numpy(),
-        "arrayminus": (frame["median"] - frame["median_ci_low"]).to_numpy(),
+        "array": (frame["median_ci_high"] - frame["median"]).where(drawable, 0.0).to_numpy(),
+        "arrayminus": (frame["median"] - frame["median_ci_low"]).where(drawable, 0.0).to_numpy(),
     }
 
 
@@ -112,6 +115,21 @@ def log_ticks(values) -> list[float] | None:
     return fine if 2 <= len(fine) <= 10 else decades
 
 
+def spaced_log_ticks(low: float, high: float, candidates, max_ticks: int = 8) -> list[float]:
+    """Of `candidates`, those within [low, high], thinned so that neighbours stay at least
+    1/max_ticks of the axis apart on a log scale (their labels then never overlap); 1 is
+    always kept when in range, as the line the eye reads a ratio against."""
+    inside = sorted(t for t in candidates if low <= t <= high)
+    if not inside:
+        return [1.0]
+    gap = max(np.log10(high / low), 1e-9) / max_ticks
+    kept: list[float] = []
+    for tick in sorted(inside, key=lambda t: (t != 1.0, abs(np.log10(t)))):  # 1 first, then outward
+        if all(abs(np.log10(tick / other)) >= gap for other in kept):
+            kept.append(tick)
+    return sorted(kept)
+
+
 def log_axis(title: str, tickvals=None) -> dict[str, Any]:
     """A log axis labelled at `tickvals` (the measured depths, or `log_ticks` of the data), each
     label a full value with its grid line: plotly's default labels the 2s and 5s of each decade
@@ -162,31 +180,54 @@ def latency_vs_depth(stats: pd.DataFrame, bands: pd.DataFrame | None = None, sca
 
 
 def _latency_extent(stats: pd.DataFrame) -> pd.Series:
-    """Every value the latency axis must hold: medians and their CI bounds."""
-    return pd.concat([stats[c] for c in ("median", "median_ci_low", "median_ci_high") if c in stats])
+    """Every value the latency axis must hold: medians and their drawable CI bounds."""
+    if not {"median_ci_low", "median_ci_high"} <= set(stats.columns):
+        return stats["median"]
+    drawable = drawable_ci(stats["median_ci_low"], stats["median_ci_high"])
+    return pd.concat([stats["median"], stats["median_ci_low"][drawable], stats["median_ci_high"][drawable]])
+
+
+def comparison_label(comparison: dict[str, Any]) -> str:
+    """A comparison group named by what it holds fixed, short: "hf-eager decode float32 b1 p128"."""
+    short = {"batch_size": "b", "prompt_len": "p", "gen_len": "g"}
+    return " ".join(f"{short[k]}{v}" if k in short else str(v) for k, v in comparison.items() if v is not None)
 
 
 def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth") -> go.Figure:
-    """Depth (or width) elasticity per level with 95% CIs, one trace per comparison group."""
+    """Depth (or width) elasticity per level with 95% CIs: one row per comparison group, one
+    colour per level (regime or backend), the levels of a row side by side.
+
+    One trace per level, so the legend names each regime or backend once however many
+    groups there are (a trace per group repeated the same names and stacked every group's
+    points on the same few rows).
+    """
+    ok = [comp for comp in comparisons if comp.get("status") == "ok"]
+    rows = []
+    for comp in ok:
+        label = comparison_label(comp["comparison"])
+        for lv in comp["levels"]:
+            rows.append({"group": label, "level": str(lv["level"]), "n_cells": lv["n_cells"],
+                         "effect": lv[f"{variable}_effect"], "low": lv[f"{variable}_ci_low"],
+                         "high": lv[f"{variable}_ci_high"]})
+    frame = pd.DataFrame(rows, columns=["group", "level", "n_cells", "effect", "low", "high"])
     fig = go.Figure()
-    for comp in comparisons:
-        if comp.get("status") != "ok":
-            continue
-        levels = comp["levels"]
-        effect = np.array([lv[f"{variable}_effect"] for lv in levels])
-        low = np.array([lv[f"{variable}_ci_low"] for lv in levels])
-        high = np.array([lv[f"{variable}_ci_high"] for lv in levels])
-        c = comp["comparison"]
+    for index, (level, sub) in enumerate(frame.groupby("level", sort=True)):
         fig.add_trace(go.Scatter(
-            x=effect, y=[str(lv["level"]) for lv in levels], mode="markers",
-            name=f"{c.get('backend', c.get('regime', ''))} {c['phase']} b{c['batch_size']} p{c['prompt_len']}",
-            error_x={"type": "data", "symmetric": False, "array": high - effect, "arrayminus": effect - low},
-            customdata=np.array([[str(lv["level"]), lv["n_cells"]] for lv in levels], dtype=object),
+            x=sub["effect"], y=sub["group"], mode="markers", name=level, orientation="h",
+            offsetgroup=level, legendgroup=level, marker={"size": 8, "color": qualitative.Plotly[index % len(qualitative.Plotly)]},
+            error_x={"type": "data", "symmetric": False, "array": (sub["high"] - sub["effect"]).to_numpy(),
+                     "arrayminus": (sub["effect"] - sub["low"]).to_numpy()},
+            customdata=np.column_stack([sub["level"], sub["n_cells"]]),
+            hovertemplate="%{y}<br>%{customdata[0]}: %{x:.3g} (%{customdata[1]} cells)<extra></extra>",
         ))
     fig.add_vline(x=0, line_dash="dot")
-    factor = comparisons[0]["factor"] if comparisons else "level"
+    factor = ok[0]["factor"] if ok else "level"
+    n_rows, n_levels = frame["group"].nunique(), max(1, frame["level"].nunique())
     fig.update_layout(title=f"{variable.capitalize()} elasticity per {factor} (95% CI)",
-                      xaxis_title=f"d log latency / d log {variable}", yaxis_title=factor, template="plotly_white")
+                      xaxis_title=f"d log latency / d log {variable}", yaxis={"title": None, "autorange": "reversed"},
+                      template="plotly_white", scattermode="group", scattergap=0.3,
+                      height=180 + n_rows * max(28, 12 * n_levels),
+                      legend={"title": {"text": factor}, "orientation": "h", "y": -0.1, "yanchor": "top"})
     return fig
 
 
@@ -224,6 +265,59 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="Seed pair: above 1x the deep, narrow model is slower (95% CI; hollow: no CI)",
                       template="plotly_white", showlegend=False, height=120 + 24 * int(sum(heights)) + 40 * len(heights),
                       margin={"t": 70})
+    return fig
+
+
+# A CI wider than this factor (high / low) says only "unknown": two rounds give a t interval
+# from 1e-7 to 1e6 ms. It is shown as a hollow marker without bars, not drawn across the axis.
+DRAWABLE_CI_FACTOR = 100.0
+
+
+def drawable_ci(low: pd.Series, high: pd.Series) -> pd.Series:
+    """Which intervals can be drawn: finite, positive, and at most DRAWABLE_CI_FACTOR wide."""
+    low, high = pd.to_numeric(low, errors="coerce"), pd.to_numeric(high, errors="coerce")
+    return (low > 0) & (high > 0) & np.isfinite(low) & np.isfinite(high) & (high / low <= DRAWABLE_CI_FACTOR)
+
+
+def shape_latencies(cells: pd.DataFrame) -> go.Figure:
+    """Decode ms per token of each measured shape with its 95% CI, one trace per group (backend,
+    dtype, batch, prompt, generated tokens; its regime too when several are open), on a log axis:
+    a user's own shapes, fastest at the top. `cells` is `analysis.shape_answer.decode_cells`.
+
+    A CI too wide to mean anything (`drawable_ci`) is a hollow marker without bars.
+    """
+    fig = go.Figure()
+    several_regimes = cells["regime"].nunique() > 1 if len(cells) else False
+    order = cells.groupby("shape")["ms_per_token"].min().sort_values().index.tolist() if len(cells) else []
+    for index, ((regime, group), rows) in enumerate(cells.groupby(["regime", "group"], sort=True)):
+        ok = drawable_ci(rows["ci_low"], rows["ci_high"])
+        low = rows["ci_low"].where(ok, rows["ms_per_token"])
+        high = rows["ci_high"].where(ok, rows["ms_per_token"])
+        ci_text = [f"{lo:.3g}-{hi:.3g} ms" if good else "too wide to draw" for lo, hi, good
+                   in zip(rows["ci_low"], rows["ci_high"], ok)]
+        fig.add_trace(go.Scatter(
+            x=rows["ms_per_token"], y=rows["shape"], mode="markers",
+            name=f"{group} · {regime}" if several_regimes else group,
+            marker={"size": 10, "symbol": np.where(ok, "circle", "circle-open"),
+                    "color": qualitative.Plotly[index % len(qualitative.Plotly)]},
+            error_x={"type": "data", "symmetric": False, "array": (high - rows["ms_per_token"]).to_numpy(),
+                     "arrayminus": (rows["ms_per_token"] - low).to_numpy()},
+            customdata=np.column_stack([ci_text, rows["regime"]]),
+            hovertemplate="%{y}<br>%{x:.3g} ms/token, 95% CI %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
+        ))
+    values = [*cells["ms_per_token"], *cells["ci_low"].where(drawable_ci(cells["ci_low"], cells["ci_high"])),
+              *cells["ci_high"].where(drawable_ci(cells["ci_low"], cells["ci_high"]))] if len(cells) else []
+    ticks = log_ticks(values)
+    xaxis = log_axis("decode ms per token (log)", ticks)
+    if ticks:  # the axis reaches the outer ticks, so a narrow spread still reads against two labels or more
+        xaxis["range"] = [float(np.log10(min(min(ticks), np.nanmin(values)) / 1.1)),
+                          float(np.log10(max(max(ticks), np.nanmax(values)) * 1.1))]
+    fig.update_layout(
+        title="Decode ms per token of each measured shape (95% CI; hollow: CI too wide to draw)",
+        xaxis=xaxis,
+        yaxis={"title": None, "categoryorder": "array", "categoryarray": order, "autorange": "reversed"},
+        template="plotly_white", height=160 + 34 * max(1, len(order)), legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 
@@ -338,6 +432,14 @@ WHY_COMPONENTS = (  # (floor column, legend name, colour): the launch-floor mode
     ("compute_ms", "compute (FLOPs / matmul peak)", "#00CC96"),
     ("unexplained_ms", "unexplained", "#C8C8C8"),
 )
+# The same split once launches are priced at their fitted cost (analysis.why.paid_split): the
+# verdict then comes from these bars, so a launch-bound verdict stands on a tall launch bar.
+PAID_COMPONENTS = (
+    ("launch_paid_ms", "launch (count x fitted cost per launch)", "#EF553B"),
+    ("memory_ms", "memory (weights + KV / bandwidth)", "#636EFA"),
+    ("compute_ms", "compute (FLOPs / matmul peak)", "#00CC96"),
+    ("rest_ms", "not explained", "#C8C8C8"),
+)
 
 
 def _shape_labels(frame: pd.DataFrame) -> list[str]:
@@ -357,16 +459,19 @@ def _shape_labels(frame: pd.DataFrame) -> list[str]:
 def why_components(floor: pd.DataFrame) -> go.Figure:
     """Stacked bars per shape of one group: launch, memory, compute and unexplained ms per decode step.
 
-    `floor` comes from `why.launch_floor` for one (regime, backend, dtype, workload); shapes
-    run left to right by depth, then width. A black marker is the measured median, so a
-    prediction above it (nothing unexplained) stays visible. customdata: cell_id, verdict,
+    `floor` comes from `why.launch_floor` for one (regime, backend, dtype, workload), or from
+    `why.paid_split` (launches at their fitted cost, `PAID_COMPONENTS`, and its verdict);
+    shapes run left to right by depth, then width. A black marker is the measured median, so
+    a prediction above it (nothing unexplained) stays visible. customdata: cell_id, verdict,
     measured / predicted.
     """
+    paid = "launch_paid_ms" in floor.columns
     frame = floor.sort_values(["n_layer", "n_embd", "model_name", "cell_id"]) if len(floor) else floor
     labels = _shape_labels(frame) if len(frame) else []
-    custom = frame[["cell_id", "verdict", "measured_over_predicted"]].to_numpy() if len(frame) else None
+    verdict = "paid_verdict" if paid else "verdict"
+    custom = frame[["cell_id", verdict, "measured_over_predicted"]].to_numpy() if len(frame) else None
     fig = go.Figure()
-    for column, name, colour in WHY_COMPONENTS:
+    for column, name, colour in PAID_COMPONENTS if paid else WHY_COMPONENTS:
         fig.add_trace(go.Bar(
             x=labels, y=frame[column].to_numpy() if len(frame) else [], name=name, marker_color=colour,
             customdata=custom,
@@ -378,7 +483,8 @@ def why_components(floor: pd.DataFrame) -> go.Figure:
         marker={"symbol": "line-ew-open", "size": 14, "color": "black", "line": {"width": 2}},
         customdata=custom, hovertemplate="%{x}<br>measured %{y:.3g} ms<extra></extra>",
     ))
-    fig.update_layout(barmode="stack", title="Where a decode step's time goes (launch-floor model)",
+    fig.update_layout(barmode="stack", title="Where a decode step's time goes" + (
+                          " (launches at their fitted cost)" if paid else " (launch-floor model)"),
                       xaxis_title="shape (depth x width), by depth then width", yaxis_title="ms per decode step",
                       template="plotly_white", legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom",
                                                        "traceorder": "normal"})

@@ -149,7 +149,8 @@ def headline_for(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
 
 def shape_label(name: str, n_layer: int, n_embd: int, params: float) -> str:
     """A model as a headline names it: its name(s), depth x width and parameter count."""
-    return f"{name} ({n_layer} x {n_embd}, {params / 1e6:.1f}M)"
+    size = f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e6:.2g}M"  # a user's tiny shape is not "0.0M"
+    return f"{name} ({n_layer} x {n_embd}, {size})"
 
 
 def _runs(a: int, b: int) -> str:

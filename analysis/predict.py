@@ -85,6 +85,9 @@ def predict_latency(
         + ("; " + "; ".join(warnings) if warnings else ""),
         "median_ms": median,
         "ci": (math.exp(frame["mean_ci_lower"]), math.exp(frame["mean_ci_upper"])),
+        # the interval as a sentence: a page shows it as text, never as a metric's delta arrow
+        "ci_text": f"{confidence:.0%} CI of the median: {math.exp(frame['mean_ci_lower']):.3g} to "
+                   f"{math.exp(frame['mean_ci_upper']):.3g} ms",
         "prediction_interval": (math.exp(frame["obs_ci_lower"]), math.exp(frame["obs_ci_upper"])),
         "extrapolation": bool(warnings),
         "warnings": warnings,

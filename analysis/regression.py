@@ -600,3 +600,23 @@ def fit_across_families(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> 
                           message=f"latency at equal params and depth, against {reference}: {text} ({confidence:.0%} CI, HC3)")
         out.append(record)
     return out
+
+
+def newest_current_group(fits: list[GroupFit], pooled: pd.DataFrame, started: Mapping[str, Any]) -> str | None:
+    """The group a page opens on: of the fitted groups whose every cell used the current
+    protocol, the one measured most recently (its newest run's start), ties to more shapes.
+
+    Opening on the group with the most shapes picked an old protocol-1 group of the bundled
+    data (unpinned single passes, superseded); None when no fitted group is current.
+    """
+    from vocabulary import PROTOCOL_VERSION
+
+    if pooled.empty:
+        return None
+    protocol = pooled.groupby("group_id")["protocol_version"].min()
+    newest = pooled.groupby("group_id")["run_ids"].agg(
+        lambda ids: max((str(started.get(r, "")) for runs in ids for r in runs), default=""))
+    candidates = [f for f in fits if f.status == "ok" and protocol.get(f.group_id, 0) >= PROTOCOL_VERSION]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda f: (newest.get(f.group_id, ""), f.n_shapes)).group_id

@@ -31,6 +31,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from statsmodels.stats.multitest import multipletests
 
+from analysis.figures import drawable_ci, spaced_log_ticks
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
 from analysis.load import compared_cells, run_cell_rounds, runs_with_counts
 from vocabulary import PHASES
@@ -276,18 +277,22 @@ def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:
 def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
     """Each compared cell's ratio b / a on a log axis, with its round-level CI; one trace per state.
 
-    Cells sorted by ratio (x is the rank, the hover names the cell); states: moved (beyond
+    Cells sorted by ratio, each named on the x axis (model, backend, phase, dtype, batch,
+    prompt); the y axis spans the ratios and the CIs narrower than DRAWABLE_CI_FACTOR (a
+    two-round CI from 1e-3 to 1e3 would flatten every ratio onto one line), ticked at values
+    far enough apart to read (spaced_log_ticks); states: moved (beyond
     the rounds' noise), within noise, no CI (a single round in a run). customdata: cell_id_a,
     cell_id_b, then the hover's fields, so a selection maps back to both cells.
     """
     frame = table.sort_values("ratio").reset_index(drop=True)
     frame = frame.assign(
-        rank=np.arange(1, len(frame) + 1),
         state=np.where(frame["ci_kind"].ne(CI_ACROSS_ROUNDS), NO_CI,
                        np.where(frame["moved"].fillna(False).astype(bool), "moved beyond noise", "within noise")),
         label=(frame["model_name"].astype(str) + " " + frame["backend"].astype(str) + " " + frame["phase"].astype(str)
                + " " + frame["dtype"].astype(str) + " b" + frame["batch_size"].astype(str)
                + " p" + frame["prompt_len"].astype(str)))
+    repeat = frame.groupby("label").cumcount()  # two cells differing only in what the label leaves out
+    frame["label"] = frame["label"].where(repeat == 0, frame["label"] + " #" + (repeat + 1).astype(str))
     scatter = go.Scattergl if len(frame) > WEBGL_THRESHOLD else go.Scatter
     # drawn in this order, so the few cells that moved sit on top of the many that did not
     styles = {NO_CI: ("#868e96", "circle-open", 6), "within noise": ("#748ffc", "circle", 6),
@@ -304,23 +309,27 @@ def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
         ci_text = np.where(has_ci, "[" + sub["ratio_ci_low"].map("{:.3f}".format) + ", "
                            + sub["ratio_ci_high"].map("{:.3f}".format) + "]", NO_CI)
         fig.add_trace(scatter(
-            x=sub["rank"].to_numpy(), y=sub["ratio"].to_numpy(), mode="markers", name=state,
+            x=sub["label"].to_numpy(), y=sub["ratio"].to_numpy(), mode="markers", name=state,
             marker={"color": colour, "symbol": symbol, "size": size}, error_y=error,
             customdata=np.column_stack([sub["cell_id_a"], sub["cell_id_b"], sub["label"], ci_text]),
             hovertemplate="%{customdata[2]}<br>b / a = %{y:.3f}x, 95% CI %{customdata[3]}<extra></extra>",
         ))
     fig.add_hline(y=1.0, line={"color": "#495057", "dash": "dot", "width": 1})
-    bounds = pd.concat([frame["ratio"], frame["ratio_ci_low"], frame["ratio_ci_high"]]).dropna()
-    low, high = (bounds.min(), bounds.max()) if len(bounds) else (1.0, 1.0)
+    drawable = drawable_ci(frame["ratio_ci_low"], frame["ratio_ci_high"])
+    bounds = pd.concat([frame["ratio"], frame["ratio_ci_low"][drawable], frame["ratio_ci_high"][drawable],
+                        pd.Series([1.0])]).dropna()
+    bounds = bounds[bounds > 0]
+    low, high = bounds.min() / 1.1, bounds.max() * 1.1
     choice = RATIO_TICKS_COARSE if high / low > COARSE_SPAN else RATIO_TICKS_FINE
-    ticks = [t for t in choice if low / 1.2 <= t <= high * 1.2] or [1.0]
+    ticks = spaced_log_ticks(low, high, choice)
     fig.update_layout(
         title=f"Median ratio per cell: {run_b} / {run_a}", template="plotly_white", legend_title_text="",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "right", "x": 1},
-        xaxis={"title": "cells, ordered by ratio"},
-        yaxis={"title": "median ratio b / a (log scale; > 1: b slower)", "type": "log", "tickvals": ticks,
-               "ticktext": [f"{t:g}x" for t in ticks]},
-        margin={"t": 80})
+        xaxis={"title": "cells, ordered by ratio", "type": "category", "categoryorder": "array",
+               "categoryarray": frame["label"].tolist(), "tickangle": -45, "automargin": True},
+        yaxis={"title": "ratio b / a (log; > 1: b slower)", "type": "log", "tickvals": ticks,
+               "ticktext": [f"{t:g}x" for t in ticks], "range": [float(np.log10(low)), float(np.log10(high))]},
+        margin={"t": 80}, height=620)  # the slanted cell names take the bottom third
     return fig
 
 

@@ -4,8 +4,9 @@ import streamlit as st
 
 from analysis.figures import latency_vs_depth, latency_vs_params
 from analysis.predict import predict_latency
+from analysis.regression import newest_current_group
 from dashboard import cache, ui
-from dashboard.text import md
+from dashboard.text import md, table_text
 
 VERDICT_BOX = {"depth": st.success, "params": st.success, "both": st.success, "inconclusive": st.warning}
 VERDICT_HEAD = {  # the seed form's answer (analysis.regression): which elasticity's CI excludes 0
@@ -50,8 +51,10 @@ def body(ctx: cache.Context) -> None:
     ok_ids = [f.group_id for f in fits if f.status == "ok"]
     ids = [f.group_id for f in fits]
     if st.session_state.get("dw_group") not in ids:
-        # default: the best-identified fit (most distinct shapes)
-        st.session_state["dw_group"] = max(fits, key=lambda f: (f.status == "ok", f.n_shapes)).group_id
+        # default: the newest group measured under the current protocol, else the best-identified fit
+        runs = cache.run_list(ctx)
+        newest = newest_current_group(fits, cache.pooled_frame(ctx), dict(zip(runs["run_id"], runs["started_at"])))
+        st.session_state["dw_group"] = newest or max(fits, key=lambda f: (f.status == "ok", f.n_shapes)).group_id
     group_id = st.selectbox("Group", ids, format_func=labels.get, key="dw_group")
     fit = next(f for f in fits if f.group_id == group_id)
     if len(ok_ids) < len(ids):
@@ -67,8 +70,7 @@ def body(ctx: cache.Context) -> None:
         with st.expander("Fits: coefficients with 95% CIs, adjusted R², AIC", expanded=False):
             for scale, v in fit.verdicts.items():
                 st.markdown(f"- **{md(scale)}**: {md(v['text'], 2000)}")
-            st.dataframe(_coefficients(fit), hide_index=True, column_config={
-                c: st.column_config.NumberColumn(format="%.4g") for c in ("estimate", "ci_low", "ci_high", "p_value", "adj_r2", "aic")})
+            st.dataframe(table_text(_coefficients(fit), p_columns=("p_value",)), hide_index=True)
 
     stats = cache.cell_frame(ctx)
     group_stats = stats[stats["group_id"] == group_id]
@@ -92,9 +94,8 @@ def body(ctx: cache.Context) -> None:
         if result["status"] != "ok":
             st.info(md(result["message"], 2000))
         else:
-            low, high = result["ci"]
-            st.metric(f"Predicted median latency of {depth} x {width}", f"{result['median_ms']:.3g} ms",
-                      f"95% CI [{low:.3g}, {high:.3g}] ms", delta_color="off")
+            st.metric(f"Predicted median latency of {depth} x {width}", f"{result['median_ms']:.3g} ms")
+            st.markdown(result["ci_text"])  # numbers and words of ours: no data text to escape
             p_low, p_high = result["prediction_interval"]
             st.caption(f"A new cell's median should fall in [{p_low:.3g}, {p_high:.3g}] ms (not robust; for reference). "
                        f"Fitted on {result['n_cells']} cells, log latency ~ log depth + log width.")

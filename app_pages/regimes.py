@@ -4,7 +4,7 @@ import streamlit as st
 
 from analysis.figures import coefficient_plot, regime_comparison
 from dashboard import cache, ui
-from dashboard.text import md
+from dashboard.text import md, table_text
 
 
 def _label(comp: dict) -> str:
@@ -21,9 +21,10 @@ def _coefficients_figure(ctx: cache.Context, factor: str):
 
 @cache.cached_query(copies=True)
 def _side_by_side_figure(ctx: cache.Context, factor: str, choice: int):
-    """The chosen comparison group's cells, one colour per level (analysis.figures.regime_comparison)."""
+    """The chosen comparison group's shapes, one colour per level (analysis.figures.regime_comparison):
+    medians pooled over runs, one point per shape and level (per-run cells stacked a shape's CI bars)."""
     comp = [c for c in cache.compare(ctx, factor) if c["status"] == "ok"][choice]["comparison"]
-    stats = cache.cell_frame(ctx)
+    stats = cache.pooled_frame(ctx)
     mask = pd.Series(True, index=stats.index)
     for key, value in comp.items():
         mask &= stats[key] == value
@@ -47,13 +48,12 @@ def _section(ctx: cache.Context, factor: str) -> None:
             for c in comps:
                 st.markdown(f"- **{md(_label(c))}**: {md(c['message'], 2000)}")
         return
-    ui.chart(_coefficients_figure(ctx, factor), f"coef_{factor}", f"depth elasticity per {factor}: " + "; ".join(_label(c) for c in ok))
+    ui.chart(_coefficients_figure(ctx, factor), f"coef_{factor}",
+             f"depth elasticity per {factor}, {len(ok)} comparison group{'s' if len(ok) != 1 else ''}")
     rows = [{"comparison": _label(c), "levels": len(c["levels"]), "Wald chi2 (depth equal)": c["wald_depth"]["statistic"],
              "df": c["wald_depth"]["df"], "p": c["wald_depth"]["p_value"],
              "depth effect differs": c["wald_depth"]["p_value"] < 0.05, "finding": c["message"]} for c in ok]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config={
-        "Wald chi2 (depth equal)": st.column_config.NumberColumn(format="%.3g"),
-        "p": st.column_config.NumberColumn(format="%.2g")})
+    st.dataframe(table_text(pd.DataFrame(rows), p_columns=("p",), digits=3), hide_index=True)
     skipped = [c for c in comps if c["status"] != "ok"]
     if skipped:
         st.caption(f"{len(skipped)} comparison group(s) left out (one level, or too few shapes).")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
 from dashboard import cache, filters as flt, ui
-from dashboard.text import md
+from dashboard.text import dash_missing, md
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
 RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "gpu", "gpu_count", "driver",
@@ -102,11 +102,13 @@ def body(ctx: cache.Context) -> None:
     if runs.empty:
         ui.require_data(ctx)
         return
-    st.dataframe(runs[RUN_COLUMNS], hide_index=True, key="runs_table",
+    launch_us = pd.to_numeric(runs["host_launch_us"], errors="coerce").round(1)
+    shown = dash_missing(runs[RUN_COLUMNS].assign(host_launch_us=launch_us))  # "—" where not recorded, never None
+    st.dataframe(shown, hide_index=True, key="runs_table",
                  height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
                      "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
                      "protocol_version": st.column_config.NumberColumn("protocol"),
-                     "host_launch_us": st.column_config.NumberColumn("host launch (µs)", format="%.1f"),
+                     "host_launch_us": "host launch (µs)",
                      "plan_name": "plan"})
     _compare(ctx, runs)
 

@@ -4,23 +4,28 @@ import streamlit as st
 
 from analysis.at_limit import layer_cost_text, layer_costs
 from analysis.figures import kernels_vs_depth, why_components
+from analysis.why import paid_split
 from dashboard import cache, ui
-from dashboard.text import md
+from dashboard.text import md, table_text
 
 GROUP = ["regime", "backend", "dtype"]
 WORKLOAD = ["batch_size", "prompt_len", "gen_len"]
 NO_PROFILE = ("No profiled and calibrated cells in this selection: run a plan with `profile = true` and "
               "`calibrate = true` in [measure] to count each decode step's kernels and measure the device's ceilings.")
-VERDICT_COLUMNS = ["model_name", "n_layer", "n_embd", "params", "kernels", "launches", "decode_ms", "predicted_ms",
-                   "launch_ms", "memory_ms", "compute_ms", "unexplained_ms", "measured_over_predicted", "verdict",
-                   "busy_fraction", "bandwidth_fraction", "compute_fraction", "cell_id"]
+VERDICT_COLUMNS = ["model_name", "n_layer", "n_embd", "params", "kernels", "launches", "decode_ms", "launch_paid_ms",
+                   "memory_ms", "compute_ms", "rest_ms", "paid_verdict", "launch_basis", "predicted_ms", "launch_ms",
+                   "verdict", "measured_over_predicted", "busy_fraction", "bandwidth_fraction", "compute_fraction",
+                   "cell_id"]
+VERDICT_NAMES = {"launch_paid_ms": "launch ms (fitted cost)", "rest_ms": "not explained ms", "paid_verdict": "verdict",
+                 "launch_basis": "launch priced at", "predicted_ms": "floor model ms", "launch_ms": "floor launch ms",
+                 "verdict": "floor model's largest term"}
 
 
 def _fit_rows(fits: list[dict]) -> pd.DataFrame:
     rows = [{"backend": f["backend"], "dtype": f["dtype"], "cost per": f["per"], "cells": f["n_cells"],
              "µs": f.get("per_launch_us"), "CI low": (f.get("per_launch_us_ci") or [None])[0],
              "CI high": (f.get("per_launch_us_ci") or [None, None])[1], "R²": f.get("r2"),
-             "note": f.get("message", ""), "regime": f["regime"]} for f in fits]
+             "regime": f["regime"], "note": f.get("message", "")} for f in fits]
     return pd.DataFrame(rows)
 
 
@@ -28,9 +33,10 @@ def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Why is it slow",
         "Launch-floor model of one decode step: launches x launch cost + bytes moved / bandwidth + FLOPs / "
-        "matmul throughput, with the launch cost, bandwidth and throughput calibrated on the run's device and "
-        "the launches counted by the profiler. The largest term is the verdict; what the model leaves out is "
-        "unexplained."):
+        "matmul throughput, with bandwidth and throughput calibrated on the run's device, the launches counted "
+        "by the profiler and each launch priced at the cost the group's cells actually paid (fitted below; the "
+        "calibrated empty-kernel floor where no fit holds). The largest part is the verdict; what is left is "
+        "\"not explained\", and the verdict says so when that part is the largest."):
         return
     floor = cache.why_floor(ctx)
     floor = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
@@ -45,7 +51,8 @@ def body(ctx: cache.Context) -> None:
     regime, backend, dtype = st.selectbox(
         "Group", groups, key="why_group",
         format_func=lambda g: f"{g[0]} | {g[1]} | {g[2]}  ({sizes[g]} profiled cells)")
-    group = floor[(floor["regime"] == regime) & (floor["backend"] == backend) & (floor["dtype"] == dtype)]
+    group = paid_split(floor[(floor["regime"] == regime) & (floor["backend"] == backend) & (floor["dtype"] == dtype)],
+                       cache.launch_overhead(ctx))
     workloads = sorted(group[WORKLOAD].drop_duplicates().itertuples(index=False, name=None))
     if len(workloads) > 1:
         batch, prompt, gen = st.selectbox("Workload", workloads, key="why_workload",
@@ -67,10 +74,10 @@ def body(ctx: cache.Context) -> None:
     else:
         c4.metric("Fitted cost per launch", "n/a", help=md((fit or {}).get("message", "no fit for this group"), 2000))
     n_runs = group["cell_id"].str.split("/").str[0].nunique()
-    verdicts = group["verdict"].value_counts()
+    verdicts = group["paid_verdict"].value_counts()
     st.caption(f"Ceilings: median over {n_runs} calibrated run(s). Verdicts: "
                + ", ".join(f"{n} {v}" for v, n in verdicts.items())
-               + f"; measured / predicted median {group['measured_over_predicted'].median():.2f}x.")
+               + f"; measured / floor-model prediction, median {group['measured_over_predicted'].median():.2f}x.")
 
     ui.chart(why_components(group), "why_components", f"{regime} | {backend} | {dtype}")
     color = st.radio("Colour by", ["backend", "width"], horizontal=True, key="why_color")
@@ -80,9 +87,7 @@ def body(ctx: cache.Context) -> None:
     st.subheader("Fitted overhead per launch")
     st.caption("Per (regime, backend, dtype): decode_ms ~ count + memory_ms (OLS, HC3). The count is host launches "
                "for eager backends and kernels inside the graph for a CUDA-graph backend; 95% CIs.")
-    st.dataframe(_fit_rows(cache.launch_overhead(ctx)), hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.1f") for c in ("µs", "CI low", "CI high")} | {
-        "R²": st.column_config.NumberColumn(format="%.3f")})
+    st.dataframe(table_text(_fit_rows(cache.launch_overhead(ctx)), digits=3), hide_index=True)
 
     costs = layer_costs(cache.fits(ctx), floor)
     costs = costs[costs["regime"] == regime]  # the selected group's regime, like the charts above
@@ -94,17 +99,11 @@ def body(ctx: cache.Context) -> None:
                    "its kernel count times a fixed per-kernel cost, whatever the kernels do.")
         for line in layer_cost_text(costs):
             st.markdown(f"- {md(line, 500)}")
-        st.dataframe(costs, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.3g") for c in costs.columns if costs[c].dtype.kind == "f"})
+        st.dataframe(table_text(costs, digits=3), hide_index=True)
 
     st.subheader("Verdict per cell")
-    table = group.sort_values(["n_layer", "n_embd"])[VERDICT_COLUMNS]
-    st.dataframe(table, hide_index=True, column_config={
-        "params": st.column_config.NumberColumn(format="%.3g"),
-        **{c: st.column_config.NumberColumn(format="%.3g") for c in (
-            "decode_ms", "predicted_ms", "launch_ms", "memory_ms", "compute_ms", "unexplained_ms",
-            "measured_over_predicted", "busy_fraction", "bandwidth_fraction", "compute_fraction")},
-    })
+    table = group.sort_values(["n_layer", "n_embd"])[VERDICT_COLUMNS].rename(columns=VERDICT_NAMES)
+    st.dataframe(table_text(table, digits=3), hide_index=True)
 
 
 ui.guard(body)

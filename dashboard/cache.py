@@ -279,6 +279,8 @@ why_floor = cached_query("Modelling profiled cells...", on_disk=True)(results.wh
 launch_overhead = cached_query("Fitting launch overheads...", on_disk=True)(results.launch_overhead)
 # The selection's headline (analysis.headline), the one README and HTML report show.
 headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
+# "Does shape drive latency?" in a sentence per hardware class, with the decode cells behind it (analysis.shape_answer).
+shape_answer = cached_query("Answering from the measured shapes...")(results.shape_answer)
 # Per repeated cell and phase: run medians, Cochran's Q and verdicts (analysis.reproducibility).
 repeat_table = cached_query("Comparing repeat runs...", on_disk=True)(results.repeat_table)
 # Per-run rows of every cell measured in more than one run (analysis.reproducibility.run_medians, with

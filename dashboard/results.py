@@ -187,6 +187,14 @@ def headline(r: Reader, all_protocols: bool):
     return build_headline(r.get("cell_stats"), all_protocols=all_protocols)
 
 
+def shape_answer(r: Reader, all_protocols: bool):
+    """The sentence per hardware class and the decode tables behind it (analysis.shape_answer),
+    from the kept headline, pooled cells and fits: cheap, so never kept on disk itself."""
+    from analysis.shape_answer import shape_answer as answer_of
+
+    return answer_of(r.get("pooled_frame"), r.get("fits"), r.get("headline", all_protocols))
+
+
 def repeat_table(r: Reader) -> pd.DataFrame:
     from analysis.reproducibility import repeat_table as table_of
 
@@ -230,7 +238,7 @@ def regressions_across_runs(r: Reader) -> list[dict]:
 
 RESULTS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
     cell_stats, cell_frame, pooled, pooled_frame, cells, explore_rows, fits, inversions, group_pairs, compare,
-    why_floor, launch_overhead, headline, repeat_table, repeat_runs, variance_table, inversions_across_runs,
+    why_floor, launch_overhead, headline, shape_answer, repeat_table, repeat_runs, variance_table, inversions_across_runs,
     regressions_across_runs)}
 
 

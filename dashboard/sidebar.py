@@ -16,7 +16,7 @@ import streamlit as st
 from analysis import load
 from dashboard import data, filters as flt
 from dashboard.cache import Context, per_version
-from dashboard.source import (BUNDLED, NOT_OPEN_KEY, SNAPSHOT, STATIC, STORE, UPLOAD, UPLOAD_KEY, empty_connection,
+from dashboard.source import (BUNDLED, COMBINED, NOT_OPEN_KEY, SNAPSHOT, STATIC, STORE, UPLOAD, UPLOAD_KEY, empty_connection,
                               ingest_runs, is_hosted, open_dataset)
 from dashboard.storefile import Held
 from vocabulary import snapshot_setting, store_path
@@ -26,25 +26,36 @@ _summary, _options, _content_id = per_version(load.store_counts), per_version(lo
 
 
 def _default_kind(hosted: bool) -> str:
-    if hosted:
-        return BUNDLED
-    if snapshot_setting():
+    """The bundled reference, unless a snapshot is configured: never the store by itself.
+
+    Switching to the store file once it exists made the reference data vanish after a
+    user's first run; the store is one click away (and "bundled + my store" shows both).
+    """
+    if snapshot_setting() and not hosted:
         return SNAPSHOT
-    return STORE if store_path().exists() else BUNDLED
+    return BUNDLED
+
+
+# The dataset in the URL (?data=store): a link to a view of the user's runs opens them again.
+DATA_PARAM = "data"
+DATA_IN_LINK = {"store": STORE, "both": COMBINED, "snapshot": SNAPSHOT}  # the bundled default has no parameter
 
 
 def _init_from_link(hosted: bool) -> None:
-    """First run of a session: the filters from the URL's query parameters."""
+    """First run of a session: the dataset and the filters from the URL's query parameters."""
     if "_filters_loaded" in st.session_state:
         return
     st.session_state["_filters_loaded"] = True
+    linked = DATA_IN_LINK.get(st.query_params.get(DATA_PARAM, ""))
+    if linked and not hosted and _kept("dataset_kind") not in st.session_state:
+        st.session_state[_kept("dataset_kind")] = linked
     selection = flt.from_query(st.query_params.get_all)
     for f in flt.FILTERS:
         st.session_state[_kept(f"filter_{f.param}")] = selection[f.column]
 
 
 def _kinds(hosted: bool) -> list[str]:
-    kinds = [BUNDLED] if hosted else [STORE, BUNDLED, SNAPSHOT]
+    kinds = [BUNDLED] if hosted else [BUNDLED, STORE, COMBINED, SNAPSHOT]
     return kinds + [UPLOAD] if UPLOAD_KEY in st.session_state else kinds
 
 
@@ -83,7 +94,7 @@ def build_context() -> Context:
         allowed = options.get(f.column, [])
         st.session_state[key] = [v for v in st.session_state.get(key) or [] if v in allowed]
         selection[f.column] = list(st.session_state[key])
-    _sync_query_params(selection)
+    _sync_query_params(selection, kind)
     # a visitor's upload keeps nothing beyond their session (dashboard.cache.SessionResults)
     private = kind == UPLOAD
     content_id = _content_id(source, ds_key, version) if summary["cells"] and not private else None
@@ -115,7 +126,7 @@ def sidebar() -> Context:
     _init_from_link(hosted)
     _chosen_kind(hosted)
     kind = _persistent(sb.radio, "dataset_kind", "Open", _kinds(hosted), label_visibility="collapsed")
-    if kind == STORE:
+    if kind in (STORE, COMBINED):
         st.session_state.setdefault(_kept("store_path"), str(store_path()))
         _persistent(sb.text_input, "store_path", "Store file", help="DuckDB file; created on the first ingest of a run")
     elif kind == SNAPSHOT:
@@ -140,6 +151,12 @@ def sidebar() -> Context:
     return ctx
 
 
+def choose_dataset(kind: str) -> None:
+    """Open `kind` (a dataset the sidebar offers) as if picked there, and draw the page again."""
+    st.session_state[_kept("dataset_kind")] = kind
+    st.rerun()
+
+
 def _kept(key: str) -> str:
     return f"_kept_{key}"
 
@@ -158,8 +175,13 @@ def _persistent(widget, key: str, *args, **kwargs):
     return widget(*args, key=key, on_change=_keep, args=(key,), **kwargs)
 
 
-def _sync_query_params(selection: dict[str, list]) -> None:
-    """Mirror the filters into the URL so the view can be shared as a link."""
+def _sync_query_params(selection: dict[str, list], kind: str) -> None:
+    """Mirror the dataset and the filters into the URL so the view can be shared as a link."""
+    linked = {value: name for name, value in DATA_IN_LINK.items()}.get(kind)
+    if linked and st.query_params.get(DATA_PARAM) != linked:
+        st.query_params[DATA_PARAM] = linked
+    elif not linked and DATA_PARAM in st.query_params:
+        del st.query_params[DATA_PARAM]
     wanted = flt.to_query(selection)
     for f in flt.FILTERS:
         if wanted.get(f.param):

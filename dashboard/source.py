@@ -23,8 +23,10 @@ from dashboard.storefile import Held, Source, StoreFile
 from runner.runfiles import changed_run_dirs
 from store.dataset import BUNDLED_SNAPSHOT
 
-# The datasets the sidebar can open (its radio's options).
+# The datasets the sidebar can open (its radio's options). The bundled reference is the default
+# and stays so after a run is ingested: the user picks their store, alone or beside the reference.
 STORE, BUNDLED, SNAPSHOT, UPLOAD = "store file", "bundled snapshot", "snapshot path", "uploaded snapshot"
+COMBINED = "bundled + my store"
 NOT_OPEN_KEY = "empty:error"  # the dataset key while the chosen dataset could not be opened
 UPLOAD_KEY = "_shapebench_upload"  # (sha256, connection, file name) of this session's upload
 STATIC = "static"  # data version of a snapshot: it never changes while open
@@ -71,6 +73,45 @@ def empty_connection() -> duckdb.DuckDBPyConnection:
     return connect_memory()
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def combined_connection(store: str, version: str) -> duckdb.DuckDBPyConnection:
+    """The bundled snapshot's rows and the store file's, in memory (store.combined), per store version.
+
+    The store file is open only while its rows are copied, so an ingest can write it meanwhile;
+    a new version of the file builds a new view (the old one leaves the cache).
+    """
+    from store.combined import combine
+
+    reference = snapshot_connection(str(BUNDLED_SNAPSHOT), False).cursor()
+    try:
+        with store_file(store).reading() as con:
+            return combine(reference, con)
+    finally:
+        reference.close()
+
+
+def store_runs(store: Path) -> int:
+    """How many runs the store file holds (0 when it does not exist or cannot be read now)."""
+    if not store.exists():
+        return 0
+    try:
+        with store_file(str(store)).reading() as con:
+            return int(con.execute("SELECT count(*) FROM runs").fetchall()[0][0])
+    except Exception:  # noqa: BLE001 - a busy or foreign file: the offer to show it just waits
+        return 0
+
+
+def store_regimes(store: Path) -> list[str]:
+    """The hardware regimes of the store file's runs ([] when it does not exist or cannot be read now)."""
+    if not store.exists():
+        return []
+    try:
+        with store_file(str(store)).reading() as con:
+            return [row[0] for row in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
+    except Exception:  # noqa: BLE001 - a busy or foreign file: its shapes are simply not singled out
+        return []
+
+
 def open_dataset(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[Source, str, str, str]:
     """(data source, dataset key, label, data version) for the chosen dataset."""
     if kind == UPLOAD and UPLOAD_KEY in st.session_state:
@@ -81,6 +122,10 @@ def open_dataset(kind: str, hosted: bool, store: Path, snap_path: str) -> tuple[
             return Held(empty_connection()), f"empty:{store}", f"store file {store} (not created yet)", STATIC
         source = store_file(str(store))
         return source, f"store:{store.resolve()}", f"store file {store}", source.version(store_fingerprint)
+    if kind == COMBINED and not hosted and store.exists():
+        version = store_file(str(store)).version(store_fingerprint)
+        return (Held(combined_connection(str(store), version)), f"combined:{store.resolve()}",
+                f"bundled snapshot + store file {store}", version)
     if kind == SNAPSHOT and not hosted:
         path = Path(snap_path).expanduser()
         return Held(snapshot_connection(str(path), False)), f"snapshot:{path.resolve()}", f"snapshot {path}", STATIC

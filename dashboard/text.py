@@ -27,3 +27,92 @@ def md(value: object, limit: int = MAX_INLINE) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return _SPECIAL.sub(r"\\\1", text)
+
+
+# --- numbers in page tables --------------------------------------------------------------
+# A table cell is read, not parsed: "—" where nothing was measured (never None, nan or <NA>),
+# 4 significant digits, and p-values below what any test here can resolve as "<1e-10"
+# (a p of 2.51e-243 is a statement about floating point, not about the data).
+MISSING = "—"
+P_FLOOR = 1e-10
+
+
+def is_missing(value: object) -> bool:
+    """None, NaN, NaT and pandas' NA: what a table shows as MISSING."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and NaT are the only values unequal to themselves
+    except (TypeError, ValueError):  # pandas.NA refuses a truth value
+        return True
+
+
+def number(value: object, digits: int = 4) -> str:
+    """A number as a table shows it: `digits` significant digits, MISSING when absent."""
+    if is_missing(value):
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int,)) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e6):
+        return f"{int(value):,}"
+    try:
+        return f"{float(value):.{digits}g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def p_value(value: object) -> str:
+    """A p-value (or q-value) for a table: two digits, '<1e-10' below P_FLOOR."""
+    if is_missing(value):
+        return MISSING
+    p = float(value)
+    return f"<{P_FLOOR:g}" if p < P_FLOOR else f"{p:.2g}"
+
+
+def table_text(frame, p_columns=(), digits: int = 4):
+    """`frame` with every cell as the text a reader should see: numbers through `number`,
+    the `p_columns` through `p_value`, lists joined, and MISSING for every absent value.
+
+    For tables read rather than sorted (headline, coefficients, comparisons); a copy, the
+    frame itself is left as it is.
+    """
+    shown = frame.copy()
+    for column in shown.columns:
+        if column in p_columns:
+            shown[column] = shown[column].map(p_value)
+        else:
+            shown[column] = shown[column].map(lambda v: _cell(v, digits))
+    return shown
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) if value else MISSING
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)) and getattr(value, "ndim", 0):
+        items = value.tolist()
+        return ", ".join(str(v) for v in items) if items else MISSING
+    if isinstance(value, str):
+        return value if value.strip() and value not in ("None", "nan", "NaN", "<NA>") else MISSING
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        return number(value.item() if hasattr(value, "item") else value, digits)
+    return MISSING if is_missing(value) else str(value)
+
+
+def interval(low: object, high: object, digits: int = 3) -> str:
+    """A 95% CI as "low-high", MISSING when absent, and "too wide to tell" past
+    analysis.figures.DRAWABLE_CI_FACTOR (two rounds give intervals like 1e-7 to 1e6 ms)."""
+    from analysis.figures import DRAWABLE_CI_FACTOR
+
+    if is_missing(low) or is_missing(high):
+        return MISSING
+    low, high = float(low), float(high)
+    if low <= 0 or high <= 0 or high / low > DRAWABLE_CI_FACTOR or high == float("inf"):
+        return "too wide to tell"
+    return f"{low:.{digits}g}-{high:.{digits}g}"
+
+
+def dash_missing(frame, digits: int = 4):
+    """`frame` with only its columns that hold a missing value turned into text (`table_text`'s
+    cells, "—" where absent): a sortable table keeps its complete numeric columns as numbers."""
+    gaps = [c for c in frame.columns if frame[c].map(is_missing).any()]
+    return frame.assign(**{c: frame[c].map(lambda v: _cell(v, digits)) for c in gaps}) if gaps else frame

@@ -11,6 +11,7 @@ import hashlib
 import html
 import logging
 import re
+import textwrap
 import traceback
 from typing import Callable
 
@@ -23,6 +24,8 @@ from dashboard.source import NOT_OPEN_KEY, STORE
 from dashboard.text import md
 
 log = logging.getLogger("shapebench.dashboard")
+# A chart's subtitle wraps at about what a half-width chart shows in one line, and a few lines at most.
+SUBTITLE_CHARS, SUBTITLE_LINES = 90, 3
 
 
 def guard(body: Callable[[Context], None]) -> None:
@@ -80,11 +83,14 @@ def chart(fig, key: str, shows: str, **kwargs):
     so an image taken out of the dashboard still names its hardware and backend. Plotly reads
     a few HTML tags in titles (links among them): the text from the data is HTML-escaped.
     """
-    text = html.escape(shows if len(shows) <= 200 else shows[:199] + "…")  # a subtitle, not a paragraph
+    lines = textwrap.wrap(shows, SUBTITLE_CHARS, max_lines=SUBTITLE_LINES, placeholder=" …") or [""]
+    text = "<br>".join(html.escape(line) for line in lines)  # wrapped, never cut at the chart's edge
     if fig.layout.title.text:
-        fig.update_layout(title_subtitle_text=text, margin_t=max(fig.layout.margin.t or 0, 90))
+        title_lines = 1 + str(fig.layout.title.text).count("<br>")
+        fig.update_layout(title_subtitle_text=text,
+                          margin_t=max(fig.layout.margin.t or 0, 50 + 22 * (title_lines + len(lines))))
     else:
-        fig.update_layout(title_text=text)
+        fig.update_layout(title_text=text, margin_t=max(fig.layout.margin.t or 0, 40 + 22 * len(lines)))
     filename = "shapebench-" + (re.sub(r"[^A-Za-z0-9.]+", "-", shows).strip("-")[:150] or "chart")
     config = {"toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
     return st.plotly_chart(fig, key=key, config=config, **kwargs)

@@ -48,13 +48,14 @@ def test_many_points_switch_to_webgl(depth_stats):
 
 
 def test_coefficient_plot_shows_each_regime_with_its_ci(two_regime_stats):
-    comps = compare(two_regime_stats.frame, "regime")
+    comps = [c for c in compare(two_regime_stats.frame, "regime") if c["status"] == "ok"]
     fig = coefficient_plot(comps)
-    assert len(fig.data) == len(comps)
-    trace = fig.data[0]
-    assert list(trace.y) == ["fast-launch", "slow-launch"]
-    np.testing.assert_allclose(trace.x, [lv["depth_effect"] for lv in comps[0]["levels"]])
-    np.testing.assert_allclose(trace.error_x.array, [lv["depth_ci_high"] - lv["depth_effect"] for lv in comps[0]["levels"]])
+    assert [t.name for t in fig.data] == ["fast-launch", "slow-launch"], "one trace (legend entry) per regime"
+    for trace in fig.data:
+        levels = [next(lv for lv in c["levels"] if lv["level"] == trace.name) for c in comps]
+        assert len(trace.y) == len(comps), "a point per comparison group"
+        np.testing.assert_allclose(trace.x, [lv["depth_effect"] for lv in levels])
+        np.testing.assert_allclose(trace.error_x.array, [lv["depth_ci_high"] - lv["depth_effect"] for lv in levels])
 
 
 def test_inversion_heatmap_rows_smaller_columns_larger_and_marks_significant(depth_stats):

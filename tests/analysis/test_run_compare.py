@@ -177,6 +177,23 @@ def test_ratio_figure_plots_every_compared_cell_on_a_log_axis_with_both_cell_ids
     assert ys == pytest.approx(sorted(table["ratio"]))
 
 
+def test_ratio_figure_names_each_cell_on_the_x_axis_and_keeps_log_ticks_apart_under_wide_cis():
+    con = _store_with_rounds((1.0, 1.3))
+    table = compare_runs_by_round(con, "run-0", "run-1")
+    # one cell with a two-round CI from 1e-4x to 1e4x: it must neither flatten the others nor crowd the ticks
+    table.loc[table.index[0], ["ratio_ci_low", "ratio_ci_high"]] = [1e-4, 1e4]
+    fig = ratio_figure(table, "run-0", "run-1")
+    assert fig.layout.xaxis.type == "category"
+    names = [x for trace in fig.data for x in trace.x]
+    assert len(set(names)) == len(table), "one name per cell"
+    assert all(any(str(m) in n for m in table["model_name"]) for n in names), "x labels are cell names"
+    low, high = (10 ** v for v in fig.layout.yaxis.range)
+    assert high / low < 100, "the absurd CI does not set the axis"
+    ticks = np.log10(fig.layout.yaxis.tickvals)
+    assert np.all(np.diff(ticks) >= np.log10(high / low) / 8 - 1e-9), "neighbouring labels stay apart"
+    assert 1.0 in fig.layout.yaxis.tickvals
+
+
 def test_run_table_lists_every_run_with_its_environment_and_reads_no_protocol_as_1():
     con = _store_with_rounds((1.0, 1.0))
     con.execute("""UPDATE runs SET protocol_version = 2,

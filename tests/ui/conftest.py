@@ -92,7 +92,10 @@ def copy_store(runner_store, tmp_path):
 def app_env(monkeypatch, tmp_path):
     """Point the app at a dataset; returns a function making a fresh AppTest."""
 
-    def make(db: Path | None = None, runs: Path | None = None, hosted: bool = False, kind: str | None = None) -> AppTest:
+    def make(db: Path | None = None, runs: Path | None = None, hosted: bool = False, kind: str | None = None,
+             picked: bool = True) -> AppTest:
+        """An AppTest on `db`; with a store given it is picked in the sidebar (`picked`), as a
+        user does: the dashboard itself always opens the bundled reference first."""
         monkeypatch.setenv("SHAPEBENCH_DB", str(db or tmp_path / "absent.duckdb"))
         monkeypatch.setenv("SHAPEBENCH_RUNS", str(runs or tmp_path / "no-runs"))
         monkeypatch.setenv("SHAPEBENCH_RUN_LOCK", str(tmp_path / "run.lock"))
@@ -102,6 +105,8 @@ def app_env(monkeypatch, tmp_path):
         else:
             monkeypatch.delenv("SHAPEBENCH_HOSTED", raising=False)
         at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT)
+        if kind is None and db is not None and picked and not hosted:
+            kind = "store file"
         if kind:
             at.session_state["_kept_dataset_kind"] = kind
         return at

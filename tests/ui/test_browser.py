@@ -17,9 +17,9 @@ from tests.ui.live_server import CHROMIUM, streamlit_server, wait_for_app
 
 SCREENS = Path("/tmp/screens")
 # url_path ("" is the default page, Overview) -> whether the page draws a plotly chart on the runner store
-PAGES = {"": False, "run": False, "explore": True, "depth-width": True, "inversions": True,
+PAGES = {"": True, "run": False, "explore": True, "depth-width": True, "inversions": True,
          "regimes": False, "why": False, "reproducibility": False, "runs": False, "snapshots": False}
-# regimes: one regime, 3 shapes: no fit to plot; why, reproducibility: no profile, no repeats; runs: one run to compare
+# overview: the store's own shapes; regimes: one regime, 3 shapes: no fit to plot; why, reproducibility: no profile, no repeats; runs: one run to compare
 BUNDLED_PAGES = {"overview": "Overview", "explore": "Explore", "depth-width": "Depth vs width", "inversions": "Inversions",
                  "regimes": "Regimes", "why": "Why is it slow", "reproducibility": "Reproducibility", "runs": "Runs"}
 
@@ -38,8 +38,10 @@ def server(runner_store, tmp_path_factory):
         yield base, root
 
 
-def open_page(pg, base: str, url_path: str) -> None:
-    pg.goto(f"{base}/{url_path}")
+def open_page(pg, base: str, url_path: str, data: str = "store") -> None:
+    """A fresh session on `url_path`; the store file picked through the link (?data=store), as
+    the dashboard opens the bundled reference by default."""
+    pg.goto(f"{base}/{url_path}" + (f"?data={data}" if data else ""))
     wait_for_app(pg)
 
 
@@ -56,6 +58,8 @@ def test_every_page_renders_without_exception_and_charts_show(server, page):
     # the same pages on the bundled H100 snapshot, picked in the sidebar
     open_page(page, base, "")
     page.get_by_text("bundled snapshot", exact=True).click()
+    wait_for_app(page)
+    assert "data=" not in page.url, "the default dataset has no parameter in the link"
     wait_for_app(page)
     for url_path, title in BUNDLED_PAGES.items():
         page.get_by_role("link", name=title, exact=True).click()
@@ -86,7 +90,7 @@ def test_a_cpu_run_started_from_the_run_page_finishes_and_shows_in_explore(serve
         pytest.fail(f"the run's cell was not ingested (cells still {value}); runner log:\n{log}")
     assert page.locator("[data-testid='stException']").count() == 0
     page.screenshot(path=str(SCREENS / "run-finished.png"), full_page=True)
-    open_page(page, base, "explore")
+    open_page(page, base, "explore")  # a new session: the link keeps the store open
     page.get_by_text(f"{before + 1} cells").wait_for(timeout=30_000)
     page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0

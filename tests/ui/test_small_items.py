@@ -39,7 +39,7 @@ def test_exported_png_is_named_after_the_group_it_shows_and_says_it_in_the_figur
         options = json.loads(element.proto.config)["toImageButtonOptions"]
         spec = json.loads(element.proto.spec)
         title = spec["layout"]["title"]
-        shown = title.get("subtitle", {}).get("text") or title.get("text")
+        shown = (title.get("subtitle", {}).get("text") or title.get("text")).replace("<br>", " ")  # wrapped, not cut
         assert shown == group.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", group).strip("-")
         assert options["filename"] == f"shapebench-{slug}"[:161], "the file says regime, backend, phase and dtype"
