@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.run_results import display_frame, run_results
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
-from dashboard import cache, filters as flt, ui
+from dashboard import cache, filters as flt, runs as run_control, ui
 from dashboard.text import md
+from runner.runfiles import list_run_dirs
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
 RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "gpu", "gpu_count", "driver",
@@ -93,12 +95,41 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
         st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
 
 
+def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> None:
+    """The run a link names (`?run=ID`, as the Run page and `runner run` give it): its results
+    from its run directory, and it is run b of the comparison below."""
+    run_id = st.query_params.get(run_control.RUN_PARAM)
+    if not run_id:
+        return
+    st.subheader(f"Run {md(run_id, 80)}")
+    in_dataset = runs["run_id"].tolist() if "run_id" in runs else []
+    comparable = run_id in in_dataset and runs.loc[runs["run_id"] == run_id, "cells_ok"].gt(0).any()
+    if comparable and st.session_state.get("_runs_linked") != run_id:
+        st.session_state["_runs_linked"] = run_id  # once per link: the user may pick other runs afterwards
+        st.session_state["runs_b"] = run_id
+        pair = default_pair(runs)
+        if pair is not None:
+            st.session_state["runs_a"] = pair[0] if pair[0] != run_id else pair[1]
+    # only a run directory that is there by name: a link's text never becomes a path of its own
+    run_dir = next((d.path for d in list_run_dirs(ctx.runs_dir) if d.run_id == run_id), None)
+    if run_id not in in_dataset:
+        st.info(f"Run {md(run_id, 80)} is not in the open dataset ({md(ctx.label, 200)})"
+                + (": open the store file it was ingested into in the sidebar to compare it with other runs."
+                   if run_dir else f", nor under {md(ctx.runs_dir, 200)}."))
+    if run_dir is None:
+        return
+    results = run_results(run_dir)
+    st.caption("Median decode ms per token and its 95% CI across the run's rounds, from its run directory.")
+    st.dataframe(display_frame(results), hide_index=True, key="runs_linked_results")
+
+
 def body(ctx: cache.Context) -> None:
     st.title("Runs")
     st.caption("Every run of this dataset with the plan it ran and what it ran on (host, device, driver, library "
                "versions, protocol); below, two runs compared cell by cell.")
     ui.running_note(ctx)
     runs = cache.run_list(ctx)
+    _linked_run(ctx, runs)
     if runs.empty:
         ui.require_data(ctx)
         return
