@@ -106,14 +106,13 @@ def significant(value: float, digits: int = DIGITS) -> str:
 
 
 def interval_text(row: pd.Series) -> str:
-    """A row's CI as shown: "[low, high] across 3 rounds", or why it has none."""
+    """A row's CI as shown: "[low, high]", or why it has none ("no CI (1 round)")."""
     if row["ci_kind"] == CI_NONE or not (math.isfinite(row["decode_ci_low"]) and math.isfinite(row["decode_ci_high"])):
         if row["status"] != "ok":
             return ""
         rounds = int(row["decode_rounds"])
         return f"no CI ({rounds} round{'s' if rounds != 1 else ''})"
-    return (f"[{significant(row['decode_ci_low'])}, {significant(row['decode_ci_high'])}] "
-            f"across {int(row['decode_rounds'])} rounds")
+    return f"[{significant(row['decode_ci_low'])}, {significant(row['decode_ci_high'])}]"
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -126,6 +125,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         "batch": frame["batch"], "prompt": frame["prompt"], "gen": frame["gen"], "status": frame["status"],
         "decode ms/token": frame["decode_ms_per_token"].map(significant),
         "95% CI": [interval_text(row) for _, row in frame.iterrows()],
+        "rounds": frame["decode_rounds"],
         "prefill ms": frame["prefill_ms"].map(significant),
         "error": frame["error"].fillna("").map(lambda e: " ".join(str(e).split())[:120]),
     })

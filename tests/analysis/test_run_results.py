@@ -44,7 +44,9 @@ def test_run_prints_the_results_table_with_decode_ms_per_token_for_each_cell(fin
         assert "ok" in row.split() and "hf-eager" in row.split()
         number = row.split("ok", 1)[1].split()[0]
         assert float(number.replace(",", "")) > 0, row
-        assert f"across {ROUNDS} rounds" in row
+        ci = row.split(number, 1)[1].split("]")[0] + "]"
+        low, high = (float(v.replace(",", "")) for v in ci.strip(" [").rstrip("]").split(", "))
+        assert low <= float(number.replace(",", "")) <= high, row
     assert f"python -m runner ingest {run.path}" in done.stdout, "--no-ingest: how to store it"
     assert "python -m runner analyze --db" in done.stdout
     assert f"/runs?run={run.run_id}" in done.stdout and "streamlit run app.py" in done.stdout
