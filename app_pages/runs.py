@@ -95,12 +95,12 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
         st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
 
 
-def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> None:
+def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> bool:
     """The run a link names (`?run=ID`, as the Run page and `runner run` give it): its results
-    from its run directory, and it is run b of the comparison below."""
+    from its run directory, and it is run b of the comparison below. True when a link named one."""
     run_id = st.query_params.get(run_control.RUN_PARAM)
     if not run_id:
-        return
+        return False
     st.subheader(f"Run {md(run_id, 80)}")
     in_dataset = runs["run_id"].tolist() if "run_id" in runs else []
     comparable = run_id in in_dataset and runs.loc[runs["run_id"] == run_id, "cells_ok"].gt(0).any()
@@ -117,10 +117,15 @@ def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> None:
                 + (": open the store file it was ingested into in the sidebar to compare it with other runs."
                    if run_dir else f", nor under {md(ctx.runs_dir, 200)}."))
     if run_dir is None:
-        return
-    results = run_results(run_dir)
+        return True
+    try:
+        results = run_results(run_dir)
+    except FileNotFoundError as error:  # its meta.json cannot be read (being replaced, or damaged)
+        st.warning(md(error, 400))
+        return True
     st.caption("Median decode ms per token and its 95% CI across the run's rounds, from its run directory.")
     st.dataframe(display_frame(results), hide_index=True, key="runs_linked_results")
+    return True
 
 
 def body(ctx: cache.Context) -> None:
@@ -129,10 +134,12 @@ def body(ctx: cache.Context) -> None:
                "versions, protocol); below, two runs compared cell by cell.")
     ui.running_note(ctx)
     runs = cache.run_list(ctx)
-    _linked_run(ctx, runs)
+    linked = _linked_run(ctx, runs)
     if runs.empty:
         ui.require_data(ctx)
         return
+    if linked:
+        st.subheader("Every run")
     st.dataframe(runs[RUN_COLUMNS], hide_index=True, key="runs_table",
                  height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
                      "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
