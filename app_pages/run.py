@@ -290,7 +290,7 @@ def body(ctx: cache.Context) -> None:
     lock = runs.read_lock()
     measuring = runs.measuring_refusal()
     st.session_state["_run_measuring_shown"] = bool(measuring)
-    blocked = ("A run started from this page is measuring (progress below): one run at a time on this machine."
+    blocked = ("A run started from the dashboard is measuring (progress below): one run at a time on this machine."
                if lock else measuring)
     st.text_input("Ray cluster (optional)", key="run_ray_address", placeholder="local, auto or ray://host:10001",
                   help="Send the cells to a Ray cluster instead of running them here: one task per (model, backend) "
