@@ -8,6 +8,7 @@ Screenshots land in /tmp/screens/.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -96,11 +97,11 @@ def test_a_cpu_run_started_from_the_run_page_finishes_and_shows_in_explore(serve
     page.get_by_text("Results of run").wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENS / "run-finished.png"), full_page=True)
     link = page.get_by_role("link", name="Open run")
-    run_id = link.inner_text().split()[2]
+    run_id = re.search(r"Open run (\S+) on the Runs page", link.inner_text()).group(1)
     link.click()
-    page.wait_for_url(f"**/runs?run={run_id}", timeout=30_000)
     page.get_by_text("Median decode ms per token and its 95% CI").wait_for(timeout=60_000)
-    assert page.locator("h2", has_text=f"Run {run_id}").count() == 1
+    assert page.url.endswith(f"/runs?run={run_id}")
+    assert page.locator("h3", has_text=f"Run {run_id}").count() == 1  # st.subheader
     assert page.locator("[data-testid='stException']").count() == 0
     open_page(page, base, "explore")
     page.get_by_text(f"{before + 1} cells").wait_for(timeout=30_000)
