@@ -10,6 +10,7 @@ import streamlit as st
 
 from analysis.load import finished_runs
 from analysis.predict import samples_needed
+from analysis.run_results import display_frame, run_results
 from dashboard import cache, plan_builder, runs, source, ui
 from dashboard.text import md
 from runner.models import REGISTRY
@@ -156,9 +157,12 @@ def _power_hint(ctx: cache.Context, prefill_reps: int, e2e_reps: int) -> None:
 
 
 def _start(ctx: cache.Context, built: plan_builder.BuiltPlan) -> None:
+    """Launch the run; what the last start said (its error, its results) stays on the page until this one."""
+    st.session_state.pop("_run_start_error", None)
+    st.session_state.pop("_run_outcome", None)
     try:
-        runs.start(built.toml, built.plan.name, ctx.runs_dir,
-                   ray_address=st.session_state.get("run_ray_address") or None)
+        st.session_state["_run_launch"] = runs.start(built.toml, built.plan.name, ctx.runs_dir,
+                                                     ray_address=st.session_state.get("run_ray_address") or None)
         st.session_state["_run_active"] = True
     except Exception as error:  # noqa: BLE001 - a lock or a spawn failure, shown on the page
         st.session_state["_run_start_error"] = str(error)
@@ -182,6 +186,15 @@ def _live(ctx: cache.Context) -> None:
     except Exception as error:  # noqa: BLE001 - e.g. the store is locked by another process
         st.warning(f"Could not ingest yet: {str(error).splitlines()[0][:200]}")
     lock = runs.read_lock()
+    launched = st.session_state.get("_run_launch")
+    if launched and (not lock or lock.get("pid") != launched.get("pid")):
+        # the run started here has ended: keep how (its results, or the runner's own error line) for the page
+        st.session_state["_run_outcome"] = runs.launch_outcome(launched)
+        del st.session_state["_run_launch"]
+        st.session_state["_run_active"] = False
+        st.rerun(scope="app")
+    if bool(runs.measuring_refusal()) != st.session_state.get("_run_measuring_shown", False):
+        st.rerun(scope="app")  # a run began or ended elsewhere (a terminal): redraw Start with its reason
     was_active = st.session_state.get("_run_active", False)
     if lock:
         st.session_state["_run_active"] = True
@@ -199,6 +212,7 @@ def _live(ctx: cache.Context) -> None:
             st.code("\n".join(p["recent"]) or "no events yet", language=None)
         if st.button("Cancel run", type="secondary", key="run_cancel"):
             st.toast(runs.cancel(int(lock["pid"])))
+            st.session_state.pop("_run_launch", None)  # cancelled here: no error to report
             st.session_state["_run_active"] = False
             source.ingest_runs(ctx.store, ctx.runs_dir)
             st.rerun(scope="app")
@@ -229,6 +243,33 @@ def _live(ctx: cache.Context) -> None:
         st.caption("runner output: " + " / ".join(last))
 
 
+def _last_start(ctx: cache.Context) -> None:
+    """What the last Start led to, until the next Start: why it failed (the runner's own line),
+    or the finished run's results and a link to it on the Runs page."""
+    start_error = st.session_state.get("_run_start_error")
+    if start_error:
+        st.error(md(start_error, 600), icon=":material/error:")
+    outcome: runs.LaunchOutcome | None = st.session_state.get("_run_outcome")
+    if outcome is None:
+        return
+    if outcome.ok:
+        st.success(f"Run {md(outcome.run_id)} finished.", icon=":material/check_circle:")
+    else:
+        st.error(f"The run did not {'finish' if outcome.run_id else 'start'}: {md(outcome.message, 600)}",
+                 icon=":material/error:")
+    if outcome.run_id is None:
+        return
+    try:
+        results = run_results(ctx.runs_dir / outcome.run_id)
+    except FileNotFoundError as error:
+        st.warning(md(error, 400))
+        return
+    st.markdown(f"**Results of run {md(outcome.run_id)}**: median decode ms per token, 95% CI across rounds")
+    st.dataframe(display_frame(results), hide_index=True, key="run_results")
+    st.page_link("app_pages/runs.py", label=f"Open run {outcome.run_id} on the Runs page", icon=":material/history:",
+                 query_params={runs.RUN_PARAM: outcome.run_id})
+
+
 def body(ctx: cache.Context) -> None:
     st.title("Run a plan")
     st.caption(f"Runs go to `{ctx.runs_dir}` and are ingested into the store file `{ctx.store}` as cells finish"
@@ -247,14 +288,18 @@ def body(ctx: cache.Context) -> None:
             st.code(built.toml, language="toml")
         st.download_button("Download plan", built.toml, f"{built.plan.name}.toml", "application/toml", on_click="ignore")
     lock = runs.read_lock()
-    start_error = st.session_state.pop("_run_start_error", None)
-    if start_error:
-        st.error(start_error)
+    measuring = runs.measuring_refusal()
+    st.session_state["_run_measuring_shown"] = bool(measuring)
+    blocked = ("A run started from the dashboard is measuring (progress below): one run at a time on this machine."
+               if lock else measuring)
     st.text_input("Ray cluster (optional)", key="run_ray_address", placeholder="local, auto or ray://host:10001",
                   help="Send the cells to a Ray cluster instead of running them here: one task per (model, backend) "
                        "group, one whole GPU per task. Leave empty to run on this machine.")
-    st.button("Start run", type="primary", disabled=not built.ok or bool(lock), on_click=_start, args=(ctx, built),
-              key="run_start", help="one run at a time on this machine" if lock else None)
+    if blocked:
+        st.warning(md(blocked, 600), icon=":material/block:")
+    st.button("Start run", type="primary", disabled=not built.ok or bool(blocked), on_click=_start, args=(ctx, built),
+              key="run_start", help=blocked)
+    _last_start(ctx)
     with st.expander("Backends on this machine", expanded=False):
         if st.toggle("Probe backends (imports torch in the server)", key="run_probe"):
             st.dataframe(_capabilities(), hide_index=True)

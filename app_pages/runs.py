@@ -3,9 +3,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.run_results import display_frame, run_results
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
-from dashboard import cache, filters as flt, ui
+from dashboard import cache, filters as flt, runs as run_control, sidebar, source, ui
 from dashboard.text import dash_missing, md
+from runner.runfiles import list_run_dirs
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
 RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "gpu", "gpu_count", "driver",
@@ -93,15 +95,56 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
         st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
 
 
+def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> bool:
+    """The run a link names (`?run=ID`, as the Run page and `runner run` give it): its results
+    from its run directory, and it is run b of the comparison below. True when a link named one."""
+    run_id = st.query_params.get(run_control.RUN_PARAM)
+    if not run_id:
+        return False
+    st.subheader(f"Run {md(run_id, 80)}")
+    in_dataset = runs["run_id"].tolist() if "run_id" in runs else []
+    comparable = run_id in in_dataset and runs.loc[runs["run_id"] == run_id, "cells_ok"].gt(0).any()
+    if comparable and st.session_state.get("_runs_linked") != run_id:
+        st.session_state["_runs_linked"] = run_id  # once per link: the user may pick other runs afterwards
+        st.session_state["runs_b"] = run_id
+        pair = default_pair(runs)
+        if pair is not None:
+            st.session_state["runs_a"] = pair[0] if pair[0] != run_id else pair[1]
+    # only a run directory that is there by name: a link's text never becomes a path of its own
+    run_dir = next((d.path for d in list_run_dirs(ctx.runs_dir) if d.run_id == run_id), None)
+    if run_id not in in_dataset:
+        st.info(f"Run {md(run_id, 80)} is not in the open dataset ({md(ctx.label, 200)})"
+                + (": open your store to compare it with other runs." if run_dir else f", nor under {md(ctx.runs_dir, 200)}."))
+        if run_dir and not ctx.hosted:
+            beside, alone, _ = st.columns([2, 2, 3])
+            if beside.button("Show my store beside the reference", key="runs_show_both", type="primary"):
+                sidebar.choose_dataset(source.COMBINED)
+            if alone.button("Show my store only", key="runs_show_store"):
+                sidebar.choose_dataset(source.STORE)
+    if run_dir is None:
+        return True
+    try:
+        results = run_results(run_dir)
+    except FileNotFoundError as error:  # its meta.json cannot be read (being replaced, or damaged)
+        st.warning(md(error, 400))
+        return True
+    st.caption("Median decode ms per token and its 95% CI across the run's rounds, from its run directory.")
+    st.dataframe(display_frame(results), hide_index=True, key="runs_linked_results")
+    return True
+
+
 def body(ctx: cache.Context) -> None:
     st.title("Runs")
     st.caption("Every run of this dataset with the plan it ran and what it ran on (host, device, driver, library "
                "versions, protocol); below, two runs compared cell by cell.")
     ui.running_note(ctx)
     runs = cache.run_list(ctx)
+    linked = _linked_run(ctx, runs)
     if runs.empty:
         ui.require_data(ctx)
         return
+    if linked:
+        st.subheader("Every run")
     launch_us = pd.to_numeric(runs["host_launch_us"], errors="coerce").round(1)
     shown = dash_missing(runs[RUN_COLUMNS].assign(host_launch_us=launch_us))  # "—" where not recorded, never None
     st.dataframe(shown, hide_index=True, key="runs_table",

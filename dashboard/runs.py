@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +95,25 @@ def resume(run_id: str, runs_dir: str | Path, *, lock: Path | None = None, pytho
     return _launch(tomli_w.dumps(plan), name, runs_dir, ["--resume", run_id], {"resume": run_id}, lock, python)
 
 
+def measuring_refusal() -> str | None:
+    """Why no run can start now because another one measures on this machine (whoever started
+    it: this dashboard, a terminal, a script), from the runner's own measuring lock; None when free."""
+    who = runlock.holder()
+    if who is None:
+        return None
+    return (f"Another run is measuring on this machine: {who}. Two runs at once corrupt each other's "
+            "timings: wait for it to end (or stop it), then start again.")
+
+
 def _launch(plan_toml: str, plan_name: str, runs_dir: str | Path, extra: list[str], info_extra: dict[str, Any],
             lock: Path | None, python: str) -> dict[str, Any]:
     lock = lock or lock_path()
     active = read_lock(lock)
     if active:
         raise RuntimeError(f"a run is already in progress on this machine (pid {active['pid']})")
+    refusal = measuring_refusal()
+    if refusal:
+        raise RuntimeError(refusal)
     runs_dir = Path(runs_dir).resolve()
     work = runs_dir / ".dashboard"
     work.mkdir(parents=True, exist_ok=True)
@@ -179,6 +193,52 @@ def log_tail(path: str | Path, lines: int = 12) -> list[str]:
     return [line.split("\r")[-1] for line in text.splitlines() if line.strip()][-lines:]
 
 
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """How a run this dashboard launched ended: what the page shows once its process is gone."""
+
+    ok: bool
+    run_id: str | None  # the run directory it wrote, if it got that far
+    message: str  # the runner's own line when it failed (refused, bad plan, crash), else a summary
+
+
+def error_line(lines: list[str]) -> str | None:
+    """The runner's last error line in its output: its one-line `error: ...` refusal, else the
+    last line of a traceback (`SomeError: what`); None when the output holds neither."""
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith("Traceback"):
+            return lines[-1].strip()
+    return None
+
+
+def launch_outcome(info: Mapping[str, Any]) -> LaunchOutcome:
+    """How a launched run ended, from its exit status (where this process launched it), its
+    run directory and its log; call once its process is gone.
+
+    A run counts as ok only if its run directory says finished and the process did not exit
+    non-zero; every other ending carries the runner's own last error line, so the page can
+    say why where the user pressed Start (refused because another run measures, a plan the
+    runner rejects, a crash before or after the run directory was written)."""
+    proc = _PROCS.get(int(info.get("pid", -1)))
+    code = proc.poll() if proc is not None else None
+    run = find_run_dir(info)
+    meta = (run.readable_meta() or {}) if run is not None else {}
+    status = meta.get("status")
+    lines = log_tail(info.get("log", ""), 200)
+    if status == "finished" and not code:
+        return LaunchOutcome(True, run.run_id, f"run {run.run_id} finished")
+    why = error_line(lines)
+    if why is None:
+        why = (f"the runner exited with status {code}" if code else
+               f"the run ended {status}" if status else "the runner ended without writing a run")
+        if lines:
+            why += f"; its last output: {lines[-1][:300]}"
+    return LaunchOutcome(False, run.run_id if run is not None else None, why)
+
+
 def _event_line(event: dict) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(event.get("ts", 0)))
     kind = event.get("event", "?")
@@ -252,3 +312,14 @@ def format_eta(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+RUNS_PAGE = "runs"  # the Runs page's url_path in app.py
+RUN_PARAM = "run"  # the query parameter with which the Runs page opens on one run
+
+
+def runs_page_path(run_id: str) -> str:
+    """The Runs page opened on one run, relative to the dashboard's address: `/runs?run=ID`."""
+    from urllib.parse import urlencode
+
+    return f"/{RUNS_PAGE}?{urlencode({RUN_PARAM: run_id})}"

@@ -176,7 +176,25 @@ def run(
     for run_dir in runs:
         if not no_ingest:
             ingest_after_run(db, run_dir.path, derive=not no_derive)
-        out.print(run_dir.run_id)
+        _print_results(run_dir.path, db, runs_dir, ingested=not no_ingest)
+        out.print(run_dir.run_id)  # the last line on stdout, for scripts
+
+
+def _print_results(run_path: Path, db: Path, runs_dir: Path, ingested: bool) -> None:
+    """The run's own numbers (analysis.run_results, read from the run directory: no store
+    needed) and where to look next, on stdout before the run id."""
+    from analysis.run_results import format_run_results, run_results
+    from dashboard.runs import runs_page_path
+
+    typer.echo(f"\nresults of run {run_path.name} (median decode ms per token, 95% CI across rounds):")
+    typer.echo(format_run_results(run_results(run_path)) + "\n")
+    settings = " ".join(f"{name}={value}" for name, value, default in ((DB_ENV, db, DEFAULT_DB), (RUNS_ENV, runs_dir, DEFAULT_RUNS))
+                        if Path(value) != default)
+    steps = [] if ingested else [f"  store it:   python -m runner ingest {run_path} --db {db}"]
+    steps += [f"  analyse:    python -m runner analyze --db {db}",
+              f"  dashboard:  {settings + ' ' if settings else ''}streamlit run app.py, "
+              f"then open {runs_page_path(run_path.name)} on the address it prints"]
+    typer.echo("where to look next:\n" + "\n".join(steps))
 
 
 def _check_fits(loaded, device: Optional[str]) -> None:

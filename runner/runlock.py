@@ -82,6 +82,33 @@ def _holder(fd: int) -> str:
     return f"pid {info['pid']} ({str(info.get('what', 'a run'))[:120]}, since {since})"
 
 
+def holder(path: Path | None = None) -> str | None:
+    """Who measures on this machine now ("pid N (plan X, since HH:MM:SS)"), or None when nobody does.
+
+    For a page or a script that wants to say so before starting anything. A free lock is
+    recognised without touching it: a run empties the file when it ends, so only a file that
+    names a process is probed, with a shared flock held for the instant of the call (a run
+    holds an exclusive one). That probe is thus never in the way of a run starting on an
+    idle machine; a file left naming a killed process is probed and found free.
+    """
+    path = path or lock_path()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no run has ever held it here
+    try:
+        if not os.pread(fd, 1, 0):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def machine_lock(what: str, path: Path | None = None) -> Iterator[Path]:
     """Hold the machine for one run; raise RunLocked at once if another run holds it."""

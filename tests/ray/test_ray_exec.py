@@ -152,7 +152,7 @@ def test_cli_runs_a_plan_on_ray_and_prints_the_cells_per_node(tmp_path):
     result = run_cli("run", plan, "--ray", "local", "--runs-dir", tmp_path / "runs", "--db", tmp_path / "s.duckdb")
     assert result.returncode == 0, result.stderr
     [run] = list_run_dirs(tmp_path / "runs")
-    assert result.stdout.strip() == run.run_id
+    assert result.stdout.strip().splitlines()[-1] == run.run_id  # after the results table
     assert "4 cells on " in result.stderr and "ingested 4 cells" in result.stderr
     assert json.loads(run.meta_file.read_text())["status"] == "finished"
 

@@ -2,11 +2,13 @@
 
 Opens every page on a store made by the real runner, checks that no exception element
 shows and that the charts render, waiting the way Streamlit's own e2e tests wait; then
-starts a small CPU run from the Run page and finds its cell in Explore.
+starts a small CPU run from the Run page, follows its link to the Runs page and finds its
+cell in Explore.
 Screenshots land in /tmp/screens/.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -89,8 +91,17 @@ def test_a_cpu_run_started_from_the_run_page_finishes_and_shows_in_explore(serve
         log = "\n".join(p.read_text()[-1500:] for p in (root / "runs" / ".dashboard").glob("*.log"))
         pytest.fail(f"the run's cell was not ingested (cells still {value}); runner log:\n{log}")
     assert page.locator("[data-testid='stException']").count() == 0
+    # the run ends with its own results where it was started, and a link to it on the Runs page
+    page.get_by_text("Results of run").wait_for(timeout=60_000)
     page.screenshot(path=str(SCREENS / "run-finished.png"), full_page=True)
-    open_page(page, base, "explore")  # a new session: the link keeps the store open
+    link = page.get_by_role("link", name="Open run")
+    run_id = re.search(r"Open run (\S+) on the Runs page", link.inner_text()).group(1)
+    link.click()
+    page.get_by_text("Median decode ms per token and its 95% CI").wait_for(timeout=60_000)
+    assert page.url.endswith(f"/runs?run={run_id}")
+    assert page.locator("h3", has_text=f"Run {run_id}").count() == 1  # st.subheader
+    assert page.locator("[data-testid='stException']").count() == 0
+    open_page(page, base, "explore")
     page.get_by_text(f"{before + 1} cells").wait_for(timeout=30_000)
     page.wait_for_selector("[data-testid='stPlotlyChart'] .main-svg", timeout=30_000)
     assert page.locator("[data-testid='stException']").count() == 0
