@@ -235,6 +235,9 @@ def merge_rounds(result: CellResult, round_records: list[dict]) -> None:
     tele = [r["telemetry"] for r in records if r.get("telemetry")]
     result.telemetry = {"before": tele[0]["before"], "after": tele[-1]["after"]} if tele else None
     result.host_launch_us = [v for r in records for v in (r.get("host_launch_us") or [])]
+    # the sample taken right after each round covers that round (runner.machine_load)
+    loads = [r["machine_load"] for r in records if r.get("machine_load")]
+    result.machine_busy = any(load.get("busy") for load in loads) if loads else None
 
 
 def profile_prepared(prepared: PreparedCell, result: CellResult) -> None:
