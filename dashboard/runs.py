@@ -205,22 +205,23 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
     load = None
     busy_samples = 0
 
-    def units() -> int:
-        return len(finished) * rounds + sum(len(r) for key, r in rounds_of.items() if key not in finished)
+    def units() -> int:  # cell-rounds settled: every round of a finished cell, the kept ones of the others
+        return done * rounds + sum(len(r) for key, r in rounds_of.items() if key not in finished)
 
     for ev in events:
         kind = ev.get("event")
         total = int(ev.get("total") or total)
         if kind == "segment_started":
-            segment_start, segment_units0 = ev.get("ts"), units()
             done = int(ev.get("done") or 0)
+            segment_start, segment_units0 = ev.get("ts"), units()
         elif kind == "cell_started":
             current = ev.get("label")
         elif kind == "round_finished":
             rounds_of.setdefault(str(ev.get("key")), set()).add(int(ev.get("round") or 0))
         elif kind == "cell_finished":
             done = int(ev.get("done") or done + 1)
-            finished.add(str(ev.get("key")))
+            if ev.get("key"):
+                finished.add(str(ev["key"]))
             current = None
             failed += ev.get("status") != "ok"
         elif kind == MACHINE_LOAD_EVENT and ev.get("sample"):

@@ -64,7 +64,7 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
         return _rounds_in_workers(run, progress, rounds)
     prepare_device(meta.get("device_kind", "cpu"), settings)
     # a round worker's parent is the run's own process, idle while the worker measures
-    sampler = LoadSampler(own_pids={os.getppid()} if worker else None)
+    sampler = LoadSampler(own_pids={os.getpid(), os.getppid()} if worker else None)
     planned = meta["cells"]
     done = run.finished_keys()
     total = len(planned)

@@ -67,12 +67,14 @@ def busy_text(sample: dict) -> str:
 class LoadSampler:
     """Samples the machine; per-process CPU and steal are measured since the previous sample.
 
-    `own_pids` are the run's own processes besides this one (a round worker names its parent):
-    they and their descendants are never counted as competitors.
+    `own_pids` are the run's own processes (default: this one; a round worker adds its parent):
+    they and their descendants are never counted as competitors. A sample names the `listed`
+    biggest competitors.
     """
 
-    def __init__(self, own_pids: set[int] | None = None) -> None:
-        self.own_pids = {os.getpid(), *(own_pids or set())}
+    def __init__(self, own_pids: set[int] | None = None, listed: int = TOP_COMPETITORS) -> None:
+        self.own_pids = set(own_pids) if own_pids is not None else {os.getpid()}
+        self.listed = listed
         self.cores = os.cpu_count() or 1
         self._processes: dict[int, psutil.Process] = {}
         self._cpu_times = psutil.cpu_times()
@@ -134,7 +136,7 @@ class LoadSampler:
             "cores": self.cores,
             "steal_fraction": round(steal / total, 4) if total > 0 else 0.0,
             "competing_cores": round(sum(p["cores"] for p in competing), 3),
-            "competing": [p for p in competing if p["cores"] >= LISTED_CORES][:TOP_COMPETITORS],
+            "competing": [p for p in competing if p["cores"] >= LISTED_CORES][:self.listed],
         }
         reasons = busy_reasons(sample)
         return sample | {"busy": bool(reasons), "reasons": reasons}
