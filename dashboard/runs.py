@@ -211,7 +211,8 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
     for ev in events:
         kind = ev.get("event")
         total = int(ev.get("total") or total)
-        if kind == "segment_started":
+        if kind == "segment_started":  # a resume: the interruption before it is over
+            ended = None
             done = int(ev.get("done") or 0)
             segment_start, segment_units0 = ev.get("ts"), units()
         elif kind == "cell_started":
