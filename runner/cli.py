@@ -230,7 +230,12 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
         out.print(f"hub models, read when the run starts (not counted above): {', '.join(hub)}",
                   markup=False, highlight=False)
     seconds = estimate_seconds(cells, loaded.measure) * loaded.repeats
-    out.print(f"rough estimate: {seconds / 60:.1f} min")
+    out.print(f"rough estimate: {seconds / 60:.1f} min on a quiet machine")
+    from runner.machine_load import LoadSampler, busy_text
+
+    now = LoadSampler().sample()
+    if now["busy"]:
+        console.print(f"[yellow]warning[/yellow]: the run will take longer: {escape(busy_text(now))}", highlight=False)
 
 
 @app.command("list")
