@@ -174,7 +174,11 @@ def _event_line(event: dict) -> str:
             text += f": {str(event['error'])[:160]}"
         return f"{stamp} {text}"
     if kind == "cell_started":
-        return f"{stamp} started {event.get('label', '')}"
+        rounds = int(event.get("rounds") or 1)
+        return f"{stamp} started {event.get('label', '')}" + (
+            f" (round {int(event.get('round') or 0) + 1}/{rounds})" if rounds > 1 else "")
+    if kind == "round_finished":
+        return f"{stamp} round {int(event.get('round') or 0) + 1}/{event.get('rounds', '?')} done"
     return f"{stamp} {kind.replace('_', ' ')} " + (f"({event.get('done', 0)}/{event.get('total', '?')})" if "total" in event else "")
 
 
