@@ -23,6 +23,13 @@ PHASES = ("prefill", "decode", "e2e")
 DEVICES = ("cuda", "cpu")
 CELL_STATUSES = ("ok", "failed", "unsupported")
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+# Integrity flag of a cell measured while the machine was busy (runner.machine_load says
+# when a machine counts as busy, and what to do about it).
+BUSY_MACHINE_FLAG = "busy_machine"
+# Every integrity flag a cell can carry (runner.runfiles.integrity_flags); round_shift_<phase>
+# is one flag per phase.
+INTEGRITY_FLAGS = ("high_cv", "round_shift_prefill", "round_shift_decode", "round_shift_e2e", "setup_leak",
+                   "too_few_samples", "clock_drop", "foreign_gpu_process", "output_mismatch", BUSY_MACHINE_FLAG)
 # 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md). The runner
 # writes it into every run; headlines show runs of this protocol unless asked for all.
 PROTOCOL_VERSION = 2

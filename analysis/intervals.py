@@ -65,6 +65,75 @@ def ci_text(low: float, high: float, kind: str) -> str:
     return f"[{low:.2f}, {high:.2f}]"
 
 
+# An interval whose high bound is more than this many times its low bound spans an order of
+# magnitude: it cannot tell a 1 ms cell from a 10 ms one, so its bounds mean nothing and are
+# not shown (`interval_text` says "too noisy" and how many units would be needed instead).
+NOISY_RATIO = 10.0
+# `rounds_needed` aims at a 95% CI of the median within +-10% (a relative half-width of
+# 0.10 on the log scale): narrow enough to tell apart shapes whose latencies differ by 25%.
+TARGET_HALF_WIDTH = 0.10
+MAX_UNITS_NEEDED = 10_000  # beyond this the answer is "measure differently", not a number
+
+
+def rounds_needed(unit_log_medians, target: float = TARGET_HALF_WIDTH, confidence: float = 0.95) -> int | None:
+    """How many units (rounds, or runs) a t interval would need for a relative half-width of `target`.
+
+    The interval is mean +- t_{k-1} s / sqrt(k) on the units' log medians, so with the spread
+    s observed across the units measured so far, k units give a half-width of
+    t_{k-1,(1+confidence)/2} s / sqrt(k) on the log scale; the answer is the smallest k >= 2
+    with t_{k-1} s / sqrt(k) <= log(1 + target) (found from the normal approximation
+    k = (z s / log(1 + target))^2 upwards, since t > z), capped at MAX_UNITS_NEEDED. None
+    with fewer than two units (no spread observed)."""
+    from scipy import stats as sps
+
+    if not isinstance(unit_log_medians, (list, tuple, np.ndarray)):
+        return None  # a missing value (NaN, None): no units recorded
+    values = np.asarray(unit_log_medians, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < MIN_UNITS:
+        return None
+    spread = float(values.std(ddof=1))
+    half = float(np.log1p(target))
+    q = 0.5 + confidence / 2
+    if spread == 0.0:
+        return MIN_UNITS
+    k = max(MIN_UNITS, int(np.ceil((sps.norm.ppf(q) * spread / half) ** 2)))
+    while k < MAX_UNITS_NEEDED and sps.t.ppf(q, k - 1) * spread / np.sqrt(k) > half:
+        k += 1
+    return k
+
+
+def too_noisy(low: float, high: float) -> bool:
+    """An interval too wide to mean anything: high / low above NOISY_RATIO (or a bound not positive)."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return False
+    return low <= 0 or high / low > NOISY_RATIO
+
+
+def interval_text(low: float, high: float, kind: str, unit_log_medians=None, digits: int = 4) -> str:
+    """An interval as every table shows it: `[low, high]`; `NO_CI` when there is none; and
+    "too noisy (N rounds would be needed)" when it spans more than NOISY_RATIO, N from
+    `rounds_needed` on the units it rests on ("runs" for an interval across runs)."""
+    if kind == CI_NONE or not (np.isfinite(low) and np.isfinite(high)):
+        return NO_CI
+    if too_noisy(low, high):
+        needed = rounds_needed(unit_log_medians)
+        unit = "runs" if kind == CI_ACROSS_RUNS else "rounds"
+        if needed is None:
+            return "too noisy"
+        more = "or more " if needed >= MAX_UNITS_NEEDED else ""
+        return f"too noisy ({more}{needed} {unit} would be needed)"
+    return f"[{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def interval_texts(frame) -> list[str]:
+    """`interval_text` of every row of a statistics frame (median_ci_low, median_ci_high,
+    ci_kind and, where present, unit_log_medians): the column tables show instead of bounds."""
+    units = frame["unit_log_medians"] if "unit_log_medians" in frame else [None] * len(frame)
+    return [interval_text(low, high, kind, u) for low, high, kind, u
+            in zip(frame["median_ci_low"], frame["median_ci_high"], frame["ci_kind"], units)]
+
+
 def kind_for(n_units: int, level: str) -> str:
     """The CI kind of a cell with `n_units` units at `level` (CI_ACROSS_RUNS or CI_ACROSS_ROUNDS)."""
     if level not in (CI_ACROSS_RUNS, CI_ACROSS_ROUNDS):

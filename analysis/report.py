@@ -58,6 +58,7 @@ import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from analysis.headline import Headline, build_headline, headline_sections
+from analysis.intervals import interval_texts
 from analysis.inversions import find_inversions, inversions_summary
 from analysis.load import left_out
 from analysis.regimes import compare
@@ -85,7 +86,8 @@ def analyze(
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
     frame = add_rerun_intervals(stats.frame, confidence=stats.confidence)  # "next run" beside "this run"
     summary = summarize(frame)
-    summary["cells"] = frame[list(CELL_RECORD_COLUMNS)].to_dict("records") if len(frame) else []
+    summary["cells"] = (frame[list(CELL_RECORD_COLUMNS)].assign(median_ci=interval_texts(frame)).to_dict("records")
+                        if len(frame) else [])
     if has_repeats(stats):
         # One row per configuration: repeats are not independent cells, and their spread
         # belongs in the CIs, not in the number of observations.
@@ -161,7 +163,7 @@ def format_text(result: dict[str, Any]) -> str:
         for group_id, recs in sorted(by_group.items()):
             recs = sorted(recs, key=lambda r: (r["params"] or 0, r["cell_id"]))
             lines.append(f"-- {group_id}")
-            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "tokens_per_s"]))
+            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci", "ci_kind", "cv", "tokens_per_s"]))
     lines += ["", "== Depth vs width, per group =="]
     for reg in result["regressions"]:
         lines.append(f"-- {reg['group_id']} ({reg['n_cells']} cells, {reg['n_shapes']} shapes)")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
 from vocabulary import PHASES, csv_safe
-from dashboard import cache, ui
+from dashboard import cache, data, ui
 
 MAX_DISTRIBUTIONS = 24  # boxes per chart before it stops being readable
 
@@ -41,11 +41,16 @@ def body(ctx: cache.Context) -> None:
     st.subheader(f"{shown['cell_id'].nunique()} cells" + (" selected on the chart" if chosen else ""))
     if failed:
         st.warning(f"{failed} row(s) are cells that failed or are unsupported: no statistics, see the error column.")
+    for advice in data.flag_advice(f for flags in shown["flags"].dropna() for f in flags.split(", ") if f):
+        st.warning(advice)
     picked = st.dataframe(
         shown, hide_index=True, key="explore_table", on_select="rerun", selection_mode="multi-row",
         column_config={
             "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
             "median": st.column_config.NumberColumn("median ms", format="%.4g"),
+            "median_ci": st.column_config.TextColumn(
+                "95% CI", help="of the median; 'too noisy' where the bounds are over 10x apart, with the rounds "
+                "(or runs) a +-10% interval would need at the spread seen"),
             "median_ci_low": st.column_config.NumberColumn("CI low", format="%.4g"),
             "median_ci_high": st.column_config.NumberColumn("CI high", format="%.4g"),
             "ci_kind": st.column_config.TextColumn("CI kind", help="across runs, across rounds of one run, or none"),

@@ -141,6 +141,8 @@ def _integrity(ctx: cache.Context) -> None:
         counts = bad.loc[bad["status"] == "ok", "flags"].str.split(", ").explode().value_counts()
         st.warning(f"{flagged} of {int((cache.cells(ctx)['status'] == 'ok').sum())} measured cell(s) carry integrity flags ("
                    + ", ".join(f"{flag} {n}" for flag, n in counts.items()) + "): read their numbers with care.")
+        for advice in data.flag_advice(counts.index):
+            st.caption(advice)
     st.dataframe(table_text(bad), hide_index=True)
 
 

@@ -206,8 +206,9 @@ def _live(ctx: cache.Context) -> None:
                 st.code("\n".join(lines), language=None)
         else:
             p = runs.progress(run_dir)
-            st.progress(p["fraction"], text=f"{p['done']} / {p['total']} cells"
-                        + (f" · {p['failed']} failed" if p["failed"] else "") + f" · ETA {runs.format_eta(p['eta_s'])}")
+            st.progress(p["fraction"], text=runs.progress_text(p))
+            if p["busy"]:
+                st.warning(p["busy"])
             st.markdown(f"Run {md(p['run_id'])} on {md(p['regime'])}: " + (f"measuring **{md(p['current'])}**" if p["current"] else "between cells"))
             st.code("\n".join(p["recent"]) or "no events yet", language=None)
         if st.button("Cancel run", type="secondary", key="run_cancel"):

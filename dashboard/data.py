@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from analysis.load import with_family
+from analysis.intervals import interval_texts, too_noisy
 from analysis.resources import phase_resources
+from runner.machine_load import BUSY_ADVICE
 from runner.runfiles import RunSignature, changed_run_dirs
-from vocabulary import runs_path
+from vocabulary import BUSY_MACHINE_FLAG, runs_path
 
 
 def _flags(value) -> list[str]:
@@ -29,6 +32,17 @@ def _flags(value) -> list[str]:
 
 def flag_text(value) -> str:
     return ", ".join(_flags(value))
+
+
+# What to do about a flag, where the flag alone does not say (shown beside the flagged cells).
+FLAG_ADVICE = {
+    BUSY_MACHINE_FLAG: f"{BUSY_MACHINE_FLAG}: measured while the machine was busy; {BUSY_ADVICE}, then measure again",
+}
+
+
+def flag_advice(flags) -> list[str]:
+    """One line of advice per flag among `flags` that has any (FLAG_ADVICE), in that order."""
+    return [FLAG_ADVICE[f] for f in dict.fromkeys(flags) if f in FLAG_ADVICE]
 
 
 def coverage(cells: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +74,16 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     """One row per (cell, phase) with its statistics; failed cells kept with their error."""
     stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
                  "tokens_per_s"]
-    merged = cells.merge(stats[stat_cols] if len(stats) else pd.DataFrame(columns=stat_cols), on="cell_id", how="left")
+    if len(stats):
+        # an interval too wide to mean anything is shown as "too noisy (N rounds would be needed)"
+        # and its bounds are left empty (analysis.intervals.interval_text)
+        shown = stats.assign(median_ci=interval_texts(stats))
+        noisy = [too_noisy(low, high) for low, high in zip(shown["median_ci_low"], shown["median_ci_high"])]
+        shown.loc[noisy, ["median_ci_low", "median_ci_high"]] = np.nan
+        shown = shown[stat_cols + ["median_ci"]]
+    else:
+        shown = pd.DataFrame(columns=stat_cols + ["median_ci"])
+    merged = cells.merge(shown, on="cell_id", how="left")
     # memory and energy of the same cell and phase (analysis.resources); NaN where not measured
     resources = phase_resources(cells)[["cell_id", "phase", "peak_memory_bytes", "energy_j_per_token", "power_w"]]
     merged = merged.merge(resources.astype({"phase": merged["phase"].dtype}), on=["cell_id", "phase"], how="left")
@@ -71,7 +94,7 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     merged = with_family(merged)
     cols = ["regime", "backend", "phase", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params_m",
             "dtype", "batch_size",
-            "prompt_len", "gen_len", "status", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
+            "prompt_len", "gen_len", "status", "n", "median", "median_ci", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
             "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
 

@@ -57,9 +57,10 @@ class BuiltPlan:
 class HistoryEstimate:
     """A plan's wall time scaled by how earlier runs on this host compared with the rough model.
 
-    The rough model (`runner.plan.estimate_seconds`) knows nothing of rounds, energy windows,
-    worker processes or this host's speed: the bundled protocol-2 runs took 0.9x to 27x of it.
-    So the page scales it by the median ratio of earlier finished runs on this host (host
+    The model (`runner.plan.estimate_seconds`) counts rounds, warm-up, energy windows and worker
+    processes, but not this host's speed or load: the bundled protocol-2 CPU runs took 0.47x to
+    1.0x of it, the GPU runs 0.4x to 74x. So the page scales it by the median ratio of earlier
+    finished runs on this host (host
     class of the run's fingerprint, same device kind and protocol), those of the same plan
     name if there are any, and shows the range those runs span instead of one confident number.
     """

@@ -25,7 +25,9 @@ from typing import Any
 import psutil
 
 from runner import runlock
-from runner.runfiles import RunDir, list_run_dirs, run_dir_in
+from runner.machine_load import BUSY_ADVICE, busy_reasons, busy_text
+from runner.runfiles import MACHINE_LOAD_EVENT, RunDir, list_run_dirs, run_dir_in
+from vocabulary import BUSY_MACHINE_FLAG
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CANCEL_GRACE_S = 10.0  # the runner finishes writing its files on SIGTERM; then we kill
@@ -249,15 +251,23 @@ def _event_line(event: dict) -> str:
             text += f": {str(event['error'])[:160]}"
         return f"{stamp} {text}"
     if kind == "cell_started":
-        return f"{stamp} started {event.get('label', '')}"
+        rounds = int(event.get("rounds") or 1)
+        return f"{stamp} started {event.get('label', '')}" + (
+            f" (round {int(event.get('round') or 0) + 1}/{rounds})" if rounds > 1 else "")
+    if kind == "round_finished":
+        return f"{stamp} round {int(event.get('round') or 0) + 1}/{event.get('rounds', '?')} done"
     return f"{stamp} {kind.replace('_', ' ')} " + (f"({event.get('done', 0)}/{event.get('total', '?')})" if "total" in event else "")
 
 
 def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str, Any]:
-    """Where a run stands, from its events.jsonl: done/total, current cell, ETA, recent lines.
+    """Where a run stands, from its events.jsonl: cells and cell-rounds done, current cell,
+    ETA, whether the machine is busy, recent lines.
 
-    ETA extrapolates the mean time per cell of the current segment (a resumed run's idle
-    gap is not counted).
+    A protocol-2 run measures every cell in `rounds` interleaved rounds, so its first cell
+    finishes only in the last round; progress therefore counts cell-rounds (a cell that
+    failed or was refused counts all its rounds as done). The ETA extrapolates the pace of
+    the current segment in cell-rounds (a resumed run's idle gap is not counted); the first
+    round, which pays every cell's setup, sets it until later rounds bring it down.
     """
     now = time.time() if now is None else now
     events = run.events()
@@ -267,35 +277,78 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
     except (OSError, ValueError):  # absent, torn, or not a regular file (runner.runfiles.RunFileRefused)
         pass
     total = int(meta.get("n_cells_planned") or 0)
+    rounds = int(meta.get("rounds") or 1)
     done, current, failed = 0, None, 0
-    segment_start, segment_done0 = None, 0
+    finished: set[str] = set()
+    rounds_of: dict[str, set[int]] = {}
+    segment_start, segment_units0 = None, 0
     ended = None
+    load = None
+    busy_samples = 0
+
+    def units() -> int:  # cell-rounds settled: every round of a finished cell, the kept ones of the others
+        return done * rounds + sum(len(r) for key, r in rounds_of.items() if key not in finished)
+
     for ev in events:
         kind = ev.get("event")
         total = int(ev.get("total") or total)
-        if kind == "segment_started":
-            segment_start, segment_done0 = ev.get("ts"), int(ev.get("done") or 0)
-            done = segment_done0
+        if kind == "segment_started":  # a resume: the interruption before it is over
+            ended = None
+            done = int(ev.get("done") or 0)
+            segment_start, segment_units0 = ev.get("ts"), units()
         elif kind == "cell_started":
             current = ev.get("label")
+        elif kind == "round_finished":
+            rounds_of.setdefault(str(ev.get("key")), set()).add(int(ev.get("round") or 0))
         elif kind == "cell_finished":
             done = int(ev.get("done") or done + 1)
+            if ev.get("key"):
+                finished.add(str(ev["key"]))
             current = None
             failed += ev.get("status") != "ok"
+        elif kind == MACHINE_LOAD_EVENT and ev.get("sample"):
+            load = ev["sample"]
+            busy_samples += bool(load.get("busy"))
         elif kind in ("run_finished", "run_interrupted"):
             ended = kind
             current = None
+    units_total = total * rounds
+    units_done = min(units(), units_total) if units_total else units()
     eta = None
-    if segment_start and ended is None and done > segment_done0 and total:
-        per_cell = (now - segment_start) / (done - segment_done0)
-        eta = per_cell * (total - done)
+    if segment_start and ended is None and units_done > segment_units0 and units_total:
+        per_unit = (now - segment_start) / (units_done - segment_units0)
+        eta = per_unit * (units_total - units_done)
     status = meta.get("status") or ("finished" if ended == "run_finished" else "running")
+    summary = meta.get("machine_load") or {}
+    busy = None
+    if status == "running" and load is not None and load.get("busy"):
+        busy = f"Right now {busy_text(load)}"
+    elif summary.get("busy") or (status != "running" and busy_samples):
+        worst = "; ".join(busy_reasons(summary.get("worst") or load or {})) or "no reason recorded"
+        busy = (f"Measured on a busy machine ({summary.get('busy_samples', busy_samples)} of "
+                f"{summary.get('samples', len([e for e in events if e.get('event') == MACHINE_LOAD_EVENT]))} "
+                f"load samples busy, at worst: {worst}); the cells measured then are flagged {BUSY_MACHINE_FLAG}. "
+                f"To measure again: {BUSY_ADVICE}")
     return {
         "run_id": run.run_id, "status": status, "plan_name": meta.get("plan_name"), "regime": meta.get("regime"),
         "done": done, "total": total, "failed": failed, "current": current, "eta_s": eta,
-        "fraction": (done / total) if total else 0.0,
-        "recent": [_event_line(e) for e in events[-recent:]],
+        "rounds": rounds, "units_done": units_done, "units_total": units_total,
+        "fraction": (units_done / units_total) if units_total else 0.0,
+        "busy": busy,
+        "recent": [_event_line(e) for e in [e for e in events if e.get("event") != MACHINE_LOAD_EVENT][-recent:]],
     }
+
+
+def progress_text(p: Mapping[str, Any]) -> str:
+    """A run's progress in one line: cell-rounds when it has several rounds, cells, failures, ETA."""
+    parts = [f"{p['units_done']} / {p['units_total']} cell-rounds ({p['rounds']} rounds)" if p["rounds"] > 1
+             else f"{p['done']} / {p['total']} cells"]
+    if p["rounds"] > 1:
+        parts.append(f"{p['done']} / {p['total']} cells finished")
+    if p["failed"]:
+        parts.append(f"{p['failed']} failed")
+    parts.append(f"ETA {format_eta(p['eta_s'])}")
+    return " · ".join(parts)
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:

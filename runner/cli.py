@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from analysis import cli as analysis_cli
@@ -104,27 +105,46 @@ def run(
     current: list[RunDir] = []
 
     def track(run_dir: RunDir) -> None:
-        """Show a run's header and give it a progress bar when it starts or resumes."""
+        """Show a run's header and give it a progress bar when it starts or resumes.
+
+        The bar counts cell-rounds: a protocol-2 run interleaves the rounds of every cell, so
+        its first cell finishes only in the last round and a bar of cells would sit at 0."""
         current.append(run_dir)
         meta = run_dir.read_meta()
         console.print(f"run [bold]{run_dir.run_id}[/bold] on {meta['regime']} -> {run_dir.path}")
-        bars.append(progress.add_task("starting", total=meta["n_cells_planned"],
-                                      completed=len(run_dir.finished_keys())))
+        rounds = int(meta.get("rounds") or 1)
+        finished = run_dir.finished_keys()
+        kept = {(key, r) for key, by_round in run_dir.round_records().items() for r in by_round}
+        counted.clear()
+        counted.update((key, r) for key in finished for r in range(rounds))
+        counted.update(kept)
+        per_cell[:] = [rounds]
+        bars.append(progress.add_task("starting", total=meta["n_cells_planned"] * rounds, completed=len(counted)))
 
     bars: list = []
-
+    counted: set = set()  # (cell key, round) measured or settled: the bar's completed count
+    per_cell: list = [1]  # rounds per cell of the run being shown
     nodes: dict = {}
+    warned: set = set()  # run ids already warned of a busy machine during the run
 
     def show(event: dict) -> None:
         if event["event"] == "cell_started":
-            progress.update(bars[-1], description=event["label"])
+            progress.update(bars[-1], description=f"{event['label']} (round {event.get('round', 0) + 1}/"
+                                                  f"{event.get('rounds', 1)})")
         elif event["event"] == "ray_submitted":
             progress.update(bars[-1], description=f"{event['tasks']} Ray tasks")
         elif event["event"] == "ray_finished":
             for node, count in event["nodes"].items():
                 nodes[node] = nodes.get(node, 0) + count
-        else:
-            progress.update(bars[-1], completed=event["done"])
+        elif event["event"] == "machine_load":
+            _warn_busy(event, current[-1].run_id if current else "", warned, progress.console)
+        elif event["event"] == "round_finished":
+            counted.add((event["key"], event["round"]))
+            progress.update(bars[-1], completed=len(counted))
+        elif event["event"] == "cell_finished":
+            # a failed or refused cell settles its rounds that will never run
+            counted.update((event["key"], r) for r in range(per_cell[0]))
+            progress.update(bars[-1], completed=len(counted))
             if event["status"] != "ok":
                 progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
 
@@ -174,6 +194,8 @@ def run(
     for node, count in sorted(nodes.items()):
         console.print(f"  {count} cells on {node}")
     for run_dir in runs:
+        _warn_busy_run(run_dir)
+    for run_dir in runs:
         if not no_ingest:
             ingest_after_run(db, run_dir.path, derive=not no_derive)
         _print_results(run_dir.path, db, runs_dir, ingested=not no_ingest)
@@ -195,6 +217,35 @@ def _print_results(run_path: Path, db: Path, runs_dir: Path, ingested: bool) -> 
               f"  dashboard:  {settings + ' ' if settings else ''}streamlit run app.py, "
               f"then open {runs_page_path(run_path.name)} on the address it prints"]
     typer.echo("where to look next:\n" + "\n".join(steps))
+
+
+def _warn_busy(event: dict, run_id: str, warned: set, where) -> None:
+    """A busy machine-load sample: one warning line before the run, one the first time
+    during it (runner.machine_load says what counts as busy and what to do)."""
+    from runner.machine_load import busy_text
+
+    sample = event.get("sample") or {}
+    if not sample.get("busy") or (event.get("at") != "run_start" and run_id in warned):
+        return
+    warned.add(run_id)
+    when = "before the run" if event.get("at") == "run_start" else "during the run"
+    where.print(f"[yellow]warning[/yellow] {when}: {escape(busy_text(sample))}", highlight=False)
+
+
+def _warn_busy_run(run_dir) -> None:
+    """At the end: say if the run was measured on a busy machine, how many cells are flagged."""
+    from runner.machine_load import BUSY_ADVICE, busy_reasons
+    from vocabulary import BUSY_MACHINE_FLAG
+
+    summary = run_dir.read_meta().get("machine_load") or {}
+    if not summary.get("busy"):
+        return
+    flagged = sum(BUSY_MACHINE_FLAG in (record.get("flags") or []) for record in run_dir.readable_cell_records())
+    worst = escape("; ".join(busy_reasons(summary.get("worst") or {})) or "no reason recorded")
+    console.print(f"[yellow]warning[/yellow]: run {run_dir.run_id} was measured on a busy machine "
+                  f"({summary['busy_samples']} of {summary['samples']} load samples; at worst {worst}); "
+                  f"{flagged} cell(s) are flagged {BUSY_MACHINE_FLAG} and their numbers are not to be trusted. "
+                  f"To measure again: {escape(BUSY_ADVICE)}", highlight=False)
 
 
 def _check_fits(loaded, device: Optional[str]) -> None:
@@ -231,7 +282,12 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
         out.print(f"hub models, read when the run starts (not counted above): {', '.join(hub)}",
                   markup=False, highlight=False)
     seconds = estimate_seconds(cells, loaded.measure) * loaded.repeats
-    out.print(f"rough estimate: {seconds / 60:.1f} min")
+    out.print(f"rough estimate: {seconds / 60:.1f} min on a quiet machine")
+    from runner.machine_load import LoadSampler, busy_text
+
+    now = LoadSampler().sample()
+    if now["busy"]:
+        console.print(f"[yellow]warning[/yellow]: the run will take longer: {escape(busy_text(now))}", highlight=False)
 
 
 @app.command("list")

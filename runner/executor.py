@@ -7,13 +7,15 @@ cells that have no file yet.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 from runner.lifecycle import (
     PROGRESS_PREFIX, ProgressCallback, RunError, begin_segment, create_run, emit, end_run, measure_records,
-    prepare_device, record_cell, run_repeats, write_failure,
+    prepare_device, record_cell, run_repeats, sample_machine, write_failure,
 )
+from runner.machine_load import LoadSampler
 from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
 from runner.runfiles import RunDir
 
@@ -93,6 +95,8 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
     if settings.processes and rounds > 1 and not worker:
         return _rounds_in_workers(run, progress, rounds)
     prepare_device(meta.get("device_kind", "cpu"), settings)
+    # a round worker's parent is the run's own process, idle while the worker measures
+    sampler = LoadSampler(own_pids={os.getpid(), os.getppid()} if worker else None)
     planned = meta["cells"]
     done = run.finished_keys()
     total = len(planned)
@@ -102,14 +106,19 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
     earlier = {i: kept[entry["key"]] for i, entry in enumerate(todo) if entry["key"] in kept}
     if not worker:
         begin_segment(run, done=len(done), total=total)
+        sample_machine(run, sampler, progress, "run_start")
 
     def on_start(i: int, round_index: int) -> None:
+        sample_machine(run, sampler, progress, "round_start", key=todo[i]["key"], round=round_index)
         emit(run, progress, "cell_started", key=todo[i]["key"], label=labels[i], index=len(done), total=total,
              round=round_index, rounds=rounds)
 
     def on_round(i: int, round_index: int, record: dict) -> None:
+        # after the round's timed phases: this sample's interval covers the round itself
+        record["machine_load"] = sample_machine(run, sampler, progress, "round_end", key=todo[i]["key"],
+                                                round=round_index)
         run.write_round(todo[i]["key"], round_index, record)
-        run.event("round_finished", key=todo[i]["key"], round=round_index, rounds=rounds)
+        emit(run, progress, "round_finished", key=todo[i]["key"], round=round_index, rounds=rounds)
 
     try:
         for _, record in measure_records(todo, settings, meta["input_seed"], rounds=rounds,
@@ -143,7 +152,6 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
     the parent a foreign process on the GPU). A worker that dies ends the run as
     interrupted, resumable: its finished rounds are on disk."""
     import json
-    import os
     import signal
     import subprocess
     import sys
@@ -151,6 +159,7 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
     from runner import telemetry
 
     begin_segment(run, done=len(run.finished_keys()), total=len(run.read_meta()["cells"]))
+    sample_machine(run, LoadSampler(), progress, "run_start")
     root = str(Path(__file__).resolve().parents[1])
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 from runner import TOOL_VERSION
 from runner.plan import Cell, Plan
 from runner.runfiles import (
-    CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
+    MACHINE_LOAD_EVENT, CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
 )
 from vocabulary import PROTOCOL_VERSION
 
@@ -162,9 +162,24 @@ def record_cell(run: RunDir, record: dict, *, done: set[str], total: int,
          **summary_of(record))
 
 
+def sample_machine(run: RunDir, sampler, progress: ProgressCallback | None, at: str, **where) -> dict:
+    """One machine-load sample (runner.machine_load.LoadSampler), logged as MACHINE_LOAD_EVENT
+    and passed to the caller's callback; `at` and `where` say where in the run it was taken.
+    Never called inside a timed region: a sample walks the process table."""
+    sample = sampler.sample()
+    emit(run, progress, MACHINE_LOAD_EVENT, at=at, sample=sample, **where)
+    return sample
+
+
 def end_run(run: RunDir, status: str, **fields) -> None:
-    """Mark the run finished (with its end time) or interrupted, and log it with its counts."""
-    meta = run.update_meta(status=status, **({"finished_at": now_iso()} if status == "finished" else {}))
+    """Mark the run finished (with its end time) or interrupted, and log it with its counts.
+
+    The meta gets the run's machine-load verdict (runner.machine_load.load_summary of every
+    sample in its events): `machine_load.busy` says the run was measured on a busy machine."""
+    from runner.machine_load import load_summary
+
+    meta = run.update_meta(status=status, machine_load=load_summary(run.machine_load_samples()),
+                           **({"finished_at": now_iso()} if status == "finished" else {}))
     kind = "run_finished" if status == "finished" else "run_interrupted"
     run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"], **fields)
 

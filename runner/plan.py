@@ -174,6 +174,11 @@ class MeasureSettings(BaseModel):
     warmup_max_iters: int = Field(default=50, ge=1, le=MAX_ITERS, description="stop waiting for stability here (flagged)")
     warmup_window: int = Field(default=5, ge=2, le=MAX_ITERS, description="iterations per median window")
     warmup_tolerance: float = Field(default=0.05, gt=0, le=1, allow_inf_nan=False, description="relative change of window medians counted as stable")
+    warmup_budget: float = Field(
+        default=2.0, gt=0, le=1000, allow_inf_nan=False,
+        description="a round's warm-up stops (recorded as not converged) after this many times the round's expected "
+        "timed work, beyond warmup_min_s: on a loaded CPU the window medians may never settle, and waiting for them "
+        "took 64% of a CPU run")
     min_samples: int = Field(default=10, ge=2, le=MAX_REPS * 1024, description="below this a phase is flagged too-few-samples")
     cv_threshold: float = Field(default=0.10, gt=0, le=10, allow_inf_nan=False, description="robust CV (1.4826 MAD / median) above this is flagged high_cv")
     check_correctness: bool = Field(default=True, description="compare every backend with hf-eager")
@@ -477,31 +482,79 @@ def expand(plan: Plan, device: str | None = None, resolve_remote: bool = True) -
     return list(cells.values())
 
 
-def estimate_seconds(cells: list[Cell], measure: MeasureSettings) -> float:
-    """A rough wall-time estimate, to warn before a long run; not a measurement.
+# The wall-time model's constants, calibrated on a 2-thread AMD EPYC CPU host (tiny-gpt2 and
+# 1-8 layer x 64-256 wide shapes, hf-eager and hf-sdpa, the least loaded of repeated timings:
+# benchmarks/estimate_accuracy.py checks the whole model against a run of plans/smoke-cpu.toml).
+PROCESS_START_S = 4.5  # python -m runner: imports torch and transformers, reads the environment
+FIRST_BUILD_S = 4.5  # the first model a process builds loads transformers' modelling code
+CPU_STEP_BASE_S = 4.5e-4  # one CPU forward of a 1-token step: Python and dispatch before the layers
+CPU_STEP_PER_LAYER_S = 2.5e-4  # each layer's handful of small ops on the CPU
+CPU_BYTES_PER_S = 10e9  # weights streamed once per step
+CPU_FLOPS = 20e9  # 2 x params x tokens
+GPU_STEP_PER_LAYER_S = 1e-4  # launch-bound small models on the GPU: ~0.1 ms per layer
+BUILD_S_PER_PARAM = 2.5e-8  # random init of the weights
+CELL_OVERHEAD_S = 0.05  # per cell: the cell file, freeing memory, the inputs
+ROUND_OVERHEAD_S = 0.15  # per cell-round: two host-speed probes and two machine-load samples
+COMPILE_S = 30.0  # torch-compile's Inductor compile per cell
 
-    Assumes a GPU step costs ~0.1 ms per layer (launch-bound small models) and a CPU step
-    moves every weight once at ~10 GB/s; compile adds ~30 s per cell.
+
+def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter: bool | None = None) -> float:
+    """The wall time a run of `cells` is expected to take on a quiet machine like the one the
+    constants above were calibrated on; not a measurement (dashboard.plan_builder.history_estimate
+    scales it by how earlier runs on the same host compared with it).
+
+    Per cell: setup (build + backend), a cold call and a full generation, then per round
+    (`measure.rounds`, interleaved) a generation, warm-up, its share of the timed reps, the
+    memory / energy windows (3 phases x `energy_window_s` where an energy counter is readable,
+    one call of each phase otherwise) and the round's probes; with `processes` the setup is
+    paid every round; with `check_correctness` an hf-eager float32 reference is built and
+    compared (about three generations). Warm-up per round: stability can first be judged after
+    max(min_iters, 2 x window) iterations of a prefill and up to 8 decode steps, at least
+    `warmup_min_s`, at most `warmup_max_iters` iterations and at most `warmup_budget` times the
+    round's own timed work (runner.protocol). `energy_counter` None: the GPU's (NVML) is
+    assumed readable, the CPU's (RAPL) is looked up on this machine.
     """
-    total = 0.0
+    if not cells:
+        return 0.0
+    total = PROCESS_START_S + FIRST_BUILD_S
+    rounds = measure.rounds
     for cell in cells:
         spec = cell.model
+        params = spec.approx_params()
         if cell.device == "cuda":
-            step_s = 1e-4 * (spec.n_layer * 1.0 + 1)
+            step_s = GPU_STEP_PER_LAYER_S * (spec.n_layer + 1)
+            tokens_free = 512  # prompt tokens a launch-bound prefill takes at the cost of one step
         else:
-            bytes_moved = spec.approx_params() * 4
-            step_s = bytes_moved / 10e9 + 2 * spec.approx_params() * cell.batch_size / 20e9
-        prefill_s = step_s * (1 + cell.prompt_len * cell.batch_size / 512)
-        generation_s = prefill_s + cell.gen_len * step_s
-        measured = (
-            measure.prefill_reps * prefill_s
-            + (measure.decode_reps + measure.e2e_reps) * generation_s
-        )
-        warmup = max(measure.warmup_min_s, measure.warmup_min_iters * (prefill_s + 8 * step_s))
-        setup = 2.0 + (30.0 if cell.backend == "torch-compile" else 0.0)
-        check = 2 * generation_s if measure.check_correctness else 0.0
-        total += setup + warmup + measured + check
+            step_s = (CPU_STEP_BASE_S + CPU_STEP_PER_LAYER_S * spec.n_layer + params * 4 / CPU_BYTES_PER_S
+                      + 2 * params * cell.batch_size / CPU_FLOPS)
+            tokens_free = 128
+        prefill_s = step_s * (1 + cell.prompt_len * cell.batch_size / tokens_free)
+        generation_s = prefill_s + (cell.gen_len - 1) * step_s
+        timed = (measure.prefill_reps * prefill_s + measure.decode_reps * (prefill_s + cell.gen_len * step_s)
+                 + measure.e2e_reps * generation_s)
+        timed_round = timed / rounds
+        warm_step = prefill_s + min(cell.gen_len, 8) * step_s
+        judged = max(measure.warmup_min_iters, 2 * measure.warmup_window)
+        warm = min(max(measure.warmup_min_s, judged * warm_step),
+                   max(measure.warmup_max_iters * warm_step, measure.warmup_min_s),
+                   max(measure.warmup_min_s, measure.warmup_budget * timed_round))
+        counter = energy_counter if energy_counter is not None else (cell.device == "cuda" or _cpu_energy_readable())
+        windows = 3 * measure.energy_window_s if (counter and measure.energy_window_s > 0) else prefill_s + step_s + generation_s
+        setup = 0.02 + BUILD_S_PER_PARAM * params + (COMPILE_S if cell.backend == "torch-compile" else 0.0)
+        check = (0.02 + BUILD_S_PER_PARAM * params + 3 * generation_s) if measure.check_correctness else 0.0
+        per_round = generation_s + warm + timed_round + windows + ROUND_OVERHEAD_S
+        total += (setup * (rounds if measure.processes else 1) + prefill_s + generation_s
+                  + rounds * per_round + check + CELL_OVERHEAD_S)
+    if measure.processes and rounds > 1:
+        total += (rounds - 1) * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
     return total
+
+
+def _cpu_energy_readable() -> bool:
+    """Whether this machine's RAPL counter can be read (the CPU runs' energy windows then run)."""
+    from runner.trackers import energy_counter
+
+    return energy_counter("cpu") is not None
 
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "float16": 2}

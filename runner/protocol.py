@@ -91,6 +91,16 @@ class PreparedCell:
     result: CellResult  # the cell-level fields: params, setup, cold, then correctness and flags
     reference_s: float = 0.0
     rounds_done: int = 0
+    generation_s: float = 0.0  # the latest untimed full generation: sizes the warm-up's time budget
+
+
+def warmup_cap_s(generation_s: float, cell: Cell, reps: dict[str, int], settings: MeasureSettings) -> float:
+    """How long one round's warm-up may wait for stability: `warmup_budget` times the round's
+    expected timed work (its reps, each forward costing about generation_s / gen_len), and
+    never less than `warmup_min_s`. A round that reaches it is recorded as not converged."""
+    per_forward = generation_s / max(cell.gen_len, 1)
+    forwards = reps["prefill"] + reps["decode"] * (1 + cell.gen_len) + reps["e2e"] * cell.gen_len
+    return max(settings.warmup_min_s, settings.warmup_budget * per_forward * forwards)
 
 
 def unsupported(cell: Cell) -> CellResult | None:
@@ -136,9 +146,12 @@ def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int) -> PreparedCe
     session.prefill(input_ids).argmax(-1)
     timer.stop()
     result.cold_ms = validate_samples(timer.results_ms(), "cold")[0]
+    t_generation = time.perf_counter()
     generate(session, input_ids, cell.gen_len)
     synchronize(device)
-    return PreparedCell(cell, session, input_ids, None, result)
+    prepared = PreparedCell(cell, session, input_ids, None, result)
+    prepared.generation_s = time.perf_counter() - t_generation
+    return prepared
 
 
 def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int,
@@ -155,7 +168,11 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     before = telemetry.read_gpu() if device == "cuda" else None
     launch_before = host_launch_us(device, ops=200)
     if prepared.rounds_done:
+        t_generation = time.perf_counter()
         generate(session, input_ids, cell.gen_len)
+        synchronize(device)
+        prepared.generation_s = time.perf_counter() - t_generation
+    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in PHASES}
 
     def warm_step():
         token = session.prefill(input_ids).argmax(-1, keepdim=True)
@@ -166,9 +183,8 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
         warm_step, device,
         min_iters=settings.warmup_min_iters, min_s=settings.warmup_min_s,
         max_iters=settings.warmup_max_iters, window=settings.warmup_window,
-        tolerance=settings.warmup_tolerance,
+        tolerance=settings.warmup_tolerance, max_s=warmup_cap_s(prepared.generation_s, cell, reps, settings),
     )
-    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in PHASES}
     part = CellResult(status="ok")
     # No garbage-collector pauses inside timed regions: a collection triggered by the
     # Python objects of one step would land on a random sample as a multi-ms outlier.
@@ -241,6 +257,9 @@ def merge_rounds(result: CellResult, round_records: list[dict]) -> None:
     tele = [r["telemetry"] for r in records if r.get("telemetry")]
     result.telemetry = {"before": tele[0]["before"], "after": tele[-1]["after"]} if tele else None
     result.host_launch_us = [v for r in records for v in (r.get("host_launch_us") or [])]
+    # the sample taken right after each round covers that round (runner.machine_load)
+    loads = [r["machine_load"] for r in records if r.get("machine_load")]
+    result.machine_busy = any(load.get("busy") for load in loads) if loads else None
 
 
 def profile_prepared(prepared: PreparedCell, result: CellResult) -> None:

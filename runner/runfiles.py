@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+from vocabulary import BUSY_MACHINE_FLAG
+
 FORMAT_VERSION = 1
 # A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000
 # decode steps); past this it is not one this runner wrote.
@@ -71,6 +73,10 @@ def run_dir_in(runs_dir: str | Path, run_id: str) -> "RunDir":
     if path.parent != root:
         raise ValueError(f"run {run_id!r} is not a directory of {runs_dir}")
     return RunDir(path)
+
+# An events.jsonl line of this kind holds one machine-load sample (runner.machine_load) under
+# "sample", with where it was taken ("at": run_start, round_start, round_end; key and round).
+MACHINE_LOAD_EVENT = "machine_load"
 
 # A cell file's "resources" field: memory and energy of the cell (runner.trackers writes it,
 # store.ingest reads it). A key that is absent or null means unknown, never zero:
@@ -131,6 +137,9 @@ class CellResult:
     worker: list[int | None] = field(default_factory=list)
     host_launch_us: list[float] = field(default_factory=list)  # before / after each round
     resources: dict | None = None  # memory and energy ("resources" above; runner.trackers)
+    # True when a machine-load sample covering one of its rounds was busy (runner.machine_load);
+    # None where nothing was sampled (runs before the sampler, whole-cell engines)
+    machine_busy: bool | None = None
 
 
 def planned_cell(key: str, order_index: int, cell: dict) -> dict:
@@ -265,6 +274,8 @@ def integrity_flags(result: CellResult, settings) -> list[str]:
         flags.append("foreign_gpu_process")
     if result.correctness is not None and not result.correctness["ok"]:
         flags.append("output_mismatch")
+    if result.machine_busy:
+        flags.append(BUSY_MACHINE_FLAG)
     return flags
 
 
@@ -359,6 +370,10 @@ class RunDir:
             except json.JSONDecodeError:
                 continue
         return out
+
+    def machine_load_samples(self) -> list[dict]:
+        """The machine-load samples the run recorded (MACHINE_LOAD_EVENT), in order."""
+        return [e["sample"] for e in self.events() if e.get("event") == MACHINE_LOAD_EVENT and e.get("sample")]
 
     def active_seconds(self) -> float:
         """How long the run was running: the sum of its segments (a start or a resume up to its

@@ -104,9 +104,14 @@ def warm_up(
     max_iters: int,
     window: int,
     tolerance: float,
+    max_s: float = math.inf,
 ) -> tuple[int, float, bool]:
     """Run fn until stable: at least min_iters and min_s, then until two consecutive windows'
-    medians differ by less than `tolerance`. Returns (iterations, seconds, converged)."""
+    medians differ by less than `tolerance`. Returns (iterations, seconds, converged).
+
+    Gives up, not converged, after max_iters iterations or, once min_iters have run, after
+    max_s seconds: the stability rule is never loosened, only the wait for it bounded (on a
+    loaded CPU two window medians may never agree within `tolerance`)."""
     timings: list[float] = []
     began = time.perf_counter()
     while len(timings) < max_iters:
@@ -120,4 +125,6 @@ def warm_up(
             current = median(timings[-window:])
             if abs(current - previous) <= tolerance * previous:
                 return len(timings), elapsed, True
+        if len(timings) >= min_iters and elapsed >= max(max_s, min_s):
+            break
     return len(timings), time.perf_counter() - began, False
