@@ -61,7 +61,7 @@ def _json_object(col: str) -> str:
 JSON_OBJECTS = {"runs": ("plan", "environment", "calibration"),
                 "cells": ("backend_options", "correctness", "telemetry", "profile", "resources")}
 PHASE_RECORDS = ("CASE WHEN resources IS NULL THEN true WHEN json_valid(resources) THEN coalesce(json_type(resources, '$.phases') = 'OBJECT', true) "
-                 "AND NOT list_contains(list_transform(json_extract(resources, '$.phases.*'), "
+                 "AND NOT list_contains(list_transform(json_extract(resources::VARCHAR, '$.phases.*'), "
                  "lambda v: json_type(v) = 'OBJECT'), false) ELSE false END")
 
 
