@@ -68,8 +68,9 @@ def decode_step_cost(frame: pd.DataFrame) -> pd.DataFrame:
     element = out["dtype"].map(BYTES_PER_ELEMENT).astype(float)
     context = out["prompt_len"] + out["gen_len"] / 2
     # keys and values of n_kv_head heads (grouped-query attention), all n_head for GPT-2
-    kv_heads = out["n_kv_head"] if "n_kv_head" in out else out["n_head"]
-    kv_width = out["n_embd"] * kv_heads / out["n_head"]
+    # (a frame without head counts describes full multi-head attention: keys and values as wide as the model)
+    grouped = "n_kv_head" in out and "n_head" in out
+    kv_width = out["n_embd"] * out["n_kv_head"] / out["n_head"] if grouped else out["n_embd"]
     kv_bytes = 2 * out["n_layer"] * out["batch_size"] * context * kv_width * element
     out["bytes_per_step"] = out["params"] * element + kv_bytes
     attention_flops = 4 * out["n_layer"] * out["batch_size"] * context * out["n_embd"]

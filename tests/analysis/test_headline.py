@@ -15,13 +15,13 @@ import pytest
 
 from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALLOW_WIDE, build_headline,
                                headline_for, headline_markdown, headline_sections, inversion_table, seed_table)
+from analysis.readme_results import RESULTS_PAGE
 from analysis.reproducibility import pooled_stats
 from analysis.html_report import build_report
 from analysis.intervals import CI_ACROSS_RUNS, CI_NONE
 from analysis.stats import compute_cell_stats
 from vocabulary import PROTOCOL_VERSION
 
-ROOT = Path(__file__).resolve().parents[2]
 NAMED = ("regime", "backend", "phase", "dtype")
 
 
@@ -55,10 +55,10 @@ def seed_cells(frame):
     return frame[at]
 
 
-def test_the_readme_results_open_with_the_headline_functions_output(con):
-    readme = (ROOT / "README.md").read_text()
-    generated = re.search(r"<!-- results:start -->\n(### Headline\n.*?)(?=^### )", readme, re.S | re.M)
-    assert generated, "the README's generated results open with a Headline part"
+def test_the_generated_results_open_with_the_headline_functions_output(con):
+    results = RESULTS_PAGE.read_text()
+    generated = re.search(r"<!-- results:start -->\n(### Headline\n.*?)(?=^### )", results, re.S | re.M)
+    assert generated, "the generated results (docs/results.md) open with a Headline part"
     assert generated.group(1) == headline_markdown(headline_for(con)) + "\n"
 
 
