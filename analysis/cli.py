@@ -109,6 +109,7 @@ def report(
         con.close()
     written = []
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)  # a new folder for the report: made, not refused
         if not self_contained:
             from plotly.offline import get_plotlyjs
 

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import seed_pair_ratios, shape_latencies
-from analysis.headline import headline_sections, split_by_regime
+from analysis.headline import earlier_protocol_note, headline_sections, split_by_regime
 from dashboard import cache, data, sidebar, source, ui
 from dashboard.text import interval, md, table_text
 
@@ -74,6 +74,9 @@ def body(ctx: cache.Context) -> None:
     if not len(headline.seed_pairs):  # a user's own shapes lead; the seed pair's "not measured" is no news
         own_shapes(shapes)
         sections = [section for section in sections[1:] if len(section[2])]
+        note = earlier_protocol_note(headline)
+        if note:  # why the reference pair may be missing: its regimes' runs are of protocol 1
+            st.caption(md(note.strip(), limit=4000))
     elif ctx.kind == source.COMBINED:  # beside the reference: the store's own shapes first
         own_shapes(shapes.only(source.store_regimes(ctx.store)))
     for index, (title, text, table) in enumerate(sections):

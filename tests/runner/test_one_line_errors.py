@@ -94,6 +94,7 @@ def test_overview_of_a_store_that_cannot_be_opened_claims_nothing_about_its_cell
     st.cache_data.clear()
     st.cache_resource.clear()
     at = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=120)
+    at.query_params["data"] = "store"  # the user picks their store (the default is the bundled data)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [e.value for e in at.error] + [w.value for w in at.warning]
