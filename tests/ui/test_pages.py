@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from dashboard import runs as dashboard_runs
 from store.dataset import BUNDLED_SNAPSHOT
 from tests.ui.conftest import PAGES, ROOT, assert_clean, fail_cells, fake_running_run, plotly_specs, texts
 
@@ -281,8 +282,24 @@ def test_run_page_validates_next_to_the_field_and_blocks_start(app_env, runner_s
 
 def test_run_in_progress_shows_cells_done_current_cell_and_eta(app_env, copy_store, tmp_path):
     db, runs = copy_store
-    fake_running_run(runs, tmp_path / "run.lock")
-    at = open_page(app_env(db, runs), "run")
+    at = app_env(db, runs)
+    # the dashboard trusts only a run it started itself: start one whose "python" only waits,
+    # then lay down the run directory it would have written
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/sh\nexec sleep 600\n")
+    stand_in.chmod(0o755)
+    started = dashboard_runs.start('name = "in-progress"', "in-progress", runs, lock=tmp_path / "run.lock",
+                                   python=str(stand_in))
+    fake_running_run(runs, None)
+    try:
+        at = open_page(at, "run")
+        check_run_in_progress(at)
+    finally:
+        dashboard_runs.cancel(int(started["pid"]), grace_s=5)
+
+
+def check_run_in_progress(at) -> None:
+    """The Run page and the Overview of a run measuring two cells in, one failed."""
     assert_clean(at)
     bar = at.get("progress")[0]
     assert "2 / 5 cells" in bar.proto.text and "1 failed" in bar.proto.text and "ETA" in bar.proto.text
