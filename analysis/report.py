@@ -65,6 +65,7 @@ from analysis.regimes import compare
 from analysis.regression import fit_all, fit_group
 from analysis.resources import display_table, pair_ratio_text, resource_summary
 from analysis.rerun import RERUN_COLUMNS, add_rerun_intervals
+from analysis.shape_answer import ShapeAnswer, shape_answer
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import compute_cell_stats, summarize
 
@@ -278,6 +279,7 @@ class AnalysisSummary:
     verdicts: pd.DataFrame
     regime_comparisons: list[dict[str, Any]]
     warnings: list[str]
+    shapes: ShapeAnswer | None = None  # the answer in a sentence per hardware class, and the shapes' table
 
 
 def summarize_analysis(
@@ -294,7 +296,8 @@ def summarize_analysis(
     """
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
     frame = stats.frame
-    compared = pooled_stats(stats).frame if has_repeats(stats) else frame
+    pooled = pooled_stats(stats).frame if len(frame) else frame
+    compared = pooled if has_repeats(stats) else frame
     fits = [fit_group(cells, bands=False) for _, cells in compared.groupby("group_id", sort=True)] if len(frame) else []
     verdicts = pd.DataFrame([{**fit.group, "status": fit.status,
                               "winner": (fit.verdict or {}).get("winner") if fit.status == "ok" else fit.status}
@@ -303,10 +306,12 @@ def summarize_analysis(
               "n_samples": int(frame["n"].sum()) if len(frame) else 0,
               "n_runs": int(frame["run_id"].nunique()) if len(frame) else 0,
               "median_cv": float(frame["cv"].median()) if len(frame) else float("nan")}
+    headline = build_headline(stats)
     return AnalysisSummary(
         counts=counts, regimes=sorted(frame["regime"].unique()) if len(frame) else [],
-        headline=build_headline(stats), verdicts=verdicts,
-        regime_comparisons=compare(compared, "regime"), warnings=[w for w in (left_out(con, filters),) if w])
+        headline=headline, verdicts=verdicts,
+        regime_comparisons=compare(compared, "regime"), warnings=[w for w in (left_out(con, filters),) if w],
+        shapes=shape_answer(pooled, fits, headline) if len(frame) else None)
 
 
 def _capped(table: pd.DataFrame, what: str) -> list[str]:
@@ -339,7 +344,15 @@ def format_summary(summary: AnalysisSummary) -> str:
     def coded(table: pd.DataFrame) -> pd.DataFrame:
         return table.assign(regime=table["regime"].map(code)) if "regime" in table and len(table) else table
 
-    for title, text, table in headline_sections(summary.headline):
+    sections = headline_sections(summary.headline)
+    if summary.shapes is not None:
+        lines += ["", "== Does shape drive latency? =="]
+        lines += [f"{where}: {sentence}" for where, sentence in summary.shapes.sentences]
+        if not len(summary.headline.seed_pairs):  # your own shapes lead: the reference pair is not measured
+            lines += ["", "== Your shapes (decode; per group: fastest, slowest, and the fit's verdict or what to measure) =="]
+            lines += _capped(coded(summary.shapes.groups), "groups")
+            sections = [(title, text, table) for title, text, table in sections[1:] if len(table)]
+    for title, text, table in sections:
         lines += ["", f"== {title} ==", text]
         if len(table):
             lines += _capped(coded(table), "rows")

@@ -95,7 +95,8 @@ def with_repeat_key(frame: pd.DataFrame, by: str = POOL_BY) -> pd.DataFrame:
         columns = frame[list(REPEAT_KEYS[by])]
         if "backend_options" in columns:  # no options recorded (older stores) are the backend's defaults
             columns = columns.assign(backend_options=columns["backend_options"].fillna("{}"))
-        frame["repeat_key"] = columns.astype(str).agg("/".join, axis=1)
+        # (pandas returns a frame, not a series, when it joins the rows of an empty frame)
+        frame["repeat_key"] = columns.astype(str).agg("/".join, axis=1) if len(frame) else pd.Series(dtype=str)
     frame["repeat_id"] = frame["regime"].astype(str) + " / " + frame["repeat_key"]
     return frame
 

@@ -144,3 +144,28 @@ def test_csv_text_that_would_start_a_formula_is_neutralised():
     assert safe["name"].tolist() == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)", "plain", "'\tx"]
     assert safe["value"].tolist() == [-1.5] * 6  # numbers stay numbers
     assert list(csv.reader(io.StringIO(safe_csv(frame))))[1][0] == "'=HYPERLINK(\"x\")"
+
+
+def test_analyze_of_a_store_without_the_seed_pair_leads_with_its_own_shapes(tmp_path, baseline_run):
+    """A user's store (here: one bundled run without gpt2-25m) gets the answer in a sentence and
+    its own shapes first, not a section saying the reference pair was not measured."""
+    db = tmp_path / "mine.duckdb"
+    con = connect(db)
+    try:
+        cells = (f"SELECT cell_id FROM read_parquet('{BUNDLED_SNAPSHOT / 'cells.parquet'}') "
+                 "WHERE run_id = ? AND model_name <> 'gpt2-25m'")
+        for table, where in (("runs", "run_id = ?"), ("cells", f"cell_id IN ({cells})"),
+                             ("samples", f"cell_id IN ({cells})")):
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) WHERE {where}",
+                        [str(BUNDLED_SNAPSHOT / f"{table}.parquet"), baseline_run])
+        assert con.execute("SELECT count(*) FROM cells").fetchone()[0] > 0
+    finally:
+        con.close()
+    done = run_cli("analyze", "--db", str(db), timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    headings = [line for line in lines if line.startswith("== ")]
+    assert headings[:2] == ["== Does shape drive latency? =="] + [h for h in headings if h.startswith("== Your shapes")]
+    assert not any(h.startswith("== The seed pair") for h in headings)
+    answer = lines[lines.index("== Does shape drive latency? ==") + 1]
+    assert answer.startswith(("GPUs: ", "CPUs: ")) and "measured" in answer
