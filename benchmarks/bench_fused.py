@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.bench_fused_floor import copy_bandwidth  # one measure of the copy limit for both benchmarks
 from runner.backends.compiled import CompiledSession
 from runner.backends.cuda_graph import CudaGraphSession
 from runner.backends.fused import FusedSession
@@ -40,24 +41,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SHAPES = ["gpt2-5m", "gpt2-25m", "gpt2-45m", "gpt2-50m", "gpt2-75m", "gpt2-100m", "tiny-gpt2"]
 COMPILE_ORDER = [("gpt2-25m", "float32"), ("gpt2-5m", "float32"), ("gpt2-25m", "bfloat16"), ("gpt2-5m", "bfloat16"),
                  ("gpt2-50m", "float32"), ("gpt2-100m", "float32"), ("gpt2-45m", "float32"), ("gpt2-75m", "float32")]
-
-
-def copy_bandwidth() -> float:
-    """Bytes per second of a 2 GiB device-to-device copy, counting bytes read plus written."""
-    src = torch.empty(2**29, dtype=torch.float32, device="cuda").uniform_()
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    times = []
-    for _ in range(10):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        dst.copy_(src)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    del src, dst
-    return 2 * 2**31 / statistics.median(times)
 
 
 def decode_ms(session, input_ids: torch.Tensor) -> float:
