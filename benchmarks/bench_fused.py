@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.bench_fused_floor import copy_bandwidth  # one measure of the copy limit for both benchmarks
+from benchmarks.bench_fused_floor import copy_bandwidth, generation_ms  # one copy limit and one timed generation for both
 from runner.backends.compiled import CompiledSession
 from runner.backends.cuda_graph import CudaGraphSession
 from runner.backends.fused import FusedSession
 from runner.backends.static_gpt2 import StaticGPT2
 from runner.models import REGISTRY, build_model, count_params
 
-PROMPT, GEN, REPS = 128, 64, 7  # the issue's cell: batch 1, prompt 128; median of 7 generations
+PROMPT, GEN, REPS = 128, 64, 7  # the seed cell: batch 1, prompt 128; median of 7 generations (as bench_fused_floor)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SHAPES = ["gpt2-5m", "gpt2-25m", "gpt2-45m", "gpt2-50m", "gpt2-75m", "gpt2-100m", "tiny-gpt2"]
 COMPILE_ORDER = [("gpt2-25m", "float32"), ("gpt2-5m", "float32"), ("gpt2-25m", "bfloat16"), ("gpt2-5m", "bfloat16"),
@@ -45,20 +45,9 @@ COMPILE_ORDER = [("gpt2-25m", "float32"), ("gpt2-5m", "float32"), ("gpt2-25m", "
 
 def decode_ms(session, input_ids: torch.Tensor) -> float:
     """Median over REPS generations of (GEN greedy steps' time / GEN), after warm-up."""
-    def generation():
-        token = session.prefill(input_ids).argmax(-1, keepdim=True)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(GEN):
-            token = session.decode(token).argmax(-1, keepdim=True)
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / GEN
-
     for _ in range(2):
-        generation()
-    return statistics.median(generation() for _ in range(REPS))
+        generation_ms(session, input_ids)
+    return statistics.median(generation_ms(session, input_ids) for _ in range(REPS))
 
 
 def kernels_per_step(session, input_ids: torch.Tensor) -> int:
