@@ -132,3 +132,21 @@ def fill_disk_after(monkeypatch, cells_ok: int) -> None:
 def small_plan() -> Plan:
     models = {"custom": plan_dict()["models"]["custom"][:1]}
     return parse_plan(plan_dict(models=models, gen_lens=[2]))  # 2 cells: hf-eager, hf-sdpa
+
+
+def store_rows(con) -> dict[str, list[tuple]]:
+    """Every row of every shapebench table, in a stable order: a store compared before and after."""
+    from store.schema import TABLES
+
+    return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+
+
+def one_cell_run(root: Path):
+    """A finished real run of one custom shape under hf-eager with 2 new tokens: the smallest run
+    a store can take."""
+    from runner.executor import execute
+    from runner.plan import parse_plan
+
+    models = {"custom": plan_dict()["models"]["custom"][:1]}
+    [run] = execute(parse_plan(plan_dict(backends=["hf-eager"], models=models, gen_lens=[2])), root)
+    return run

@@ -11,14 +11,9 @@ from runner.plan import parse_plan
 from runner.runfiles import RunDir
 from store.db import connect
 from store.ingest import ingest_run_dir, ingest_runs
-from store.schema import TABLES
-from tests.runner.helpers import plan_dict
+from tests.runner.helpers import plan_dict, store_rows
 
 SAMPLES_PER_CELL = 3 + 2 * 4 + 2  # prefill_reps + decode_reps x gen_len + e2e_reps
-
-
-def dump(con) -> dict[str, list[tuple]]:
-    return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +29,11 @@ def finished_run(tmp_path_factory) -> RunDir:
 def test_ingesting_twice_adds_nothing_the_second_time(finished_run, tmp_path):
     con = connect(tmp_path / "store.duckdb")
     first = ingest_run_dir(con, finished_run.path)
-    before = dump(con)
+    before = store_rows(con)
     second = ingest_run_dir(con, finished_run.path)
     assert (first.runs, first.cells_added, first.samples_added) == (1, 4, 3 * SAMPLES_PER_CELL)
     assert (second.cells_added, second.samples_added) == (0, 0)
-    assert dump(con) == before
+    assert store_rows(con) == before
 
 
 def test_two_stores_ingesting_the_same_run_hold_the_same_rows(finished_run, tmp_path):
@@ -46,7 +41,7 @@ def test_two_stores_ingesting_the_same_run_hold_the_same_rows(finished_run, tmp_
     ingest_run_dir(stores[0], finished_run.path)
     ingest_runs(stores[1], finished_run.path.parent)  # via the folder of runs
     ingest_runs(stores[1], finished_run.path.parent)
-    a, b = (dump(con) for con in stores)
+    a, b = (store_rows(con) for con in stores)
     assert a == b and len(a["samples"]) == 3 * SAMPLES_PER_CELL
 
 

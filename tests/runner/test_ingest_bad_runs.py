@@ -8,24 +8,15 @@ import shutil
 import pytest
 
 from runner.executor import execute
-from runner.plan import parse_plan
 from runner.runfiles import RunDir
 from store.db import connect
 from store.ingest import IngestError, ingest_run_dir, ingest_runs
-from store.schema import TABLES
-from tests.runner.helpers import plan_dict, run_cli
-
-
-def dump(con) -> dict[str, list[tuple]]:
-    return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+from tests.runner.helpers import one_cell_run, run_cli, store_rows
 
 
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory) -> RunDir:
-    models = {"custom": plan_dict()["models"]["custom"][:1]}
-    [run] = execute(parse_plan(plan_dict(backends=["hf-eager"], models=models, gen_lens=[2])),
-                    tmp_path_factory.mktemp("runs"))
-    return run
+    return one_cell_run(tmp_path_factory.mktemp("runs"))
 
 
 def copy_run(run: RunDir, root, run_id: str, **meta_changes) -> RunDir:
@@ -53,10 +44,10 @@ def test_a_bad_run_is_skipped_and_the_later_runs_are_ingested(one_run, tmp_path,
     line = report.skipped[0]
     assert "20261201-000000-aaaaaa" in line and why in line and "\n" not in line
     assert sorted(r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()) == [g.run_id for g in good]
-    before = dump(con)
+    before = store_rows(con)
     with pytest.raises(IngestError):
         ingest_run_dir(con, root / "20261201-000000-aaaaaa")
-    assert dump(con) == before
+    assert store_rows(con) == before
 
 
 def test_a_meta_without_run_id_is_one_line(one_run, tmp_path):

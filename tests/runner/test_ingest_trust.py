@@ -14,25 +14,16 @@ import pytest
 
 from dashboard import data
 from runner.executor import execute
-from runner.plan import parse_plan
 from runner.runfiles import RunDir
 from store.db import connect
 from store.ingest import IngestError, ingest_run_dir, ingest_runs
-from store.schema import TABLES
 from store.snapshot import export_snapshot_bytes, open_snapshot_bytes
-from tests.runner.helpers import cli_env, plan_dict, run_cli
-
-
-def dump(con) -> dict[str, list[tuple]]:
-    return {t: sorted(con.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TABLES}
+from tests.runner.helpers import cli_env, one_cell_run, run_cli, store_rows
 
 
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory) -> RunDir:
-    models = {"custom": plan_dict()["models"]["custom"][:1]}
-    [run] = execute(parse_plan(plan_dict(backends=["hf-eager"], models=models, gen_lens=[2])),
-                    tmp_path_factory.mktemp("runs"))
-    return run
+    return one_cell_run(tmp_path_factory.mktemp("runs"))
 
 
 def copy_run(run: RunDir, root: Path, name: str | None = None, **meta_changes) -> RunDir:
@@ -62,11 +53,11 @@ def test_two_directories_claiming_one_run_id_are_never_merged(one_run, tmp_path)
     second = copy_run(one_run, tmp_path / "b", started_at="2026-12-01T10:00:00+00:00", shuffle_seed=99)
     con = connect(tmp_path / "store.duckdb")
     ingest_run_dir(con, first.path)
-    before = dump(con)
+    before = store_rows(con)
     with pytest.raises(IngestError) as info:
         ingest_run_dir(con, second.path)
     assert "already in the store from another run directory" in _one_line(info.value)
-    assert dump(con) == before
+    assert store_rows(con) == before
     assert ingest_run_dir(con, first.path).cells_added == 0  # the same directory again: idempotent
 
 
