@@ -245,13 +245,14 @@ def main() -> None:
     import triton
 
     from runner.backends.fused_kernels import pdl_unsupported_reason
+    from runner.host import host_fingerprint
     from runner.sync_cost import counter_handoff_us, graph_kernel_us
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
             "torch": torch.__version__, "triton": triton.__version__,
             "pdl_unsupported": pdl_unsupported_reason(torch.cuda.get_device_capability()),
-            "prompt": PROMPT, "gen": GEN, "reps": REPS}
+            "host_class": host_fingerprint().get("host_class"), "prompt": PROMPT, "gen": GEN, "reps": REPS}
     print(meta, flush=True)
     bandwidth = copy_bandwidth()
     costs = {}
