@@ -518,3 +518,45 @@ def kernels_vs_depth(floor: pd.DataFrame, color: str = "backend") -> go.Figure:
     fig.update_layout(title="Kernels per token (decode step) against depth", xaxis_title="depth (layers)",
                       yaxis_title="device kernels per decode step", template="plotly_white")
     return fig
+
+
+def budget_ratios(comparisons: pd.DataFrame) -> go.Figure:
+    """At equal parameters (`analysis.budget.budget_comparisons`): deep / shallow and more / fewer
+    KV heads decode time per group, with the pair's 95% CI on a log axis around 1, one panel per
+    comparison. Above 1x the deeper shape (or the one with more KV heads) is slower; the hover
+    names both shapes in full. A CI too wide to draw (`drawable_ci`) is a hollow marker."""
+    kinds = [kind for kind in ("depth", "KV heads") if (comparisons["comparison"] == kind).any()] or ["depth"]
+    heights = [max(1, int((comparisons["comparison"] == kind).sum())) for kind in kinds]
+    titles = {"depth": "deep / shallow at equal parameters", "KV heads": "more / fewer KV heads at equal depth"}
+    fig = make_subplots(rows=len(kinds), cols=1, shared_xaxes=True, row_heights=heights,
+                        vertical_spacing=0.25 / len(kinds), subplot_titles=[titles[k] for k in kinds])
+    for row, kind in enumerate(kinds, start=1):
+        rows = comparisons[comparisons["comparison"] == kind].sort_values(["regime", "backend", "dtype", "batch_size"])
+        if rows.empty:
+            continue
+        ok = drawable_ci(rows["ci_low"], rows["ci_high"])
+        low, high = rows["ci_low"].where(ok, rows["ratio"]), rows["ci_high"].where(ok, rows["ratio"])
+        device = rows["regime"].str.split(" | ", regex=False).str[0]
+        labels = (device + " · " + rows["backend"] + " " + rows["dtype"] + " b" + rows["batch_size"].astype(str)
+                  + (" · kv " + rows["first_kv_heads"].astype(str) if kind == "depth"
+                     else " · " + rows["first_layers"].astype(str) + " layers"))
+        fig.add_trace(go.Scatter(
+            x=rows["ratio"], y=labels.tolist(), mode="markers", name=kind,
+            marker={"symbol": np.where(ok, "circle", "circle-open"), "size": 9,
+                    "color": qualitative.Plotly[(row - 1) % len(qualitative.Plotly)]},
+            error_x={"type": "data", "symmetric": False, "array": (high - rows["ratio"]).to_numpy(),
+                     "arrayminus": (rows["ratio"] - low).to_numpy()},
+            customdata=np.column_stack([rows["first"], rows["second"], rows["ci_low"].round(3),
+                                        rows["ci_high"].round(3), rows["regime"]]),
+            hovertemplate="%{customdata[4]}<br>%{customdata[0]}<br>against %{customdata[1]}<br>"
+                          "%{x:.2f}x, 95% CI [%{customdata[2]}, %{customdata[3]}]<extra></extra>",
+        ), row=row, col=1)
+        fig.add_vline(x=1, line_dash="dot", row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+    ticks = log_ticks([1.0, *comparisons["ratio"], *comparisons["ci_low"], *comparisons["ci_high"]])
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}x" for t in ticks] if ticks else None)
+    fig.update_xaxes(title_text="decode ms per token, ratio (log; 1x = same speed)", row=len(kinds), col=1)
+    fig.update_layout(title="At equal parameters: above 1x the deeper shape (or more KV heads) is slower (95% CI)",
+                      template="plotly_white", showlegend=False,
+                      height=160 + 26 * int(sum(heights)) + 50 * len(kinds), margin={"t": 90})
+    return fig

@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import percentile_ci
+from analysis.budget import budget_comparisons, budget_sentences, budget_table, flips
 from analysis.headline import (DEEP_NARROW, NO_CI, SEED_PHASE, SEED_POINT, SHALLOW_WIDE, Headline, at_seed_point,
-                               headline_for, headline_markdown, is_seed_pair)
+                               headline_for, headline_markdown, is_seed_pair, markdown_table)
 from analysis.intervals import CI_ACROSS_RUNS, CI_KINDS, CI_NONE, weakest_kind
 from analysis.inversions import SIGNIFICANT_LABEL
 from analysis.load import runs_per_regime
@@ -212,6 +213,20 @@ def _kind_counts(cells: pd.DataFrame) -> str:
     return "Of these, " + "; ".join(parts) + "."
 
 
+def _equal_parameters(headline: Headline) -> list[str]:
+    """Deep-and-thin against shallow-and-wide, and KV heads, at equal parameters (`analysis.budget`)."""
+    comparisons = budget_comparisons(headline.pairs)
+    if comparisons.empty:
+        return []
+    lines = ["### At equal parameters", "",
+             "Shapes of one family whose parameter counts lie within 20% of each other: the deepest against the "
+             "shallowest with the same KV heads, and more against fewer KV heads at the same depth (decode ms per "
+             "token, ratio with its 95% CI, paired across the rounds or runs both cells share).", ""]
+    lines += [f"- {sentence}" for sentence in budget_sentences(comparisons)]
+    lines += [f"- The answer flips: {flip}." for flip in flips(comparisons)]
+    return [*lines, "", *markdown_table(budget_table(comparisons)), ""]
+
+
 def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
     """The whole results section as Markdown (deterministic: seeded bootstraps)."""
     per_run, stats = _both_stats(con, SEED_POINT)
@@ -255,5 +270,6 @@ def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
         out.extend(_speedups(stats, row.regime))
         out.append("")
         out.extend(_off_seed_point(headline, row.regime))
+    out.extend(_equal_parameters(headline))
     out.extend(resources_markdown(con))
     return "\n".join(out).rstrip() + "\n"

@@ -57,6 +57,7 @@ import duckdb
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from analysis.budget import budget_comparisons, budget_sentences, flips
 from analysis.headline import Headline, build_headline, headline_sections
 from analysis.intervals import interval_texts
 from analysis.inversions import find_inversions, inversions_summary
@@ -356,6 +357,13 @@ def format_summary(summary: AnalysisSummary) -> str:
         lines += ["", f"== {title} ==", text]
         if len(table):
             lines += _capped(coded(table), "rows")
+    comparisons = budget_comparisons(summary.headline.pairs)
+    if len(comparisons):
+        said = budget_sentences(comparisons)
+        lines += ["", "== At equal parameters (deep / shallow, more / fewer KV heads; decode) =="]
+        lines += said[:SUMMARY_ROWS] + [f"The answer flips: {flip}" for flip in flips(comparisons)]
+        if len(said) > SUMMARY_ROWS:
+            lines.append(f"  ... {len(said) - SUMMARY_ROWS} more devices {MORE}")
     verdicts = summary.verdicts
     lines += ["", f"== Depth or parameter count? ({len(verdicts)} groups fitted; rows: regime and phase, "
               "columns: groups per verdict) =="]

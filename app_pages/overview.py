@@ -4,7 +4,8 @@ shape variable drives latency, coverage, integrity."""
 import pandas as pd
 import streamlit as st
 
-from analysis.figures import seed_pair_ratios, shape_latencies
+from analysis.budget import budget_comparisons, budget_sentences, budget_table, flips
+from analysis.figures import budget_ratios, seed_pair_ratios, shape_latencies
 from analysis.headline import earlier_protocol_note, headline_sections, split_by_regime
 from dashboard import cache, data, sidebar, source, ui
 from dashboard.text import interval, md, table_text
@@ -54,6 +55,24 @@ def own_shapes(shapes) -> None:
                  hide_index=True)
 
 
+def equal_parameters(headline, all_protocols: bool) -> None:
+    """MobileLLM's question where the data holds shapes of equal parameter count: deep-and-thin
+    against shallow-and-wide, and more against fewer KV heads, per device and backend."""
+    comparisons = budget_comparisons(headline.pairs, all_protocols=all_protocols)
+    if comparisons.empty:
+        return
+    st.subheader("At equal parameters: deep-and-thin or shallow-and-wide?")
+    st.caption("Shapes of one family whose parameter counts lie within 20% of each other: the deepest against the "
+               "shallowest (same KV heads), and more against fewer KV heads (same depth); decode time per token, "
+               "ratio with its 95% CI (paired across rounds or runs).")
+    for sentence in budget_sentences(comparisons):
+        st.markdown(md(sentence, limit=2000))
+    for flip in flips(comparisons):
+        st.markdown(f"**The answer flips.** {md(flip, limit=2000)}")
+    ui.chart(budget_ratios(comparisons), "overview_budget", "equal-parameter ratios per device and backend")
+    st.dataframe(table_text(budget_table(comparisons)), hide_index=True)
+
+
 def body(ctx: cache.Context) -> None:
     store_offer(ctx)
     if not ui.page_header(
@@ -93,6 +112,7 @@ def body(ctx: cache.Context) -> None:
                     st.markdown(f"**{md(regime)}**")
                 st.dataframe(rows, hide_index=True)  # already text: the rows README shows
     st.caption("The Inversions page ranks every pair of a group.")
+    equal_parameters(headline, all_protocols)
 
     st.subheader("Which shape variable explains latency")
     fits = cache.fits(ctx)
