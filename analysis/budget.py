@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.headline import SEED_PHASE, shape_label
-from analysis.intervals import CI_NONE
+from analysis.intervals import CI_ACROSS_RUNS, CI_NONE
 from vocabulary import PROTOCOL_VERSION
 
 EQUAL_PARAMS = 1.2  # shapes within 20% of each other's parameter count count as "equal parameters"
@@ -138,22 +138,24 @@ def _where(rows: pd.DataFrame) -> str:
                              for r in rows.itertuples()}))
 
 
-def _ratio_text(row) -> str:
+def _ratio_text(row, within_run_mark: str = "") -> str:
     if not np.isfinite(row.ci_low):
         return f"{row.ratio:.2f}x (no CI)"
-    return f"{row.ratio:.2f}x [{row.ci_low:.2f}, {row.ci_high:.2f}]"
+    mark = within_run_mark if row.ci_kind != CI_ACROSS_RUNS else ""
+    return f"{row.ratio:.2f}x [{row.ci_low:.2f}, {row.ci_high:.2f}]{mark}"
 
 
-def budget_sentences(comparisons: pd.DataFrame) -> list[str]:
+def budget_sentences(comparisons: pd.DataFrame, within_run_mark: str = "") -> list[str]:
     """Per device and family, one sentence on depth at equal parameters and one on KV heads:
     each group's ratio with its CI ("..., 30 layers against 6 (time per token, 95% CI): cuda-graph
-    bfloat16 batch 1 4.20x [4.10, 4.31]; ...")."""
+    bfloat16 batch 1 4.20x [4.10, 4.31]; ..."). `within_run_mark` follows an interval that is
+    across the rounds of one run rather than across runs."""
     if comparisons.empty:
         return []
     out = []
     for (regime, family, comparison), rows in comparisons.groupby(["regime", "family", "comparison"], sort=True):
         widest = rows.sort_values(["first_layers", "second_layers"], ascending=[False, True]).iloc[0]
-        parts = "; ".join(f"{r.backend} {r.dtype} batch {r.batch_size} {_ratio_text(r)}"
+        parts = "; ".join(f"{r.backend} {r.dtype} batch {r.batch_size} {_ratio_text(r, within_run_mark)}"
                           for r in rows.sort_values(["backend", "dtype", "batch_size"]).itertuples())
         if comparison == DEPTH:
             what = (f"{family} at about {widest.params_m:.0f}M parameters, {widest.first_layers} layers against "

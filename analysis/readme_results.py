@@ -222,9 +222,12 @@ def _equal_parameters(headline: Headline) -> list[str]:
              "Shapes of one family whose parameter counts lie within 20% of each other: the deepest against the "
              "shallowest with the same KV heads, and more against fewer KV heads at the same depth (decode ms per "
              "token, ratio with its 95% CI, paired across the rounds or runs both cells share).", ""]
-    lines += [f"- {sentence}" for sentence in budget_sentences(comparisons)]
+    lines += [f"- {sentence}" for sentence in budget_sentences(comparisons, WITHIN_RUN_MARK)]
     lines += [f"- The answer flips: {flip}." for flip in flips(comparisons)]
-    return [*lines, "", *markdown_table(budget_table(comparisons)), ""]
+    table = budget_table(comparisons)
+    table["95% CI"] = [_ci(low, high, kind) if np.isfinite(low) else NO_CI
+                       for low, high, kind in zip(comparisons["ci_low"], comparisons["ci_high"], comparisons["ci_kind"])]
+    return [*lines, "", *_with_note(markdown_table(table)), ""]
 
 
 def results_markdown(con: duckdb.DuckDBPyConnection) -> str:
