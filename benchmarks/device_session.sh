@@ -33,6 +33,10 @@ PY
   echo "== $spec ($executor) $(date -u +%T) ${unfinished:+resuming $unfinished}"
   if [ -n "$unfinished" ]; then
     timeout -s INT "$left" python3 -m runner run "$plan" --resume "$unfinished" --runs-dir .gpu/runs --no-ingest "${extra[@]}"
+    if [ $? -eq 2 ]; then  # refused (another GPU or host than the run began on): a new run instead
+      left=$(( deadline - $(date +%s) ))
+      timeout -s INT "$left" python3 -m runner run "$plan" --runs-dir .gpu/runs --no-ingest "${extra[@]}"
+    fi
   else
     timeout -s INT "$left" python3 -m runner run "$plan" --runs-dir .gpu/runs --no-ingest "${extra[@]}"
   fi

@@ -87,12 +87,14 @@ def run(
     if resume is not None:
         from runner.runfiles import run_dir_in
 
-        from runner.executor import checked_for_resume
+        from runner.executor import checked_for_resume, refuse_other_hardware
 
         try:
             resumed = run_dir_in(runs_dir, resume)  # never a path outside --runs-dir
             if resumed.exists():
                 checked_for_resume(resumed, resumed.read_meta())  # before anything is shown or locked
+                if not ray:  # a Ray run's cells ran on its workers, not on this machine
+                    refuse_other_hardware(resumed, resumed.read_meta())
         except RunError as error:
             fail(str(error))
         except ValueError as error:

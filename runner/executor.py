@@ -81,6 +81,18 @@ def checked_for_resume(run: RunDir, meta: dict) -> tuple[MeasureSettings, int]:
     return plan.measure, int(rounds)
 
 
+def refuse_other_hardware(run: RunDir, meta: dict) -> None:
+    """A run's cells are compared with each other as one experiment: a resume on other hardware
+    (another GPU, driver or host class) would mix two regimes under one run id, so it is refused."""
+    from runner.environment import collect, regime_key
+
+    recorded = meta.get("regime")
+    here = regime_key(collect(meta.get("device_kind", "cpu")))
+    if recorded and here != recorded:
+        raise RunError(f"run {run.run_id} was measured on {recorded[:200]}; this machine is {here[:200]}: "
+                       "a resume here would mix two regimes in one run; start a new run instead")
+
+
 def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_round: int | None = None) -> RunDir:
     """Measure every planned cell of a run that has no cell file yet, in the stored order.
 
@@ -95,6 +107,8 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
     if settings.processes and rounds > 1 and not worker:
         return _rounds_in_workers(run, progress, rounds)
     prepare_device(meta.get("device_kind", "cpu"), settings)
+    if not worker:
+        refuse_other_hardware(run, meta)
     # a round worker's parent is the run's own process, idle while the worker measures
     sampler = LoadSampler(own_pids={os.getpid(), os.getppid()} if worker else None)
     planned = meta["cells"]

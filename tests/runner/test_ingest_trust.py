@@ -157,3 +157,18 @@ def test_a_resume_of_an_edited_meta_is_held_to_a_fresh_runs_checks(one_run, tmp_
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and why in lines[0], done.stderr
     assert not any(run.cells_dir.iterdir())
+
+
+def test_a_resume_on_other_hardware_is_refused_and_measures_nothing(one_run, tmp_path):
+    runs = tmp_path / "runs"
+    run = copy_run(one_run, runs, status="interrupted", regime="NVIDIA H200 | driver 580.159.04 | CUDA 13.0 | host 5be464da")
+    for path in run.cells_dir.glob("*.json"):
+        path.unlink()  # nothing finished: the resume would measure
+    plan = tmp_path / "plan.toml"
+    plan.write_text('name = "x"\n')
+    env = cli_env() | {"SHAPEBENCH_RUN_LOCK": str(tmp_path / "run.lock")}
+    done = run_cli("run", plan, "--runs-dir", runs, "--no-ingest", "--resume", run.run_id, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "was measured on NVIDIA H200" in line and "would mix two regimes" in line
+    assert not any(run.cells_dir.iterdir())
