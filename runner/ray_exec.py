@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from runner.lifecycle import (
-    ProgressCallback, RunError, begin_segment, create_run, end_run, failed_records, measure_records,
-    prepare_device, record_cell, run_repeats, write_failure,
+    ProgressCallback, RunError, begin_segment, create_run, end_run, ends_on_write_failure, failed_records,
+    measure_records, prepare_device, record_cell, run_repeats, write_failure,
 )
 from runner.plan import Plan, expand
 from runner.runfiles import RunDir, new_run_id, now_iso
@@ -216,11 +216,16 @@ class RegimeRuns:
         clone.create({k: v for k, v in meta.items() if k != "format_version"} | {
             "run_id": clone.run_id, "started_at": now_iso(), "environment": env, "regime": regime,
             "git_revision": env.get("git_revision"), "cloned_from": self.primary.run_id, "status": "running"})
-        clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
-        begin_segment(clone, done=0, total=0)
+        # known before its first event: a write failure from here on ends the clone too
         self.by_regime[regime] = clone
         self.moved[clone.run_id] = set()
+        clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
+        begin_segment(clone, done=0, total=0)
         return clone
+
+    def clones(self) -> tuple[RunDir, ...]:
+        """The runs cloned for other regimes so far."""
+        return tuple(run for run in self.by_regime.values() if run is not self.primary)
 
     def record(self, run: RunDir, key: str) -> None:
         if run is not self.primary:
@@ -273,7 +278,8 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                    and not meta.get("calibration"))
     segment = f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     regimes = RegimeRuns(run)
-    begin_segment(run, done=len(done), total=total, executor="ray")
+    with ends_on_write_failure(run):
+        begin_segment(run, done=len(done), total=total, executor="ray")
     pending: dict = {}
     nodes: Counter = Counter()
     try:
@@ -304,17 +310,19 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        for r in regimes.split_planned():
-            end_run(r, "interrupted")
+        with ends_on_write_failure(run, also=regimes.clones()):
+            for r in regimes.split_planned():
+                end_run(r, "interrupted")
         raise
     except OSError as error:  # the driver cannot write the run directory (disk full, quota, read-only)
         for ref in pending:
             ray.cancel(ref, force=True)
-        raise RunError(write_failure(run, error)) from None
-    runs = regimes.split_planned()
-    end_run(run, "finished", nodes=dict(nodes))
-    for other in runs[1:]:
-        end_run(other, "finished")
+        raise RunError(write_failure(run, error, also=regimes.clones())) from None
+    with ends_on_write_failure(run, also=regimes.clones()):
+        runs = regimes.split_planned()
+        end_run(run, "finished", nodes=dict(nodes))
+        for other in runs[1:]:
+            end_run(other, "finished")
     if progress:
         progress({"event": "ray_finished", "nodes": dict(nodes)})
     return runs
