@@ -174,12 +174,13 @@ def test_cli_run_on_a_disk_filled_to_the_last_byte_prints_one_line_and_the_run_c
     # gone), the disk is filled by another file (the run's own writes are not touched).
     script = textwrap.dedent(f"""
         import sys
+        from pathlib import Path
         from runner import runfiles
         from tests.runner.test_disk_full import fill
         clear_rounds = runfiles.RunDir.clear_rounds
         def clear_then_fill(self, key):
             clear_rounds(self, key)
-            fill(runfiles.Path({str(small_disk)!r}))
+            fill(Path({str(small_disk)!r}))
         runfiles.RunDir.clear_rounds = clear_then_fill
         from runner.cli import app
         sys.exit(app(["run", {str(plan)!r}, "--runs-dir", {str(runs_dir)!r}, "--no-ingest"]))
