@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from runner.lifecycle import (
-    PROGRESS_PREFIX, ProgressCallback, RunError, begin_segment, create_run, emit, end_run, measure_records,
-    prepare_device, record_cell, run_repeats, sample_machine, write_failure,
+    PROGRESS_PREFIX, ProgressCallback, RunError, begin_segment, create_run, emit, end_run, ends_on_write_failure,
+    measure_records, prepare_device, record_cell, run_repeats, sample_machine,
 )
 from runner.machine_load import LoadSampler
 from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
@@ -118,9 +118,6 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
     labels = [Cell.model_validate(entry["cell"]).label() for entry in todo]
     kept = run.round_records()
     earlier = {i: kept[entry["key"]] for i, entry in enumerate(todo) if entry["key"] in kept}
-    if not worker:
-        begin_segment(run, done=len(done), total=total)
-        sample_machine(run, sampler, progress, "run_start")
 
     def on_start(i: int, round_index: int) -> None:
         sample_machine(run, sampler, progress, "round_start", key=todo[i]["key"], round=round_index)
@@ -134,20 +131,23 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
         run.write_round(todo[i]["key"], round_index, record)
         emit(run, progress, "round_finished", key=todo[i]["key"], round=round_index, rounds=rounds)
 
-    try:
-        for _, record in measure_records(todo, settings, meta["input_seed"], rounds=rounds,
-                                         order_seed=meta["shuffle_seed"], on_start=on_start, done=earlier,
-                                         on_round=on_round,
-                                         only_rounds=None if only_round is None else {only_round}):
-            record_cell(run, record, done=done, total=total, progress=progress)
-    except KeyboardInterrupt:
+    # the run directory cannot be written (disk full, quota, read-only): the run ends interrupted
+    with ends_on_write_failure(run):
         if not worker:
-            end_run(run, "interrupted")
-        raise
-    except OSError as error:  # the run directory cannot be written (disk full, quota, read-only)
-        raise RunError(write_failure(run, error)) from None
-    if not worker:
-        end_run(run, "finished")
+            begin_segment(run, done=len(done), total=total)
+            sample_machine(run, sampler, progress, "run_start")
+        try:
+            for _, record in measure_records(todo, settings, meta["input_seed"], rounds=rounds,
+                                             order_seed=meta["shuffle_seed"], on_start=on_start, done=earlier,
+                                             on_round=on_round,
+                                             only_rounds=None if only_round is None else {only_round}):
+                record_cell(run, record, done=done, total=total, progress=progress)
+        except KeyboardInterrupt:
+            if not worker:
+                end_run(run, "interrupted")
+            raise
+        if not worker:
+            end_run(run, "finished")
     return run
 
 
@@ -172,8 +172,6 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
 
     from runner import telemetry
 
-    begin_segment(run, done=len(run.finished_keys()), total=len(run.read_meta()["cells"]))
-    sample_machine(run, LoadSampler(), progress, "run_start")
     root = str(Path(__file__).resolve().parents[1])
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
@@ -181,6 +179,9 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
         # runs flagged their own parent as foreign): name our pid too, as NVML sees it here
         telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids() | {os.getpid()}),
     }
+    with ends_on_write_failure(run):
+        begin_segment(run, done=len(run.finished_keys()), total=len(run.read_meta()["cells"]))
+        sample_machine(run, LoadSampler(), progress, "run_start")
     try:
         for round_index in rounds_left(run, rounds):
             worker = subprocess.Popen(
@@ -213,9 +214,11 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
                 raise RunError(f"the worker of round {round_index} exited with status {code}; "
                                f"the run is marked interrupted: resume with --resume {run.run_id}")
     except (KeyboardInterrupt, RunError):
-        end_run(run, "interrupted")
+        with ends_on_write_failure(run):
+            end_run(run, "interrupted")
         raise
-    end_run(run, "finished")
+    with ends_on_write_failure(run):
+        end_run(run, "finished")
     return run
 
 

@@ -5,7 +5,9 @@
 - `begin_segment`: a start or a resume: status running, `segment_started`.
 - `measure_records`: a list of planned cells measured in interleaved rounds, as cell records.
 - `record_cell`: a finished cell's file and its `cell_finished` event (and progress).
-- `end_run`: finished or interrupted, with its event; `write_failure` when the disk refuses.
+- `end_run`: finished or interrupted, with its event, in the space the run held for it.
+- `ends_on_write_failure`, `write_failure`: a run directory the disk refuses to write (full,
+  quota, read-only) ends the run interrupted, in one line.
 - `run_repeats`: `plan.repeats` runs sharing a series id.
 
 The executors decide where cells run (this process, round workers, Ray tasks); what lands
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -84,26 +87,34 @@ def create_run(
     order = list(range(len(cells)))
     random.Random(shuffle_seed).shuffle(order)
     run = RunDir(Path(runs_dir) / new_run_id())
-    run.create(run_meta(
-        run_id=run.run_id, series_id=series_id, plan=plan.model_dump(mode="json"), started_at=now_iso(),
-        environment=environment, regime=regime, device_kind=device, tool_version=TOOL_VERSION,
-        git_revision=environment.get("git_revision"), shuffle_seed=shuffle_seed,
-        protocol_version=PROTOCOL_VERSION,
-        cells=[planned_cell(cells[i].key, pos, cells[i].model_dump(mode="json")) for pos, i in enumerate(order)],
-        **extra,
-    ))
-    if calibrate is not None:
-        run.update_meta(calibration=calibrate())
-    run.event("run_started", total=len(cells), regime=regime)
+    try:
+        run.create(run_meta(
+            run_id=run.run_id, series_id=series_id, plan=plan.model_dump(mode="json"), started_at=now_iso(),
+            environment=environment, regime=regime, device_kind=device, tool_version=TOOL_VERSION,
+            git_revision=environment.get("git_revision"), shuffle_seed=shuffle_seed,
+            protocol_version=PROTOCOL_VERSION,
+            cells=[planned_cell(cells[i].key, pos, cells[i].model_dump(mode="json")) for pos, i in enumerate(order)],
+            **extra,
+        ))
+    except OSError as error:  # nothing of the run directory is left
+        raise RunError(f"cannot create a run directory under {runs_dir}: {_reason(error)}; "
+                       "free space and start again") from None
+    with ends_on_write_failure(run):
+        if calibrate is not None:
+            run.update_meta(calibration=calibrate())
+        run.event("run_started", total=len(cells), regime=regime)
     return run
 
 
 def begin_segment(run: RunDir, done: int, total: int, **fields) -> None:
-    """A start or resume: temp files a killed writer left are removed, the run is running.
+    """A start or resume: temp files a killed writer left are removed, disk space is held for
+    the run's end (runfiles.RunDir.reserve_space), the run is running. OSError where the disk
+    refuses: callers end the run with `ends_on_write_failure`.
 
     Wall-time accounting sums the segments between this event and the next
     run_interrupted/run_finished, so a resumed run's idle gap is not counted."""
     run.remove_temp_files()
+    run.reserve_space()
     run.update_meta(status="running", finished_at=None)
     run.event("segment_started", done=done, total=total, **fields)
 
@@ -174,27 +185,58 @@ def sample_machine(run: RunDir, sampler, progress: ProgressCallback | None, at: 
 def end_run(run: RunDir, status: str, **fields) -> None:
     """Mark the run finished (with its end time) or interrupted, and log it with its counts.
 
+    The space the run held (runfiles.RunDir.reserve_space) is given back first, so these writes
+    find room on a disk the run filled; OSError only where something else took that room.
     The meta gets the run's machine-load verdict (runner.machine_load.load_summary of every
     sample in its events): `machine_load.busy` says the run was measured on a busy machine."""
     from runner.machine_load import load_summary
 
+    run.release_space()
     meta = run.update_meta(status=status, machine_load=load_summary(run.machine_load_samples()),
                            **({"finished_at": now_iso()} if status == "finished" else {}))
     kind = "run_finished" if status == "finished" else "run_interrupted"
-    run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"], **fields)
+    with suppress(OSError):  # the status is written; without this event the segment ends at its last one
+        run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"], **fields)
 
 
-def write_failure(run: RunDir, error: OSError) -> str:
-    """Mark the run interrupted if the disk still takes that much; say so in one line."""
-    reason = error.strerror or str(error).splitlines()[0]
-    try:
-        run.update_meta(status="interrupted")
-        marked = "the run is marked interrupted"
-    except OSError:
-        marked = "the run could not even be marked interrupted"
-    run.remove_temp_files()
+def _reason(error: OSError) -> str:
+    return (error.strerror or str(error) or type(error).__name__).splitlines()[0]
+
+
+def write_failure(run: RunDir, error: OSError, also: tuple[RunDir, ...] = ()) -> str:
+    """End a run whose directory the disk refused to write: interrupted (with the reason in its
+    closing event), in the space it held for that; `also` (runs cloned from it) likewise.
+    Returns the one line to show. A run not marked running (a resume refused before it began)
+    is left as it is."""
+    reason = _reason(error)
+    marked = [_end_after_failure(r, reason) for r in (run, *also)][0]
     return (f"cannot write the run directory {run.path}: {reason}; {marked}; "
             f"free space and resume with --resume {run.run_id}")
+
+
+def _end_after_failure(run: RunDir, reason: str) -> str:
+    with suppress(OSError):
+        run.remove_temp_files()
+    status = (run.readable_meta() or {}).get("status")
+    if status != "running":
+        with suppress(OSError):
+            run.release_space()
+        return f"the run is left {status}" if isinstance(status, str) else "its meta.json cannot be read"
+    try:
+        end_run(run, "interrupted", reason=reason)
+    except OSError:
+        return "the run could not even be marked interrupted"
+    return "the run is marked interrupted"
+
+
+@contextmanager
+def ends_on_write_failure(run: RunDir, also: tuple[RunDir, ...] = ()) -> Iterator[None]:
+    """Writes to a run directory: an OSError inside (disk full, quota, read-only) ends the run
+    (`write_failure`) and is raised as RunError, in one line."""
+    try:
+        yield
+    except OSError as error:
+        raise RunError(write_failure(run, error, also)) from None
 
 
 def run_repeats(

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 from runner.lifecycle import (
-    ProgressCallback, RunError, begin_segment, create_run, end_run, failed_records, measure_records,
-    prepare_device, record_cell, run_repeats, write_failure,
+    ProgressCallback, RunError, begin_segment, create_run, end_run, ends_on_write_failure, failed_records,
+    measure_records, prepare_device, record_cell, run_repeats, write_failure,
 )
 from runner.plan import Plan, expand
 from runner.runfiles import RunDir, new_run_id, now_iso
@@ -55,7 +56,7 @@ def connect(address: str | None, **init_kwargs) -> None:
     runtime_env = extra | {"env_vars": {**extra.get("env_vars", {}), "PYTHONPATH": python_path}}
     target = None if address in (None, "", "local") else address
     if target not in (None, "auto"):
-        _reachable(target)
+        check_reachable(target)
     try:
         ray.init(address=target, runtime_env=runtime_env, log_to_driver=False, **init_kwargs)
     except (ConnectionError, RuntimeError, ValueError) as error:
@@ -63,20 +64,57 @@ def connect(address: str | None, **init_kwargs) -> None:
 
 
 RAY_CONNECT_TIMEOUT_S = 10.0  # a head node answers a TCP connect in milliseconds; ray.init itself retries for minutes
+# A Ray GCS (and a Ray Client server, ray://) is a gRPC server: it sends its HTTP/2 settings as
+# soon as a client's connection preface arrives, within milliseconds. ray.init would wait for
+# minutes on a port that accepts connections but never answers so.
+RAY_ANSWER_TIMEOUT_S = 5.0
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+HTTP2_SETTINGS = 4  # the frame type a server's first frame must have (RFC 9113, 3.4)
 
 
-def _reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
-    """Refuse, within `timeout_s`, an address that is not host:port (with or without ray://) or
-    whose port does not accept a connection: ray.init would retry it for minutes."""
+def check_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S,
+               answer_s: float = RAY_ANSWER_TIMEOUT_S) -> None:
+    """Refuse, within `timeout_s` + `answer_s`, an address that is not host:port (with or without
+    ray://), whose port does not accept a connection, or whose server does not answer as a gRPC
+    server does (`_answers_as_grpc`): ray.init would retry any of these for minutes."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
         raise RunError(f"Ray address {address!r} is not local, auto, ray://host:port or host:port")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host, int(port)), timeout=timeout_s)
     except OSError as error:
         reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
         raise RunError(f"cannot reach Ray at {address!r}: {reason} (tried for up to {timeout_s:.0f} s)") from None
+    with conn:
+        # with TLS (Ray's RAY_USE_TLS, read as Ray reads it) the server speaks only after a
+        # handshake this probe cannot make: the connect above is all that is checked
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("1", "true"):
+            _answers_as_grpc(conn, address, answer_s)
+
+
+def _answers_as_grpc(conn: socket.socket, address: str, answer_s: float) -> None:
+    """Send the HTTP/2 connection preface and expect the server's SETTINGS frame back within
+    `answer_s`; RunError in one line otherwise. Any gRPC server passes, not only Ray's."""
+    server = "Ray Client server" if address.startswith("ray://") else "GCS"
+    refused = f"Ray address {address!r} accepts connections but does not answer as a Ray cluster ({server})"
+    deadline = time.monotonic() + answer_s
+    header = b""
+    try:
+        conn.sendall(HTTP2_PREFACE)
+        while len(header) < 9:
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(9 - len(header))
+            if not chunk:
+                raise RunError(f"{refused}: it closed the connection")
+            header += chunk
+    except TimeoutError:
+        raise RunError(f"{refused} within {answer_s:.0f} s") from None
+    except OSError as error:
+        raise RunError(f"{refused}: {error.strerror or error}") from None
+    length, kind, flags, stream = int.from_bytes(header[:3], "big"), header[3], header[4], header[5:]
+    if kind != HTTP2_SETTINGS or flags & 1 or stream != bytes(4) or length % 6:
+        raise RunError(f"{refused}: its first bytes are {header!r}, not HTTP/2 settings")
 
 
 def check_cluster(device: str, resource: str | None) -> None:
@@ -216,11 +254,16 @@ class RegimeRuns:
         clone.create({k: v for k, v in meta.items() if k != "format_version"} | {
             "run_id": clone.run_id, "started_at": now_iso(), "environment": env, "regime": regime,
             "git_revision": env.get("git_revision"), "cloned_from": self.primary.run_id, "status": "running"})
-        clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
-        begin_segment(clone, done=0, total=0)
+        # known before its first event: a write failure from here on ends the clone too
         self.by_regime[regime] = clone
         self.moved[clone.run_id] = set()
+        clone.event("run_started", total=0, regime=regime, cloned_from=self.primary.run_id)
+        begin_segment(clone, done=0, total=0)
         return clone
+
+    def clones(self) -> tuple[RunDir, ...]:
+        """The runs cloned for other regimes so far."""
+        return tuple(run for run in self.by_regime.values() if run is not self.primary)
 
     def record(self, run: RunDir, key: str) -> None:
         if run is not self.primary:
@@ -273,7 +316,8 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                    and not meta.get("calibration"))
     segment = f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     regimes = RegimeRuns(run)
-    begin_segment(run, done=len(done), total=total, executor="ray")
+    with ends_on_write_failure(run):
+        begin_segment(run, done=len(done), total=total, executor="ray")
     pending: dict = {}
     nodes: Counter = Counter()
     try:
@@ -304,17 +348,19 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-        for r in regimes.split_planned():
-            end_run(r, "interrupted")
+        with ends_on_write_failure(run, also=regimes.clones()):
+            for r in regimes.split_planned():
+                end_run(r, "interrupted")
         raise
     except OSError as error:  # the driver cannot write the run directory (disk full, quota, read-only)
         for ref in pending:
             ray.cancel(ref, force=True)
-        raise RunError(write_failure(run, error)) from None
-    runs = regimes.split_planned()
-    end_run(run, "finished", nodes=dict(nodes))
-    for other in runs[1:]:
-        end_run(other, "finished")
+        raise RunError(write_failure(run, error, also=regimes.clones())) from None
+    with ends_on_write_failure(run, also=regimes.clones()):
+        runs = regimes.split_planned()
+        end_run(run, "finished", nodes=dict(nodes))
+        for other in runs[1:]:
+            end_run(other, "finished")
     if progress:
         progress({"event": "ray_finished", "nodes": dict(nodes)})
     return runs

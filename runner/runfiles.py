@@ -4,10 +4,13 @@
     <runs_dir>/<run_id>/events.jsonl       append-only progress log (one JSON object a line)
     <runs_dir>/<run_id>/cells/<key>.json   one finished cell (`cell_record`): its columns and raw samples
     <runs_dir>/<run_id>/rounds/<key>.r<N>.json  a finished round of a cell not finished yet
+    <runs_dir>/<run_id>/.space-reserve     disk space held while the run runs (`RunDir.reserve_space`)
 
 Every file is written to a temporary name and renamed, so a kill -9 leaves either the old
-or the new file, never half of one: a killed run loses at most the cell in flight. The
-store ingests these files; the runner never opens the database.
+or the new file, never half of one: a killed run loses at most the cell in flight. A running
+run holds a little disk space, released just before the writes that end it, so a disk the
+run fills can never leave it marked running. The store ingests these files; the runner never
+opens the database.
 
 This module is the format's one room: the executors write through it, the store's
 ingestion and the dashboard read through it, and it imports neither torch nor duckdb.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import statistics
 import time
@@ -34,6 +38,11 @@ FORMAT_VERSION = 1
 # A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000
 # decode steps); past this it is not one this runner wrote.
 MAX_RUN_FILE_BYTES = 256 << 20
+# The space a running run holds for the writes that end it (the last meta.json and the closing
+# event): meta.json's own size, since the new file is written before the old one goes, plus
+# what the end adds to it (the machine-load summary, a Ray node's environment: a few KB) and
+# the event line, with room to spare for the filesystem's own blocks.
+SPACE_RESERVE_MARGIN = 256 << 10
 # A run id as the runner makes it and the store accepts it (store.snapshot_values): it is also
 # the run directory's name, so it can never name a path outside the runs folder.
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
@@ -317,14 +326,53 @@ class RunDir:
         self.meta_file = self.path / "meta.json"
         self.events_file = self.path / "events.jsonl"
         self.rounds_dir = self.path / "rounds"
+        self.reserve_file = self.path / ".space-reserve"
 
     @property
     def run_id(self) -> str:
         return self.path.name
 
     def create(self, meta: dict) -> None:
+        """Make the run directory: its meta.json and its space reserve. OSError where the disk
+        cannot hold both, and then nothing of the directory is left."""
         self.cells_dir.mkdir(parents=True, exist_ok=False)
-        self.write_meta(meta | {"format_version": FORMAT_VERSION})
+        meta = meta | {"format_version": FORMAT_VERSION}
+        try:
+            self.reserve_space(len(json.dumps(meta, separators=(",", ":")).encode()))
+            self.write_meta(meta)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def reserve_space(self, meta_bytes: int | None = None) -> None:
+        """Hold disk space for the writes that end the run (`release_space` gives it back just
+        before them): a file of `meta_bytes` (meta.json's size) + SPACE_RESERVE_MARGIN bytes.
+
+        The bytes are random and synced, so a filesystem that compresses or defers allocation
+        holds the space too. A reserve already that large (a killed run's, on resume) is kept.
+        OSError (ENOSPC) where the disk cannot hold it; the disk is then left as it was."""
+        if meta_bytes is None:
+            meta_bytes = self.meta_file.stat().st_size
+        want = meta_bytes + SPACE_RESERVE_MARGIN
+        fd = os.open(self.reserve_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            have = os.fstat(fd).st_size
+            try:
+                offset = have
+                while offset < want:
+                    offset += os.pwrite(fd, os.urandom(min(want - offset, 1 << 20)), offset)
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, have)  # give back what this call took
+                if not have:
+                    self.reserve_file.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(fd)
+
+    def release_space(self) -> None:
+        """Give back the space `reserve_space` held, for the writes that end the run."""
+        self.reserve_file.unlink(missing_ok=True)
 
     def exists(self) -> bool:
         return self.meta_file.exists()
@@ -353,10 +401,23 @@ class RunDir:
         return meta
 
     def event(self, kind: str, **fields) -> None:
-        """Append one progress event; a torn last line (kill mid-write) is skipped on read."""
-        line = json.dumps({"ts": time.time(), "event": kind, **fields}, separators=(",", ":"))
-        with open(self.events_file, "a") as handle:
-            handle.write(line + "\n")
+        """Append one progress event; a torn last line (kill mid-write) is skipped on read.
+
+        A write the disk refuses is taken back whole (OSError), so no torn line is left for
+        the next event to run into."""
+        line = json.dumps({"ts": time.time(), "event": kind, **fields}, separators=(",", ":")) + "\n"
+        fd = os.open(self.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            end = os.fstat(fd).st_size
+            try:
+                data = memoryview(line.encode())
+                while data:
+                    data = data[os.write(fd, data):]
+            except OSError:
+                os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
 
     def events(self) -> list[dict]:
         try:

@@ -129,6 +129,14 @@ def test_cells_of_another_regime_go_to_a_cloned_run_never_mixed(tmp_path):
     assert [e["key"] for e in meta["cells"]] == ["a", "b", "d"] and meta["n_cells_planned"] == 3
 
 
+def test_the_address_probe_takes_a_real_ray_gcs_at_once():
+    import time
+
+    started = time.monotonic()
+    ray_exec.check_reachable(ray.get_runtime_context().gcs_address)  # raises RunError if refused
+    assert time.monotonic() - started < 2
+
+
 def test_groups_are_one_per_model_and_backend_in_the_shuffled_order():
     def entry(i, name, backend):
         return {"key": f"k{i}", "order_index": i, "cell": {"model": {"name": name}, "backend": backend}}
