@@ -1,4 +1,4 @@
-"""Triton kernels for one GPT-2 decode step over a static KV cache: four phases a layer.
+"""Triton kernels for one decode step over a static KV cache, GPT-2 or llama: four phases a layer.
 
 A decode step at batch 1 moves each weight once and does almost no arithmetic, so its cost
 is the number of dependent phases times their hand-off latency plus the bytes over bandwidth.
@@ -20,11 +20,20 @@ are float32 whatever the weight dtype; weights and the KV cache stay in the mode
 Batch rows are a grid axis (weights are re-read per row, from L2). The current position comes
 from a device tensor, so one captured graph serves every step.
 
+The llama block (llama, and qwen2 with its QKV bias) has the same phases and head, with
+RMSNorm for layer norm, no position embedding, and: rotary positions applied to q and k in
+the ``qkv`` epilogue (HF's cos/sin tables, one row per cache position); ``attention`` run by
+one program per KV head and split for the whole group of query heads that share it (each K
+and V tile read once); ``mlp`` as SwiGLU (rows of gate and up in one pass, silu(gate) * up,
+the matching rows of the transposed down projection); the head over the tied embedding or a
+separate LM head. Its weights are read in HF's (out, in) layout.
+
 Each phase is written once, as an item function (one program's share), and run three ways:
 one launch a phase (``launch_step``), the same with programmatic dependent launch on sm90
 and newer (``launch_step(pdl=True)``: a kernel starts while its predecessor runs, issues its
 weight loads and waits in ``gdc_wait``), or all phases in one persistent launch
-(``launch_persistent_step``: one block per SM, phases ordered by completion counters).
+(``PersistentStep``: one block per SM, phases ordered by completion counters; GPT-2's
+block only, the llama items take the same arguments so that a schedule is all it lacks).
 Every item issues its weight loads before it waits for its inputs: weights never change
 between steps.
 """
