@@ -1,17 +1,18 @@
 """fused decode at the synchronisation floor: plain launches, PDL and the persistent step, in one GPU run.
 
-For tiny-gpt2, gpt2-5m and gpt2-25m in float32 and bfloat16 (batch 1, prompt 128, 64 greedy
-steps), three ways to run the same kernels: `kernels` (one launch a phase in a CUDA graph,
-pdl off), `pdl` (the same with programmatic dependent launch, sm90 and newer) and
-`persistent` (one launch a step, one block per SM, completion counters). Per cell: ms/token
+For tiny-gpt2, gpt2-5m, gpt2-25m and SmolLM2-135M (llama: grouped-query attention, SwiGLU,
+rotary positions) in float32 and bfloat16 (batch 1, prompt 128, 64 greedy steps), three ways
+to run the same kernels: `kernels` (one launch a phase in a CUDA graph, pdl off), `pdl` (the
+same with programmatic dependent launch, sm90 and newer) and `persistent` (one launch a step,
+one block per SM, completion counters; GPT-2 only, refused for SmolLM2). Per cell: ms/token
 (median over generations, the variants interleaved generation by generation so drift hits
 them alike), the ratio to the weight-read limit (unique weight bytes / the device-to-device
 copy bandwidth measured in the same run, bytes read + written), the correctness gate against
 hf-eager float32 (teacher-forced logits within the dtype's tolerance, runner.correctness),
 and the floor model: phases x the measured hand-off cost + weight bytes / bandwidth.
 The run also records the hand-off costs (runner.sync_cost) and checks the targets:
-gpt2-25m float32 within 1.6x its limit, gpt2-5m float32 at most 0.08 ms, bfloat16 no slower
-than float32.
+gpt2-25m float32 within 1.6x its limit, SmolLM2-135M bfloat16 within 2x its limit, gpt2-5m
+float32 at most 0.08 ms, bfloat16 no slower than float32.
 
     python benchmarks/bench_fused_floor.py --json OUT.json [--shapes tiny-gpt2 gpt2-5m] [--variants pdl]
 
@@ -29,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -36,29 +38,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from runner.backends.fused import FusedSession  # noqa: E402
 from runner.backends.hf import HFSession  # noqa: E402
-from runner.backends.static_gpt2 import StaticGPT2  # noqa: E402
+from runner.backends.static_model import static_model  # noqa: E402
 from runner.correctness import compare, make_reference  # noqa: E402
 
 PROMPT, GEN, REPS = 128, 64, 7  # batch 1, prompt 128; median of 7 generations of 64 steps
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# (n_layer, n_embd, n_head) of the reference shapes this benchmark covers (runner.models.REGISTRY)
-SHAPES = {"tiny-gpt2": (2, 2, 2), "gpt2-5m": (12, 80, 2), "gpt2-25m": (3, 384, 2)}
-VOCAB, CONTEXT = 50257, 1024
+
+
+class Shape(NamedTuple):
+    family: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_kv_head: int
+    n_inner: int | None  # None: GPT-2's 4 x n_embd
+    vocab: int
+    context: int
+    tied: bool
+
+
+# The shapes this benchmark covers, as runner.models' registry and catalogue define them (a
+# test checks that both build the same transformers config)
+SHAPES = {
+    "tiny-gpt2": Shape("gpt2", 2, 2, 2, 2, None, 50257, 1024, True),
+    "gpt2-5m": Shape("gpt2", 12, 80, 2, 2, None, 50257, 1024, True),
+    "gpt2-25m": Shape("gpt2", 3, 384, 2, 2, None, 50257, 1024, True),
+    "SmolLM2-135M": Shape("llama", 30, 576, 9, 3, 1536, 49152, 2048, True),
+}
 VARIANTS = {"kernels": dict(pdl=False), "pdl": dict(pdl=True), "persistent": dict(persistent=True)}
 # the targets: (shape, dtype) -> most ratio to the limit, or most ms/token
-RATIO_TARGETS = {("gpt2-25m", "float32"): 1.6}
+RATIO_TARGETS = {("gpt2-25m", "float32"): 1.6, ("SmolLM2-135M", "bfloat16"): 2.0}
 MS_TARGETS = {("gpt2-5m", "float32"): 0.08}
 
 
-def build_gpt2(shape: str, dtype: torch.dtype, seed: int = 0):
-    """The reference shape with random init, as runner.models.build_model makes it (float32, then cast)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+def hf_config(shape: str):
+    """The transformers config of a shape, as runner.models.hf_config writes it."""
+    s = SHAPES[shape]
+    if s.family == "gpt2":
+        from transformers import GPT2Config
 
-    n_layer, n_embd, n_head = SHAPES[shape]
-    config = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=VOCAB, n_positions=CONTEXT,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2Config(n_layer=s.n_layer, n_embd=s.n_embd, n_head=s.n_head, n_inner=s.n_inner,
+                          vocab_size=s.vocab, n_positions=s.context, resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, tie_word_embeddings=s.tied, bos_token_id=min(50256, s.vocab - 1),
+                          eos_token_id=min(50256, s.vocab - 1))
+    from transformers import LlamaConfig, Qwen2Config
+
+    config_class = LlamaConfig if s.family == "llama" else Qwen2Config
+    return config_class(num_hidden_layers=s.n_layer, hidden_size=s.n_embd, num_attention_heads=s.n_head,
+                        num_key_value_heads=s.n_kv_head, intermediate_size=s.n_inner, vocab_size=s.vocab,
+                        max_position_embeddings=s.context, tie_word_embeddings=s.tied, attention_dropout=0.0,
+                        bos_token_id=min(1, s.vocab - 1), eos_token_id=min(2, s.vocab - 1), pad_token_id=None)
+
+
+def build(shape: str, dtype: torch.dtype, seed: int = 0):
+    """The shape with random init, as runner.models.build_model makes it (float32, then cast)."""
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel._from_config(config, attn_implementation="eager", dtype=torch.float32).to(dtype)
+    model = AutoModelForCausalLM.from_config(hf_config(shape), attn_implementation="eager",
+                                             dtype=torch.float32).to(dtype)
     return model.to("cuda").eval()
 
 
@@ -103,13 +141,13 @@ def generation_ms(session, input_ids: torch.Tensor) -> float:
 def measure_shape(shape: str, dtype: str, variants: list[str], costs: dict, bandwidth: float) -> dict:
     """Every variant of one (shape, dtype): setup, gate, then interleaved timed generations."""
     row = {"shape": shape, "dtype": dtype}
-    model = build_gpt2(shape, DTYPES[dtype])
+    model = build(shape, DTYPES[dtype])
     row["weight_bytes"] = weight_bytes(model)
     row["limit_ms"] = row["weight_bytes"] / bandwidth * 1e3
-    n_layer = SHAPES[shape][0]
-    ids = torch.randint(0, VOCAB, (1, PROMPT), generator=torch.Generator().manual_seed(0)).cuda()
+    n_layer = SHAPES[shape].n_layer
+    ids = torch.randint(0, SHAPES[shape].vocab, (1, PROMPT), generator=torch.Generator().manual_seed(0)).cuda()
     with torch.inference_mode():
-        reference = make_reference(HFSession(build_gpt2(shape, torch.float32)), ids, GEN)
+        reference = make_reference(HFSession(build(shape, torch.float32)), ids, GEN)
     gc.collect()
     sessions = {}
     for variant in variants:
@@ -117,7 +155,7 @@ def measure_shape(shape: str, dtype: str, variants: list[str], costs: dict, band
         try:
             t0 = time.perf_counter()
             with torch.inference_mode():
-                static = StaticGPT2(model, 1, PROMPT + GEN + 1)
+                static = static_model(model, 1, PROMPT + GEN + 1)
                 session = FusedSession(static, 1, PROMPT, **VARIANTS[variant])
                 torch.cuda.synchronize()
                 cell["setup_s"] = time.perf_counter() - t0

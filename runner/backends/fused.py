@@ -3,8 +3,9 @@
 cuda-graph and torch-compile still launch 35-60 kernels a step for a 3-layer model, and
 inside a graph each costs a few microseconds, far above the time to read the weights. This
 backend's step is 4 phases a layer plus one for the head (runner/backends/fused_kernels.py
-says what each fuses), over the static KV cache of StaticGPT2, whose eager forward also runs
-the prefill. Options (a plan's `[backend_options.fused]`, recorded with every cell):
+says what each fuses), over the static KV cache of the static model (StaticGPT2, or
+StaticLlama for llama and qwen2), whose eager forward also runs the prefill. Options (a
+plan's `[backend_options.fused]`, recorded with every cell):
 
 - `pdl` (default true): on sm90 and newer, launch the kernels with programmatic dependent
   launch, so each one fetches its weights while its predecessor finishes. Older GPUs run
@@ -13,7 +14,7 @@ the prefill. Options (a plan's `[backend_options.fused]`, recorded with every ce
   ordered by completion counters in global memory. Refused when its blocks cannot all be
   resident at once. `blocks` overrides the grid (default: the SM count); `spin_limit` is
   the counter reads a block may spend waiting in one step before the step fails (a hang
-  becomes a failed cell).
+  becomes a failed cell). GPT-2 only: llama and qwen2 cells that ask for it are refused.
 
 On the CPU the same kernels run through Triton's interpreter (TRITON_INTERPRET=1) without a
 graph: that is how the tests check them; it is never a latency worth measuring, so cells on
@@ -25,6 +26,8 @@ import torch
 
 from runner.backends.base import Backend, Session, Unsupported
 from runner.backends.static_gpt2 import StaticGPT2, StaticSession
+from runner.backends.static_llama import StaticLlama
+from runner.backends.static_model import static_model
 
 # Batch rows are a grid axis, each re-reading the weights (from L2 after the first): past a
 # handful of rows a GEMM-shaped kernel would serve better than these GEMVs.
@@ -33,12 +36,14 @@ MAX_BATCH = 8
 MAX_WIDTH = 1024
 # The backend's options and their types; absent ones take the defaults in FusedSession.
 OPTIONS = {"pdl": bool, "persistent": bool, "blocks": int, "spin_limit": int}
+PERSISTENT_GPT2_ONLY = ("fused's persistent step implements GPT-2's block only; llama and qwen2 run "
+                        "with persistent = false (plain launches, or PDL on sm90+)")
 
 
 class FusedSession(StaticSession, Session):
     """Eager static-model prefill; decode through the fused kernels (a graph replay on CUDA)."""
 
-    def __init__(self, model: StaticGPT2, batch_size: int, prompt_len: int, use_graph: bool | None = None,
+    def __init__(self, model: StaticGPT2 | StaticLlama, batch_size: int, prompt_len: int, use_graph: bool | None = None,
                  pdl: bool = True, persistent: bool = False, blocks: int | None = None,
                  spin_limit: int | None = None) -> None:
         from runner.backends import fused_kernels as fk
@@ -46,24 +51,15 @@ class FusedSession(StaticSession, Session):
         super().__init__(model, prompt_len)
         self._launch = fk.launch_step
         self._timed_out = fk.StepTimedOut
-        blocks_ = model.blocks
-        first = blocks_[0]
-        n_embd = model.wte.shape[1]
-        self.plan = fk.DecodePlan(n_embd=n_embd, n_head=model.n_head, n_inner=first.mlp.c_fc.weight.shape[1],
-                                  vocab=model.wte.shape[0], max_len=model.k_cache[0].shape[2], batch=batch_size)
-        self.kernels_per_step = self.plan.kernels_per_step(len(blocks_), persistent)
-        self.phases_per_step = self.plan.phases_per_step(len(blocks_))
-        self.layers = [{
-            "ln_1_w": b.ln_1.weight, "ln_1_b": b.ln_1.bias,
-            "attn_w": _contiguous(b.attn.c_attn.weight), "attn_b": b.attn.c_attn.bias,
-            "proj_w": _contiguous(b.attn.c_proj.weight), "proj_b": b.attn.c_proj.bias,
-            "ln_2_w": b.ln_2.weight, "ln_2_b": b.ln_2.bias,
-            "fc_w": _contiguous(b.mlp.c_fc.weight), "fc_b": b.mlp.c_fc.bias,
-            "mlp_proj_w": _contiguous(b.mlp.c_proj.weight), "mlp_proj_b": b.mlp.c_proj.bias,
-            "k_cache": model.k_cache[i], "v_cache": model.v_cache[i],
-        } for i, b in enumerate(blocks_)]
-        self.final = {"wte": _contiguous(model.wte), "wpe": _contiguous(model.wpe),
-                      "ln_f_w": model.ln_f.weight, "ln_f_b": model.ln_f.bias, "eps": float(model.eps)}
+        if isinstance(model, StaticLlama):
+            if persistent:
+                raise Unsupported(PERSISTENT_GPT2_ONLY)
+            self.plan, self.layers, self.final = _llama_weights(fk, model, batch_size)
+        else:
+            self.plan, self.layers, self.final = _gpt2_weights(fk, model, batch_size)
+        n_embd = self.plan.E
+        self.kernels_per_step = self.plan.kernels_per_step(len(self.layers), persistent)
+        self.phases_per_step = self.plan.phases_per_step(len(self.layers))
         p, dev = self.plan, self.device
         f32 = dict(dtype=torch.float32, device=dev)
         self.buffers = {
@@ -172,16 +168,94 @@ class FusedSession(StaticSession, Session):
         self.graph = None
 
 
+def _gpt2_weights(fk, model: StaticGPT2, batch_size: int):
+    """The decode plan and the kernels' weights of a GPT-2 model: HF's own tensors."""
+    blocks = model.blocks
+    plan = fk.DecodePlan(n_embd=model.wte.shape[1], n_head=model.n_head,
+                         n_inner=blocks[0].mlp.c_fc.weight.shape[1], vocab=model.wte.shape[0],
+                         max_len=model.k_cache[0].shape[2], batch=batch_size)
+    layers = [{
+        "ln_1_w": b.ln_1.weight, "ln_1_b": b.ln_1.bias,
+        "attn_w": _contiguous(b.attn.c_attn.weight), "attn_b": b.attn.c_attn.bias,
+        "proj_w": _contiguous(b.attn.c_proj.weight), "proj_b": b.attn.c_proj.bias,
+        "ln_2_w": b.ln_2.weight, "ln_2_b": b.ln_2.bias,
+        "fc_w": _contiguous(b.mlp.c_fc.weight), "fc_b": b.mlp.c_fc.bias,
+        "mlp_proj_w": _contiguous(b.mlp.c_proj.weight), "mlp_proj_b": b.mlp.c_proj.bias,
+        "k_cache": model.k_cache[i], "v_cache": model.v_cache[i],
+    } for i, b in enumerate(blocks)]
+    final = {"wte": _contiguous(model.wte), "wpe": _contiguous(model.wpe),
+             "ln_f_w": model.ln_f.weight, "ln_f_b": model.ln_f.bias, "eps": float(model.eps)}
+    return plan, layers, final
+
+
+def _llama_weights(fk, model: StaticLlama, batch_size: int):
+    """The decode plan and the kernels' weights of a llama or qwen2 model.
+
+    HF's (out, in) weights serve as they are, but for two copies the session holds beside
+    them: q, k and v concatenated (one GEMV, one launch) and down_proj transposed (the MLP
+    program that owns some rows of gate and up needs the matching columns of down, which
+    are contiguous only in the transpose). The prefill keeps using HF's tensors.
+    """
+    width = model.wte.shape[1]
+    if model.n_head * model.head_dim != width:
+        raise Unsupported(f"fused needs n_head x head_dim = hidden size, not {model.n_head} x {model.head_dim} "
+                          f"for {width}")
+    if model.cos.shape[-1] != model.head_dim:
+        raise Unsupported(f"fused rotates the whole head ({model.head_dim} dimensions), not "
+                          f"{model.cos.shape[-1]} of them (partial rotary)")
+    blocks = model.blocks
+    plan = fk.DecodePlan(n_embd=width, n_head=model.n_head, n_inner=blocks[0].mlp.gate_proj.weight.shape[0],
+                         vocab=model.vocab, max_len=model.k_cache[0].shape[2], batch=batch_size,
+                         block="llama", n_kv_head=model.n_kv_head)
+    layers = []
+    for i, b in enumerate(blocks):
+        attn, mlp = b.self_attn, b.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        biases = [proj.bias for proj in projections]
+        layers.append({
+            "norm_1_w": b.input_layernorm.weight,
+            "qkv_w": torch.cat([proj.weight for proj in projections]),
+            "qkv_b": None if biases[0] is None else torch.cat(biases),
+            "o_w": _contiguous(attn.o_proj.weight), "o_b": attn.o_proj.bias,
+            "norm_2_w": b.post_attention_layernorm.weight,
+            "gate_w": _contiguous(mlp.gate_proj.weight), "up_w": _contiguous(mlp.up_proj.weight),
+            "down_t": mlp.down_proj.weight.t().contiguous(),
+            "k_cache": model.k_cache[i], "v_cache": model.v_cache[i],
+        })
+    final = {"wte": _contiguous(model.wte), "lm_head": _contiguous(model.lm_head), "norm_w": model.norm,
+             "cos": model.cos.contiguous(), "sin": model.sin.contiguous(), "eps": float(model.eps)}
+    return plan, layers, final
+
+
 def config_reason(config) -> str | None:
-    """Why the kernels cannot run this transformers config (a checkpoint may differ from GPT-2's)."""
-    if getattr(config, "model_type", None) != "gpt2":
-        return f"fused implements GPT-2 only, not model_type '{getattr(config, 'model_type', None)}'"
+    """Why the kernels cannot run this transformers config (a checkpoint may differ from the
+    blocks they implement: GPT-2's, and llama's with qwen2's QKV bias)."""
+    model_type = getattr(config, "model_type", None)
+    if model_type in ("llama", "qwen2"):
+        return _llama_config_reason(config)
+    if model_type != "gpt2":
+        return f"fused implements GPT-2, llama and qwen2, not model_type '{model_type}'"
     if config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         return f"fused implements GPT-2's tanh GELU, not activation_function '{config.activation_function}'"
     if not config.scale_attn_weights or config.scale_attn_by_inverse_layer_idx:
         return "fused scales attention by 1/sqrt(head_dim) only, as GPT-2 does"
     if not getattr(config, "tie_word_embeddings", True):
         return "fused projects onto the tied input embedding; this model has a separate LM head"
+    return None
+
+
+def _llama_config_reason(config) -> str | None:
+    if config.hidden_act != "silu":
+        return f"fused implements SwiGLU with SiLU, not hidden_act '{config.hidden_act}'"
+    if getattr(config, "mlp_bias", False):
+        return "fused implements a bias-free SwiGLU MLP; this model has mlp_bias"
+    head_dim = getattr(config, "head_dim", None)
+    if head_dim is not None and head_dim * config.num_attention_heads != config.hidden_size:
+        return (f"fused needs head_dim x heads = hidden size, not {head_dim} x {config.num_attention_heads} "
+                f"for {config.hidden_size}")
+    if getattr(config, "use_sliding_window", False) or any(
+            kind != "full_attention" for kind in (getattr(config, "layer_types", None) or ())):
+        return "fused attends to the whole cache; this model has sliding-window layers"
     return None
 
 
@@ -196,8 +270,8 @@ class Fused(Backend):
     dtypes = ("float32", "bfloat16")
     attn_implementation = "eager"
     description = ("static KV cache, decode step as 4 Triton kernels a layer + 1 for the head "
-                   "(programmatic dependent launch on sm90+), or one persistent kernel; one CUDA graph "
-                   "replay; eager static-model prefill")
+                   "(programmatic dependent launch on sm90+), or one persistent kernel (GPT-2); one CUDA "
+                   "graph replay; eager static-model prefill; gpt2, llama and qwen2")
 
     def availability(self) -> str | None:
         try:
@@ -207,13 +281,12 @@ class Fused(Backend):
         return None
 
     def unsupported_reason(self, cell) -> str | None:
-        if cell.model.family != "gpt2":
-            return (f"fused kernels implement GPT-2's block (LayerNorm, GELU MLP, full multi-head attention); "
-                    f"{cell.model.family} (RMSNorm, rotary positions, SwiGLU, grouped-query attention) is not covered yet")
         reason = super().unsupported_reason(cell)
         if reason:
             return reason
         spec = cell.model
+        if spec.family != "gpt2" and cell.backend_options.get("persistent", False):
+            return PERSISTENT_GPT2_ONLY
         if cell.batch_size > MAX_BATCH:
             return f"fused kernels serve batch sizes up to {MAX_BATCH}, not {cell.batch_size}"
         if spec.n_embd > MAX_WIDTH:
@@ -229,7 +302,7 @@ class Fused(Backend):
         reason = config_reason(model.config)
         if reason:
             raise Unsupported(reason)
-        static = StaticGPT2(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
+        static = static_model(model, cell.batch_size, cell.prompt_len + cell.gen_len + 1)
         return FusedSession(static, cell.batch_size, cell.prompt_len, **cell.backend_options)
 
 

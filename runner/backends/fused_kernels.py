@@ -1,4 +1,4 @@
-"""Triton kernels for one GPT-2 decode step over a static KV cache: four phases a layer.
+"""Triton kernels for one decode step over a static KV cache, GPT-2 or llama: four phases a layer.
 
 A decode step at batch 1 moves each weight once and does almost no arithmetic, so its cost
 is the number of dependent phases times their hand-off latency plus the bytes over bandwidth.
@@ -20,11 +20,20 @@ are float32 whatever the weight dtype; weights and the KV cache stay in the mode
 Batch rows are a grid axis (weights are re-read per row, from L2). The current position comes
 from a device tensor, so one captured graph serves every step.
 
+The llama block (llama, and qwen2 with its QKV bias) has the same phases and head, with
+RMSNorm for layer norm, no position embedding, and: rotary positions applied to q and k in
+the ``qkv`` epilogue (HF's cos/sin tables, one row per cache position); ``attention`` run by
+one program per KV head and split for the whole group of query heads that share it (each K
+and V tile read once); ``mlp`` as SwiGLU (rows of gate and up in one pass, silu(gate) * up,
+the matching rows of the transposed down projection); the head over the tied embedding or a
+separate LM head. Its weights are read in HF's (out, in) layout.
+
 Each phase is written once, as an item function (one program's share), and run three ways:
 one launch a phase (``launch_step``), the same with programmatic dependent launch on sm90
 and newer (``launch_step(pdl=True)``: a kernel starts while its predecessor runs, issues its
 weight loads and waits in ``gdc_wait``), or all phases in one persistent launch
-(``launch_persistent_step``: one block per SM, phases ordered by completion counters).
+(``PersistentStep``: one block per SM, phases ordered by completion counters; GPT-2's
+block only, the llama items take the same arguments so that a schedule is all it lacks).
 Every item issues its weight loads before it waits for its inputs: weights never change
 between steps.
 """
@@ -57,6 +66,8 @@ TILE = 8192
 MIN_COLS = 16
 # Aim for about this many programs per GEMV launch: one H100/H200 has 132 SMs.
 TARGET_PROGRAMS = 128
+# The layers these kernels implement (DecodePlan.block): qwen2 is llama with a QKV bias.
+BLOCKS = ("gpt2", "llama")
 # Flash-decoding: at most this many splits along the cache (the merge loads them all at once).
 MAX_SPLITS = 16
 
@@ -201,18 +212,9 @@ def _attention_item(bh, split, q_ptr, k_cache_ptr, v_cache_ptr, pos_ptr, part_ac
 
 
 @triton.jit
-def _out_item(b, pid, part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr, x_a_ptr, x_b_ptr, E, H, D,
-              MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
-              S: tl.constexpr, BLOCK_E: tl.constexpr, BN: tl.constexpr):
-    offs_n = pid * BN + tl.arange(0, BN)
-    mask_n = offs_n < E
-    offs_e = tl.arange(0, BLOCK_E)
-    mask_e = offs_e < E
-    w = tl.load(w_ptr + offs_e[:, None] * E + offs_n[None, :], mask=mask_e[:, None] & mask_n[None, :],
-                other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
-    # merge the flash-decoding splits of every head, one column of the attention output each
+def _merge_splits(b, part_acc_ptr, part_ml_ptr, H, D, offs_e, mask_e, S: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Row b of the attention output: the flash-decoding splits of every head merged, one
+    column (head offs_e // D, dimension offs_e % D) per element; zero outside the row."""
     part = (b * H + offs_e // D) * S
     m_run = tl.full([BLOCK_E], -1e30, dtype=tl.float32)
     l_run = tl.zeros([BLOCK_E], dtype=tl.float32)
@@ -227,7 +229,22 @@ def _out_item(b, pid, part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr, x_a_
         l_run = l_run * alpha + l * beta
         acc_run = acc_run * alpha + a * beta
         m_run = m_new
-    y = tl.where(mask_e, acc_run / tl.where(mask_e, l_run, 1.0), 0.0)
+    return tl.where(mask_e, acc_run / tl.where(mask_e, l_run, 1.0), 0.0)
+
+
+@triton.jit
+def _out_item(b, pid, part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr, x_a_ptr, x_b_ptr, E, H, D,
+              MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+              S: tl.constexpr, BLOCK_E: tl.constexpr, BN: tl.constexpr):
+    offs_n = pid * BN + tl.arange(0, BN)
+    mask_n = offs_n < E
+    offs_e = tl.arange(0, BLOCK_E)
+    mask_e = offs_e < E
+    w = tl.load(w_ptr + offs_e[:, None] * E + offs_n[None, :], mask=mask_e[:, None] & mask_n[None, :],
+                other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    y = _merge_splits(b, part_acc_ptr, part_ml_ptr, H, D, offs_e, mask_e, S, BLOCK_E)
     out = tl.sum(y[:, None] * w, axis=0) + bias
     x = tl.load(x_in_ptr + b * E + offs_n, mask=mask_n, other=0.0) + out
     tl.store(x_a_ptr + b * E + offs_n, x, mask=mask_n)
@@ -285,6 +302,198 @@ def _head_item(b, pid, x_ptr, ln_w_ptr, ln_b_ptr, wte_ptr, logits_ptr, E, V, eps
     return spins
 
 
+# The llama block (llama and qwen2): the same four phases and head, each reading the HF
+# weights in their (out, in) layout, where an output element's weights are one contiguous
+# row. RMSNorm replaces LayerNorm; rotary positions are applied to q and k as they leave the
+# QKV GEMV; the attention program of one KV head serves its whole group of query heads; the
+# MLP is SwiGLU, gate and up read in one pass.
+
+@triton.jit
+def _rms_norm_row(x, mask, w, n, eps):
+    """RMSNorm of one row held in registers (zero outside the row, weight already loaded)."""
+    rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / n + eps)
+    return tl.where(mask, x * rstd * w, 0.0)
+
+
+@triton.jit
+def _llama_qkv_item(b, pid, x_ptr, tok_ptr, pos_ptr, wte_ptr, norm_w_ptr, w_ptr, bias_ptr, cos_ptr, sin_ptr,
+                    q_ptr, k_cache_ptr, v_cache_ptr, E, H, KV, D, L, eps, embed,
+                    MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+                    HAS_BIAS: tl.constexpr, BLOCK_E: tl.constexpr, BP: tl.constexpr):
+    """RMSNorm + the q, k, v rows of one concatenated (H + 2 KV) x D by E weight + rotary.
+
+    Rotation mixes dimension i of a head with i + D/2, so a program owns BP such pairs
+    (`pair` j: head slot j // (D/2), dimension j % (D/2)) and computes both of each; every
+    weight row is still read once. Slots below H are query heads, then KV key heads, then
+    KV value heads (which are not rotated).
+    """
+    offs_e = tl.arange(0, BLOCK_E)
+    mask_e = offs_e < E
+    half = D // 2
+    pair = pid * BP + tl.arange(0, BP)
+    mask_p = pair < (H + 2 * KV) * half
+    slot = pair // half
+    dim = pair % half
+    lo = slot * D + dim
+    hi = lo + half
+    w_mask = mask_p[:, None] & mask_e[None, :]
+    w_lo = tl.load(w_ptr + lo[:, None] * E + offs_e[None, :], mask=w_mask, other=0.0).to(tl.float32)
+    w_hi = tl.load(w_ptr + hi[:, None] * E + offs_e[None, :], mask=w_mask, other=0.0).to(tl.float32)
+    norm_w = tl.load(norm_w_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    pos = tl.load(pos_ptr)
+    # HF's tables, in the weights' dtype as HF casts them: the rotation of position pos
+    cos_lo = tl.load(cos_ptr + pos * D + dim, mask=mask_p, other=0.0).to(tl.float32)
+    cos_hi = tl.load(cos_ptr + pos * D + half + dim, mask=mask_p, other=0.0).to(tl.float32)
+    sin_lo = tl.load(sin_ptr + pos * D + dim, mask=mask_p, other=0.0).to(tl.float32)
+    sin_hi = tl.load(sin_ptr + pos * D + half + dim, mask=mask_p, other=0.0).to(tl.float32)
+    x = tl.zeros([BLOCK_E], dtype=tl.float32)
+    if embed:
+        tok = tl.load(tok_ptr + b)
+        x = tl.load(wte_ptr + tok * E + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    if embed:
+        if pid == 0:  # as in _qkv_item: program 0 keeps the embedding as the residual
+            tl.store(x_ptr + b * E + offs_e, x, mask=mask_e)
+    else:
+        x = tl.load(x_ptr + b * E + offs_e, mask=mask_e, other=0.0)
+    h = _rms_norm_row(x, mask_e, norm_w, E, eps)
+    y_lo = tl.sum(w_lo * h[None, :], axis=1)
+    y_hi = tl.sum(w_hi * h[None, :], axis=1)
+    if HAS_BIAS:  # qwen2: the bias precedes the rotation, as in HF
+        y_lo += tl.load(bias_ptr + lo, mask=mask_p, other=0.0).to(tl.float32)
+        y_hi += tl.load(bias_ptr + hi, mask=mask_p, other=0.0).to(tl.float32)
+    # x * cos + rotate_half(x) * sin, rotate_half(x) = (-x[D/2:], x[:D/2])
+    rotate = slot < H + KV
+    r_lo = tl.where(rotate, y_lo * cos_lo - y_hi * sin_lo, y_lo)
+    r_hi = tl.where(rotate, y_hi * cos_hi + y_lo * sin_hi, y_hi)
+    is_q = mask_p & (slot < H)
+    tl.store(q_ptr + b * H * D + lo, r_lo, mask=is_q)
+    tl.store(q_ptr + b * H * D + hi, r_hi, mask=is_q)
+    is_k = mask_p & (slot >= H) & (slot < H + KV)
+    is_v = mask_p & (slot >= H + KV)
+    kv_head = tl.where(is_k, slot - H, slot - H - KV)
+    cache = ((b * KV + kv_head) * L + pos) * D + dim
+    dtype = k_cache_ptr.dtype.element_ty
+    tl.store(k_cache_ptr + cache, r_lo.to(dtype), mask=is_k)
+    tl.store(k_cache_ptr + cache + half, r_hi.to(dtype), mask=is_k)
+    tl.store(v_cache_ptr + cache, r_lo.to(dtype), mask=is_v)
+    tl.store(v_cache_ptr + cache + half, r_hi.to(dtype), mask=is_v)
+    return spins
+
+
+@triton.jit
+def _gqa_attention_item(bkv, split, q_ptr, k_cache_ptr, v_cache_ptr, pos_ptr, part_acc_ptr, part_ml_ptr,
+                        H, KV, D, L, scale, MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+                        S: tl.constexpr, CHUNK: tl.constexpr, BL: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BG: tl.constexpr):
+    """Flash-decoding of one KV head's split for all H / KV query heads of its group: each
+    K and V tile is read once; the partials are per query head, as _attention_item's."""
+    b = bkv // KV
+    kv_head = bkv % KV
+    group = H // KV
+    pos = tl.load(pos_ptr)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    offs_g = tl.arange(0, BG)
+    mask_g = offs_g < group
+    head = kv_head * group + offs_g  # HF's repeat_kv: query head h reads KV head h // group
+    q_mask = mask_g[:, None] & mask_d[None, :]
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    q = tl.load(q_ptr + (b * H + head)[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0) * scale
+    base = bkv * L * D
+    m_i = tl.full([BG], -1e30, dtype=tl.float32)
+    l_i = tl.zeros([BG], dtype=tl.float32)
+    acc = tl.zeros([BG, BLOCK_D], dtype=tl.float32)
+    for step in tl.static_range(CHUNK // BL):
+        offs_j = split * CHUNK + step * BL + tl.arange(0, BL)
+        valid = offs_j <= pos  # the cache holds positions 0..pos; pos < L
+        tile_mask = valid[:, None] & mask_d[None, :]
+        tile = offs_j[:, None] * D + offs_d[None, :]
+        k = tl.load(k_cache_ptr + base + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        s = tl.where(valid[None, :], tl.sum(q[:, None, :] * k[None, :, :], axis=2), -1e30)  # (BG, BL)
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.where(valid[None, :], tl.exp(s - m_new[:, None]), 0.0)
+        v = tl.load(v_cache_ptr + base + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        m_i = m_new
+    part = (b * H + head) * S + split
+    tl.store(part_acc_ptr + part[:, None] * D + offs_d[None, :], acc, mask=q_mask)
+    tl.store(part_ml_ptr + part * 2, m_i, mask=mask_g)
+    tl.store(part_ml_ptr + part * 2 + 1, l_i, mask=mask_g)
+    return spins
+
+
+@triton.jit
+def _llama_out_item(b, pid, part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr, x_a_ptr, x_b_ptr, E, H, D,
+                    MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+                    HAS_BIAS: tl.constexpr, S: tl.constexpr, BLOCK_E: tl.constexpr, BN: tl.constexpr):
+    """_out_item over o_proj's (out, in) rows; a bias only where the config has one."""
+    offs_n = pid * BN + tl.arange(0, BN)
+    mask_n = offs_n < E
+    offs_e = tl.arange(0, BLOCK_E)
+    mask_e = offs_e < E
+    w = tl.load(w_ptr + offs_n[:, None] * E + offs_e[None, :], mask=mask_n[:, None] & mask_e[None, :],
+                other=0.0).to(tl.float32)
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    y = _merge_splits(b, part_acc_ptr, part_ml_ptr, H, D, offs_e, mask_e, S, BLOCK_E)
+    out = tl.sum(w * y[None, :], axis=1)
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    x = tl.load(x_in_ptr + b * E + offs_n, mask=mask_n, other=0.0) + out
+    tl.store(x_a_ptr + b * E + offs_n, x, mask=mask_n)
+    tl.store(x_b_ptr + b * E + offs_n, x, mask=mask_n)
+    return spins
+
+
+@triton.jit
+def _swiglu_item(b, pid, x_a_ptr, x_b_ptr, norm_w_ptr, gate_w_ptr, up_w_ptr, down_t_ptr, E, F, eps,
+                 MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+                 BLOCK_E: tl.constexpr, BH: tl.constexpr):
+    """RMSNorm + rows of gate and up in one pass + silu(gate) * up + the matching rows of the
+    down projection (transposed: F x E), added into the residual with atomics as _mlp_item."""
+    offs_e = tl.arange(0, BLOCK_E)
+    mask_e = offs_e < E
+    offs_f = pid * BH + tl.arange(0, BH)
+    mask_f = offs_f < F
+    w_mask = mask_f[:, None] & mask_e[None, :]
+    rows = offs_f[:, None] * E + offs_e[None, :]
+    gate_w = tl.load(gate_w_ptr + rows, mask=w_mask, other=0.0).to(tl.float32)
+    up_w = tl.load(up_w_ptr + rows, mask=w_mask, other=0.0).to(tl.float32)
+    down = tl.load(down_t_ptr + rows, mask=w_mask, other=0.0).to(tl.float32)
+    norm_w = tl.load(norm_w_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    x = tl.load(x_a_ptr + b * E + offs_e, mask=mask_e, other=0.0)
+    h = _rms_norm_row(x, mask_e, norm_w, E, eps)
+    gate = tl.sum(gate_w * h[None, :], axis=1)
+    up = tl.sum(up_w * h[None, :], axis=1)
+    # silu(g) = g / (1 + exp(-g)): exp overflows to inf for very negative g, giving -0, as it should
+    u = tl.where(mask_f, gate / (1.0 + tl.exp(-gate)) * up, 0.0)
+    out = tl.sum(u[:, None] * down, axis=0)
+    tl.atomic_add(x_b_ptr + b * E + offs_e, out, mask=mask_e, sem="relaxed")
+    return spins
+
+
+@triton.jit
+def _llama_head_item(b, pid, x_ptr, norm_w_ptr, lm_head_ptr, logits_ptr, E, V, eps,
+                     MODE: tl.constexpr, need_wait, counter_ptr, target, error_ptr, spins,
+                     BLOCK_E: tl.constexpr, BV: tl.constexpr):
+    """_head_item with RMSNorm, over the LM head (the input embedding when tied)."""
+    offs_e = tl.arange(0, BLOCK_E)
+    mask_e = offs_e < E
+    offs_v = pid * BV + tl.arange(0, BV)
+    mask_v = offs_v < V
+    w = tl.load(lm_head_ptr + offs_v[:, None] * E + offs_e[None, :], mask=mask_v[:, None] & mask_e[None, :],
+                other=0.0).to(tl.float32)
+    norm_w = tl.load(norm_w_ptr + offs_e, mask=mask_e, other=0.0).to(tl.float32)
+    spins = _wait_for_inputs(MODE, need_wait, counter_ptr, target, error_ptr, spins)
+    x = tl.load(x_ptr + b * E + offs_e, mask=mask_e, other=0.0)
+    h = _rms_norm_row(x, mask_e, norm_w, E, eps)
+    tl.store(logits_ptr + b * V + offs_v, tl.sum(w * h[None, :], axis=1), mask=mask_v)
+    return spins
+
+
 # One launch a phase. The counter arguments of the items are unused outside PERSISTENT: the
 # residual pointer stands in for them.
 
@@ -324,6 +533,47 @@ def head_kernel(x_ptr, ln_w_ptr, ln_b_ptr, wte_ptr, logits_ptr, E, V, eps,
                 MODE: tl.constexpr, BLOCK_E: tl.constexpr, BV: tl.constexpr):
     _head_item(tl.program_id(0), tl.program_id(1), x_ptr, ln_w_ptr, ln_b_ptr, wte_ptr, logits_ptr, E, V, eps,
                MODE, True, x_ptr, 0, x_ptr, 0, BLOCK_E, BV)
+
+
+@triton.jit
+def llama_qkv_kernel(x_ptr, tok_ptr, pos_ptr, wte_ptr, norm_w_ptr, w_ptr, bias_ptr, cos_ptr, sin_ptr,
+                     q_ptr, k_cache_ptr, v_cache_ptr, E, H, KV, D, L, eps,
+                     EMBED: tl.constexpr, MODE: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_E: tl.constexpr,
+                     BP: tl.constexpr):
+    _llama_qkv_item(tl.program_id(0), tl.program_id(1), x_ptr, tok_ptr, pos_ptr, wte_ptr, norm_w_ptr, w_ptr,
+                    bias_ptr, cos_ptr, sin_ptr, q_ptr, k_cache_ptr, v_cache_ptr, E, H, KV, D, L, eps, EMBED,
+                    MODE, True, x_ptr, 0, x_ptr, 0, HAS_BIAS, BLOCK_E, BP)
+
+
+@triton.jit
+def gqa_attention_kernel(q_ptr, k_cache_ptr, v_cache_ptr, pos_ptr, part_acc_ptr, part_ml_ptr, H, KV, D, L, scale,
+                         MODE: tl.constexpr, S: tl.constexpr, CHUNK: tl.constexpr, BL: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BG: tl.constexpr):
+    _gqa_attention_item(tl.program_id(0), tl.program_id(1), q_ptr, k_cache_ptr, v_cache_ptr, pos_ptr,
+                        part_acc_ptr, part_ml_ptr, H, KV, D, L, scale, MODE, True, q_ptr, 0, q_ptr, 0,
+                        S, CHUNK, BL, BLOCK_D, BG)
+
+
+@triton.jit
+def llama_out_kernel(part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr, x_a_ptr, x_b_ptr, E, H, D,
+                     MODE: tl.constexpr, HAS_BIAS: tl.constexpr, S: tl.constexpr, BLOCK_E: tl.constexpr,
+                     BN: tl.constexpr):
+    _llama_out_item(tl.program_id(0), tl.program_id(1), part_acc_ptr, part_ml_ptr, w_ptr, bias_ptr, x_in_ptr,
+                    x_a_ptr, x_b_ptr, E, H, D, MODE, True, x_a_ptr, 0, x_a_ptr, 0, HAS_BIAS, S, BLOCK_E, BN)
+
+
+@triton.jit
+def swiglu_kernel(x_a_ptr, x_b_ptr, norm_w_ptr, gate_w_ptr, up_w_ptr, down_t_ptr, E, F, eps,
+                  MODE: tl.constexpr, BLOCK_E: tl.constexpr, BH: tl.constexpr):
+    _swiglu_item(tl.program_id(0), tl.program_id(1), x_a_ptr, x_b_ptr, norm_w_ptr, gate_w_ptr, up_w_ptr,
+                 down_t_ptr, E, F, eps, MODE, True, x_a_ptr, 0, x_a_ptr, 0, BLOCK_E, BH)
+
+
+@triton.jit
+def llama_head_kernel(x_ptr, norm_w_ptr, lm_head_ptr, logits_ptr, E, V, eps,
+                      MODE: tl.constexpr, BLOCK_E: tl.constexpr, BV: tl.constexpr):
+    _llama_head_item(tl.program_id(0), tl.program_id(1), x_ptr, norm_w_ptr, lm_head_ptr, logits_ptr, E, V, eps,
+                     MODE, True, x_ptr, 0, x_ptr, 0, BLOCK_E, BV)
 
 
 @triton.jit
@@ -417,19 +667,35 @@ def _warps(tile_elements: int) -> int:
 
 
 class DecodePlan:
-    """Launch shapes of one decode step for a (width, heads, hidden, vocab, cache length, batch)."""
+    """Launch shapes of one decode step for a (width, heads, hidden, vocab, cache length, batch).
 
-    def __init__(self, n_embd: int, n_head: int, n_inner: int, vocab: int, max_len: int, batch: int) -> None:
+    `block` is the layer the kernels implement: "gpt2", or "llama" (qwen2 too: the QKV bias
+    is a kernel flag), whose `n_kv_head` KV heads each serve n_head / n_kv_head query heads.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, n_inner: int, vocab: int, max_len: int, batch: int,
+                 block: str = "gpt2", n_kv_head: int | None = None) -> None:
+        if block not in BLOCKS:
+            raise ValueError(f"block: the kernels implement {', '.join(BLOCKS)}, not '{block}'")
+        self.block = block
         self.E, self.H, self.F, self.V, self.L, self.B = n_embd, n_head, n_inner, vocab, max_len, batch
+        self.KV = n_kv_head or n_head
+        if block == "gpt2" and self.KV != n_head:
+            raise ValueError(f"n_kv_head: GPT-2's attention has one KV head a query head, not {self.KV} for {n_head}")
         self.D = n_embd // n_head
         self.BLOCK_E = triton.next_power_of_2(n_embd)
         self.BLOCK_D = triton.next_power_of_2(self.D)
-        self.qkv_cols = columns_per_program(3 * n_embd, n_embd)
+        # query heads a KV head serves, padded: the rows of one attention program's score tile
+        self.BG = triton.next_power_of_2(n_head // self.KV)
+        self.qkv_cols = columns_per_program((n_head + 2 * self.KV) * self.D, n_embd)
+        # llama's QKV programs own pairs of columns (dimensions i and i + D/2 of a head), two tiles
+        self.qkv_pairs = max(self.qkv_cols // 2, 1)
         self.mlp_cols = columns_per_program(n_inner, n_embd)
         self.out_cols = columns_per_program(n_embd, n_embd)
         self.head_rows = max(min(TILE // self.BLOCK_E, triton.next_power_of_2(vocab)), 1)
-        # positions per attention block: one K (and one V) tile of about TILE / 2 elements
-        self.BL = max(min(TILE // 2 // self.BLOCK_D, 64), 16)
+        # positions per attention block: one K (and one V) tile of about TILE / 2 elements, and
+        # one score product of the group's query heads by that tile (the same for BG = 1)
+        self.BL = max(min(TILE // 2 // (self.BLOCK_D * self.BG), 64), 16)
         blocks = triton.cdiv(max_len, self.BL)
         self.S = min(blocks, MAX_SPLITS)
         self.CHUNK = triton.cdiv(blocks, self.S) * self.BL
@@ -437,7 +703,11 @@ class DecodePlan:
 
     def items(self) -> dict[str, int]:
         """Programs of each phase (a launch's grid, or the items a persistent step shares out)."""
-        return {"qkv": self.B * triton.cdiv(3 * self.E, self.qkv_cols), "attention": self.B * self.H * self.S,
+        if self.block == "llama":
+            qkv = triton.cdiv((self.H + 2 * self.KV) * self.D // 2, self.qkv_pairs)
+        else:
+            qkv = triton.cdiv(3 * self.E, self.qkv_cols)
+        return {"qkv": self.B * qkv, "attention": self.B * self.KV * self.S,
                 "out": self.B * triton.cdiv(self.E, self.out_cols), "mlp": self.B * triton.cdiv(self.F, self.mlp_cols),
                 "head": self.B * triton.cdiv(self.V, self.head_rows)}
 
@@ -504,10 +774,17 @@ def launch_step(plan: DecodePlan, layers: list[dict], final: dict, buffers: dict
 
     With `pdl` (sm90 and newer, see `pdl_unsupported_reason`) each launch may start while the
     one before it runs; it fetches its weights, then waits for its predecessor in gdc_wait.
+    `layers` and `final` hold the weights under the names of the plan's block (FusedSession).
     """
-    p, bufs = plan, buffers
     mode = PDL if pdl else KERNELS
     extra = {"launch_pdl": True} if pdl else {}
+    if plan.block == "llama":
+        _launch_llama_step(plan, layers, final, buffers, mode, extra)
+    else:
+        _launch_gpt2_step(plan, layers, final, buffers, mode, extra)
+
+
+def _launch_gpt2_step(p: DecodePlan, layers: list[dict], final: dict, bufs: dict, mode, extra: dict) -> None:
     for index, layer in enumerate(layers):
         qkv_kernel[(p.B, triton.cdiv(3 * p.E, p.qkv_cols))](
             bufs["x_b"], bufs["tokens"], bufs["pos"], final["wte"], final["wpe"], layer["ln_1_w"], layer["ln_1_b"],
@@ -530,6 +807,36 @@ def launch_step(plan: DecodePlan, layers: list[dict], final: dict, buffers: dict
             MODE=mode, BLOCK_E=p.BLOCK_E, BH=p.mlp_cols, num_warps=_warps(p.BLOCK_E * p.mlp_cols), **extra)
     head_kernel[(p.B, triton.cdiv(p.V, p.head_rows))](
         bufs["x_b"], final["ln_f_w"], final["ln_f_b"], final["wte"], bufs["logits"], p.E, p.V, final["eps"],
+        MODE=mode, BLOCK_E=p.BLOCK_E, BV=p.head_rows, num_warps=_warps(p.BLOCK_E * p.head_rows), **extra)
+
+
+def _launch_llama_step(p: DecodePlan, layers: list[dict], final: dict, bufs: dict, mode, extra: dict) -> None:
+    qkv_grid = (p.B, triton.cdiv((p.H + 2 * p.KV) * p.D // 2, p.qkv_pairs))
+    for index, layer in enumerate(layers):
+        qkv_bias = layer["qkv_b"]
+        llama_qkv_kernel[qkv_grid](
+            bufs["x_b"], bufs["tokens"], bufs["pos"], final["wte"], layer["norm_1_w"], layer["qkv_w"],
+            layer["qkv_w"] if qkv_bias is None else qkv_bias, final["cos"], final["sin"],
+            bufs["q"], layer["k_cache"], layer["v_cache"], p.E, p.H, p.KV, p.D, p.L, final["eps"],
+            EMBED=index == 0, MODE=mode, HAS_BIAS=qkv_bias is not None, BLOCK_E=p.BLOCK_E, BP=p.qkv_pairs,
+            num_warps=_warps(p.BLOCK_E * p.qkv_cols), **extra)
+        gqa_attention_kernel[(p.B * p.KV, p.S)](
+            bufs["q"], layer["k_cache"], layer["v_cache"], bufs["pos"], bufs["part_acc"], bufs["part_ml"],
+            p.H, p.KV, p.D, p.L, p.scale,
+            MODE=mode, S=p.S, CHUNK=p.CHUNK, BL=p.BL, BLOCK_D=p.BLOCK_D, BG=p.BG,
+            num_warps=_warps(p.BG * p.BL * p.BLOCK_D * 2), **extra)
+        out_bias = layer["o_b"]
+        llama_out_kernel[(p.B, triton.cdiv(p.E, p.out_cols))](
+            bufs["part_acc"], bufs["part_ml"], layer["o_w"], layer["o_w"] if out_bias is None else out_bias,
+            bufs["x_b"], bufs["x_a"], bufs["x_b"], p.E, p.H, p.D,
+            MODE=mode, HAS_BIAS=out_bias is not None, S=p.S, BLOCK_E=p.BLOCK_E, BN=p.out_cols,
+            num_warps=_warps(p.BLOCK_E * p.out_cols), **extra)
+        swiglu_kernel[(p.B, triton.cdiv(p.F, p.mlp_cols))](
+            bufs["x_a"], bufs["x_b"], layer["norm_2_w"], layer["gate_w"], layer["up_w"], layer["down_t"],
+            p.E, p.F, final["eps"],
+            MODE=mode, BLOCK_E=p.BLOCK_E, BH=p.mlp_cols, num_warps=_warps(p.BLOCK_E * p.mlp_cols), **extra)
+    llama_head_kernel[(p.B, triton.cdiv(p.V, p.head_rows))](
+        bufs["x_b"], final["norm_w"], final["lm_head"], bufs["logits"], p.E, p.V, final["eps"],
         MODE=mode, BLOCK_E=p.BLOCK_E, BV=p.head_rows, num_warps=_warps(p.BLOCK_E * p.head_rows), **extra)
 
 

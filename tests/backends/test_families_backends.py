@@ -1,6 +1,6 @@
 """llama and qwen2 shapes with grouped-query attention through every backend, each through
-the correctness gate against hf-eager; fused refuses the families with its reason; on a GPU,
-cuda-graph captures a decode step over the static GQA cache."""
+the correctness gate against hf-eager; fused takes them on cuda (its persistent step refuses
+them); on a GPU, cuda-graph captures a decode step over the static GQA cache."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,7 @@ from importlib.util import find_spec
 import pytest
 import torch
 
+from runner.backends import get_backend
 from runner.backends.static_gpt2 import StaticSession
 from runner.backends.static_model import static_model
 from runner.models import ModelSpec, build_model
@@ -78,11 +79,14 @@ def test_the_static_gqa_cache_holds_kv_heads_and_follows_hf_step_by_step(family,
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_fused_refuses_the_new_families_with_its_reason(family):
-    result = measure_cell(gqa_cell("fused", family, device="cuda"), SETTINGS, seed=7)
-    assert result.status == "unsupported"
-    assert result.error.startswith("fused kernels implement GPT-2's block") and family in result.error
-    assert result.prefill == [] and result.decode == []
+def test_fused_takes_the_new_families_on_cuda_but_not_their_persistent_step(family):
+    # the kernels themselves are checked in test_fused_llama.py
+    from runner.backends.fused import PERSISTENT_GPT2_ONLY
+
+    backend = get_backend("fused")
+    assert backend.unsupported_reason(gqa_cell("fused", family, device="cuda")) is None
+    persistent = gqa_cell("fused", family, device="cuda").model_copy(update={"backend_options": {"persistent": True}})
+    assert backend.unsupported_reason(persistent) == PERSISTENT_GPT2_ONLY
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the capture test runs instead")

@@ -222,13 +222,17 @@ def test_the_floor_benchmark_imports_nothing_the_gpu_image_lacks():
 
 
 def test_the_floor_benchmark_shapes_are_the_reference_shapes():
-    from benchmarks.bench_fused_floor import CONTEXT, SHAPES, VOCAB
-    from runner.models import REGISTRY
+    from benchmarks.bench_fused_floor import SHAPES, hf_config
+    from runner.models import get_registered
+    from runner.models import hf_config as runner_config
 
-    for name, (n_layer, n_embd, n_head) in SHAPES.items():
-        spec = REGISTRY[name]
-        assert (spec.n_layer, spec.n_embd, spec.n_head, spec.vocab_size, spec.n_positions) == (
-            n_layer, n_embd, n_head, VOCAB, CONTEXT)
+    assert {"gpt2-25m", "SmolLM2-135M"} <= set(SHAPES)
+    for name, shape in SHAPES.items():
+        spec = get_registered(name)
+        assert shape == (spec.family, spec.n_layer, spec.n_embd, spec.n_head, spec.kv_heads, spec.n_inner,
+                         spec.vocab, spec.context, spec.tie_embeddings), name
+        # the same config, so the benchmark builds the model the runner would
+        assert hf_config(name).to_dict() == runner_config(spec).to_dict(), name
 
 
 COMPILE_FOR_HOPPER = '''
