@@ -32,6 +32,9 @@ MAX_SEED = 2**32 - 1  # seed + repeat index stays far inside the store's BIGINT
 AXIS_CAPS = {"batch_sizes": 1024, "prompt_lens": 131072, "gen_lens": 8192}
 MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default settings
 MAX_PLAN_BYTES = 1 << 20  # a plan file; the longest real plans are a few KB
+MAX_ROUNDS = 100  # rounds of one cell: past this, rounds are not the unit that needs more replicates
+DEFAULT_ROUNDS = 3  # the fewest rounds whose t interval is not wider than the data (docs/statistics.md)
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a week: a budget past it is a typo, not a plan
 
 
 class GridSpec(BaseModel):
@@ -185,7 +188,19 @@ class MeasureSettings(BaseModel):
     profile: bool = Field(default=False, description="count kernels (GPU) or operators (CPU) of one prefill and one decode step, after the timed phases")
     calibrate: bool = Field(default=False, description="measure the device's bandwidth, compute and launch ceilings at run start")
     # Protocol v2: host control and replication where host-bound variance lives.
-    rounds: int = Field(default=3, ge=1, le=100, description="each cell is measured in this many rounds, interleaved with the other cells (order reshuffled per round); the reps are split over the rounds")
+    rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=MAX_ROUNDS, description="each cell is measured in this many rounds, interleaved with the other cells (order reshuffled per round); the reps are split over the rounds")
+    # Adaptive rounds: a precision target instead of a fixed count (runner.rounds, docs/protocol.md).
+    precision: float | None = Field(
+        default=None, gt=0, lt=1, allow_inf_nan=False,
+        description="relative half-width wanted for each cell's decode median (0.03: +-3%), from the 95% t interval "
+        "across rounds the analysis draws; after min_rounds, further short rounds (one generation) go only to the cells "
+        "not there yet, up to max_rounds; unset: every cell takes `rounds`")
+    min_rounds: int = Field(default=3, ge=2, le=MAX_ROUNDS, description="with precision: rounds every cell takes, the reps split over them (2 is the fewest a t interval needs; 3 is the fixed plans' default)")
+    max_rounds: int = Field(default=20, ge=2, le=MAX_ROUNDS, description="with precision: no cell takes more rounds (a cell with a 20% round-to-round spread needs about 170 for +-3%: it stops here, marked not reached)")
+    budget_s: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_S, allow_inf_nan=False,
+        description="with precision: wall seconds a start or a resume may measure for; no round starts past it, cells "
+        "with min_rounds are finished as they stand and the run ends interrupted (budget), resumable")
     cpu_affinity: Literal["auto", "none"] | list[int] = Field(
         default="auto", description='"auto": pin the measuring process to one core on GPU runs (CPU runs keep every core); a list of cores; or "none"')
     threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
@@ -207,12 +222,34 @@ class MeasureSettings(BaseModel):
     def _window(self) -> "MeasureSettings":
         if self.warmup_max_iters < self.warmup_min_iters:
             raise ValueError("warmup_max_iters must be >= warmup_min_iters")
+        defaults = type(self).model_fields
+        if self.precision is None:
+            # compared with the defaults, not with what the file set: a recorded plan (model_dump) names every field
+            unused = [name for name in ("min_rounds", "max_rounds", "budget_s") if getattr(self, name) != defaults[name].default]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: only with precision (adaptive rounds); set precision or leave them out")
+        else:
+            if self.rounds != defaults["rounds"].default:
+                raise ValueError("rounds: with precision every cell takes min_rounds to max_rounds rounds; leave rounds out")
+            if self.max_rounds < self.min_rounds:
+                raise ValueError("max_rounds must be >= min_rounds")
         if self.resource_windows is None:
             # A plan that sets a positive energy_window_s asks for energy, whose CI needs a window per
             # round; others get their peaks and one energy figure from the last round, at a third of the cost.
             asks_for_energy = "energy_window_s" in self.model_fields_set and self.energy_window_s > 0
             self.resource_windows = "every-round" if asks_for_energy else "last-round"
         return self
+
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether cells take rounds until a precision target (runner.rounds) rather than `rounds`."""
+        return self.precision is not None
+
+    @property
+    def planned_rounds(self) -> int:
+        """The most rounds a cell takes: `rounds`, or `max_rounds` with a precision target."""
+        return self.max_rounds if self.adaptive else self.rounds
 
 
 class Axes(BaseModel):
