@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -535,7 +536,8 @@ ROUND_OVERHEAD_S = 0.15  # per cell-round: two host-speed probes and two machine
 COMPILE_S = 30.0  # torch-compile's Inductor compile per cell
 
 
-def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter: bool | None = None) -> float:
+def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter: bool | None = None,
+                     rounds: float | Mapping[str, float] | None = None) -> float:
     """The wall time a run of `cells` is expected to take on a quiet machine like the one the
     constants above were calibrated on; not a measurement (dashboard.plan_builder.history_estimate
     scales it by how earlier runs on the same host compared with it).
@@ -550,12 +552,24 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
     `warmup_min_s`, at most `warmup_max_iters` iterations and at most `warmup_budget` times the
     round's own timed work (runner.protocol). `energy_counter` None: the GPU's (NVML) is
     assumed readable, the CPU's (RAPL) is looked up on this machine.
+
+    With a precision target (adaptive rounds, runner.rounds) a cell takes min_rounds rounds
+    that split the reps, then short rounds of one generation (and the prefill and e2e reps in
+    proportion) up to the `rounds` it is expected to need: one number, or one per backend
+    (what earlier runs needed, `analysis.predict.rounds_from_history`); min_rounds where not
+    given. A budget_s caps the measuring (finishing the cells after it is not counted).
     """
     if not cells:
         return 0.0
     total = PROCESS_START_S + FIRST_BUILD_S
-    rounds = measure.rounds
+    split = measure.min_rounds if measure.adaptive else measure.rounds
+    worker_rounds = 0.0  # rounds beyond the first, each a fresh worker process with `processes`
+    measuring = 0.0
     for cell in cells:
+        expected = rounds.get(cell.backend) if isinstance(rounds, Mapping) else rounds
+        cell_rounds = (min(max(float(expected or split), split), measure.max_rounds) if measure.adaptive
+                       else float(split))
+        extra = cell_rounds - split
         spec = cell.model
         params = spec.approx_params()
         if cell.device == "cuda":
@@ -567,23 +581,33 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
             tokens_free = 128
         prefill_s = step_s * (1 + cell.prompt_len * cell.batch_size / tokens_free)
         generation_s = prefill_s + (cell.gen_len - 1) * step_s
-        timed = (measure.prefill_reps * prefill_s + measure.decode_reps * (prefill_s + cell.gen_len * step_s)
-                 + measure.e2e_reps * generation_s)
-        timed_round = timed / rounds
-        warm_step = prefill_s + min(cell.gen_len, 8) * step_s
-        judged = max(measure.warmup_min_iters, 2 * measure.warmup_window)
-        warm = min(max(measure.warmup_min_s, judged * warm_step),
-                   max(measure.warmup_max_iters * warm_step, measure.warmup_min_s),
-                   max(measure.warmup_min_s, measure.warmup_budget * timed_round))
+        def timed(prefill_reps: float, decode_reps: float, e2e_reps: float) -> float:
+            return (prefill_reps * prefill_s + decode_reps * (prefill_s + cell.gen_len * step_s)
+                    + e2e_reps * generation_s)
+
+        def round_s(timed_round: float) -> float:
+            warm_step = prefill_s + min(cell.gen_len, 8) * step_s
+            judged = max(measure.warmup_min_iters, 2 * measure.warmup_window)
+            warm = min(max(measure.warmup_min_s, judged * warm_step),
+                       max(measure.warmup_max_iters * warm_step, measure.warmup_min_s),
+                       max(measure.warmup_min_s, measure.warmup_budget * timed_round))
+            return generation_s + warm + timed_round + ROUND_OVERHEAD_S
+
         counter = energy_counter if energy_counter is not None else (cell.device == "cuda" or _cpu_energy_readable())
         windows = 3 * measure.energy_window_s if (counter and measure.energy_window_s > 0) else prefill_s + step_s + generation_s
         setup = 0.02 + BUILD_S_PER_PARAM * params + (COMPILE_S if cell.backend == "torch-compile" else 0.0)
         check = (0.02 + BUILD_S_PER_PARAM * params + 3 * generation_s) if measure.check_correctness else 0.0
-        per_round = generation_s + warm + timed_round + windows + ROUND_OVERHEAD_S
-        total += (setup * (rounds if measure.processes else 1) + prefill_s + generation_s
-                  + rounds * per_round + check + CELL_OVERHEAD_S)
-    if measure.processes and rounds > 1:
-        total += (rounds - 1) * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
+        full = round_s(timed(measure.prefill_reps, measure.decode_reps, measure.e2e_reps) / split)
+        short = round_s(timed(*(measure.prefill_reps / measure.decode_reps, 1, measure.e2e_reps / measure.decode_reps)))
+        cell_s = (setup * (cell_rounds if measure.processes else 1) + prefill_s + generation_s
+                  + split * full + extra * short + cell_rounds * windows + check + CELL_OVERHEAD_S)
+        measuring += cell_s - check
+        total += cell_s
+        worker_rounds = max(worker_rounds, cell_rounds - 1)
+    if measure.processes and worker_rounds > 0:
+        total += worker_rounds * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
+    if measure.adaptive and measure.budget_s is not None:
+        total = min(total, PROCESS_START_S + FIRST_BUILD_S + measure.budget_s + (total - measuring))
     return total
 
 
