@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from vocabulary import BUSY_MACHINE_FLAG
+from vocabulary import BUSY_MACHINE_FLAG, STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION, STOP_REASONS  # noqa: F401 - the run files' stop reasons
 
 FORMAT_VERSION = 1
 # A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000
@@ -100,13 +100,6 @@ RESOURCE_COLUMNS = ("weight_bytes", "kv_cache_bytes", *PEAK_FIELDS, "energy_sour
 ENERGY_SOURCES = ("nvml", "rapl")
 
 
-# Why an adaptive cell (`[measure] precision`) stopped taking rounds: its decode median reached
-# the precision asked, it used max_rounds, or the run's budget_s ran out (the run then ends
-# interrupted with STOP_BUDGET, and a resume gives such a cell more rounds: `RunDir.reopenable_keys`).
-STOP_PRECISION, STOP_MAX_ROUNDS, STOP_BUDGET = "precision", "max_rounds", "budget"
-STOP_REASONS = (STOP_PRECISION, STOP_MAX_ROUNDS, STOP_BUDGET)
-
-
 # Early samples this far above the median mean setup work leaked into the phase.
 SETUP_LEAK_FACTOR = 2.0
 # An SM clock this far below its reading before the cell means the GPU throttled.
@@ -149,7 +142,7 @@ class CellResult:
     machine_busy: bool | None = None
     # Rounds (runner.rounds): how many the cell used, and the relative half-width of the 95% t
     # interval of its decode median across them (0.03: +-3%; None below two rounds). With
-    # `[measure] precision`, whether it reached the target and why it stopped (STOP_REASONS);
+    # `[measure] precision`, whether it reached the target and why it stopped (vocabulary.STOP_REASONS);
     # None in a plan of fixed rounds.
     rounds_used: int | None = None
     decode_half_width: float | None = None

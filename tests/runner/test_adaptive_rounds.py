@@ -20,6 +20,8 @@ from runner import protocol
 from runner.executor import continue_run, start_run
 from runner.plan import PlanError, parse_plan
 from runner.runfiles import STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION
+from store.db import connect
+from store.ingest import ingest_run_dir
 from tests.runner.helpers import TINY_SHAPE, plan_dict
 
 real_measure_round = protocol.measure_round
@@ -108,6 +110,9 @@ def test_a_budget_ends_an_adaptive_run_cleanly_and_a_resume_measures_its_open_ce
     # stopped by the budget: finished as it stands (stored, analysable), its rounds kept for a resume
     assert (noisy["rounds_used"], noisy["precision_reached"], noisy["stop_reason"]) == (3, False, STOP_BUDGET)
     assert len(list((run.path / "rounds").glob("*.json"))) == 3
+    con = connect(tmp_path / "store.duckdb")
+    ingest_run_dir(con, run.path)
+    assert stored(con) == {QUIET: (2, True, STOP_PRECISION, 2), NOISY: (3, False, STOP_BUDGET, 3)}
 
     continue_run(run)  # a resume gets a budget of its own: enough for the noisy cell's last two rounds
     meta = run.read_meta()
@@ -118,6 +123,18 @@ def test_a_budget_ends_an_adaptive_run_cleanly_and_a_resume_measures_its_open_ce
     assert started_rounds(run) == {QUIET: [0, 1], NOISY: [0, 1, 2, 3, 4]}, "no round measured twice"
     assert records_by_name(run)[QUIET]["rounds_used"] == 2
     assert not list((run.path / "rounds").glob("*.json"))
+    # the store follows the rewritten cell file: its row and samples replaced, the other cell kept
+    ingest_run_dir(con, run.path)
+    assert stored(con) == {QUIET: (2, True, STOP_PRECISION, 2), NOISY: (5, False, STOP_MAX_ROUNDS, 5)}
+    assert con.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
+def stored(con) -> dict[str, tuple]:
+    """model -> (rounds_used, precision_reached, stop_reason, decode rounds among its samples) in the store."""
+    rows = con.execute("""
+        SELECT c.model_name, c.rounds_used, c.precision_reached, c.stop_reason, count(DISTINCT s.round)
+        FROM cells c JOIN samples s ON s.cell_id = c.cell_id AND s.phase = 'decode' GROUP BY ALL""").fetchall()
+    return {name: tuple(rest) for name, *rest in rows}
 
 
 def test_a_resumed_adaptive_run_loses_at_most_the_round_in_flight(tmp_path, planted):
