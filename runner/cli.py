@@ -78,7 +78,7 @@ def run(
     from runner.executor import continue_run, execute
     from runner.lifecycle import RunError
     from runner.plan import PlanError
-    from runner.runfiles import STOP_BUDGET, RunDir
+    from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if ray_resource and not ray:
@@ -185,7 +185,7 @@ def run(
             progress.update(bars[-1], completed=event.get("done", 0), description=adaptive_text())
             if event["status"] != "ok":
                 progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
-        elif kind == "budget_spent":
+        elif kind == BUDGET_EVENT:
             progress.console.print(
                 f"budget of {event.get('budget_s')} s spent: {len(adaptive['reached'])}/{adaptive['total']} cells at "
                 f"±{adaptive['precision']:.0%}; resume with --resume {current[-1].run_id if current else ''}",

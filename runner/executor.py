@@ -17,10 +17,7 @@ from runner.lifecycle import (
 )
 from runner.machine_load import LoadSampler
 from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
-from runner.runfiles import STOP_BUDGET, RunDir
-
-# The events.jsonl line of a start or resume that its budget_s ended (runner.protocol.measure_in_rounds).
-BUDGET_EVENT = "budget_spent"
+from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
 
 
 def start_run(

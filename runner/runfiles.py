@@ -77,6 +77,9 @@ def run_dir_in(runs_dir: str | Path, run_id: str) -> "RunDir":
 # An events.jsonl line of this kind holds one machine-load sample (runner.machine_load) under
 # "sample", with where it was taken ("at": run_start, round_start, round_end; key and round).
 MACHINE_LOAD_EVENT = "machine_load"
+# An events.jsonl line of this kind: an adaptive plan's budget_s ended this start or resume
+# ("budget_s", and the cells "done" of the "total"); the run then ends interrupted, resumable.
+BUDGET_EVENT = "budget_spent"
 
 # A cell file's "resources" field: memory and energy of the cell (runner.trackers writes it,
 # store.ingest reads it). A key that is absent or null means unknown, never zero:
