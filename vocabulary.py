@@ -30,6 +30,11 @@ BUSY_MACHINE_FLAG = "busy_machine"
 # is one flag per phase.
 INTEGRITY_FLAGS = ("high_cv", "round_shift_prefill", "round_shift_decode", "round_shift_e2e", "setup_leak",
                    "too_few_samples", "clock_drop", "foreign_gpu_process", "output_mismatch", BUSY_MACHINE_FLAG)
+# Why an adaptive cell (`[measure] precision`, runner.rounds) stopped taking rounds: its decode
+# median reached the precision asked, it used max_rounds, or the run's budget_s ran out (the run
+# then ends interrupted with stop_reason "budget", and a resume gives such a cell more rounds).
+STOP_PRECISION, STOP_MAX_ROUNDS, STOP_BUDGET = "precision", "max_rounds", "budget"
+STOP_REASONS = (STOP_PRECISION, STOP_MAX_ROUNDS, STOP_BUDGET)
 # 1: one pass per cell, unpinned; 2: host control, interleaved rounds (DESIGN.md). The runner
 # writes it into every run; headlines show runs of this protocol unless asked for all.
 PROTOCOL_VERSION = 2

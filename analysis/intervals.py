@@ -203,6 +203,20 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray
     return mean - half, mean + half
 
 
+def relative_half_width(unit_log_medians, confidence: float = 0.95) -> float | None:
+    """The relative half-width of the t interval of a cell's median over its units: exp(h) - 1
+    with h the half-width of `t_interval` on the units' log medians, i.e. the "+-3%" a cell
+    reads at (0.03). The runner's adaptive rounds stop a cell on this figure, so a cell stops
+    where the interval the analysis draws over its rounds is as narrow as the plan asked
+    (`rounds_needed` solves the same inequality for k). None with fewer than two finite units."""
+    values = np.asarray(unit_log_medians, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) < MIN_UNITS:
+        return None
+    low, high = t_interval(values[None, :], confidence)
+    return float(np.expm1((high[0] - low[0]) / 2))
+
+
 def t_factor(n_units: int, confidence: float = 0.95) -> float:
     """(t_{k-1} / z)^2 at `confidence`: what a covariance estimated from k units is scaled by so that
     normal-quantile intervals (statsmodels' HC3 machinery) become Student-t intervals."""

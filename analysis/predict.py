@@ -121,3 +121,35 @@ def samples_needed(cv: float, relative_difference: float, *, alpha: float = 0.05
     if statistic == "median":
         n *= math.pi / 2
     return max(2, math.ceil(n))
+
+
+def rounds_from_history(con: Any, device_kind: str, precision: float, min_rounds: int,
+                        max_rounds: int) -> dict[str, tuple[float, int]]:
+    """backend -> (mean rounds a cell would need for a decode median within +-`precision`,
+    cells it rests on), from the ok cells of `device_kind` measured in two or more rounds.
+
+    A cell of an adaptive run counts the rounds it used where it reached its target; every
+    other cell counts `analysis.intervals.rounds_needed` on the spread of its decode round
+    medians (the same t interval the runner stops on). Each is clipped to [min_rounds,
+    max_rounds], as a run would spend them. An estimate: rounds of earlier plans may have
+    been larger than an adaptive plan's short ones, and hosts move (docs/protocol.md)."""
+    from analysis.intervals import rounds_needed
+    from store.schema import table_columns
+
+    reached = "c.precision_reached" if "precision_reached" in table_columns(con, "cells") else "NULL"
+    used = "c.rounds_used" if "rounds_used" in table_columns(con, "cells") else "NULL"
+    rows = con.execute(f"""
+        WITH by_round AS (
+            SELECT s.cell_id, s.round, median(s.latency_ms) AS m FROM samples s
+            WHERE s.phase = 'decode' AND s.round IS NOT NULL GROUP BY ALL)
+        SELECT c.backend, list(ln(b.m) ORDER BY b.round) AS logs, any_value({reached}) AS reached,
+               any_value({used}) AS used
+        FROM by_round b JOIN cells c USING (cell_id) JOIN runs r ON r.run_id = c.run_id
+        WHERE c.status = 'ok' AND r.device_kind = ? AND b.m > 0
+        GROUP BY c.cell_id, c.backend HAVING count(*) >= 2""", [device_kind]).fetchall()
+    needed: dict[str, list[float]] = {}
+    for backend, logs, was_reached, rounds_used in rows:
+        k = rounds_used if was_reached and rounds_used else rounds_needed(list(logs), target=precision)
+        if k is not None:
+            needed.setdefault(backend, []).append(float(min(max(k, min_rounds), max_rounds)))
+    return {backend: (sum(ks) / len(ks), len(ks)) for backend, ks in sorted(needed.items())}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, kind_for, t_interval
-from runner.runfiles import RunDir
+from runner.runfiles import RunDir, decode_round_medians
 
 NOT_MEASURED = "not measured"  # a planned cell without a record: the run was stopped or is still going
 RESULT_COLUMNS = ("model", "n_layer", "width", "backend", "dtype", "batch", "prompt", "gen", "status",
@@ -39,18 +39,6 @@ def _configuration(key: str, cell: dict) -> dict:
             "prompt": cell.get("prompt_len"), "gen": cell.get("gen_len"), "cell_key": key}
 
 
-def _decode_round_medians(record: dict) -> list[float]:
-    """The median decode step of each round (round 0 for reps without one), as
-    analysis.load.round_medians computes it from the stored samples."""
-    reps = record.get("decode") or []
-    rounds = list(record.get("decode_round") or [])
-    rounds += [0] * (len(reps) - len(rounds))
-    steps: dict[int, list[float]] = {}
-    for rep, rnd in zip(reps, rounds):
-        steps.setdefault(0 if rnd is None else int(rnd), []).extend(rep)
-    return [statistics.median(values) for _, values in sorted(steps.items()) if values]
-
-
 def _measured(record: dict) -> dict:
     decode = [v for rep in record.get("decode") or [] for v in rep]
     prefill = record.get("prefill") or []
@@ -58,7 +46,7 @@ def _measured(record: dict) -> dict:
            "decode_ms_per_token": statistics.median(decode) if decode else math.nan,
            "prefill_ms": statistics.median(prefill) if prefill else math.nan,
            "decode_ci_low": math.nan, "decode_ci_high": math.nan}
-    by_round = _decode_round_medians(record)
+    by_round = decode_round_medians(record)
     row["decode_rounds"] = len(by_round)
     row["ci_kind"] = kind_for(len(by_round), CI_ACROSS_ROUNDS) if decode else CI_NONE
     if row["ci_kind"] == CI_ACROSS_ROUNDS:

@@ -15,7 +15,7 @@ from dashboard import cache, plan_builder, runs, source, ui
 from dashboard.text import md
 from runner.models import REGISTRY
 from runner.plan import BACKEND_NAMES, MeasureSettings
-from vocabulary import DTYPES, PROTOCOL_VERSION
+from vocabulary import DTYPES, PROTOCOL_VERSION, STOP_BUDGET
 
 POLL_S = 1.5  # progress refresh: events are written once per cell, so faster buys nothing
 DEFAULTS = MeasureSettings()
@@ -235,7 +235,8 @@ def _live(ctx: cache.Context) -> None:
     if resume_error:
         st.error(resume_error)
     for p in [p for p in history if p["status"] == "interrupted"][:3]:  # the latest few: older ones are in the table
-        st.button(f"Resume {p['run_id']} ({p['done']} / {p['total']} cells done)", key=f"run_resume_{p['run_id']}",
+        spent = ", budget spent" if p.get("stop_reason") == STOP_BUDGET else ""
+        st.button(f"Resume {p['run_id']} ({p['done']} / {p['total']} cells done{spent})", key=f"run_resume_{p['run_id']}",
                   disabled=bool(lock), on_click=_resume, args=(ctx, p["run_id"]),
                   help="one run at a time on this machine" if lock else
                   "runner run PLAN --resume RUN_ID: its finished cells are kept, the rest are measured")

@@ -26,8 +26,8 @@ import psutil
 
 from runner import runlock
 from runner.machine_load import BUSY_ADVICE, busy_reasons, busy_text
-from runner.runfiles import MACHINE_LOAD_EVENT, RunDir, list_run_dirs, run_dir_in
-from vocabulary import BUSY_MACHINE_FLAG
+from runner.runfiles import BUDGET_EVENT, MACHINE_LOAD_EVENT, RunDir, list_run_dirs, run_dir_in
+from vocabulary import BUSY_MACHINE_FLAG, STOP_BUDGET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CANCEL_GRACE_S = 10.0  # the runner finishes writing its files on SIGTERM; then we kill
@@ -255,7 +255,12 @@ def _event_line(event: dict) -> str:
         return f"{stamp} started {event.get('label', '')}" + (
             f" (round {int(event.get('round') or 0) + 1}/{rounds})" if rounds > 1 else "")
     if kind == "round_finished":
-        return f"{stamp} round {int(event.get('round') or 0) + 1}/{event.get('rounds', '?')} done"
+        half = event.get("decode_half_width")  # an adaptive run's: where the cell's decode interval stands
+        return (f"{stamp} round {int(event.get('round') or 0) + 1}/{event.get('rounds', '?')} done"
+                + (f" (decode ±{half:.1%})" if isinstance(half, (int, float)) and half < 10 else
+                   " (decode interval wider than ±1000%)" if isinstance(half, (int, float)) else ""))
+    if kind == BUDGET_EVENT:
+        return f"{stamp} budget of {event.get('budget_s')} s spent: the run stops here, resumable"
     return f"{stamp} {kind.replace('_', ' ')} " + (f"({event.get('done', 0)}/{event.get('total', '?')})" if "total" in event else "")
 
 
@@ -329,18 +334,82 @@ def progress(run: RunDir, now: float | None = None, recent: int = 8) -> dict[str
                 f"{summary.get('samples', len([e for e in events if e.get('event') == MACHINE_LOAD_EVENT]))} "
                 f"load samples busy, at worst: {worst}); the cells measured then are flagged {BUSY_MACHINE_FLAG}. "
                 f"To measure again: {BUSY_ADVICE}")
+    precision = ((meta.get("plan") or {}).get("measure") or {}).get("precision")
+    adaptive = {}
+    if precision is not None:
+        adaptive = adaptive_progress(meta, events, now, segment_start if ended is None else None)
+        units_done, units_total = adaptive["units_done"], adaptive["units_total"]
+        if ended is None:
+            eta = adaptive_eta(units_done, units_total, now, segment_start, adaptive)
     return {
         "run_id": run.run_id, "status": status, "plan_name": meta.get("plan_name"), "regime": meta.get("regime"),
         "done": done, "total": total, "failed": failed, "current": current, "eta_s": eta,
         "rounds": rounds, "units_done": units_done, "units_total": units_total,
-        "fraction": (units_done / units_total) if units_total else 0.0,
+        "fraction": min(units_done / units_total, 1.0) if units_total else 0.0,
+        "precision": precision, "reached": adaptive.get("reached", 0), "stop_reason": meta.get("stop_reason"),
         "busy": busy,
         "recent": [_event_line(e) for e in [e for e in events if e.get("event") != MACHINE_LOAD_EVENT][-recent:]],
     }
 
 
+def adaptive_progress(meta: Mapping[str, Any], events: list[dict], now: float, segment_start: float | None) -> dict:
+    """Where an adaptive run (`[measure] precision`, runner.rounds) stands: cell-rounds done, the
+    cell-rounds it is expected to take (a cell that stopped counts the rounds it used; an open
+    one at least min_rounds and one more than it has), cells that reached their target, and the
+    seconds left of the running segment's budget_s (None without one)."""
+    measure = (meta.get("plan") or {}).get("measure") or {}
+    min_rounds = int(measure.get("min_rounds") or 1)
+    rounds_of: dict[str, set[int]] = {}
+    stopped: dict[str, dict] = {}  # key -> its latest cell_finished (a resumed budget-stopped cell finishes again)
+    at_segment_start = 0  # cell-rounds done when the latest start or resume began: the pace counts from there
+    for ev in events:
+        key = str(ev.get("key"))
+        if ev.get("event") == "round_finished":
+            rounds_of.setdefault(key, set()).add(int(ev.get("round") or 0))
+        elif ev.get("event") == "cell_finished":
+            stopped[key] = ev
+        elif ev.get("event") == "segment_started":
+            at_segment_start = sum(len(r) for r in rounds_of.values())
+    expected = 0
+    for entry in meta.get("cells") or []:
+        key, kept = str(entry.get("key")), len(rounds_of.get(str(entry.get("key")), ()))
+        last = stopped.get(key)
+        if last is not None and (last.get("status") != "ok" or last.get("stop_reason") != STOP_BUDGET
+                                 or meta.get("status") != "running"):
+            expected += kept
+        else:
+            expected += max(min_rounds, kept + 1)
+    budget = measure.get("budget_s")
+    left = max(0.0, segment_start + float(budget) - now) if budget and segment_start is not None else None
+    return {"units_done": sum(len(r) for r in rounds_of.values()), "units_total": max(expected, 1),
+            "segment_units0": at_segment_start,
+            "reached": sum(bool(ev.get("precision_reached")) for ev in stopped.values()), "budget_left_s": left}
+
+
+def adaptive_eta(units_done: int, units_total: int, now: float, segment_start: float | None,
+                 adaptive: Mapping[str, Any]) -> float | None:
+    """An adaptive run's ETA: the segment's pace over the cell-rounds it is expected to take,
+    never past what is left of its budget; None before a pace or a budget is known."""
+    eta = None
+    if segment_start is not None and units_done > adaptive["segment_units0"]:
+        eta = (now - segment_start) / (units_done - adaptive["segment_units0"]) * max(units_total - units_done, 0)
+    left = adaptive["budget_left_s"]
+    return left if eta is None else (eta if left is None else min(eta, left))
+
+
 def progress_text(p: Mapping[str, Any]) -> str:
-    """A run's progress in one line: cell-rounds when it has several rounds, cells, failures, ETA."""
+    """A run's progress in one line: cell-rounds when it has several rounds, cells, failures, ETA;
+    for an adaptive run the cell-rounds so far and the cells at their precision target."""
+    if p.get("precision") is not None:
+        parts = [f"cell-round {p['units_done']}", f"{p['reached']}/{p['total']} cells at ±{p['precision']:.0%}",
+                 f"{p['done']} / {p['total']} cells finished"]
+        if p["failed"]:
+            parts.append(f"{p['failed']} failed")
+        if p.get("stop_reason") == STOP_BUDGET and p["status"] != "running":
+            parts.append("budget spent: resume to measure further")
+        else:
+            parts.append(f"ETA {format_eta(p['eta_s'])}")
+        return " · ".join(parts)
     parts = [f"{p['units_done']} / {p['units_total']} cell-rounds ({p['rounds']} rounds)" if p["rounds"] > 1
              else f"{p['done']} / {p['total']} cells"]
     if p["rounds"] > 1:

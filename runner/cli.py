@@ -78,7 +78,7 @@ def run(
     from runner.executor import continue_run, execute
     from runner.lifecycle import RunError
     from runner.plan import PlanError
-    from runner.runfiles import RunDir
+    from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if ray_resource and not ray:
@@ -121,7 +121,28 @@ def run(
         counted.update((key, r) for key in finished for r in range(rounds))
         counted.update(kept)
         per_cell[:] = [rounds]
+        precision = ((meta.get("plan") or {}).get("measure") or {}).get("precision")
+        adaptive.clear()
+        if precision is not None:
+            # cells finish as they reach their target: the bar counts cells, the text the cell-rounds
+            records = [r for r in run_dir.readable_cell_records() if r.get("stop_reason") != STOP_BUDGET]
+            counted.clear()
+            counted.update((r["cell_key"], k) for r in records for k in range(int(r.get("rounds_used") or 1)))
+            counted.update((key, r) for key, by_round in run_dir.round_records(run_dir.reopenable_keys()).items()
+                           for r in by_round)
+            adaptive.update(precision=precision, reached={r["cell_key"] for r in records if r.get("precision_reached")},
+                            done=len(records), total=meta["n_cells_planned"])
+            bars.append(progress.add_task(adaptive_text(), total=meta["n_cells_planned"], completed=len(records)))
+            return
         bars.append(progress.add_task("starting", total=meta["n_cells_planned"] * rounds, completed=len(counted)))
+
+    adaptive: dict = {}  # an adaptive run's precision, reached cell keys, cells done and planned
+
+    def adaptive_text(label: str = "") -> str:
+        """'cell-round 14 · 5/8 cells at ±3%', and the cell being measured."""
+        head = (f"cell-round {len(counted)} · {len(adaptive['reached'])}/{adaptive['total']} cells at "
+                f"±{adaptive['precision']:.0%}")
+        return f"{head} · {label}" if label else head
 
     bars: list = []
     counted: set = set()  # (cell key, round) measured or settled: the bar's completed count
@@ -130,7 +151,9 @@ def run(
     warned: set = set()  # run ids already warned of a busy machine during the run
 
     def show(event: dict) -> None:
-        if event["event"] == "cell_started":
+        if adaptive:
+            show_adaptive(event)
+        elif event["event"] == "cell_started":
             progress.update(bars[-1], description=f"{event['label']} (round {event.get('round', 0) + 1}/"
                                                   f"{event.get('rounds', 1)})")
         elif event["event"] == "ray_submitted":
@@ -149,6 +172,28 @@ def run(
             progress.update(bars[-1], completed=len(counted))
             if event["status"] != "ok":
                 progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
+
+    def show_adaptive(event: dict) -> None:
+        """Progress of an adaptive run: cells done on the bar, cell-rounds and cells at target in its text."""
+        kind = event["event"]
+        if kind == "cell_started":
+            progress.update(bars[-1], description=adaptive_text(f"{event['label']} (round {event.get('round', 0) + 1})"))
+        elif kind == "round_finished":
+            counted.add((event["key"], event["round"]))
+            progress.update(bars[-1], description=adaptive_text())
+        elif kind == "cell_finished":
+            if event.get("precision_reached"):
+                adaptive["reached"].add(event["key"])
+            progress.update(bars[-1], completed=event.get("done", 0), description=adaptive_text())
+            if event["status"] != "ok":
+                progress.console.print(f"  [yellow]{event['status']}[/yellow] {event['label']}: {event['error']}")
+        elif kind == BUDGET_EVENT:
+            progress.console.print(
+                f"budget of {event.get('budget_s')} s spent: {len(adaptive['reached'])}/{adaptive['total']} cells at "
+                f"±{adaptive['precision']:.0%}; resume with --resume {current[-1].run_id if current else ''}",
+                markup=False, highlight=False)
+        elif kind == "machine_load":
+            _warn_busy(event, current[-1].run_id if current else "", warned, progress.console)
 
     from runner.runlock import RunLocked, machine_lock
 
@@ -258,10 +303,51 @@ def _check_fits(loaded, device: Optional[str]) -> None:
     check_memory(expand(loaded, device=dev, resolve_remote=False), free_memory(dev))
 
 
+def _history_rounds(db: Optional[Path], device: str, measure) -> dict[str, tuple[float, int]]:
+    """backend -> (mean rounds needed, cells) from the store (or the bundled snapshot) for an
+    adaptive plan (analysis.predict.rounds_from_history); {} where there is none to read (no
+    store, a store held by a writer, a machine without duckdb)."""
+    try:
+        from analysis.predict import rounds_from_history
+        from store.dataset import open_read_only, resolve
+
+        con = open_read_only(resolve(db if db is not None and db.exists() else None))
+    except Exception:  # noqa: BLE001 - no history to read: the estimate says so
+        return {}
+    try:
+        return rounds_from_history(con, device, measure.precision, measure.min_rounds, measure.max_rounds)
+    except Exception:  # noqa: BLE001 - a store this version cannot read: no history either
+        return {}
+    finally:
+        con.close()
+
+
+def _adaptive_estimate(cells, measure, history: dict[str, tuple[float, int]]) -> tuple[float, float, list[str]]:
+    """(low, high) seconds of an adaptive plan and the lines that say where its rounds come
+    from: the mean rounds earlier cells of each backend needed, or min_rounds..max_rounds."""
+    from runner.plan import estimate_seconds
+
+    lines = []
+    low_rounds: dict[str, float] = {}
+    high_rounds: dict[str, float] = {}
+    for backend in sorted({cell.backend for cell in cells}):
+        if backend in history:
+            mean, n = history[backend]
+            low_rounds[backend] = high_rounds[backend] = mean
+            lines.append(f"  {backend}: {mean:.1f} rounds a cell (mean needed by {n} earlier cells)")
+        else:
+            low_rounds[backend], high_rounds[backend] = measure.min_rounds, measure.max_rounds
+            lines.append(f"  {backend}: no earlier runs; assuming {measure.min_rounds} to {measure.max_rounds} rounds")
+    return estimate_seconds(cells, measure, rounds=low_rounds), estimate_seconds(cells, measure, rounds=high_rounds), lines
+
+
 @app.command()
 def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
-         device: Optional[str] = typer.Option(None, help="cpu | cuda (default: the plan's)")) -> None:
-    """Validate a plan; print its cells and a rough time estimate."""
+         device: Optional[str] = typer.Option(None, help="cpu | cuda (default: the plan's)"),
+         db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store whose earlier runs estimate an adaptive "
+                                           "plan's rounds (default: the store if there is one, else the bundled data)")) -> None:
+    """Validate a plan; print its cells and a rough time estimate (for a plan with a precision
+    target, with the rounds earlier runs of each backend needed)."""
     from runner.plan import PlanError, check_memory, estimate_seconds, expand, free_memory
 
     loaded = _load(plan)
@@ -283,8 +369,26 @@ def plan(plan: Path = typer.Argument(..., help="plan TOML file"),
     if hub:
         out.print(f"hub models, read when the run starts (not counted above): {', '.join(hub)}",
                   markup=False, highlight=False)
-    seconds = estimate_seconds(cells, loaded.measure) * loaded.repeats
-    out.print(f"rough estimate: {seconds / 60:.1f} min on a quiet machine")
+    measure = loaded.measure
+    if measure.adaptive:
+        history = _history_rounds(db, dev, measure)
+        low, high, lines = _adaptive_estimate(cells, measure, history)
+        budget = f", at most {measure.budget_s:g} s of measuring per start or resume" if measure.budget_s else ""
+        out.print(f"precision +-{measure.precision:.0%} of each decode median, {measure.min_rounds} to "
+                  f"{measure.max_rounds} rounds a cell{budget}:", markup=False, highlight=False)
+        out.print("\n".join(lines), markup=False, highlight=False)
+        span = f"{low / 60:.1f} min" if abs(high - low) < 1 else f"{low / 60:.1f} to {high / 60:.1f} min"
+        note = ""
+        if measure.budget_s:
+            _, unbounded, _ = _adaptive_estimate(cells, measure.model_copy(update={"budget_s": None}), history)
+            if unbounded > high + 1:
+                note = (f"; the budget stops it there, where every round needed would take {unbounded / 60:.1f} min "
+                        "(resume it with --resume)")
+        out.print(f"rough estimate: {span} on a quiet machine" + (f" (x{loaded.repeats} repeats)" if loaded.repeats > 1 else "")
+                  + note, markup=False, highlight=False)
+    else:
+        seconds = estimate_seconds(cells, measure) * loaded.repeats
+        out.print(f"rough estimate: {seconds / 60:.1f} min on a quiet machine")
     from runner.machine_load import LoadSampler, busy_text
 
     now = LoadSampler().sample()

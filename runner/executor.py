@@ -17,7 +17,7 @@ from runner.lifecycle import (
 )
 from runner.machine_load import LoadSampler
 from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
-from runner.runfiles import RunDir
+from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
 
 
 def start_run(
@@ -59,9 +59,9 @@ def checked_for_resume(run: RunDir, meta: dict) -> tuple[MeasureSettings, int]:
         raise RunError(f"run {run.run_id}: its recorded plan does not validate ({str(error)[:300]}); "
                        "start it again as a new run") from None
     rounds = meta.get("rounds") or 1
-    if rounds not in (1, plan.measure.rounds):
+    if rounds not in (1, plan.measure.planned_rounds) or (plan.measure.adaptive and rounds != plan.measure.max_rounds):
         raise RunError(f"run {run.run_id}: meta.json asks for {str(rounds)[:40]} rounds where its plan has "
-                       f"{plan.measure.rounds}; refused")
+                       f"{plan.measure.planned_rounds}; refused")
     planned = meta.get("cells")
     if not isinstance(planned, list) or len(planned) > MAX_CELLS:
         raise RunError(f"run {run.run_id}: meta.json does not list at most {MAX_CELLS} planned cells; refused")
@@ -93,30 +93,40 @@ def refuse_other_hardware(run: RunDir, meta: dict) -> None:
                        "a resume here would mix two regimes in one run; start a new run instead")
 
 
-def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_round: int | None = None) -> RunDir:
+def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_round: int | None = None,
+                 deadline: float | None = None) -> RunDir:
     """Measure every planned cell of a run that has no cell file yet, in the stored order.
 
     With `[measure] processes = true` each round runs in a fresh worker process
-    (`runner.round_worker`, which calls this with `only_round`); this process then only
-    starts the workers, forwards their progress and keeps the run's status."""
+    (`runner.round_worker`, which calls this with `only_round` and the segment's `deadline`);
+    this process then only starts the workers, forwards their progress and keeps the run's
+    status. With `[measure] precision` and `budget_s`, this start or resume measures until
+    time.time() + budget_s (`deadline`); the run then ends interrupted with stop_reason
+    "budget" (runner.runfiles.STOP_BUDGET), and a resume measures its open cells further,
+    the budget-stopped ones included."""
+    import time
+
     if not run.exists():
         raise RunError(f"no run directory at {run.path}")
     meta = run.read_meta()
     settings, rounds = checked_for_resume(run, meta)
     worker = only_round is not None
+    if deadline is None and settings.budget_s is not None and not worker:
+        deadline = time.time() + settings.budget_s
     if settings.processes and rounds > 1 and not worker:
-        return _rounds_in_workers(run, progress, rounds)
+        return _rounds_in_workers(run, progress, rounds, settings, deadline)
     prepare_device(meta.get("device_kind", "cpu"), settings)
     if not worker:
         refuse_other_hardware(run, meta)
     # a round worker's parent is the run's own process, idle while the worker measures
     sampler = LoadSampler(own_pids={os.getpid(), os.getppid()} if worker else None)
     planned = meta["cells"]
-    done = run.finished_keys()
+    reopened = run.reopenable_keys() if settings.adaptive else set()
+    done = run.finished_keys() - reopened
     total = len(planned)
     todo = [entry for entry in planned if entry["key"] not in done]
     labels = [Cell.model_validate(entry["cell"]).label() for entry in todo]
-    kept = run.round_records()
+    kept = run.round_records(reopened)
     earlier = {i: kept[entry["key"]] for i, entry in enumerate(todo) if entry["key"] in kept}
 
     def on_start(i: int, round_index: int) -> None:
@@ -129,8 +139,10 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
         record["machine_load"] = sample_machine(run, sampler, progress, "round_end", key=todo[i]["key"],
                                                 round=round_index)
         run.write_round(todo[i]["key"], round_index, record)
-        emit(run, progress, "round_finished", key=todo[i]["key"], round=round_index, rounds=rounds)
+        half = {"decode_half_width": record["decode_half_width"]} if "decode_half_width" in record else {}
+        emit(run, progress, "round_finished", key=todo[i]["key"], round=round_index, rounds=rounds, **half)
 
+    spent: list[bool] = []
     # the run directory cannot be written (disk full, quota, read-only): the run ends interrupted
     with ends_on_write_failure(run):
         if not worker:
@@ -140,31 +152,38 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
             for _, record in measure_records(todo, settings, meta["input_seed"], rounds=rounds,
                                              order_seed=meta["shuffle_seed"], on_start=on_start, done=earlier,
                                              on_round=on_round,
-                                             only_rounds=None if only_round is None else {only_round}):
+                                             only_rounds=None if only_round is None else {only_round},
+                                             deadline=deadline, on_budget=lambda: spent.append(True)):
                 record_cell(run, record, done=done, total=total, progress=progress)
         except KeyboardInterrupt:
             if not worker:
                 end_run(run, "interrupted")
             raise
+        if spent:
+            emit(run, progress, BUDGET_EVENT, budget_s=settings.budget_s, done=len(done), total=total)
         if not worker:
-            end_run(run, "finished")
+            end_run(run, "interrupted", reason=STOP_BUDGET) if spent else end_run(run, "finished")
     return run
 
 
-def rounds_left(run: RunDir, rounds: int) -> list[int]:
-    """The rounds some unfinished cell still lacks (a resumed run skips whole rounds done)."""
-    finished = run.finished_keys()
-    kept = run.round_records()
+def rounds_left(run: RunDir, rounds: int, reopened: set[str] = frozenset()) -> list[int]:
+    """The rounds some unfinished cell (or a `reopened` one) still lacks (a resumed run skips
+    whole rounds done)."""
+    finished = run.finished_keys() - set(reopened)
+    kept = run.round_records(reopened)
     unfinished = [entry["key"] for entry in run.read_meta()["cells"] if entry["key"] not in finished]
     return [r for r in range(rounds) if any(r not in kept.get(key, {}) for key in unfinished)]
 
 
-def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: int) -> RunDir:
+def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: int, settings: MeasureSettings,
+                       deadline: float | None) -> RunDir:
     """One fresh worker process per round, in turn; their progress lines are forwarded.
 
-    The worker inherits this process's GPU processes as its own (NVML would otherwise call
-    the parent a foreign process on the GPU). A worker that dies ends the run as
-    interrupted, resumable: its finished rounds are on disk."""
+    With a precision target the next round is chosen after each worker, from the round and
+    cell files it left (cells that reached their target take no more); a worker that reports
+    the budget spent is the last. The worker inherits this process's GPU processes as its own
+    (NVML would otherwise call the parent a foreign process on the GPU). A worker that dies
+    ends the run as interrupted, resumable: its finished rounds are on disk."""
     import json
     import signal
     import subprocess
@@ -179,13 +198,29 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
         # runs flagged their own parent as foreign): name our pid too, as NVML sees it here
         telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids() | {os.getpid()}),
     }
+    reopened = run.reopenable_keys() if settings.adaptive else set()
+    spent = False
+
+    def next_rounds():
+        if not settings.adaptive:
+            yield from rounds_left(run, rounds)
+            return
+        started = -1
+        while not spent:  # read again after every worker: cells that reached their target leave
+            later = [r for r in rounds_left(run, rounds, reopened) if r > started]
+            if not later:
+                return
+            started = later[0]
+            yield started
+
     with ends_on_write_failure(run):
         begin_segment(run, done=len(run.finished_keys()), total=len(run.read_meta()["cells"]))
         sample_machine(run, LoadSampler(), progress, "run_start")
     try:
-        for round_index in rounds_left(run, rounds):
+        for round_index in next_rounds():
             worker = subprocess.Popen(
-                [sys.executable, "-m", "runner.round_worker", str(run.path.resolve()), str(round_index)],
+                [sys.executable, "-m", "runner.round_worker", str(run.path.resolve()), str(round_index),
+                 *([repr(deadline)] if deadline is not None else [])],
                 stdout=subprocess.PIPE, text=True, env=env,
             )
             error = None
@@ -197,7 +232,9 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
                     event = json.loads(line[len(PROGRESS_PREFIX):])
                     if event["event"] == "worker_error":
                         error = event["error"]
-                    elif progress:
+                        continue
+                    spent = spent or event["event"] == BUDGET_EVENT
+                    if progress:
                         progress(event)
                 code = worker.wait()
             except KeyboardInterrupt:
@@ -218,7 +255,7 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
             end_run(run, "interrupted")
         raise
     with ends_on_write_failure(run):
-        end_run(run, "finished")
+        end_run(run, "interrupted", reason=STOP_BUDGET) if spent else end_run(run, "finished")
     return run
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from runner import TOOL_VERSION
 from runner.plan import Cell, Plan
 from runner.runfiles import (
-    MACHINE_LOAD_EVENT, CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
+    MACHINE_LOAD_EVENT, STOP_BUDGET, CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
 )
 from vocabulary import PROTOCOL_VERSION
 
@@ -166,7 +166,8 @@ def record_cell(run: RunDir, record: dict, *, done: set[str], total: int,
     with the progress medians; `fields` add to the event (e.g. the Ray node)."""
     key = record["cell_key"]
     run.write_cell(key, record)
-    run.clear_rounds(key)
+    if record.get("stop_reason") != STOP_BUDGET:  # a budget-stopped cell's rounds are what a resume goes on from
+        run.clear_rounds(key)
     done.add(key)
     emit(run, progress, "cell_finished", key=key, label=Cell.model_validate(record["cell"]).label(),
          status=record["status"], error=record["error"], done=len(done), total=total, **fields,
@@ -182,8 +183,10 @@ def sample_machine(run: RunDir, sampler, progress: ProgressCallback | None, at: 
     return sample
 
 
-def end_run(run: RunDir, status: str, **fields) -> None:
-    """Mark the run finished (with its end time) or interrupted, and log it with its counts.
+def end_run(run: RunDir, status: str, reason: str | None = None, **fields) -> None:
+    """Mark the run finished (with its end time) or interrupted, and log it with its counts;
+    `reason` says what stopped it where that was no interrupt (runner.runfiles.STOP_BUDGET:
+    an adaptive plan's budget_s), as meta.json's and the event's stop_reason.
 
     The space the run held (runfiles.RunDir.reserve_space) is given back first, so these writes
     find room on a disk the run filled; OSError only where something else took that room.
@@ -192,11 +195,14 @@ def end_run(run: RunDir, status: str, **fields) -> None:
     from runner.machine_load import load_summary
 
     run.release_space()
-    meta = run.update_meta(status=status, machine_load=load_summary(run.machine_load_samples()),
+    # a reason is kept only while it holds: a resume that finishes clears it
+    stopped = {"stop_reason": reason} if reason or "stop_reason" in run.read_meta() else {}
+    meta = run.update_meta(status=status, machine_load=load_summary(run.machine_load_samples()), **stopped,
                            **({"finished_at": now_iso()} if status == "finished" else {}))
     kind = "run_finished" if status == "finished" else "run_interrupted"
     with suppress(OSError):  # the status is written; without this event the segment ends at its last one
-        run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"], **fields)
+        run.event(kind, done=len(run.finished_keys()), total=meta["n_cells_planned"],
+                  **({"reason": reason} if reason else {}), **fields)
 
 
 def _reason(error: OSError) -> str:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,9 @@ MAX_SEED = 2**32 - 1  # seed + repeat index stays far inside the store's BIGINT
 AXIS_CAPS = {"batch_sizes": 1024, "prompt_lens": 131072, "gen_lens": 8192}
 MAX_CELLS = 20_000  # cells x repeats of one plan: about a week at the default settings
 MAX_PLAN_BYTES = 1 << 20  # a plan file; the longest real plans are a few KB
+MAX_ROUNDS = 100  # rounds of one cell: past this, rounds are not the unit that needs more replicates
+DEFAULT_ROUNDS = 3  # the fewest rounds whose t interval is not wider than the data (docs/statistics.md)
+MAX_BUDGET_S = 7 * 24 * 3600.0  # a week: a budget past it is a typo, not a plan
 
 
 class GridSpec(BaseModel):
@@ -185,7 +189,19 @@ class MeasureSettings(BaseModel):
     profile: bool = Field(default=False, description="count kernels (GPU) or operators (CPU) of one prefill and one decode step, after the timed phases")
     calibrate: bool = Field(default=False, description="measure the device's bandwidth, compute and launch ceilings at run start")
     # Protocol v2: host control and replication where host-bound variance lives.
-    rounds: int = Field(default=3, ge=1, le=100, description="each cell is measured in this many rounds, interleaved with the other cells (order reshuffled per round); the reps are split over the rounds")
+    rounds: int = Field(default=DEFAULT_ROUNDS, ge=1, le=MAX_ROUNDS, description="each cell is measured in this many rounds, interleaved with the other cells (order reshuffled per round); the reps are split over the rounds")
+    # Adaptive rounds: a precision target instead of a fixed count (runner.rounds, docs/protocol.md).
+    precision: float | None = Field(
+        default=None, gt=0, lt=1, allow_inf_nan=False,
+        description="relative half-width wanted for each cell's decode median (0.03: +-3%), from the 95% t interval "
+        "across rounds the analysis draws; after min_rounds, further short rounds (one generation) go only to the cells "
+        "not there yet, up to max_rounds; unset: every cell takes `rounds`")
+    min_rounds: int = Field(default=3, ge=2, le=MAX_ROUNDS, description="with precision: rounds every cell takes, the reps split over them (2 is the fewest a t interval needs; 3 is the fixed plans' default)")
+    max_rounds: int = Field(default=20, ge=2, le=MAX_ROUNDS, description="with precision: no cell takes more rounds (a cell with a 20% round-to-round spread needs about 170 for +-3%: it stops here, marked not reached)")
+    budget_s: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_S, allow_inf_nan=False,
+        description="with precision: wall seconds a start or a resume may measure for; no round starts past it, cells "
+        "with min_rounds are finished as they stand and the run ends interrupted (budget), resumable")
     cpu_affinity: Literal["auto", "none"] | list[int] = Field(
         default="auto", description='"auto": pin the measuring process to one core on GPU runs (CPU runs keep every core); a list of cores; or "none"')
     threads: int | None = Field(default=None, ge=1, le=1024, description="intra-op threads; default 1 on GPU runs (one launching thread), torch's default on CPU runs")
@@ -207,12 +223,34 @@ class MeasureSettings(BaseModel):
     def _window(self) -> "MeasureSettings":
         if self.warmup_max_iters < self.warmup_min_iters:
             raise ValueError("warmup_max_iters must be >= warmup_min_iters")
+        defaults = type(self).model_fields
+        if self.precision is None:
+            # compared with the defaults, not with what the file set: a recorded plan (model_dump) names every field
+            unused = [name for name in ("min_rounds", "max_rounds", "budget_s") if getattr(self, name) != defaults[name].default]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: only with precision (adaptive rounds); set precision or leave them out")
+        else:
+            if self.rounds != defaults["rounds"].default:
+                raise ValueError("rounds: with precision every cell takes min_rounds to max_rounds rounds; leave rounds out")
+            if self.max_rounds < self.min_rounds:
+                raise ValueError("max_rounds must be >= min_rounds")
         if self.resource_windows is None:
             # A plan that sets a positive energy_window_s asks for energy, whose CI needs a window per
             # round; others get their peaks and one energy figure from the last round, at a third of the cost.
             asks_for_energy = "energy_window_s" in self.model_fields_set and self.energy_window_s > 0
             self.resource_windows = "every-round" if asks_for_energy else "last-round"
         return self
+
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether cells take rounds until a precision target (runner.rounds) rather than `rounds`."""
+        return self.precision is not None
+
+    @property
+    def planned_rounds(self) -> int:
+        """The most rounds a cell takes: `rounds`, or `max_rounds` with a precision target."""
+        return self.max_rounds if self.adaptive else self.rounds
 
 
 class Axes(BaseModel):
@@ -498,7 +536,8 @@ ROUND_OVERHEAD_S = 0.15  # per cell-round: two host-speed probes and two machine
 COMPILE_S = 30.0  # torch-compile's Inductor compile per cell
 
 
-def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter: bool | None = None) -> float:
+def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter: bool | None = None,
+                     rounds: float | Mapping[str, float] | None = None) -> float:
     """The wall time a run of `cells` is expected to take on a quiet machine like the one the
     constants above were calibrated on; not a measurement (dashboard.plan_builder.history_estimate
     scales it by how earlier runs on the same host compared with it).
@@ -513,12 +552,24 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
     `warmup_min_s`, at most `warmup_max_iters` iterations and at most `warmup_budget` times the
     round's own timed work (runner.protocol). `energy_counter` None: the GPU's (NVML) is
     assumed readable, the CPU's (RAPL) is looked up on this machine.
+
+    With a precision target (adaptive rounds, runner.rounds) a cell takes min_rounds rounds
+    that split the reps, then short rounds of one generation (and the prefill and e2e reps in
+    proportion) up to the `rounds` it is expected to need: one number, or one per backend
+    (what earlier runs needed, `analysis.predict.rounds_from_history`); min_rounds where not
+    given. A budget_s caps the measuring (finishing the cells after it is not counted).
     """
     if not cells:
         return 0.0
     total = PROCESS_START_S + FIRST_BUILD_S
-    rounds = measure.rounds
+    split = measure.min_rounds if measure.adaptive else measure.rounds
+    worker_rounds = 0.0  # rounds beyond the first, each a fresh worker process with `processes`
+    measuring = 0.0
     for cell in cells:
+        expected = rounds.get(cell.backend) if isinstance(rounds, Mapping) else rounds
+        cell_rounds = (min(max(float(expected or split), split), measure.max_rounds) if measure.adaptive
+                       else float(split))
+        extra = cell_rounds - split
         spec = cell.model
         params = spec.approx_params()
         if cell.device == "cuda":
@@ -530,23 +581,33 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
             tokens_free = 128
         prefill_s = step_s * (1 + cell.prompt_len * cell.batch_size / tokens_free)
         generation_s = prefill_s + (cell.gen_len - 1) * step_s
-        timed = (measure.prefill_reps * prefill_s + measure.decode_reps * (prefill_s + cell.gen_len * step_s)
-                 + measure.e2e_reps * generation_s)
-        timed_round = timed / rounds
-        warm_step = prefill_s + min(cell.gen_len, 8) * step_s
-        judged = max(measure.warmup_min_iters, 2 * measure.warmup_window)
-        warm = min(max(measure.warmup_min_s, judged * warm_step),
-                   max(measure.warmup_max_iters * warm_step, measure.warmup_min_s),
-                   max(measure.warmup_min_s, measure.warmup_budget * timed_round))
+        def timed(prefill_reps: float, decode_reps: float, e2e_reps: float) -> float:
+            return (prefill_reps * prefill_s + decode_reps * (prefill_s + cell.gen_len * step_s)
+                    + e2e_reps * generation_s)
+
+        def round_s(timed_round: float) -> float:
+            warm_step = prefill_s + min(cell.gen_len, 8) * step_s
+            judged = max(measure.warmup_min_iters, 2 * measure.warmup_window)
+            warm = min(max(measure.warmup_min_s, judged * warm_step),
+                       max(measure.warmup_max_iters * warm_step, measure.warmup_min_s),
+                       max(measure.warmup_min_s, measure.warmup_budget * timed_round))
+            return generation_s + warm + timed_round + ROUND_OVERHEAD_S
+
         counter = energy_counter if energy_counter is not None else (cell.device == "cuda" or _cpu_energy_readable())
         windows = 3 * measure.energy_window_s if (counter and measure.energy_window_s > 0) else prefill_s + step_s + generation_s
         setup = 0.02 + BUILD_S_PER_PARAM * params + (COMPILE_S if cell.backend == "torch-compile" else 0.0)
         check = (0.02 + BUILD_S_PER_PARAM * params + 3 * generation_s) if measure.check_correctness else 0.0
-        per_round = generation_s + warm + timed_round + windows + ROUND_OVERHEAD_S
-        total += (setup * (rounds if measure.processes else 1) + prefill_s + generation_s
-                  + rounds * per_round + check + CELL_OVERHEAD_S)
-    if measure.processes and rounds > 1:
-        total += (rounds - 1) * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
+        full = round_s(timed(measure.prefill_reps, measure.decode_reps, measure.e2e_reps) / split)
+        short = round_s(timed(*(measure.prefill_reps / measure.decode_reps, 1, measure.e2e_reps / measure.decode_reps)))
+        cell_s = (setup * (cell_rounds if measure.processes else 1) + prefill_s + generation_s
+                  + split * full + extra * short + cell_rounds * windows + check + CELL_OVERHEAD_S)
+        measuring += cell_s - check
+        total += cell_s
+        worker_rounds = max(worker_rounds, cell_rounds - 1)
+    if measure.processes and worker_rounds > 0:
+        total += worker_rounds * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
+    if measure.adaptive and measure.budget_s is not None:
+        total = min(total, PROCESS_START_S + FIRST_BUILD_S + measure.budget_s + (total - measuring))
     return total
 
 

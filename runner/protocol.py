@@ -18,7 +18,8 @@ from runner import correctness, telemetry, trackers
 from runner.backends import Unsupported, get_backend
 from runner.models import build_model, count_params, make_inputs
 from runner.plan import Cell, MeasureSettings
-from runner.runfiles import CellResult, integrity_flags
+from runner.rounds import RoundPolicy, decode_half_width, reps_in_round  # noqa: F401 - reps_in_round: the split, re-exported
+from runner.runfiles import STOP_BUDGET, CellResult, integrity_flags
 from runner.timing import make_timer, synchronize, validate_samples, warm_up
 from vocabulary import DTYPES, PHASES
 
@@ -71,13 +72,8 @@ def measure_cell(
     """Measure one cell in one go (all its rounds back to back). Unsupported combinations
     and exceptions become a stored status. Runs use `measure_in_rounds`, which interleaves
     the rounds of many cells; this is the one-cell form of the same steps."""
-    records = list(measure_in_rounds([cell], settings, seed, references, rounds=settings.rounds))
+    records = list(measure_in_rounds([cell], settings, seed, references, rounds=settings.planned_rounds))
     return records[-1][1]
-
-
-def reps_in_round(total: int, rounds: int, round_index: int) -> int:
-    """The reps of a phase that round `round_index` takes: the total split as evenly as possible."""
-    return total // rounds + (1 if round_index < total % rounds else 0)
 
 
 @dataclass
@@ -155,16 +151,19 @@ def prepare_cell(cell: Cell, settings: MeasureSettings, seed: int) -> PreparedCe
 
 
 def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index: int,
-                  track_resources: bool = True) -> dict:
+                  track_resources: bool = True, policy: RoundPolicy | None = None) -> dict:
     """One round of a prepared cell: warm-up to stability (after a full generation, since
-    other cells ran in between), then its share of each phase's reps. Returns the round's
-    record: samples, warm-up, telemetry, the host's speed around it and, with
-    `track_resources`, the memory and energy windows (else "resources" is None)."""
+    other cells ran in between), then the round's reps of each phase (`policy.reps`: the
+    plan's split over its rounds, or an adaptive plan's short rounds). Returns the round's
+    record: samples, warm-up, telemetry, the host's speed around it, its wall time
+    (`round_s`, what an adaptive budget plans with) and, with `track_resources`, the memory
+    and energy windows (else "resources" is None)."""
     from runner.host import host_launch_us
 
     cell, session, input_ids = prepared.cell, prepared.session, prepared.input_ids
     device = cell.device
-    rounds = settings.rounds
+    policy = policy or RoundPolicy.of(settings)
+    started = time.perf_counter()
     before = telemetry.read_gpu() if device == "cuda" else None
     launch_before = host_launch_us(device, ops=200)
     if prepared.rounds_done:
@@ -172,7 +171,7 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
         generate(session, input_ids, cell.gen_len)
         synchronize(device)
         prepared.generation_s = time.perf_counter() - t_generation
-    reps = {phase: reps_in_round(getattr(settings, f"{phase}_reps"), rounds, round_index) for phase in PHASES}
+    reps = policy.reps(settings, round_index)
 
     def warm_step():
         token = session.prefill(input_ids).argmax(-1, keepdim=True)
@@ -197,10 +196,7 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
     after = telemetry.read_gpu() if device == "cuda" else None
     launch_after = host_launch_us(device, ops=200)
     # after the timed phases and their telemetry: the tracked windows never touch a sample
-    resources = None
-    if track_resources:
-        ops = trackers.phase_ops(session, input_ids, cell.gen_len, generate)
-        resources = trackers.track_round(ops, device, get_backend(cell.backend).device_allocator, settings.energy_window_s)
+    resources = round_resources(prepared, settings) if track_resources else None
     prepared.rounds_done += 1
     return {
         "round": round_index, "worker": os.getpid(),
@@ -210,16 +206,34 @@ def measure_round(prepared: PreparedCell, settings: MeasureSettings, round_index
         "telemetry": {"before": before, "after": after} if before is not None else None,
         "host_launch_us": [launch_before, launch_after],
         "resources": resources,
+        "round_s": time.perf_counter() - started,
     }
 
 
+def round_resources(prepared: PreparedCell, settings: MeasureSettings) -> dict:
+    """The memory and energy windows of a prepared cell (runner.trackers), run after timing:
+    after every round, or once a cell's last round is known (an adaptive cell's only then)."""
+    cell = prepared.cell
+    ops = trackers.phase_ops(prepared.session, prepared.input_ids, cell.gen_len, generate)
+    return trackers.track_round(ops, cell.device, get_backend(cell.backend).device_allocator, settings.energy_window_s)
+
+
 def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records: list[dict],
-                references: ReferenceCache | None = None, seed: int = 0) -> CellResult:
+                references: ReferenceCache | None = None, seed: int = 0, stop: str | None = None) -> CellResult:
     """The cell's record from its rounds: samples in round order with their round ids, the
+    rounds used and the decode median's relative half-width across them, with `stop` (an
+    adaptive plan's runner.runfiles.STOP_REASONS) whether it reached the precision asked, the
     correctness gate (after every timed round of this cell), flags. Closes the session
     unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
+    from runner.runfiles import STOP_PRECISION
+
     result = prepared.result
     merge_rounds(result, round_records)
+    result.rounds_used = len(round_records)
+    result.decode_half_width = decode_half_width(round_records)
+    if stop:
+        result.stop_reason = stop
+        result.precision_reached = stop == STOP_PRECISION
     result.resources = trackers.cell_resources(prepared.cell, result.params, [r.get("resources") for r in round_records])
     if prepared.reference is None and settings.check_correctness and references is not None:
         # built here, once, by the process that finishes the cell: with a fresh process per
@@ -290,36 +304,67 @@ def measure_in_rounds(
     on_round: "Callable[[int, int, dict], None] | None" = None,
     on_start: "Callable[[int, int], None] | None" = None,
     only_rounds: "set[int] | None" = None,
+    deadline: float | None = None,
+    on_budget: "Callable[[], None] | None" = None,
 ):
-    """Measure cells in `rounds` interleaved rounds; yields (cell index, CellResult) as cells finish.
+    """Measure cells in interleaved rounds; yields (cell index, CellResult) as cells finish.
 
     Round 0 runs the cells in the given order (the run's shuffled order); each later round
     reshuffles it (seeded by `order_seed` + round), so drift never lines up with a cell's
-    rounds. Every cell stays prepared between its rounds. `done` maps cell index -> {round:
-    record} of rounds measured earlier (a resumed run): they are not measured again.
+    rounds. A plan of fixed rounds gives every cell `rounds` of them; with `[measure]
+    precision` (runner.rounds) every cell takes min_rounds, then short rounds go only to the
+    cells whose decode median is not yet known to the precision asked, until it is or
+    max_rounds. Every cell stays prepared between its rounds. `done` maps cell index ->
+    {round: record} of rounds measured earlier (a resumed run): they are not measured again.
     `on_round(i, r, record)` is called as each round ends, so the caller can keep it on disk
     (a kill then loses at most the round in flight). Engines that time whole cells in a child
     process (`backend.measure`) run once, in round 0. Profiles run after every timed round.
     `only_rounds` restricts this process to those rounds (a fresh worker per round, with
     `done` read from the round files of the others): a cell finishes in the process that
     measures its last round.
+
+    `deadline` (time.time() seconds; an adaptive plan's budget_s): no round starts past it.
+    The cells that have min_rounds are then finished as they stand (STOP_BUDGET: a resume
+    measures them further), the others keep their rounds for a resume, and `on_budget()` is
+    called once.
     """
     import random
 
+    policy = RoundPolicy.of(settings, rounds)
     done = {i: dict(v) for i, v in (done or {}).items()}
     prepared: dict[int, PreparedCell] = {}
     finished: set[int] = set()
     to_profile: list[tuple[int, PreparedCell, CellResult]] = []
+    spent = False  # the budget stopped a round from starting
+
+    def kept(i: int) -> list[dict]:
+        return list(done.get(i, {}).values())
+
+    def needs_round(i: int) -> bool:  # an adaptive cell past min_rounds that has reached its stop takes none
+        return i not in finished and policy.stop(kept(i)) is None
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() >= deadline
+
     order = list(range(len(cells)))
-    for round_index in range(rounds):
+    for round_index in range(policy.max_rounds):
         if round_index:
             order = list(range(len(cells)))
             random.Random(order_seed * 1000 + round_index).shuffle(order)
         if only_rounds is not None and round_index not in only_rounds:
             continue
+        if out_of_time() and any(needs_round(i) for i in order):
+            spent = True
+            break
+        if policy.adaptive and round_index >= policy.min_rounds:
+            waiting = [i for i in order if needs_round(i) and round_index not in done.get(i, {})]
+            order = policy.choose(waiting, done, None if deadline is None else deadline - time.time())
         for i in order:
-            if i in finished or round_index in done.get(i, {}):
+            if i in finished or round_index in done.get(i, {}) or not needs_round(i):
                 continue
+            if out_of_time():
+                spent = True
+                break
             cell = cells[i]
             if on_start:
                 on_start(i, round_index)
@@ -344,16 +389,21 @@ def measure_in_rounds(
                 with torch.inference_mode():
                     if i not in prepared:
                         prepared[i] = prepare_cell(cell, settings, seed)
-                    # windows in the round that completes the cell (settings.resource_windows), or in every round
-                    last = len(done.get(i, {})) == rounds - 1
-                    record = measure_round(prepared[i], settings, round_index,
-                                           track_resources=last or settings.resource_windows == "every-round")
+                    every_round = settings.resource_windows == "every-round"
+                    record = measure_round(prepared[i], settings, round_index, track_resources=every_round,
+                                           policy=policy)
                     done.setdefault(i, {})[round_index] = record
+                    stop = policy.stop(kept(i))
+                    if policy.adaptive:
+                        record["decode_half_width"] = decode_half_width(kept(i))
+                    if stop is not None and not every_round:
+                        # windows in the round that completes the cell (settings.resource_windows)
+                        record["resources"] = round_resources(prepared[i], settings)
                     if on_round:
                         on_round(i, round_index, record)
-                    if len(done[i]) >= rounds:
+                    if stop is not None:
                         finished.add(i)
-                        result = finish_cell(prepared[i], settings, list(done[i].values()), references, seed)
+                        result = finish_cell(prepared[i], settings, kept(i), references, seed, stop=stop)
                         if settings.profile:
                             to_profile.append((i, prepared.pop(i), result))
                             continue
@@ -366,16 +416,31 @@ def measure_in_rounds(
                     close_prepared(stale)
                 free_memory(cell.device)
                 yield i, failure(error)
+        if spent:
+            break
+    if not spent and deadline is not None and any(needs_round(i) for i in range(len(cells))):
+        # cells still open past the deadline (a round worker whose round ended late: no worker
+        # comes after it), or left out of a round by the budget when no round index is left
+        spent = out_of_time() or only_rounds is None or policy.max_rounds - 1 in only_rounds
     # cells whose every round was kept by an earlier segment, but not their cell file (killed
-    # or out of space right before it): prepare again for the gate, then finish them
+    # or out of space right before it): prepare again for the gate, then finish them; with the
+    # budget spent, the cells that have min_rounds too, as they stand
     for i, cell in enumerate(cells):
-        if i in finished or len(done.get(i, {})) < rounds:
+        stop = policy.stop(kept(i)) if i not in finished else None
+        if stop is None and spent and i not in finished and len(done.get(i, {})) >= policy.min_rounds:
+            stop = STOP_BUDGET
+        if stop is None:
             continue
         finished.add(i)
         try:
             with torch.inference_mode():
                 item = prepared.pop(i, None) or prepare_cell(cell, settings, seed)
-                result = finish_cell(item, settings, list(done[i].values()), references, seed)
+                records = kept(i)
+                if stop == STOP_BUDGET and settings.resource_windows != "every-round":
+                    last = max(done[i])
+                    records = [r for r in records if r["round"] != last] + [
+                        done[i][last] | {"resources": round_resources(item, settings)}]
+                result = finish_cell(item, settings, records, references, seed, stop=stop or None)
         except Exception as error:  # noqa: BLE001 - one cell's failure must not end the run
             yield i, failure(error)
             continue
@@ -392,6 +457,8 @@ def measure_in_rounds(
             close_prepared(item)
     if prepared or finished:
         free_memory("cuda" if any(c.device == "cuda" for c in cells) and torch.cuda.is_available() else "cpu")
+    if spent and on_budget:
+        on_budget()
 
 
 def _timed_phases(session, cell: Cell, reps: dict[str, int], input_ids, result: CellResult, device: str) -> None:

@@ -226,6 +226,9 @@ def start_ray_run(plan: Plan, runs_dir: str | Path, device: str, *, series_id: s
     if plan.measure.processes:
         raise RunError("[measure] processes = true runs each round in a fresh local worker process; "
                        "it is not available with --ray (each Ray task keeps one process): drop it or run without --ray")
+    if plan.measure.adaptive:
+        raise RunError("[measure] precision chooses each round's cells from every cell's rounds so far; "
+                       "it is not available with --ray (each Ray task measures its own cells): drop it or run without --ray")
     return create_run(plan, runs_dir, expand(plan, device=device), device=device, environment={},
                       regime=PENDING_REGIME, series_id=series_id, repeat_index=repeat_index, executor="ray")
 

@@ -1,11 +1,11 @@
-"""`python -m runner.round_worker RUN_DIR ROUND`: one round of a run, in a fresh process.
+"""`python -m runner.round_worker RUN_DIR ROUND [DEADLINE]`: one round of a run, in a fresh process.
 
 With `[measure] processes = true` the executor starts one of these per round, the way
 pyperf spawns workers: each process has its own placement, allocator state and caches, so
 the round-to-round spread includes what otherwise only shows between runs. Progress goes to
 stdout as prefixed JSON lines for the parent; everything else the worker prints passes
-through. Exit status: 0 done, 130 interrupted, 3 a run error (reported as a worker_error
-line first).
+through. DEADLINE (time.time() seconds) is the segment's `[measure] budget_s`. Exit status:
+0 done, 130 interrupted, 3 a run error (reported as a worker_error line first).
 """
 from __future__ import annotations
 
@@ -29,8 +29,13 @@ def main(argv: list[str]) -> int:
     from runner.executor import continue_run
     from runner.runfiles import RunDir
 
-    if len(argv) != 2 or not argv[1].isdigit():
-        sys.stderr.write("usage: python -m runner.round_worker RUN_DIR ROUND\n")
+    if len(argv) not in (2, 3) or not argv[1].isdigit():
+        sys.stderr.write("usage: python -m runner.round_worker RUN_DIR ROUND [DEADLINE]\n")
+        return 2
+    try:  # the segment's budget, as time.time() seconds: the same wall clock in every worker
+        deadline = float(argv[2]) if len(argv) == 3 else None
+    except ValueError:
+        sys.stderr.write("DEADLINE: seconds since the epoch\n")
         return 2
 
     def interrupt(signum, frame):  # noqa: ARG001 - SIGTERM ends the round like Ctrl-C
@@ -38,7 +43,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        continue_run(RunDir(Path(argv[0])), emit, only_round=int(argv[1]))
+        continue_run(RunDir(Path(argv[0])), emit, only_round=int(argv[1]), deadline=deadline)
     except RunError as error:
         emit({"event": "worker_error", "error": str(error)})
         return RUN_ERROR_EXIT

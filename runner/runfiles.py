@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from vocabulary import BUSY_MACHINE_FLAG
+from vocabulary import BUSY_MACHINE_FLAG, STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION, STOP_REASONS  # noqa: F401 - the run files' stop reasons
 
 FORMAT_VERSION = 1
 # A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000
@@ -86,6 +86,9 @@ def run_dir_in(runs_dir: str | Path, run_id: str) -> "RunDir":
 # An events.jsonl line of this kind holds one machine-load sample (runner.machine_load) under
 # "sample", with where it was taken ("at": run_start, round_start, round_end; key and round).
 MACHINE_LOAD_EVENT = "machine_load"
+# An events.jsonl line of this kind: an adaptive plan's budget_s ended this start or resume
+# ("budget_s", and the cells "done" of the "total"); the run then ends interrupted, resumable.
+BUDGET_EVENT = "budget_spent"
 
 # A cell file's "resources" field: memory and energy of the cell (runner.trackers writes it,
 # store.ingest reads it). A key that is absent or null means unknown, never zero:
@@ -149,6 +152,14 @@ class CellResult:
     # True when a machine-load sample covering one of its rounds was busy (runner.machine_load);
     # None where nothing was sampled (runs before the sampler, whole-cell engines)
     machine_busy: bool | None = None
+    # Rounds (runner.rounds): how many the cell used, and the relative half-width of the 95% t
+    # interval of its decode median across them (0.03: +-3%; None below two rounds). With
+    # `[measure] precision`, whether it reached the target and why it stopped (vocabulary.STOP_REASONS);
+    # None in a plan of fixed rounds.
+    rounds_used: int | None = None
+    decode_half_width: float | None = None
+    precision_reached: bool | None = None
+    stop_reason: str | None = None
 
 
 def planned_cell(key: str, order_index: int, cell: dict) -> dict:
@@ -178,10 +189,16 @@ def run_meta(*, run_id: str, series_id: str | None, plan: dict, started_at: str,
         "input_seed": plan["seed"],
         "n_cells_planned": len(cells),
         "protocol_version": protocol_version,
-        "rounds": plan["measure"]["rounds"],
+        "rounds": planned_rounds(plan["measure"]),
         **extra,
         "cells": cells,
     }
+
+
+def planned_rounds(measure: dict) -> int:
+    """The most rounds a cell of a plan's `[measure]` (as a dict) takes: `rounds`, or with a
+    precision target `max_rounds` (meta.json's "rounds", what a resume is checked against)."""
+    return int(measure["max_rounds"] if measure.get("precision") is not None else measure["rounds"])
 
 
 def cell_record(entry: dict, result: CellResult, started_at: str, finished_at: str | None = None) -> dict:
@@ -193,13 +210,30 @@ def cell_record(entry: dict, result: CellResult, started_at: str, finished_at: s
 
 
 def summary_of(record: dict) -> dict:
-    """Medians of a cell record for the progress log (the store computes the real statistics)."""
-    out = {}
+    """Medians of a cell record for the progress log (the store computes the real statistics),
+    and the rounds it used with its decode interval's half-width and, with a precision target,
+    whether it reached it (what the CLI's and the Run page's progress count)."""
+    out = {name: record[name] for name in ("rounds_used", "decode_half_width", "precision_reached", "stop_reason")
+           if record.get(name) is not None}
     if record.get("decode"):
         out["decode_ms_per_token"] = statistics.median([v for rep in record["decode"] for v in rep])
     if record.get("prefill"):
         out["prefill_ms"] = statistics.median(record["prefill"])
     return out
+
+
+def decode_round_medians(record: Mapping) -> list[float]:
+    """The median decode step of each round of a record (its "decode" generations and their
+    "decode_round"; reps without a round are round 0), in round order: what
+    analysis.load.round_medians computes from the stored samples, so the runner, the run's own
+    results and the store agree on the units a decode interval rests on."""
+    reps = record.get("decode") or []
+    rounds = list(record.get("decode_round") or [])
+    rounds += [0] * (len(reps) - len(rounds))
+    steps: dict[int, list[float]] = {}
+    for rep, rnd in zip(reps, rounds):
+        steps.setdefault(0 if rnd is None else int(rnd), []).extend(rep)
+    return [statistics.median(values) for _, values in sorted(steps.items()) if values]
 
 
 def robust_cv(values: list[float]) -> float:
@@ -465,10 +499,11 @@ class RunDir:
         self.rounds_dir.mkdir(exist_ok=True)
         write_json_atomic(self.rounds_dir / f"{cell_key}.r{round_index}.json", record)
 
-    def round_records(self) -> dict[str, dict[int, dict]]:
-        """{cell_key: {round: record}} of rounds kept for cells that have no cell file yet."""
+    def round_records(self, reopened: set[str] = frozenset()) -> dict[str, dict[int, dict]]:
+        """{cell_key: {round: record}} of rounds kept for cells that have no cell file yet, and
+        for the `reopened` ones (budget-stopped cells a resume measures further)."""
         out: dict[str, dict[int, dict]] = {}
-        finished = self.finished_keys()
+        finished = self.finished_keys() - set(reopened)
         for path in sorted(self.rounds_dir.glob("*.json")) if self.rounds_dir.is_dir() else []:
             key, _, index = path.stem.rpartition(".r")
             if key in finished or not index.isdigit():
@@ -478,6 +513,12 @@ class RunDir:
             except (OSError, RunFileRefused, json.JSONDecodeError):
                 continue  # torn by a kill mid-write: that round is measured again
         return out
+
+    def reopenable_keys(self) -> set[str]:
+        """Cells whose file says the run's budget stopped them (STOP_BUDGET): a resume measures
+        them further from their kept round files, which `record_cell` leaves for exactly this."""
+        return {record["cell_key"] for record in self.readable_cell_records()
+                if record.get("stop_reason") == STOP_BUDGET and record.get("status") == "ok"}
 
     def clear_rounds(self, cell_key: str) -> None:
         for path in self.rounds_dir.glob(f"{cell_key}.r*.json"):

@@ -1,9 +1,11 @@
 """Ingestion of run directories into the store: the one place that writes runs and cells.
 
 Idempotent, keyed by run id and cell id: a run is upserted (its status moves from running
-to finished), a cell and its samples are inserted once. Each run directory is ingested in
-one transaction, so a reader never sees a cell without its samples. Reads the run files
-through runner.runfiles (no torch), so the dashboard can ingest runs started from the CLI.
+to finished), a cell and its samples are inserted once, and replaced only where its file was
+rewritten since (a later finished_at: an adaptive cell its run's budget stopped, measured
+further by a resume). Each run directory is ingested in one transaction, so a reader never
+sees a cell without its samples. Reads the run files through runner.runfiles (no torch), so
+the dashboard can ingest runs started from the CLI.
 
 Which columns a row has, and how each value is stored, comes from the live tables (which
 init_schema has brought up to schema.sql): a run-file field named like a column reaches the
@@ -210,13 +212,17 @@ def _ingest_run_files(con: duckdb.DuckDBPyConnection, files: RunFiles) -> Ingest
     columns = {table: table_columns(con, table) for table in ("runs", "cells", "samples")}
     run_row = _run_row(meta, columns["runs"])
     _check_same_run(con, run_path, run_row)
-    known = {
-        row[0] for row in con.execute("SELECT cell_id FROM cells WHERE run_id = ?", [run_id]).fetchall()
-    }
-    cell_rows, sample_rows = [], []
+    known = dict(con.execute("SELECT cell_id, finished_at FROM cells WHERE run_id = ?", [run_id]).fetchall())
+    cell_rows, sample_rows, replaced = [], [], []
     for record in files.records:
-        if f"{run_id}/{record['cell_key']}" in known:
-            continue
+        cell_id = f"{run_id}/{record['cell_key']}"
+        if cell_id in known:
+            # the same file again: nothing to add; a file rewritten since (an adaptive cell the run's
+            # budget stopped, measured further by a resume) replaces its row and samples
+            finished = _timestamp(record.get("finished_at"))
+            if finished is None or known[cell_id] is None or finished.to_pydatetime() == known[cell_id]:
+                continue
+            replaced.append(cell_id)
         row, samples = _cell_rows(run_id, record, columns["cells"])
         cell_rows.append(row)
         sample_rows.extend(samples)
@@ -229,6 +235,9 @@ def _ingest_run_files(con: duckdb.DuckDBPyConnection, files: RunFiles) -> Ingest
     try:
         con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
         con.execute("INSERT INTO runs BY NAME SELECT * FROM run_frame")
+        if replaced:
+            con.execute("DELETE FROM samples WHERE list_contains(?, cell_id)", [replaced])
+            con.execute("DELETE FROM cells WHERE list_contains(?, cell_id)", [replaced])
         if cell_rows:
             con.execute("INSERT INTO cells BY NAME SELECT * FROM cell_frame")
         if sample_rows:

@@ -73,7 +73,12 @@ CREATE TABLE IF NOT EXISTS cells (
     energy_source   VARCHAR,              -- nvml | rapl; NULL: no readable energy counter
     resources       JSON,                 -- per phase: peaks, and energy_j / energy_s / calls per round
     family          VARCHAR DEFAULT 'gpt2', -- architecture: gpt2 | llama | qwen2 (vocabulary.FAMILIES)
-    n_kv_head       INTEGER               -- key/value heads (grouped-query attention); n_head for gpt2
+    n_kv_head       INTEGER,              -- key/value heads (grouped-query attention); n_head for gpt2
+    -- Rounds (runner.rounds; NULL: not recorded, cells before schema 5):
+    rounds_used     INTEGER,              -- rounds the cell was measured in
+    decode_half_width DOUBLE,             -- relative half-width of the decode median's 95% t interval across them
+    precision_reached BOOLEAN,            -- [measure] precision: reached; NULL in a plan of fixed rounds
+    stop_reason     VARCHAR               -- precision | max_rounds | budget (vocabulary.STOP_REASONS); NULL: fixed rounds
 );
 
 -- Raw samples: one row per timed region.
@@ -116,4 +121,8 @@ ALTER TABLE cells ADD COLUMN IF NOT EXISTS energy_source VARCHAR;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS resources JSON;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS family VARCHAR DEFAULT 'gpt2';
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS n_kv_head INTEGER;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS rounds_used INTEGER;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS decode_half_width DOUBLE;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS precision_reached BOOLEAN;
+ALTER TABLE cells ADD COLUMN IF NOT EXISTS stop_reason VARCHAR;
 -- (a store upgraded from before schema 4 gets n_kv_head = n_head: store.schema.init_schema)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from runner.plan import BACKEND_NAMES
+from runner.plan import BACKEND_NAMES, MAX_ROUNDS
 from runner.runfiles import ENERGY_SOURCES, PEAK_FIELDS
 from vocabulary import (CELL_STATUSES, CONTROL_CHARACTERS_IN_TEXT_SQL, CONTROL_CHARACTERS_SQL, DEVICES, DTYPES, FAMILIES,
-                        PHASES, RUN_STATUSES)
+                        PHASES, RUN_STATUSES, STOP_REASONS)
 from store.snapshot_manifest import SnapshotError
 
 KIB = 1 << 10
@@ -124,6 +124,9 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("warmup_s", _seconds("warmup_s"), "finite seconds >= 0"),
         ("measured_s", _seconds("measured_s"), "finite seconds >= 0"),
         ("check_s", _seconds("check_s"), "finite seconds >= 0"),
+        ("rounds_used", f"rounds_used BETWEEN 1 AND {MAX_ROUNDS}", f"a round count from 1 to {MAX_ROUNDS}"),
+        ("decode_half_width", "isfinite(decode_half_width) AND decode_half_width >= 0", "a finite half-width >= 0"),
+        ("stop_reason", f"stop_reason {_in(STOP_REASONS)}", f"one of {', '.join(STOP_REASONS)}"),
         ("flags", f"len(flags) <= {MAX_LIST_LEN}", f"at most {MAX_LIST_LEN} flags"),
         ("started_at", _timestamp("started_at"), f"a time between {EARLIEST} and now"),
         ("finished_at", _timestamp("finished_at"), f"a time between {EARLIEST} and now"),
