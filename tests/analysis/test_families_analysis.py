@@ -11,8 +11,10 @@ import pytest
 from analysis.inversions import find_inversions, headline_text, inversions_summary
 from analysis.load import ALL_FAMILIES, keys_by_group_id, load_cells
 from analysis.regression import fit_across_families, fit_all
+from analysis.reproducibility import has_repeats, pooled_stats, repeat_table, with_repeat_key
 from analysis.stats import compute_cell_stats
 from store.db import connect_memory
+from tests.analysis.families import Shape, ingest, run_files
 from tests.store.conftest import H100, StoreBuilder, insert
 
 LLAMA_FACTOR = 1.5  # the simulated cost of the llama block over gpt2 at equal params and depth
@@ -112,3 +114,23 @@ def test_a_pooled_fit_of_one_family_or_too_few_shapes_says_why(mixed):
     few = compute_cell_stats(mixed, {"model_name": ["gpt2-2x256", "llama-2x512", "llama-6x256"]}, n_resamples=50).frame
     [fit] = fit_across_families(few)
     assert fit["status"] == "too_few_shapes" and "measure 2 more" in fit["message"]
+
+
+def test_two_runs_differing_only_in_family_or_kv_heads_are_never_pooled_as_repeats():
+    """A gpt2 and a llama cell of one depth, width, heads and parameter count are two
+    measurements, and so are one llama shape with 4 and with 2 KV heads; the shape both runs
+    measured alike is one repeat unit of two runs."""
+    same = Shape("gpt2", 4, 256, 4, 4, 24e6)
+    run_a = run_files("run-a", [same, Shape("gpt2", 8, 512, 8, 8, 60e6), Shape("llama", 6, 384, 6, 6, 40e6)], seed=1)
+    run_b = run_files("run-b", [same, Shape("llama", 8, 512, 8, 8, 60e6), Shape("llama", 6, 384, 6, 2, 40e6)], seed=2,
+                      run_factor=1.3)  # run b is slower: a pooled pair would show it as run-to-run spread
+    con = connect_memory()
+    ingest(con, run_a, run_b)
+    stats = compute_cell_stats(con, {"phase": "decode"}, n_resamples=200)
+    assert has_repeats(stats)
+    pooled = pooled_stats(stats).frame
+    runs = {(r.family, r.n_layer, r.n_kv_head): r.n_runs for r in pooled.itertuples()}
+    assert runs == {("gpt2", 4, 4): 2, ("gpt2", 8, 8): 1, ("llama", 8, 8): 1, ("llama", 6, 6): 1, ("llama", 6, 2): 1}
+    table = repeat_table(stats, pooled=pooled_stats(stats))
+    assert len(table) == 1 and table["model_name"].iat[0] == same.name
+    assert set(with_repeat_key(stats.frame)["repeat_key"].str.contains("llama")) == {True, False}
