@@ -373,7 +373,8 @@ def compared_cells(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, cell_
     """The configuration of each cell key both runs measured (from run a, with its regime) and
     both runs' cell ids (cell_id_a, cell_id_b); unordered."""
     return con.execute(
-        """SELECT a.cell_key, r.regime, a.model_name, a.n_layer, a.n_embd, a.params, a.backend, a.dtype,
+        f"""SELECT a.cell_key, r.regime, a.model_name, {cell_select(con, ["family"], "a")}, a.n_layer, a.n_embd, a.n_head,
+                  {cell_select(con, ["n_kv_head"], "a")}, a.params, a.backend, a.dtype,
                   a.batch_size, a.prompt_len, a.gen_len, a.cell_id AS cell_id_a, b.cell_id AS cell_id_b
            FROM cells a JOIN runs r ON r.run_id = a.run_id
            JOIN cells b ON b.cell_key = a.cell_key AND b.run_id = ?
