@@ -172,6 +172,7 @@ def test_the_analyze_summary_says_the_family_term_and_the_filters_narrow_to_a_fa
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert rows and {r["model_name"] for r in rows} == {s.name for s in SHAPES if s.family == "llama" and s.n_kv_head == 2}
+    assert {(r["family"], r["n_kv_head"]) for r in rows} == {("llama", "2")}
 
     done = run_cli("analyze", "--db", mixed_db, "--family", "mamba")
     assert done.returncode == 2 and "unknown family 'mamba'; families: gpt2, llama, qwen2" in done.stderr
