@@ -126,8 +126,8 @@ def _across_families(ctx: cache.Context, stats: pd.DataFrame) -> None:
         terms = pd.DataFrame([{"term": term, **values, "CI kind": fit["ci_kind"], "covariance": fit["cov_type"]}
                               for term, values in fit["terms"].items()])
         st.dataframe(table_text(terms, p_columns=("p_value",)), hide_index=True)
-        st.caption(f"{fit['formula']}; adjusted R² {fit['adj_r2']:.3f}, {fit['n_shapes']} shapes. A family's term is "
-                   f"its log latency ratio against {fit['reference']} at equal parameters and depth.")
+        st.caption(f"{md(fit['formula'], 500)}; adjusted R² {fit['adj_r2']:.3f}, {fit['n_shapes']} shapes. A family's "
+                   f"term is its log latency ratio against {md(fit['reference'])} at equal parameters and depth.")
     cells = add_group_id(stats, pool_families=True)
     cells = cells[cells["group_id"] == group_id]
     scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
