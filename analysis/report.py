@@ -77,8 +77,8 @@ from analysis.reproducibility import has_repeats, pooled_stats, regressions_acro
 from analysis.stats import CellStats, across_families, compute_cell_stats, summarize
 
 CELL_RECORD_COLUMNS = (
-    "cell_id", "phase", "group_id", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params", "n", "median",
-    "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
+    "cell_id", "phase", "group_id", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params", "n",
+    "median", "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
     *RERUN_COLUMNS,
 )
 
@@ -300,8 +300,8 @@ def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
 SUMMARY_ROWS = 24  # rows of any one summary table; the rest is one line that says how many and where
 REGIME_DIFFERS_P = 0.05  # a regime comparison is listed when its Wald test of equal depth effects rejects at this level
 CELL_CSV_COLUMNS = ("run_id", "regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len", "model_name", "family",
-                    "n_layer", "n_embd", "n_head", "n_kv_head", "params", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind",
-                    "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s", "cell_id", "group_id")
+                    "n_layer", "n_embd", "n_head", "n_kv_head", "params", "phase", "n", "median", "median_ci_low",
+                    "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s", "cell_id", "group_id")
 MORE = "(--full for every table, --json for all of it machine-readable, --format csv for per-cell statistics)"
 
 
