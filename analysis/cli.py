@@ -14,7 +14,7 @@ import pandas as pd
 import typer
 
 from store.cli import console, fail, open_dataset, out
-from vocabulary import DB_ENV, printable
+from vocabulary import DB_ENV, FAMILIES, printable
 
 
 ANALYZE_FORMATS = ("text", "csv")
@@ -32,6 +32,12 @@ def analyze(
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
     phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
     dtype: Optional[list[str]] = typer.Option(None, help="only these dtypes (repeatable)"),
+    family: Optional[list[str]] = typer.Option(None, help=f"only these model families: {' | '.join(FAMILIES)} (repeatable)"),
+    kv_heads: Optional[list[int]] = typer.Option(None, "--kv-heads", help="only shapes with these key/value head counts "
+                                                                          "(repeatable; a gpt2 shape's equal its heads)"),
+    pool_families: bool = typer.Option(False, "--pool-families",
+                                       help="compare shapes across families: inversions across them, and the seed form "
+                                            "with family as a term (default: each group holds one family)"),
     seed: int = typer.Option(0, help="bootstrap seed"),
 ) -> None:
     """A summary of what the data says (headline, verdicts, regimes); --full, --json or --format csv for more."""
@@ -44,6 +50,7 @@ def analyze(
                                     ("--full", full)) if on]
     if len(chosen) > 1:
         fail(f"choose one of {', '.join(chosen)}")
+    _check_families(family)
     dataset, con = open_dataset(db, snapshot)
     if markdown:
         from analysis.readme_results import results_markdown
@@ -53,14 +60,15 @@ def analyze(
         finally:
             con.close()
         return
-    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "dtype": dtype}.items() if v}
+    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "dtype": dtype, "family": family,
+                                 "n_kv_head": kv_heads}.items() if v}
     try:
         if as_json or full:
-            result = run_analysis(con, seed=seed, **filters)
+            result = run_analysis(con, seed=seed, pool_families=pool_families, **filters)
         elif fmt == "csv":
             table = cell_table(con, seed=seed, **filters)
         else:
-            summary = summarize_analysis(con, seed=seed, **filters)
+            summary = summarize_analysis(con, seed=seed, pool_families=pool_families, **filters)
     except ValueError as error:
         fail(str(error))
     finally:
@@ -79,6 +87,13 @@ def analyze(
         typer.echo(printable(format_summary(summary)))
 
 
+def _check_families(families: Optional[list[str]]) -> None:
+    """One error line for a family no model has (a typo would otherwise analyse nothing)."""
+    bad = [f for f in families or [] if f not in FAMILIES]
+    if bad:
+        fail(f"unknown family {', '.join(map(repr, bad))}; families: {', '.join(FAMILIES)}")
+
+
 def report(
     out_path: Path = typer.Option(Path("shapebench-report.html"), "--out", help="HTML file to write"),
     db: Optional[Path] = typer.Option(None, envvar=DB_ENV, help="store file (default: $SHAPEBENCH_DB, else shapebench.duckdb, else the bundled snapshot)"),
@@ -86,6 +101,9 @@ def report(
     regime: Optional[list[str]] = typer.Option(None, help="only these regimes (repeatable)"),
     backend: Optional[list[str]] = typer.Option(None, help="only these backends (repeatable)"),
     phase: Optional[list[str]] = typer.Option(None, help="prefill | decode | e2e (repeatable)"),
+    family: Optional[list[str]] = typer.Option(None, help=f"only these model families: {' | '.join(FAMILIES)} (repeatable)"),
+    kv_heads: Optional[list[int]] = typer.Option(None, "--kv-heads", help="only shapes with these key/value head counts "
+                                                                          "(repeatable)"),
     self_contained: bool = typer.Option(False, "--self-contained",
                                         help="embed plotly.js (about 4.6 MB) instead of writing it once beside the report"),
 ) -> None:
@@ -98,8 +116,10 @@ def report(
     from store.cli import check_out_path
 
     check_out_path(out_path, not_these=tuple(p for p in (db, snapshot) if p is not None))  # before the analysis
+    _check_families(family)
     dataset, con = open_dataset(db, snapshot)
-    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase}.items() if v}
+    filters = {k: v for k, v in {"regime": regime, "backend": backend, "phase": phase, "family": family,
+                                 "n_kv_head": kv_heads}.items() if v}
     try:
         page = build_report(con, filters, title=f"shapebench: {dataset.label}",
                             plotly_js="inline" if self_contained else "file")

@@ -16,6 +16,7 @@ from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
 from analysis.intervals import CI_NONE
+from analysis.shapes import names_architecture, pair_labels
 
 WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
 WIDTH_COLORSCALE = "Viridis"
@@ -341,12 +342,17 @@ def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
     span = float(np.ceil(np.abs(log_ratio[finite]).max())) if finite.any() else 1.0
     span = max(span, 1.0)
     ticks = np.arange(-span, span + 1)
+    # the hover names both shapes in full (analysis.shapes.pair_labels), the axes by name
+    labelled = pairs.assign(hover=["smaller " + " / larger ".join(pair_labels(row)) for row in pairs.itertuples()])
+    hover = labelled.pivot_table(index="model_name_a", columns="model_name_b", values="hover", aggfunc="first")
+    hover = hover.reindex(index=matrix.index, columns=matrix.columns).fillna("")
     fig = go.Figure(go.Heatmap(
         z=log_ratio, text=ratio, x=list(matrix.columns), y=list(matrix.index), name="ratio",
         zmin=-span, zmax=span, zmid=0.0, colorscale="RdBu_r",
         colorbar={"title": "ratio", "tickvals": ticks,
                   "ticktext": [f"{2.0 ** t:g}" if t >= 0 else f"1/{2.0 ** -t:g}" for t in ticks]},
-        hovertemplate="smaller %{y} / larger %{x}: %{text:.2f}x<extra></extra>",
+        customdata=hover.to_numpy(dtype=object),
+        hovertemplate="%{customdata}: %{text:.2f}x<extra></extra>",
     ))
     sig = pairs[pairs["significant"]]
     fig.add_trace(go.Scatter(
@@ -409,8 +415,10 @@ def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figu
         fig.add_trace(go.Scatter(
             x=[names[v] for v in sub[label]], y=sub["median"].to_numpy(), mode="markers", name=str(run_id),
             offsetgroup=str(run_id), error_y=_error_y(sub),
-            customdata=sub[["cell_id", "run_id", "phase"]].to_numpy(),
-            hovertemplate="%{x}<br>%{customdata[1]}: %{y:.3g} ms<extra></extra>",
+            customdata=_with_columns(sub, HOVER_SHAPE)[["cell_id", "run_id", "phase", "n_layer", "n_embd",
+                                                         *HOVER_SHAPE]].to_numpy(dtype=object),
+            hovertemplate="%{x} (%{customdata[5]} %{customdata[3]} x %{customdata[4]}, %{customdata[6]}/"
+                          "%{customdata[7]} heads)<br>%{customdata[1]}: %{y:.3g} ms<extra></extra>",
         ))
     if len(flagged):
         top = flagged.groupby([label, "phase"], sort=False).agg(y=("median_ci_high", "max"), repeat_id=("repeat_id", "first")).reset_index()
@@ -443,14 +451,21 @@ PAID_COMPONENTS = (
 
 
 def _shape_labels(frame: pd.DataFrame) -> list[str]:
-    """`8x512` for a grid shape, `gpt2-50m (8x512)` for a named one; repeats get a suffix.
+    """`8x512` for a grid shape, `gpt2-50m (8x512)` for a named one; where a shape of another
+    family than GPT-2 is shown, every label names its family and query / KV heads
+    (`llama-kv1 (llama 8x512, 8/1 heads)`); repeats get a suffix.
 
     The suffix is the end of the run id (`[c7e33a]`): the same cell measured in two runs has
     the same cell key, so only the run tells the bars apart (equal labels would stack).
     """
     shape = frame["n_layer"].astype(str) + "x" + frame["n_embd"].astype(str)
     names = frame["model_name"].astype(str)
-    labels = np.where(names == shape, shape, names + " (" + shape + ")")
+    if "family" in frame and names_architecture(frame["family"].unique()):
+        heads = frame["n_head"].astype(str) + "/" + frame.get("n_kv_head", frame["n_head"]).astype(str) + " heads"
+        full = frame["family"].astype(str) + " " + shape + ", " + heads
+        labels = np.where(names == shape, full, names + " (" + full + ")")
+    else:
+        labels = np.where(names == shape, shape, names + " (" + shape + ")")
     dup = pd.Series(labels).duplicated(keep=False).to_numpy()
     suffix = frame["cell_id"].astype(str).str.split("/").str[0].str[-6:].to_numpy()
     return [f"{lab} [{s}]" if d else str(lab) for lab, d, s in zip(labels, dup, suffix)]
@@ -500,21 +515,22 @@ def kernels_vs_depth(floor: pd.DataFrame, color: str = "backend") -> go.Figure:
     """
     if color not in ("backend", "n_embd"):
         raise ValueError(f"color must be 'backend' or 'n_embd', got {color!r}")
-    frame = floor.sort_values(["n_layer", "n_embd"]) if len(floor) else floor
-    cols = ["cell_id", "model_name", "n_embd", "launches"]
-    hover = "%{customdata[1]}: %{x} layers x %{customdata[2]}<br>%{y} kernels, %{customdata[3]} launches<extra></extra>"
+    frame = _with_columns(floor.sort_values(["n_layer", "n_embd"]) if len(floor) else floor, HOVER_SHAPE)
+    cols = ["cell_id", "model_name", "n_embd", "launches", *HOVER_SHAPE]
+    hover = ("%{customdata[1]} (%{customdata[4]}): %{x} layers x %{customdata[2]}, %{customdata[5]}/%{customdata[6]} "
+             "heads<br>%{y} kernels, %{customdata[3]} launches<extra></extra>")
     fig = go.Figure()
     if color == "backend":
         for backend, sub in frame.groupby("backend", sort=True):
             fig.add_trace(_scatter(len(sub))(
                 x=sub["n_layer"].to_numpy(), y=sub["kernels"].to_numpy(), mode="markers", name=str(backend),
-                marker={"size": 9}, customdata=sub[cols].to_numpy(), hovertemplate=hover))
+                marker={"size": 9}, customdata=sub[cols].to_numpy(dtype=object), hovertemplate=hover))
     else:
         fig.add_trace(_scatter(len(frame))(
             x=frame["n_layer"].to_numpy(), y=frame["kernels"].to_numpy(), mode="markers", name="cells",
             marker={"size": 9, "color": frame["n_embd"].to_numpy(), "colorscale": WIDTH_COLORSCALE, "showscale": True,
                     "colorbar": {"title": "width"}},
-            customdata=frame[cols].to_numpy(), hovertemplate=hover))
+            customdata=frame[cols].to_numpy(dtype=object), hovertemplate=hover))
     fig.update_layout(title="Kernels per token (decode step) against depth", xaxis_title="depth (layers)",
                       yaxis_title="device kernels per decode step", template="plotly_white")
     return fig

@@ -36,7 +36,8 @@ import pandas as pd
 from analysis.intervals import CI_NONE, NO_CI, ci_text  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
 from analysis.reproducibility import pooled_stats
-from analysis.stats import CellStats, compute_cell_stats
+from analysis.shapes import pair_labels
+from analysis.stats import CellStats, across_families, compute_cell_stats
 from vocabulary import PROTOCOL_VERSION
 
 # The seed and grid plans' operating point: the seed pair is compared there only.
@@ -71,7 +72,8 @@ class Headline:
     all_protocols: bool = False
 
 
-def build_headline(stats: CellStats, top: int = TOP_INVERSIONS, *, all_protocols: bool = False) -> Headline:
+def build_headline(stats: CellStats, top: int = TOP_INVERSIONS, *, all_protocols: bool = False,
+                   pool_families: bool = False) -> Headline:
     """The headline of per-run cell statistics (`compute_cell_stats`, any filters).
 
     Pools by shape, compares every shape pair of every group once (`pair_ratios`, FDR over
@@ -83,8 +85,11 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS, *, all_protocols
     unpinned single passes whose cells move 2x between runs (README, Protocol 2), so they
     stay in the store and in `pairs` (the per-regime tables) but do not lead. The regimes
     they leave out are named (`earlier_protocol_regimes`), never dropped without a word.
+    With `pool_families` a group holds every family, so pairs compare shapes across them.
     """
     pooled = pooled_stats(stats)
+    if pool_families:
+        pooled = across_families(pooled)
     if pooled.frame.empty:
         return Headline(*(pd.DataFrame(columns=columns) for columns in (PAIR_COLUMNS, PAIR_COLUMNS, COUNT_COLUMNS,
                                                                          PAIR_COLUMNS)))
@@ -147,12 +152,6 @@ def headline_for(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
 
 # --- one rendering for every page ----------------------------------------------------------
 
-def shape_label(name: str, n_layer: int, n_embd: int, params: float) -> str:
-    """A model as a headline names it: its name(s), depth x width and parameter count."""
-    size = f"{params / 1e6:.1f}M" if params >= 1e5 else f"{params / 1e6:.2g}M"  # a user's tiny shape is not "0.0M"
-    return f"{name} ({n_layer} x {n_embd}, {size})"
-
-
 def _runs(a: int, b: int) -> str:
     return f"{a}" if a == b else f"{a} / {b}"
 
@@ -177,8 +176,7 @@ def inversion_table(headline: Headline) -> pd.DataFrame:
     rows = [{
         "regime": r.regime, "backend": r.backend, "phase": r.phase, "dtype": r.dtype,
         "batch": str(r.batch_size), "prompt": str(r.prompt_len),
-        "smaller but slower": shape_label(r.model_name_a, r.n_layer_a, r.n_embd_a, r.params_a),
-        "larger": shape_label(r.model_name_b, r.n_layer_b, r.n_embd_b, r.params_b),
+        **dict(zip(("smaller but slower", "larger"), pair_labels(r))),
         "slower by": f"{r.ratio:.2f}x", "95% CI": ci_text(r.ratio_ci_low, r.ratio_ci_high, r.ci_kind),
         "CI kind": r.ci_kind,
         "significant / inverted / shape pairs in group": f"{r.significant} / {r.inverted} / {r.shape_pairs}",

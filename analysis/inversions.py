@@ -42,6 +42,7 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis.bootstrap import percentile_ci
 from analysis.intervals import CI_KINDS, CI_NONE
+from analysis.shapes import names_architecture
 from analysis.stats import CellStats
 
 FDR = 0.05  # Benjamini-Hochberg level across a group's pairs
@@ -145,12 +146,11 @@ def headlines(inversions: pd.DataFrame) -> pd.DataFrame:
 
 
 def side_shape(row: pd.Series, side: str) -> str:
-    """One side's shape in full: params, depth x width, and for a family other than gpt2
-    the family and its query / KV heads (a GPT-2 shape reads as it always has)."""
+    """One side's shape in full: params and depth x width, and where the pair is not two GPT-2
+    shapes (`names_architecture`) each side's family and query / KV heads."""
     text = f"{row[f'params_{side}'] / 1e6:.1f}M params, {row[f'n_layer_{side}']} x {row[f'n_embd_{side}']}"
-    family = row.get(f"family_{side}", "gpt2")
-    if isinstance(family, str) and family != "gpt2":
-        text = (f"{family}, {text}, {row.get(f'n_head_{side}')}/{row.get(f'n_kv_head_{side}')} heads")
+    if names_architecture(row.get(f"family_{s}", "gpt2") for s in "ab"):
+        text = f"{row.get(f'family_{side}', 'gpt2')}, {text}, {row.get(f'n_head_{side}')}/{row.get(f'n_kv_head_{side}')} heads"
     return text
 
 

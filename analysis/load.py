@@ -18,7 +18,7 @@ on the same connection.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,13 +93,17 @@ CELL_SCOPES: dict[CellScope, tuple[str, ...]] = {
 }
 
 
-def where_clause(filters: Mapping[str, Any] | None, *, cells: CellScope = "analysed", phase: bool = True) -> tuple[str, list]:
+def where_clause(filters: Mapping[str, Any] | None, *, cells: CellScope = "analysed", phase: bool = True,
+                 present: Collection[str] | None = None) -> tuple[str, list]:
     """The one filter builder: SQL conditions over `cells c JOIN runs r` (and `samples s`
     where a phase filter applies) and their parameters.
 
     `cells` is one of CELL_SCOPES. With `phase=False` a phase filter is accepted and
     ignored, for a query of cells rather than samples: a cell is measured in every phase it
     supports. A filter value is one value or a list of them; None means no filter.
+    `present`, the cells table's columns, lets a filter on a column added later (family,
+    n_kv_head) read a store opened read-only before it as what its cells are known to be
+    (`cell_select`); the functions here pass it (`_where`).
     Raises ValueError naming the allowed keys for an unknown filter, and for an empty list,
     so a misspelt filter never quietly returns an empty analysis.
     """
@@ -115,9 +119,24 @@ def where_clause(filters: Mapping[str, Any] | None, *, cells: CellScope = "analy
         values = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
         if not values:
             raise ValueError(f"filter '{key}' has an empty list of values")
-        conditions.append(f"{FILTER_COLUMNS[key]}.{key} IN ({', '.join('?' for _ in values)})")
+        conditions.append(f"{_filter_column(key, present)} IN ({', '.join('?' for _ in values)})")
         params.extend(values)
     return " AND ".join(conditions) or "TRUE", params
+
+
+def _filter_column(key: str, present: Collection[str] | None) -> str:
+    """The SQL a filter on `key` compares: the column, or for a cells column added later the
+    value `cell_select` reads (coalesced, or what is known where the column is absent)."""
+    known = KNOWN_BEFORE.get(("cells", key)) if FILTER_COLUMNS[key] == "c" else None
+    if known is None:
+        return f"{FILTER_COLUMNS[key]}.{key}"
+    known = known if known.startswith("'") else f"c.{known}"
+    return known if present is not None and key not in present else f"coalesce(c.{key}, {known})"
+
+
+def _where(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None, **options: Any) -> tuple[str, list]:
+    """`where_clause` for this store's cells table (older stores read as `cell_select` reads them)."""
+    return where_clause(filters, present=table_columns(con, "cells"), **options)
 
 
 def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -125,7 +144,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
 
     A phase filter is ignored here: a cell is measured in all phases it supports.
     """
-    where, params = where_clause(filters, phase=False)
+    where, params = _where(con, filters, phase=False)
     cols = cell_select(con)
     sql = (
         f"SELECT {cols}, r.regime, r.series_id, r.device_kind, coalesce(r.protocol_version, 1) AS protocol_version "
@@ -136,7 +155,7 @@ def load_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None
 
 def left_out(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> str | None:
     """A one-line warning naming the ok cells the analysis leaves out as impossible, or None."""
-    where, params = where_clause(filters, cells="left_out", phase=False)
+    where, params = _where(con, filters, cells="left_out", phase=False)
     rows = con.execute(
         f"SELECT c.cell_id FROM cells c JOIN runs r USING (run_id) WHERE {where} ORDER BY c.cell_id", params
     ).fetchall()
@@ -149,7 +168,7 @@ def left_out(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None =
 
 def load_samples(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Raw samples of ok cells: cell_id, phase, rep, step, latency_ms (for distributions)."""
-    where, params = where_clause(filters)
+    where, params = _where(con, filters)
     sql = (
         "SELECT s.cell_id, s.phase, s.rep, s.step, s.latency_ms "
         "FROM samples s JOIN cells c USING (cell_id) JOIN runs r ON r.run_id = c.run_id "
@@ -160,9 +179,9 @@ def load_samples(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | No
 
 # --- the statistics' reads (analysis.stats): the analysed samples, three ways ----------------
 
-def _analysed_samples(filters: Mapping[str, Any] | None) -> tuple[str, list]:
+def _analysed_samples(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None) -> tuple[str, list]:
     """FROM and WHERE of the analysed cells' samples under `filters`, and its parameters."""
-    where, params = where_clause(filters)
+    where, params = _where(con, filters)
     source = (
         "FROM samples s JOIN cells c ON c.cell_id = s.cell_id JOIN runs r ON r.run_id = c.run_id "
         f"WHERE {where}"
@@ -174,7 +193,7 @@ def phase_aggregates(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] 
     """One row per analysed (cell, phase), by cell and phase: cell_id, phase, n, median, mean,
     std (sample), p5, p95 (linear interpolation) of its samples, then the other CELL_COLUMNS,
     regime, series_id, device_kind and protocol_version (1 where a run did not say)."""
-    source, params = _analysed_samples(filters)
+    source, params = _analysed_samples(con, filters)
     cell_cols = cell_select(con, [c for c in CELL_COLUMNS if c != "cell_id"])
     return con.execute(
         f"""
@@ -197,7 +216,7 @@ def phase_aggregates(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] 
 def round_medians(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """cell_id, phase, round, median: the median sample of each round of each analysed (cell,
     phase), by cell, phase and round. A protocol-1 sample has no round: its cell is round 0."""
-    source, params = _analysed_samples(filters)
+    source, params = _analysed_samples(con, filters)
     return con.execute(
         f"SELECT s.cell_id, s.phase, coalesce(s.round, 0) AS round, median(s.latency_ms) AS median "
         f"{source} GROUP BY ALL ORDER BY s.cell_id, s.phase, round",
@@ -208,7 +227,7 @@ def round_medians(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | N
 def sorted_latencies(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> np.ndarray:
     """Every analysed sample's latency_ms (float64), by cell and phase, ascending within each:
     the runs `phase_aggregates` counts (n), in its row order."""
-    source, params = _analysed_samples(filters)
+    source, params = _analysed_samples(con, filters)
     values = con.execute(
         f"SELECT s.latency_ms {source} ORDER BY s.cell_id, s.phase, s.latency_ms", params
     ).fetchnumpy()["latency_ms"]
@@ -221,7 +240,7 @@ def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | 
     """Analysed cells that carry a profile, by cell: their shape and configuration, regime,
     profile and the run's calibration as JSON text (calibration NULL where the run has none),
     and decode_ms, the median of their decode samples (cells without any are left out)."""
-    where, params = where_clause(filters, phase=False)
+    where, params = _where(con, filters, phase=False)
     sql = f"""
         SELECT c.cell_id, c.model_name, {cell_select(con, ["family"])}, c.n_layer, c.n_embd, c.n_head,
                {cell_select(con, ["n_kv_head"])}, c.params, c.backend,
@@ -262,7 +281,7 @@ def resource_select(con: duckdb.DuckDBPyConnection, alias: str = "c") -> str:
 def cells_with_resources(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Analysed cells, by cell: CELL_COLUMNS, the resource columns (`resource_select`, the
     `resources` JSON last), regime, series_id, device_kind. A phase filter does not apply."""
-    where, params = where_clause(filters, phase=False)
+    where, params = _where(con, filters, phase=False)
     cols = cell_select(con)
     return con.execute(
         f"SELECT {cols}, {resource_select(con)}, r.regime, r.series_id, r.device_kind FROM cells c "
@@ -273,7 +292,7 @@ def cells_with_resources(con: duckdb.DuckDBPyConnection, filters: Mapping[str, A
 def cells_table(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Every cell matching the filters, whatever its status, with regime, flags and error;
     a phase filter does not apply (a cell row holds all its phases)."""
-    where, params = where_clause(filters, cells="any", phase=False)
+    where, params = _where(con, filters, cells="any", phase=False)
     return con.execute(
         f"SELECT c.cell_id, c.run_id, r.regime, c.model_name, {cell_select(con, ['family'])}, c.n_layer, c.n_embd, "
         f"c.n_head, {cell_select(con, ['n_kv_head'])}, c.params, "
@@ -334,7 +353,7 @@ def run_cell_rounds(con: duckdb.DuckDBPyConnection, run_id: str, filters: Mappin
 
     A protocol-1 sample has no round: its cell is one round.
     """
-    where, params = where_clause({**(filters or {}), "run_id": [run_id]})
+    where, params = _where(con, {**(filters or {}), "run_id": [run_id]})
     return con.execute(
         f"""WITH rounds AS (
                 SELECT c.cell_key, s.phase, coalesce(s.round, 0) AS round, ln(median(s.latency_ms)) AS log_median
@@ -354,7 +373,8 @@ def compared_cells(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, cell_
     """The configuration of each cell key both runs measured (from run a, with its regime) and
     both runs' cell ids (cell_id_a, cell_id_b); unordered."""
     return con.execute(
-        """SELECT a.cell_key, r.regime, a.model_name, a.n_layer, a.n_embd, a.params, a.backend, a.dtype,
+        f"""SELECT a.cell_key, r.regime, a.model_name, {cell_select(con, ["family"], "a")}, a.n_layer, a.n_embd, a.n_head,
+                  {cell_select(con, ["n_kv_head"], "a")}, a.params, a.backend, a.dtype,
                   a.batch_size, a.prompt_len, a.gen_len, a.cell_id AS cell_id_a, b.cell_id AS cell_id_b
            FROM cells a JOIN runs r ON r.run_id = a.run_id
            JOIN cells b ON b.cell_key = a.cell_key AND b.run_id = ?
@@ -384,7 +404,7 @@ def finished_runs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 # --- the whole store: counts, versions, filter values (the dashboard's frame) ----------------
 
 # The global filters whose values `filter_options` lists (phase too, from the samples).
-OPTION_COLUMNS = ("regime", "backend", "dtype", "batch_size", "prompt_len")
+OPTION_COLUMNS = ("regime", "family", "n_kv_head", "backend", "dtype", "batch_size", "prompt_len")
 
 
 def store_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -428,7 +448,7 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list]:
     out: dict[str, list] = {}
     out["regime"] = [r[0] for r in con.execute("SELECT DISTINCT regime FROM runs ORDER BY 1").fetchall()]
     for column in OPTION_COLUMNS[1:]:
-        out[column] = [r[0] for r in con.execute(f"SELECT DISTINCT {column} FROM cells ORDER BY 1").fetchall()]
+        out[column] = [r[0] for r in con.execute(f"SELECT DISTINCT {cell_select(con, [column])} FROM cells c ORDER BY 1").fetchall()]
     present = {r[0] for r in con.execute("SELECT DISTINCT phase FROM samples").fetchall()}
     out["phase"] = [p for p in PHASES if p in present]
     return out

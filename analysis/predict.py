@@ -17,6 +17,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy.stats import norm
 
+from analysis.load import with_family
 from analysis.regression import CONFIDENCE, shape_shortfall
 
 FORMULA = "log_latency ~ log_depth + log_width"
@@ -34,9 +35,11 @@ def predict_latency(
     batch_size: int,
     prompt_len: int,
     gen_len: int | None = None,
+    family: str = "gpt2",
     confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
-    """Predicted median latency (ms) of shape n_layer x n_embd in the named group.
+    """Predicted median latency (ms) of shape n_layer x n_embd of `family` in the named group
+    (a group holds one family: analysis.load.GROUP_KEYS).
 
     Returns a dict: status ("ok" | "no_data" | "too_few_shapes"), message, median_ms,
     ci (low, high), prediction_interval (low, high), extrapolation (bool), warnings (list),
@@ -44,8 +47,9 @@ def predict_latency(
     """
     if n_layer <= 0 or n_embd <= 0:
         raise ValueError(f"n_layer and n_embd must be positive, got {n_layer} x {n_embd}")
+    stats = with_family(stats)
     mask = (
-        (stats["regime"] == regime) & (stats["backend"] == backend) & (stats["phase"] == phase)
+        (stats["family"] == family) & (stats["regime"] == regime) & (stats["backend"] == backend) & (stats["phase"] == phase)
         & (stats["dtype"] == dtype) & (stats["batch_size"] == batch_size) & (stats["prompt_len"] == prompt_len)
     )
     if phase == "e2e":

@@ -278,6 +278,7 @@ def fit_group(
     seed = seed_form_record(data, fits[SEED_FORM], alpha, cov_type=cov_type)
     seed["ci_includes_between_run_variance"] = across_runs
     seed["ci_kind"] = kind
+    seed["kv_term"] = kv_heads_term(cells, confidence)
     verdict = _with_seed_form(_combine(verdicts), seed)
     kind_note = {CI_ACROSS_RUNS: "across runs (CIs include between-run variance): ",
                  CI_ACROSS_ROUNDS: "across rounds of one run (CIs leave out run-to-run variance): "}.get(kind, "")
@@ -285,6 +286,53 @@ def fit_group(
     lines = _bands(data, fits, alpha) if bands else pd.DataFrame()
     return GroupFit(group, group_id, "ok", verdict["text"], len(cells), n_shapes, models, verdicts, verdict, lines, across_runs,
                     seed, kind)
+
+
+KV_FORM = "log_latency ~ log_params + log_depth + log_kv_share"
+
+
+def kv_heads_term(cells: pd.DataFrame, confidence: float = CONFIDENCE) -> dict[str, Any] | None:
+    """The seed form with a KV-heads term, where a group's KV heads vary: log latency ~ log
+    params + log depth + log (n_kv_head / n_head), with `fit_group`'s covariance (HC3 plus
+    the units' spread). The term is the share of heads that hold keys and values (1 for full
+    multi-head attention; the KV cache is that share of the width), so more heads at one width
+    is not read as more KV. Its coefficient is the elasticity of latency in that share at equal
+    parameters and depth: what grouped-query attention saves.
+
+    None where every cell has the same share (GPT-2, or one KV count) or a frame has no head
+    counts: the seed form is then all there is. Where it varies but the term is not identified (too few shapes, or a share that
+    moves with depth and params), a record says why instead of a coefficient.
+    """
+    cells = with_family(cells)
+    if "n_kv_head" not in cells:  # no head counts: full multi-head attention (analysis.why says the same)
+        return None
+    share = cells["n_kv_head"].to_numpy(dtype=float) / cells["n_head"].to_numpy(dtype=float)
+    if len(np.unique(share)) < 2:
+        return None
+    data = design_frame(cells).assign(log_kv_share=np.log(share))
+    exog = design_matrix(KV_FORM, data)
+    n_shapes = len(cells[["n_layer", "n_embd", "n_head", "n_kv_head"]].drop_duplicates())
+    heads = sorted({f"{int(kv)}/{int(h)}" for kv, h in zip(cells["n_kv_head"], cells["n_head"])})
+    record: dict[str, Any] = {"formula": KV_FORM, "n_shapes": n_shapes, "kv_heads": heads}
+    if n_shapes < MIN_SHAPES:
+        return record | {"status": "not_identified", "message": f"{n_shapes} distinct shapes (depth x width x KV heads); "
+                                                                 f"a KV-heads term needs at least {MIN_SHAPES}"}
+    if np.linalg.matrix_rank(exog.to_numpy()) < exog.shape[1]:
+        return record | {"status": "not_identified", "message": "the KV heads' share moves with parameter count and depth "
+                                                                 "in these shapes: their effects cannot be separated"}
+    res = sm.OLS(_response(KV_FORM, data).to_numpy(), exog.to_numpy()).fit(cov_type="HC3")
+    res.model.data.xnames = list(exog.columns)
+    extra = unit_covariance(exog.to_numpy(), cells, confidence=confidence)
+    if extra is not None:
+        res = with_extra_cov(res, extra)
+    estimate, low, high = _ci(res, "log_kv_share", 1 - confidence)
+    return record | {
+        "status": "ok", "coef_log_kv_share": estimate, "coef_log_kv_share_lo": low, "coef_log_kv_share_hi": high,
+        "r2": float(res.rsquared), "condition_number": float(np.linalg.cond(exog.to_numpy())),
+        "cov_type": cov_type_of(cells),
+        "message": f"KV-heads elasticity {estimate:.3g} [{low:.3g}, {high:.3g}] at equal params and depth "
+                   f"(log of KV heads / heads, measured at {', '.join(heads)})",
+    }
 
 
 def _fit_seed_form(data: pd.DataFrame) -> Any:
@@ -369,6 +417,9 @@ def _seed_text(seed: Mapping[str, Any]) -> str:
         text += f"; unchanged without the shapes of leverage above {LEVERAGE_LIMIT:g} ({refit['dropped']})"
     elif refit:
         text += f"; {refit['message']}"
+    kv = seed.get("kv_term")
+    if kv:
+        text += f"; {kv['message']}"
     return text
 
 
@@ -550,10 +601,12 @@ def fit_across_families(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> 
 
     Groups hold one family by default (analysis.load.GROUP_KEYS); here the cells of a group
     key without its family are pooled and the seed study's form gets a family term:
-    log latency ~ log params + log depth + C(family), HC3. Each family's coefficient is the
+    log latency ~ log params + log depth + C(family). Each family's coefficient is the
     log latency ratio against the reference family (gpt2 where present) at equal parameters
-    and depth: what the architecture costs or saves beyond its shape. Groups with a single
-    family, or too few shapes for the form, say so instead of fitting.
+    and depth: what the architecture costs or saves beyond its shape. The covariance is
+    `fit_group`'s: HC3, plus the spread over runs or rounds where cells have them
+    (`unit_covariance`). Groups with a single family, or too few shapes for the form, say
+    so instead of fitting.
     """
     frame = with_family(stats)
     if frame.empty:
@@ -563,10 +616,11 @@ def fit_across_families(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> 
     alpha = 1 - confidence
     out = []
     for group_id, cells in frame.groupby("pooled_group_id", sort=True):
+        cells = cells.reset_index(drop=True)
         families = sorted(cells["family"].unique())
         record: dict[str, Any] = {"group_id": group_id, "families": families, "n_cells": int(len(cells)),
                                   "family": ALL_FAMILIES}
-        shapes = cells[["family", "n_layer", "n_embd", "params"]].drop_duplicates()
+        shapes = cells[["family", "n_layer", "n_embd", "n_kv_head", "params"]].drop_duplicates()
         n_terms = 3 + len(families) - 1
         if len(families) < 2:
             record.update(status="one_family", message=f"only {families[0]} in this group: nothing to pool")
@@ -584,20 +638,27 @@ def fit_across_families(stats: pd.DataFrame, confidence: float = CONFIDENCE) -> 
             })
             formula = f"log_latency ~ log_params + log_depth + C(family, Treatment(reference='{reference}'))"
             res = smf.ols(formula, data).fit(cov_type="HC3")
-            ci = res.conf_int(alpha)
+            names = list(res.model.exog_names)
+            extra = unit_covariance(res.model.exog, cells, confidence=confidence)
+            if extra is not None:
+                res = with_extra_cov(res, extra)
+            estimates, p_values = np.asarray(res.params), np.asarray(res.pvalues)
+            ci = np.asarray(res.conf_int(alpha))
             terms = {}
-            for name in res.params.index:
-                short = name.split("[T.")[1].rstrip("]") if "[T." in name else name
-                key = f"family:{short}" if "[T." in name else short
-                terms[key] = {"estimate": float(res.params[name]), "ci_low": float(ci.loc[name, 0]),
-                              "ci_high": float(ci.loc[name, 1]), "p_value": float(res.pvalues[name])}
+            for i, name in enumerate(names):
+                key = f"family:{name.split('[T.')[1].rstrip(']')}" if "[T." in name else name
+                terms[key] = {"estimate": float(estimates[i]), "ci_low": float(ci[i, 0]), "ci_high": float(ci[i, 1]),
+                              "p_value": float(p_values[i])}
             effects = {k.split(":", 1)[1]: {"ratio": float(np.exp(v["estimate"])), "ci_low": float(np.exp(v["ci_low"])),
                                             "ci_high": float(np.exp(v["ci_high"]))}
                        for k, v in terms.items() if k.startswith("family:")}
+            kind = weakest_kind(cells["ci_kind"]) if "ci_kind" in cells else CI_NONE
+            cov_type = cov_type_of(cells)
             text = "; ".join(f"{fam} {e['ratio']:.2f}x [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" for fam, e in effects.items())
-            record.update(status="ok", reference=reference, formula=formula, cov_type="HC3", terms=terms,
+            record.update(status="ok", reference=reference, formula=formula, cov_type=cov_type, ci_kind=kind, terms=terms,
                           family_ratios=effects, n_shapes=int(len(shapes)), adj_r2=float(res.rsquared_adj),
-                          message=f"latency at equal params and depth, against {reference}: {text} ({confidence:.0%} CI, HC3)")
+                          message=f"latency at equal params and depth, against {reference}: {text} "
+                                  f"({confidence:.0%} CI, {cov_type})")
         out.append(record)
     return out
 

@@ -30,6 +30,13 @@ needs:
                           per token with a CI across rounds, mean power) and the seed form fitted to
                           log peak memory and log energy per token beside latency (analysis.resources)
             warnings      one-line notes, e.g. cells left out for impossible values (analysis.load.left_out)
+            pool_families whether groups pool every family (default: a group holds one family)
+            family_fits   with pool_families only: per pooled group, the seed form with family as a
+                          term (analysis.regression.fit_across_families): each family's latency ratio
+                          against the reference at equal params and depth, or why it was not fitted
+
+        With pool_families the inversions compare shapes across families too; regressions,
+        seed_form, regimes and backends stay within a family.
 
         When some cells were measured in more than one run (plan repeats), regressions,
         inversions, regimes and backends work on medians pooled over runs, and regressions
@@ -63,16 +70,16 @@ from analysis.intervals import interval_texts
 from analysis.inversions import find_inversions, inversions_summary
 from analysis.load import left_out
 from analysis.regimes import compare
-from analysis.regression import fit_all, fit_group
+from analysis.regression import fit_across_families, fit_all, fit_group
 from analysis.resources import display_table, pair_ratio_text, resource_summary
 from analysis.rerun import RERUN_COLUMNS, add_rerun_intervals
 from analysis.shape_answer import ShapeAnswer, shape_answer
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
-from analysis.stats import compute_cell_stats, summarize
+from analysis.stats import CellStats, across_families, compute_cell_stats, summarize
 
 CELL_RECORD_COLUMNS = (
-    "cell_id", "phase", "group_id", "model_name", "n_layer", "n_embd", "params", "n", "median",
-    "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
+    "cell_id", "phase", "group_id", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params", "n",
+    "median", "median_ci_low", "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s",
     *RERUN_COLUMNS,
 )
 
@@ -82,9 +89,15 @@ def analyze(
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    pool_families: bool = False,
     **filters: Any,
 ) -> dict[str, Any]:
-    """Cell statistics, regressions per group, inversions, regime/backend comparisons, reproducibility."""
+    """Cell statistics, regressions per group, inversions, regime/backend comparisons, reproducibility.
+
+    Groups hold one family; with `pool_families` the inversions compare shapes across
+    families and `family_fits` holds the seed form with family as a term per pooled group
+    (analysis.regression.fit_across_families).
+    """
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
     frame = add_rerun_intervals(stats.frame, confidence=stats.confidence)  # "next run" beside "this run"
     summary = summarize(frame)
@@ -95,16 +108,20 @@ def analyze(
         # belongs in the CIs, not in the number of observations.
         pooled = pooled_stats(stats)
         regressions = regressions_across_runs(stats, pooled)
-        inversions = {**inversions_summary(find_inversions(pooled)), "ci_includes_between_run_variance": True}
+        inversions = {**inversions_summary(find_inversions(_grouped(pooled, pool_families))),
+                      "ci_includes_between_run_variance": True}
         compared = pooled.frame
         reproducibility = reproducibility_summary(stats, con, pooled=pooled, regressions=regressions)
     else:
         regressions = [fit.to_dict() for fit in fit_all(frame)] if len(frame) else []
-        inversions = {**inversions_summary(find_inversions(stats)), "ci_includes_between_run_variance": False}
+        inversions = {**inversions_summary(find_inversions(_grouped(stats, pool_families))),
+                      "ci_includes_between_run_variance": False}
         compared = frame
         reproducibility = reproducibility_summary(stats)
+    extra = {"family_fits": fit_across_families(compared)} if pool_families else {}
     result = {
         "filters": filters,
+        "pool_families": pool_families,
         "cell_stats": summary,
         "regressions": regressions,
         "seed_form": seed_form_rows(regressions),
@@ -114,8 +131,14 @@ def analyze(
         "reproducibility": reproducibility,
         "resources": resource_summary(con, filters, latency=frame),
         "warnings": [w for w in (left_out(con, filters),) if w],
+        **extra,
     }
     return _jsonable(result)
+
+
+def _grouped(stats: CellStats, pool_families: bool) -> CellStats:
+    """`stats` as the inversions compare it: within each family, or across them."""
+    return across_families(stats) if pool_families else stats
 
 
 def seed_form_rows(regressions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,6 +207,9 @@ def format_text(result: dict[str, Any]) -> str:
             lines.append(f"   seed form: max leverage {seed['max_leverage']:.2f} ({seed['n_high_leverage']} above 0.5), "
                          f"corr(log params, log n_layer) {seed['corr_log_params_log_n_layer']:.2f}, "
                          f"condition number {seed['condition_number']:.3g}, verdict {seed['winner']}")
+    if "family_fits" in result:
+        lines += ["", "== Across families: the seed form with family as a term, per pooled group =="]
+        lines += family_fit_lines(result["family_fits"])
     inv = result["inversions"]
     across = " across runs: CIs include between-run variance" if inv.get("ci_includes_between_run_variance") else ""
     lines += ["", "== Latency inversions (smaller model slower) ==",
@@ -193,7 +219,10 @@ def format_text(result: dict[str, Any]) -> str:
               + (f" ({inv['n_without_ci']} without a CI are never significant)" if inv.get("n_without_ci") else "")]
     lines += [f"* {h['group_id']}: {h['text']}" for h in inv["headlines"]]
     if inv["significant"]:
-        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind"]))
+        families = {r.get(f"family_{side}") for r in inv["significant"] for side in "ab"} - {None}
+        named = ["family_a", "model_name_a", "family_b", "model_name_b"] if families - {"gpt2"} else ["model_name_a", "model_name_b"]
+        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", *named, "ratio", "ratio_ci_low",
+                                                      "ratio_ci_high", "ci_kind"]))
     for key, title in (("regimes", "Across regimes"), ("backends", "Across backends")):
         lines += ["", f"== {title} =="]
         if not result[key]:
@@ -211,6 +240,20 @@ def format_text(result: dict[str, Any]) -> str:
     lines += ["", "== Memory and energy =="]
     lines += _resource_lines(result.get("resources") or {"message": "(not computed)"})
     return "\n".join(lines)
+
+
+def family_fit_lines(fits: list[dict[str, Any]]) -> list[str]:
+    """One line per pooled group (its message), then the fitted terms of those that were fitted."""
+    if not fits:
+        return ["  (no cells)"]
+    lines = []
+    for fit in fits:
+        lines.append(f"-- {fit['group_id']} ({fit['n_cells']} cells; {', '.join(fit['families'])})")
+        lines.append(f"   {fit['message']}")
+        if fit["status"] == "ok":
+            rows = [{"term": term, **values} for term, values in fit["terms"].items() if term != "Intercept"]
+            lines.append(_table(rows, ["term", "estimate", "ci_low", "ci_high", "p_value"]))
+    return lines
 
 
 def _resource_lines(res: dict[str, Any]) -> list[str]:
@@ -257,9 +300,9 @@ def _reproducibility_lines(rep: dict[str, Any]) -> list[str]:
 
 SUMMARY_ROWS = 24  # rows of any one summary table; the rest is one line that says how many and where
 REGIME_DIFFERS_P = 0.05  # a regime comparison is listed when its Wald test of equal depth effects rejects at this level
-CELL_CSV_COLUMNS = ("run_id", "regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len", "model_name", "n_layer",
-                    "n_embd", "n_head", "params", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind",
-                    "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s", "cell_id", "group_id")
+CELL_CSV_COLUMNS = ("run_id", "regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len", "model_name", "family",
+                    "n_layer", "n_embd", "n_head", "n_kv_head", "params", "phase", "n", "median", "median_ci_low",
+                    "median_ci_high", "ci_kind", "n_rounds", "mean", "std", "cv", "p5", "p95", "tokens_per_s", "cell_id", "group_id")
 MORE = "(--full for every table, --json for all of it machine-readable, --format csv for per-cell statistics)"
 
 
@@ -281,6 +324,7 @@ class AnalysisSummary:
     regime_comparisons: list[dict[str, Any]]
     warnings: list[str]
     shapes: ShapeAnswer | None = None  # the answer in a sentence per hardware class, and the shapes' table
+    family_fits: list[dict[str, Any]] | None = None  # with pool_families: the seed form with family as a term
 
 
 def summarize_analysis(
@@ -288,12 +332,15 @@ def summarize_analysis(
     *,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = DEFAULT_SEED,
+    pool_families: bool = False,
     **filters: Any,
 ) -> AnalysisSummary:
     """The summary of `analyze` (same filters, same pooling, same fits), in a fraction of its time.
 
     Fits are the same `fit_group` calls as `analyze` on the same pooled cells, without the
     prediction bands and the per-run refits (reproducibility) that only the full output shows.
+    With `pool_families` the headline's inversions compare shapes across families and
+    `family_fits` holds the seed form with family as a term, as `analyze` does.
     """
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
     frame = stats.frame
@@ -307,12 +354,13 @@ def summarize_analysis(
               "n_samples": int(frame["n"].sum()) if len(frame) else 0,
               "n_runs": int(frame["run_id"].nunique()) if len(frame) else 0,
               "median_cv": float(frame["cv"].median()) if len(frame) else float("nan")}
-    headline = build_headline(stats)
+    headline = build_headline(stats, pool_families=pool_families)
     return AnalysisSummary(
         counts=counts, regimes=sorted(frame["regime"].unique()) if len(frame) else [],
         headline=headline, verdicts=verdicts,
         regime_comparisons=compare(compared, "regime"), warnings=[w for w in (left_out(con, filters),) if w],
-        shapes=shape_answer(pooled, fits, headline) if len(frame) else None)
+        shapes=shape_answer(pooled, fits, headline) if len(frame) else None,
+        family_fits=_jsonable(fit_across_families(compared)) if pool_families else None)
 
 
 def _capped(table: pd.DataFrame, what: str) -> list[str]:
@@ -370,6 +418,11 @@ def format_summary(summary: AnalysisSummary) -> str:
     if len(verdicts):
         crosstab = pd.crosstab([verdicts["regime"].map(code), verdicts["phase"]], verdicts["winner"]).reset_index()
         lines += _capped(crosstab.rename_axis(columns=None), "rows")
+    if summary.family_fits is not None:
+        lines += ["", "== Across families (the seed form with family as a term; groups otherwise hold one family) =="]
+        lines += [f"{fit['group_id']}: {fit['message']}" for fit in summary.family_fits[:SUMMARY_ROWS]] or ["  (none)"]
+        if len(summary.family_fits) > SUMMARY_ROWS:
+            lines.append(f"  ... {len(summary.family_fits) - SUMMARY_ROWS} more groups {MORE}")
     comparisons = [comp for comp in summary.regime_comparisons if comp.get("status") == "ok"]
     differs = sorted((comp for comp in comparisons if (comp.get("wald_depth") or {}).get("p_value", 1.0) < REGIME_DIFFERS_P),
                      key=lambda comp: comp["wald_depth"]["p_value"])

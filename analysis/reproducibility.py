@@ -7,14 +7,15 @@ to run (clocks, host load, allocator state, library versions). This module measu
 component and carries it into the CIs that verdicts use.
 
 A *repeat unit* is one (regime, cell, phase) measured in more than one run. By default
-(`by="shape"`, `POOL_COLUMNS`) a cell is its configuration without its name: the shape,
-parameter count, backend and its options, device, dtype, batch, prompt and generation
-length. The reference family and the grid name one shape twice (gpt2-50m is the grid's
-8x512) and their `cells.cell_key` differ (the key hashes where the model came from), so
-pooling by cell key left two rows for one shape in a group and counted each of its pairs
-twice; cells that differ in anything that changes latency (batch, prompt, options) are
-never pooled. `by="cell_key"` (the stored hash) and `by="config"` (the configuration with
-the name) are kept for comparison.
+(`by="shape"`, `POOL_COLUMNS`) a cell is its configuration without its name: the shape
+(family, depth, width, query and KV heads), parameter count, backend and its options,
+device, dtype, batch, prompt and generation length. The reference family and the grid name
+one shape twice (gpt2-50m is the grid's 8x512) and their `cells.cell_key` differ (the key
+hashes where the model came from), so pooling by cell key left two rows for one shape in a
+group and counted each of its pairs twice; cells that differ in anything that changes
+latency (batch, prompt, options, the architecture or its KV heads at one depth and width)
+are never pooled. `by="cell_key"` (the stored hash) and `by="config"` (the configuration
+with the name) are kept for comparison.
 
 Between-run variance, per unit: a one-way random-effects model on the per-run log medians,
 fitted as a random-effects meta-analysis (statsmodels `combine_effects`, Paule-Mandel
@@ -60,12 +61,13 @@ from statsmodels.stats.multitest import multipletests
 from analysis.bootstrap import percentile_ci
 from analysis.intervals import CI_ACROSS_RUNS, MIN_UNITS, block_rng, to_latency, unit_t_draws
 from analysis.inversions import pair_ratios
-from analysis.load import add_group_id, run_environments
+from analysis.load import add_group_id, run_environments, with_family
 from analysis.regression import fit_group
 from analysis.stats import CellStats, add_throughput
 
 # The configuration of a cell (everything but the run), for `by="config"`.
-CONFIG_COLUMNS = ("model_name", "n_layer", "n_embd", "n_head", "backend", "device", "dtype", "batch_size", "prompt_len", "gen_len")
+CONFIG_COLUMNS = ("model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "backend", "device", "dtype",
+                  "batch_size", "prompt_len", "gen_len")
 # What makes two cells the same measurement (module docstring): the configuration without the model's name.
 POOL_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c != "model_name") + ("params", "backend_options")
 POOL_BY = "shape"  # the default repeat key: POOL_COLUMNS
@@ -88,7 +90,7 @@ def with_repeat_key(frame: pd.DataFrame, by: str = POOL_BY) -> pd.DataFrame:
     """A copy of a stats frame with `repeat_key` (what identifies a cell across runs) and `repeat_id`."""
     if by not in REPEAT_KEYS:
         raise ValueError(f"by must be one of {', '.join(map(repr, REPEAT_KEYS))}, got {by!r}")
-    frame = frame.copy()
+    frame = with_family(frame).copy()  # a frame from before families is GPT-2: its key holds gpt2 too
     if by == "cell_key":
         frame["repeat_key"] = frame["cell_key"].astype(str)
     else:

@@ -35,6 +35,7 @@ from analysis.figures import drawable_ci, spaced_log_ticks
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
 from analysis.load import compared_cells, run_cell_rounds, runs_with_counts
 from vocabulary import PHASES
+from analysis.shapes import names_architecture
 from analysis.stats import CellStats
 
 KEY_COLUMNS = ("cell_key", "phase")
@@ -274,6 +275,16 @@ def comparison_summary(table: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _model_label(frame: pd.DataFrame) -> pd.Series:
+    """Each cell's model as the ratio chart names it: its name, and where a family other than
+    GPT-2 is compared (analysis.shapes) its family and query / KV heads."""
+    names = frame["model_name"].astype(str)
+    if "family" not in frame or not names_architecture(frame["family"].unique()):
+        return names
+    return (names + " (" + frame["family"].astype(str) + ", " + frame["n_head"].astype(str) + "/"
+            + frame["n_kv_head"].astype(str) + " heads)")
+
+
 def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
     """Each compared cell's ratio b / a on a log axis, with its round-level CI; one trace per state.
 
@@ -288,7 +299,7 @@ def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
     frame = frame.assign(
         state=np.where(frame["ci_kind"].ne(CI_ACROSS_ROUNDS), NO_CI,
                        np.where(frame["moved"].fillna(False).astype(bool), "moved beyond noise", "within noise")),
-        label=(frame["model_name"].astype(str) + " " + frame["backend"].astype(str) + " " + frame["phase"].astype(str)
+        label=(_model_label(frame) + " " + frame["backend"].astype(str) + " " + frame["phase"].astype(str)
                + " " + frame["dtype"].astype(str) + " b" + frame["batch_size"].astype(str)
                + " p" + frame["prompt_len"].astype(str)))
     repeat = frame.groupby("label").cumcount()  # two cells differing only in what the label leaves out

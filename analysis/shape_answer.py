@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.headline import DEEP_NARROW, SEED_PHASE, SHALLOW_WIDE, Headline, shape_label
+from analysis.headline import DEEP_NARROW, SEED_PHASE, SHALLOW_WIDE, Headline
 from analysis.intervals import CI_NONE
+from analysis.load import with_family
 from analysis.regression import MIN_DEPTHS, MIN_SHAPES, MIN_WIDTHS, GroupFit
+from analysis.shapes import names_architecture, pair_labels, shape_label
 
 # How the sentences name a device kind's regimes ("On the GPUs measured, ...").
 DEVICE_CLASSES = {"cuda": "GPUs", "cpu": "CPUs"}
@@ -59,9 +61,13 @@ def decode_cells(pooled: pd.DataFrame) -> pd.DataFrame:
     cells = pooled[pooled["phase"] == SEED_PHASE].copy()
     if cells.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
+    cells = with_family(cells)
     cells["group"] = [group_name(r) for r in cells.itertuples()]
-    cells["shape"] = [shape_label(name, n_layer, n_embd, params) for name, n_layer, n_embd, params
-                      in zip(cells["model_name"], cells["n_layer"], cells["n_embd"], cells["params"])]
+    full = names_architecture(cells["family"].unique())  # a store of GPT-2 shapes alone names them as it always has
+    cells["shape"] = [shape_label(name, n_layer, n_embd, params, *((family, n_head, n_kv_head) if full else ()))
+                      for name, n_layer, n_embd, params, family, n_head, n_kv_head
+                      in zip(cells["model_name"], cells["n_layer"], cells["n_embd"], cells["params"], cells["family"],
+                             cells["n_head"], cells["n_kv_head"])]
     cells = cells.rename(columns={"median": "ms_per_token", "median_ci_low": "ci_low", "median_ci_high": "ci_high"})
     if "n_runs" not in cells:
         cells["n_runs"] = 1
@@ -69,8 +75,11 @@ def decode_cells(pooled: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_name(row: Any) -> str:
-    """A decode group as a reader names it: backend, dtype, batch, prompt and generated tokens."""
-    return f"{row.backend} {row.dtype} b{row.batch_size} p{row.prompt_len} g{row.gen_len}"
+    """A decode group as a reader names it: backend, dtype, batch, prompt and generated tokens,
+    led by its family where that is not GPT-2 (as `GroupKey.short_label`)."""
+    family = getattr(row, "family", "gpt2")
+    lead = f"{family} " if family != "gpt2" else ""
+    return f"{lead}{row.backend} {row.dtype} b{row.batch_size} p{row.prompt_len} g{row.gen_len}"
 
 
 def missing_for_fit(n_shapes: int, n_depths: int, n_widths: int) -> str:
@@ -160,8 +169,7 @@ def fits_sentence(where: str, winners: list[str]) -> str:
 
 
 def inversion_sentence(where: str, row: pd.Series) -> str:
-    a = shape_label(row["model_name_a"], row["n_layer_a"], row["n_embd_a"], row["params_a"])
-    b = shape_label(row["model_name_b"], row["n_layer_b"], row["n_embd_b"], row["params_b"])
+    a, b = pair_labels(row)
     return (f"On the {where} measured, shape beats size in at least one place: the smaller {a} is {row['ratio']:.2f}x "
             f"slower per token than the larger {b} (95% CI {row['ratio_ci_low']:.2f}-{row['ratio_ci_high']:.2f}x, "
             f"{row['backend']} {row['dtype']}); too few shapes to fit depth against parameter count.")

@@ -91,6 +91,12 @@ def compute_cell_stats(
     return CellStats(frame=frame, draws=draws, confidence=confidence, seed=seed)
 
 
+def across_families(stats: CellStats) -> CellStats:
+    """`stats` with groups that pool every family (`add_group_id(pool_families=True)`): the
+    same rows and replicates, so inversions compare shapes of different families."""
+    return CellStats(add_group_id(stats.frame, pool_families=True), stats.draws, stats.confidence, stats.seed)
+
+
 def _round_draws(frame: pd.DataFrame, rounds: pd.DataFrame, n_resamples: int, seed: int) -> np.ndarray:
     """Fill n_rounds, ci_kind, unit_ids, unit_log_medians in `frame`; return the replicates.
 

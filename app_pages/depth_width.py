@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import latency_vs_depth, latency_vs_params
+from analysis.load import add_group_id, keys_by_group_id
 from analysis.predict import predict_latency
 from analysis.regression import newest_current_group
 from dashboard import cache, ui
@@ -47,6 +48,14 @@ def body(ctx: cache.Context) -> None:
     if not fits:
         st.info("No groups in this selection.")
         return
+    stats = cache.cell_frame(ctx)
+    families = sorted(stats["family"].unique())
+    if len(families) > 1 and st.toggle(
+            "Pool families", key="dw_pool",
+            help="One fit per group across families, with family as a term of the seed form: "
+                 "log latency ~ log params + log depth + family. By default a group holds one family."):
+        _across_families(ctx, stats)
+        return
     labels = {f.group_id: f"{ui.group_label(f.key, ctx)}  ({f.n_shapes} shapes)" for f in fits}
     ok_ids = [f.group_id for f in fits if f.status == "ok"]
     ids = [f.group_id for f in fits]
@@ -72,7 +81,6 @@ def body(ctx: cache.Context) -> None:
                 st.markdown(f"- **{md(scale)}**: {md(v['text'], 2000)}")
             st.dataframe(table_text(_coefficients(fit), p_columns=("p_value",)), hide_index=True)
 
-    stats = cache.cell_frame(ctx)
     group_stats = stats[stats["group_id"] == group_id]
     scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
     bands = fit.bands if fit.status == "ok" else None
@@ -89,7 +97,7 @@ def body(ctx: cache.Context) -> None:
     g = fit.group
     result = predict_latency(stats, n_layer=int(depth), n_embd=int(width), regime=g["regime"], backend=g["backend"],
                              phase=g["phase"], dtype=g["dtype"], batch_size=g["batch_size"],
-                             prompt_len=g["prompt_len"], gen_len=g.get("gen_len"))
+                             prompt_len=g["prompt_len"], gen_len=g.get("gen_len"), family=g["family"])
     with c3:
         if result["status"] != "ok":
             st.info(md(result["message"], 2000))
@@ -101,6 +109,35 @@ def body(ctx: cache.Context) -> None:
                        f"Fitted on {result['n_cells']} cells, log latency ~ log depth + log width.")
             for warning in result["warnings"]:
                 st.warning(md(warning, 2000))
+
+
+def _across_families(ctx: cache.Context, stats: pd.DataFrame) -> None:
+    """The fits that pool every family of a group, with family as a term, and their cells."""
+    fits = {fit["group_id"]: fit for fit in cache.family_fits(ctx)}
+    keys = keys_by_group_id(add_group_id(stats, pool_families=True))
+    ids = sorted(fits, key=lambda g: (fits[g]["status"] != "ok", g))
+    group_id = st.selectbox("Group (every family)", ids, key="dw_pool_group",
+                            format_func=lambda g: f"{ui.group_label(keys[g], ctx)}  ({', '.join(fits[g]['families'])})")
+    fit = fits[group_id]
+    if fit["status"] != "ok":
+        st.info(md(fit["message"], 2000))
+    else:
+        st.success(f"**Family as a term of the seed form.** {md(fit['message'], 2000)}")
+        terms = pd.DataFrame([{"term": term, **values, "CI kind": fit["ci_kind"], "covariance": fit["cov_type"]}
+                              for term, values in fit["terms"].items()])
+        st.dataframe(table_text(terms, p_columns=("p_value",)), hide_index=True)
+        st.caption(f"{md(fit['formula'], 500)}; adjusted R² {fit['adj_r2']:.3f}, {fit['n_shapes']} shapes. A family's "
+                   f"term is its log latency ratio against {md(fit['reference'])} at equal parameters and depth.")
+    cells = add_group_id(stats, pool_families=True)
+    cells = cells[cells["group_id"] == group_id]
+    scale = st.radio("Scale", ["log", "linear"], horizontal=True, key="dw_scale")
+    left, right = st.columns(2)
+    with left:
+        ui.chart(_legend_below(latency_vs_depth(cells, None, scale)), "dw_pool_depth", group_id)
+    with right:
+        ui.chart(_legend_below(latency_vs_params(cells, None, scale)), "dw_pool_params", group_id)
+    st.caption("Each point's hover names its family and query / KV heads. The predictor works within one family: "
+               "turn pooling off to use it.")
 
 
 ui.guard(body)

@@ -8,8 +8,10 @@ from dashboard import cache, data, ui
 from dashboard.text import md
 from vocabulary import csv_safe
 
-TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "model_name_a", "n_layer_a",
-                 "n_embd_a", "params_a", "median_a", "model_name_b", "n_layer_b", "n_embd_b", "params_b", "median_b",
+# each side's shape in full: family, depth x width, query / KV heads, params
+SIDE = ["model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params", "median"]
+TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len",
+                 *(f"{c}_a" for c in SIDE), *(f"{c}_b" for c in SIDE),
                  "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant"]
 
 
@@ -65,6 +67,7 @@ def body(ctx: cache.Context) -> None:
     st.dataframe(table, hide_index=True, column_config={
         "params_a": st.column_config.NumberColumn("params A", format="%.3g"),
         "params_b": st.column_config.NumberColumn("params B", format="%.3g"),
+        **{f"n_kv_head_{s}": st.column_config.NumberColumn(f"KV heads {s.upper()}") for s in "ab"},
         **{c: st.column_config.NumberColumn(format="%.4g") for c in ("median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high")},
     })
     st.download_button("Download CSV", lambda: csv_safe(table).to_csv(index=False), "shapebench-inversions.csv", "text/csv",

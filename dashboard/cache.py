@@ -265,6 +265,8 @@ explore_rows = cached_query("Joining cells and statistics...", on_disk=True)(res
 # run's cells at once would count a shape measured in five runs five times and leave the run-to-run spread out
 # of the CIs; pooled cells carry it (analysis.regression).
 fits = cached_query("Fitting depth vs width...", on_disk=True)(results.fits)
+# The seed form with family as a term, per group pooled over families (the Depth vs width page's option).
+family_fits = cached_query("Fitting across families...", on_disk=True)(results.family_fits)
 # Pairs where the smaller model is slower (point estimate), with CIs, every group. On medians pooled over repeat
 # runs, as `analyze` does: a single-round cell of one run has no CI (analysis.intervals), so only the run level
 # can make a protocol-1 pair significant.

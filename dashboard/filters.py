@@ -20,6 +20,8 @@ class FilterDef:
 
 FILTERS: tuple[FilterDef, ...] = (
     FilterDef("regime", "regime", "Regime"),
+    FilterDef("family", "family", "Family"),
+    FilterDef("kv_heads", "n_kv_head", "KV heads", is_int=True),
     FilterDef("backend", "backend", "Backend"),
     FilterDef("phase", "phase", "Phase"),
     FilterDef("dtype", "dtype", "dtype"),

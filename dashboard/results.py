@@ -112,6 +112,15 @@ def fits(r: Reader) -> list:
     return fit_all(frame) if len(frame) else []
 
 
+def family_fits(r: Reader) -> list[dict]:
+    """The seed form with family as a term per group pooled over families (analysis.regression.
+    fit_across_families), on medians pooled over runs as `fits`."""
+    from analysis.regression import fit_across_families
+
+    frame = r.get("pooled_frame")
+    return fit_across_families(frame) if len(frame) else []
+
+
 def inversions(r: Reader) -> pd.DataFrame:
     from analysis.inversions import find_inversions
 
@@ -237,7 +246,7 @@ def regressions_across_runs(r: Reader) -> list[dict]:
 
 
 RESULTS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
-    cell_stats, cell_frame, pooled, pooled_frame, cells, explore_rows, fits, inversions, group_pairs, compare,
+    cell_stats, cell_frame, pooled, pooled_frame, cells, explore_rows, fits, family_fits, inversions, group_pairs, compare,
     why_floor, launch_overhead, headline, shape_answer, repeat_table, repeat_runs, variance_table, inversions_across_runs,
     regressions_across_runs)}
 

@@ -11,7 +11,8 @@ def test_analyze_returns_strict_json_with_every_section(depth_store):
     result = analyze(depth_store, n_resamples=200)
     text = json.dumps(result, allow_nan=False)
     assert json.loads(text) == result
-    assert set(result) == {"filters", "cell_stats", "regressions", "seed_form", "inversions", "regimes", "backends", "reproducibility", "resources", "warnings"}
+    assert set(result) == {"filters", "pool_families", "cell_stats", "regressions", "seed_form", "inversions", "regimes",
+                           "backends", "reproducibility", "resources", "warnings"}
     assert result["cell_stats"]["n_cells"] == 40
     decode = next(r for r in result["regressions"] if r["group"]["phase"] == "decode")
     assert decode["verdict"]["single_variable_winner"] == "depth" and decode["verdict"]["winner"] == "both"

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from analysis.load import load_cells
+from analysis.load import filter_options, load_cells
 from runner.executor import execute
 from runner.plan import parse_plan
 from store.db import connect, connect_memory
@@ -96,6 +96,16 @@ def test_a_schema_3_store_read_only_reads_as_gpt2_and_opened_to_write_gains_the_
         assert set(cells["family"]) == {"gpt2"} and (cells["n_kv_head"] == cells["n_head"]).all()
     finally:
         read_only.close()
+    read_only = connect(path, read_only=True)
+    try:  # the dashboard's and the CLI's filters on family and KV heads read it the same way
+        assert filter_options(read_only)["family"] == ["gpt2"]
+        assert len(load_cells(read_only, {"family": ["gpt2"]})) == len(load_cells(read_only))
+        assert load_cells(read_only, {"family": ["llama"]}).empty
+        heads = sorted(int(h) for h in load_cells(read_only)["n_head"].unique())
+        assert filter_options(read_only)["n_kv_head"] == heads
+        assert set(load_cells(read_only, {"n_kv_head": heads[:1]})["n_head"]) == set(heads[:1])
+    finally:
+        read_only.close()
     con = connect(path)
     try:
         assert con.execute("SELECT count(*) FROM cells WHERE family = 'gpt2' AND n_kv_head = n_head").fetchone()[0] == n_cells
@@ -122,3 +132,11 @@ def test_a_snapshot_whose_kv_heads_do_not_divide_the_heads_is_refused(good, forg
     heads = forge.table(good, "cells")["n_head"].to_pylist()
     bad = _with_cells_column(good, forge, "n_kv_head", [h + 1 for h in heads])
     assert "a divisor of n_head" in refused(connect_memory(), bad, dump_store, "n_kv_head")
+
+
+def test_the_filters_list_and_narrow_to_each_family_and_kv_heads(families_store):
+    options = filter_options(families_store)
+    assert options["family"] == ["gpt2", "llama", "qwen2"] and options["n_kv_head"] == [1, 2, 4]
+    assert set(load_cells(families_store, {"family": ["llama", "qwen2"]})["model_name"]) == {"llama-kv1", "qwen2-kv2"}
+    assert set(load_cells(families_store, {"n_kv_head": [4]})["model_name"]) == {"gpt2"}
+    assert load_cells(families_store, {"family": "gpt2", "n_kv_head": 1}).empty
