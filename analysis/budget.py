@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.headline import SEED_PHASE, shape_label
+from analysis.headline import SEED_PHASE
 from analysis.intervals import CI_ACROSS_RUNS, CI_NONE
+from analysis.shapes import names_architecture, shape_label
 from vocabulary import PROTOCOL_VERSION
 
 EQUAL_PARAMS = 1.2  # shapes within 20% of each other's parameter count count as "equal parameters"
@@ -44,12 +45,13 @@ def _side(pairs: pd.DataFrame, side: str) -> pd.DataFrame:
 
 
 def _label(row: pd.Series, prefix: str) -> str:
-    label = shape_label(row[f"{prefix}name"], int(row[f"{prefix}layers"]), int(row[f"{prefix}width"]),
-                        float(row[f"{prefix}params"]))
-    heads, kv = row[f"{prefix}heads"], row[f"{prefix}kv"]
-    if pd.notna(heads) and pd.notna(kv) and kv != heads:
-        label = label[:-1] + f", {int(heads)}/{int(kv)} heads)"
-    return label
+    """A shape named as everywhere else (analysis.shapes): in full where its family is not GPT-2."""
+    family = row[f"{prefix}family"]
+    if not names_architecture([family]):
+        return shape_label(row[f"{prefix}name"], int(row[f"{prefix}layers"]), int(row[f"{prefix}width"]),
+                           float(row[f"{prefix}params"]))
+    return shape_label(row[f"{prefix}name"], int(row[f"{prefix}layers"]), int(row[f"{prefix}width"]),
+                       float(row[f"{prefix}params"]), str(family), int(row[f"{prefix}heads"]), int(row[f"{prefix}kv"]))
 
 
 def device_label(regime: str) -> str:
