@@ -277,6 +277,8 @@ compare = cached_query("Comparing...", on_disk=True)(results.compare)
 why_floor = cached_query("Modelling profiled cells...", on_disk=True)(results.why_floor)
 # The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs.
 launch_overhead = cached_query("Fitting launch overheads...", on_disk=True)(results.launch_overhead)
+# Per shape and group: a layer's hand-offs and weight reads and the LM head, fitted and calibrated (analysis.why_layers).
+layer_cost = cached_query("Fitting per-layer costs...", on_disk=True)(results.layer_cost)
 # The selection's headline (analysis.headline), the one README and HTML report show.
 headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
 # "Does shape drive latency?" in a sentence per hardware class, with the decode cells behind it (analysis.shape_answer).

@@ -157,6 +157,13 @@ def launch_overhead(r: Reader) -> list[dict]:
     return fit_launch_overhead(calibrated) if len(calibrated) else []
 
 
+def layer_cost(r: Reader) -> dict[str, pd.DataFrame]:
+    """Per shape and group: hand-offs and weight reads, fitted and calibrated (analysis.why_layers)."""
+    from analysis.why_layers import layer_cost as fit
+
+    return fit(r.get("why_floor"))
+
+
 def explain_cells(r: Reader, slow_cell: str, fast_cell: str) -> str | None:
     """analysis.why.explain_pair for two cells, or None unless both configurations are profiled.
 
@@ -253,8 +260,8 @@ def first_visit(r: Reader) -> Iterator[tuple[str, tuple]]:
                 ("fits", ()), ("explore_rows", ()), ("inversions", ()))
     yield from (("group_pairs", (g,)) for g in pair_groups(r))
     yield from (("compare", ("regime",)), ("compare", ("backend",)), ("why_floor", ()), ("launch_overhead", ()),
-                ("repeat_table", ()), ("repeat_runs", ()), ("variance_table", ()), ("inversions_across_runs", ()),
-                ("regressions_across_runs", ()))
+                ("layer_cost", ()), ("repeat_table", ()), ("repeat_runs", ()), ("variance_table", ()),
+                ("inversions_across_runs", ()), ("regressions_across_runs", ()))
 
 
 # --- computing them outside the dashboard --------------------------------------------------------
