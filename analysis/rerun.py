@@ -73,6 +73,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from analysis.intervals import CI_ACROSS_ROUNDS
 from analysis.reproducibility import POOL_BY, with_repeat_key
 
 SHRINK_DF = 4  # the backend's pooled tau^2 counts as 4 runs' df: a regime needs about that many before it leads
@@ -140,6 +141,13 @@ def _satterthwaite(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         denominator = sum(np.where(np.isfinite(d) & (v > 0), v**2 / np.where(d > 0, d, np.nan), 0.0) for v, d in parts)
         df = np.where(denominator > 0, total**2 / denominator, np.inf)
     return df
+
+
+def rerun_text(low: float, high: float) -> str:
+    """A re-run interval as a table shows it: `[low, high]` (as `intervals.ci_text`), or NO_HISTORY."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NO_HISTORY
+    return f"[{low:.2f}, {high:.2f}]"
 
 
 def rerun_components(frame: pd.DataFrame, history: RerunHistory, *, by: str = POOL_BY) -> pd.DataFrame:
@@ -229,8 +237,8 @@ def add_rerun_intervals(frame: pd.DataFrame, history: RerunHistory | None = None
     return out
 
 
-def ratio_rerun_intervals(log_ratio: np.ndarray, a: pd.DataFrame, b: pd.DataFrame, *,
-                          confidence: float = 0.95) -> pd.DataFrame:
+def ratio_rerun_intervals(log_ratio: np.ndarray, a: pd.DataFrame, b: pd.DataFrame, *, confidence: float = 0.95,
+                          paired_se2: np.ndarray | None = None, paired_df: np.ndarray | None = None) -> pd.DataFrame:
     """The re-run interval of ratios a / b (or b / a: the variance is the same) of two rows each.
 
     `a` and `b` hold the variance parts of each side (the PART_COLUMNS of
@@ -242,6 +250,10 @@ def ratio_rerun_intervals(log_ratio: np.ndarray, a: pd.DataFrame, b: pd.DataFram
     wider than it need be (conservative): the store's history estimates each cell's
     between-run variance, not the part two cells share. Where both sides rest on the same
     history key, their tau^2 is one estimate, counted once in the degrees of freedom.
+    `paired_se2` / `paired_df` (where finite): the within-run variance of the log ratio
+    itself and its df, for two cells measured in the same rounds of one run: it replaces the
+    two sides' se^2, which would ignore how their rounds move together (each run then adds
+    2 x paired_se2: this run's and the next run's noise).
     Returns rerun_ci_low, rerun_ci_high, rerun_sd, rerun_df, rerun_basis ("no history" if
     either side has none), aligned with `log_ratio`.
     """
@@ -250,12 +262,15 @@ def ratio_rerun_intervals(log_ratio: np.ndarray, a: pd.DataFrame, b: pd.DataFram
     scale_a, scale_b = 1 + 1 / get(a, "rerun_k").astype(float), 1 + 1 / get(b, "rerun_k").astype(float)
     tau_a, tau_b = scale_a * np.nan_to_num(get(a, "rerun_tau2").astype(float)), scale_b * np.nan_to_num(get(b, "rerun_tau2").astype(float))
     shared = get(a, "rerun_key") == get(b, "rerun_key")
+    paired = np.isfinite(paired_se2) if paired_se2 is not None else np.zeros(len(log_ratio), bool)
     parts = [
         (np.where(shared, tau_a + tau_b, tau_a), get(a, "rerun_tau_df").astype(float)),
         (np.where(shared, 0.0, tau_b), get(b, "rerun_tau_df").astype(float)),
-        (scale_a * get(a, "rerun_se2").astype(float), get(a, "rerun_se_df").astype(float)),
-        (scale_b * get(b, "rerun_se2").astype(float), get(b, "rerun_se_df").astype(float)),
+        (np.where(paired, 0.0, scale_a * get(a, "rerun_se2").astype(float)), get(a, "rerun_se_df").astype(float)),
+        (np.where(paired, 0.0, scale_b * get(b, "rerun_se2").astype(float)), get(b, "rerun_se_df").astype(float)),
     ]
+    if paired.any():
+        parts.append((np.where(paired, 2 * np.nan_to_num(paired_se2), 0.0), np.where(paired, paired_df, np.inf)))
     half, sd, df = _half_width(parts, confidence)
     basis_a, basis_b = get(a, "rerun_basis").astype(str), get(b, "rerun_basis").astype(str)
     ok = (basis_a != NO_HISTORY) & (basis_b != NO_HISTORY) & np.isfinite(half) & np.isfinite(log_ratio)
@@ -272,23 +287,42 @@ def add_pair_rerun_intervals(pairs: pd.DataFrame, cells: pd.DataFrame, *, confid
     """A copy of `pairs` (`analysis.inversions.pair_ratios`) with each ratio's re-run interval.
 
     `cells` is the stats frame the pairs came from with `add_rerun_intervals` applied; a
-    pair's sides are found by (cell_id, phase). Adds rerun_ci_low, rerun_ci_high,
-    rerun_basis, rerun_sd and rerun_df (`ratio_rerun_intervals`).
+    pair's sides are found by (cell_id, phase). Two cells measured in the same rounds of one
+    run bring the within-run variance of their ratio itself (paired by round, as their CI
+    is). Adds rerun_ci_low, rerun_ci_high, rerun_basis, rerun_sd and rerun_df
+    (`ratio_rerun_intervals`).
     """
     out = pairs.copy()
     if out.empty:
         for column in (*RERUN_COLUMNS, "rerun_sd", "rerun_df"):
             out[column] = pd.Series(dtype="object" if column == "rerun_basis" else "float64")
         return out
-    indexed = cells.set_index(["cell_id", "phase"])[[*PART_COLUMNS, "rerun_basis"]]
+    units = [c for c in ("ci_kind", "unit_ids", "unit_log_medians") if c in cells]
+    indexed = cells.set_index(["cell_id", "phase"])[[*PART_COLUMNS, "rerun_basis", *units]]
     a = indexed.reindex(pd.MultiIndex.from_arrays([out["cell_id_a"], out["phase"]]))
     b = indexed.reindex(pd.MultiIndex.from_arrays([out["cell_id_b"], out["phase"]]))
     for side in (a, b):
         side["rerun_basis"] = side["rerun_basis"].fillna(NO_HISTORY)
-    ratio = ratio_rerun_intervals(np.log(out["ratio"].to_numpy(np.float64)), a, b, confidence=confidence)
+    paired_se2, paired_df = _paired_round_se2(a, b) if len(units) == 3 else (None, None)
+    ratio = ratio_rerun_intervals(np.log(out["ratio"].to_numpy(np.float64)), a, b, confidence=confidence,
+                                  paired_se2=paired_se2, paired_df=paired_df)
     for column in ratio:
         out[column] = ratio[column].to_numpy()
     return out
+
+
+def _paired_round_se2(a: pd.DataFrame, b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair of rows measured in the same rounds of one run (both across rounds, same unit
+    ids): the squared SE of the mean of their rounds' log ratios and its df (rounds - 1); NaN
+    for every other pair."""
+    se2, df = np.full(len(a), np.nan), np.full(len(a), np.nan)
+    rows = zip(a["ci_kind"], b["ci_kind"], a["unit_ids"], b["unit_ids"], a["unit_log_medians"], b["unit_log_medians"])
+    for i, (kind_a, kind_b, units_a, units_b, logs_a, logs_b) in enumerate(rows):
+        if kind_a != CI_ACROSS_ROUNDS or kind_b != CI_ACROSS_ROUNDS or list(units_a) != list(units_b):
+            continue
+        diff = np.asarray(logs_a, dtype=np.float64) - np.asarray(logs_b, dtype=np.float64)
+        se2[i], df[i] = diff.var(ddof=1) / len(diff), len(diff) - 1
+    return se2, df
 
 
 def _basis(backend: str, regime: str, own, pool, ok: bool) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from analysis.inversions import pair_ratios
 from analysis.rerun import (NO_HISTORY, RERUN_COLUMNS, add_pair_rerun_intervals, add_rerun_intervals,
@@ -109,14 +110,23 @@ def test_ratio_of_one_cell_in_two_runs_covers_a_repeat_of_both_runs_at_the_nomin
     assert abs(covered.mean() - CONFIDENCE) < TOLERANCE, covered.mean()
 
 
-def test_a_ratio_is_wider_than_either_cell_because_both_cells_re_run(per_cell_runs):
+def test_a_ratios_re_run_variance_adds_both_cells_run_effects_to_its_own_round_noise(per_cell_runs):
+    """Two cells of one run: each side's 2 tau^2, plus twice the variance of the ratio's own
+    log mean over the rounds they share (paired, as its this-run CI is); so the re-run interval
+    is wider than the ratio's this-run CI."""
     run0 = _one_run(per_cell_runs, 0)
     cells = add_rerun_intervals(run0.frame, between_run_history(per_cell_runs.frame), confidence=CONFIDENCE)
     pairs = add_pair_rerun_intervals(pair_ratios(run0, inversions_only=False), cells, confidence=CONFIDENCE)
-    sd = cells.set_index("cell_id")["rerun_sd"]
-    both = np.hypot(sd.reindex(pairs["cell_id_a"]).to_numpy(), sd.reindex(pairs["cell_id_b"]).to_numpy())
-    np.testing.assert_allclose(pairs["rerun_sd"], both)
-    assert (pairs["rerun_ci_low"] < pairs["ratio"]).all() and (pairs["ratio"] < pairs["rerun_ci_high"]).all()
+    side = cells.set_index("cell_id")
+    a, b = side.reindex(pairs["cell_id_a"]), side.reindex(pairs["cell_id_b"])
+    rounds = [np.subtract(x, y) for x, y in zip(a["unit_log_medians"], b["unit_log_medians"])]
+    paired_se2 = np.array([d.var(ddof=1) / len(d) for d in rounds])
+    expected = np.sqrt(2 * a["rerun_tau2"].to_numpy() + 2 * b["rerun_tau2"].to_numpy() + 2 * paired_se2)
+    np.testing.assert_allclose(pairs["rerun_sd"], expected)
+    # the this-run CI of the ratio in closed form: Student t on the rounds' log ratios
+    this_run = sps.t.ppf(0.5 + CONFIDENCE / 2, [len(d) - 1 for d in rounds]) * np.sqrt(paired_se2)
+    rerun = np.log(pairs["rerun_ci_high"] / pairs["ratio"]).to_numpy()
+    assert (rerun > this_run).all()
 
 
 def test_a_store_without_repeated_runs_gives_its_ratios_no_history():
