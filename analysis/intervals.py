@@ -57,6 +57,15 @@ CI_KIND_NOTES = {
                        "run's own value lies, run-to-run variance left out"),
     CI_NONE: "no CI: one run of one round has no independent replicate",
 }
+# A CI kind as a tooltip or a table cell names it: which interval, not only what it is across.
+INTERVAL_OF = {CI_ACROSS_RUNS: CI_ACROSS_RUNS, CI_ACROSS_ROUNDS: f"{CI_ACROSS_ROUNDS} ({THIS_RUN})", CI_NONE: NO_CI}
+
+
+def interval_of(kind: object) -> str:
+    """`INTERVAL_OF` of a CI kind (an unknown or missing kind reads as NO_CI)."""
+    return INTERVAL_OF.get(kind, NO_CI) if isinstance(kind, str) else NO_CI
+
+
 RERUN_NOTE = ("95% re-run interval: where the value of another run is expected to fall, this run's interval widened by "
               "the between-run variance of the store's repeated runs of the backend on the regime (a ratio: of both "
               "its sides); 'no history' where the store has no repeated runs to learn it from")
