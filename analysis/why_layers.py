@@ -285,7 +285,7 @@ def layer_cost(profiles: pd.DataFrame, confidence: float = 0.95) -> dict[str, pd
             "phases_per_layer": float(group["phases_per_layer"].iloc[0]),
         })
         parts.append(fitted)
-    fits = pd.DataFrame(rows)
+    fits = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*GROUP_KEYS, "status", "message", "n_shapes"])
     return {"shapes": pd.concat(parts, ignore_index=True) if parts else shapes, "fits": fits}
 
 

@@ -201,3 +201,12 @@ def test_the_lm_head_holds_77_percent_of_gpt2_25ms_weights():
                                             "vocab_size": spec.vocab, "dtype": "float32"}])).iloc[0]
     assert read["head_bytes"] / (spec.approx_params() * 4) == pytest.approx(0.77, abs=0.005)
     assert read["head_share"] == pytest.approx(0.78, abs=0.01)  # of the bytes a step reads (no position table)
+
+
+def test_no_profiled_cells_give_empty_tables_a_page_can_still_select_from():
+    from analysis.why_layers import select
+
+    empty = load_profiles(connect_memory())
+    costs = layer_cost(empty)
+    for frame in costs.values():
+        assert select(frame, H100, "float32", (1, 128, 64)).empty
