@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.regression import DEPTH_TERM, GroupFit, coefficient
+from analysis.why_layers import per_layer_slope
 
 LIMIT_BACKEND = "fused"
 COLUMNS = ("regime", "dtype", "batch_size", "prompt_len", "backend", "n_shapes", "ms_per_layer", "ms_per_layer_ci_low",
@@ -46,15 +47,6 @@ def _depth_coefficient(fit: GroupFit) -> tuple[float, float, float] | None:
     """ms per layer in the linear depth + width model, or None where the group was not fitted."""
     depth = coefficient(fit.models, "linear", "depth+width", DEPTH_TERM["linear"])
     return None if depth is None else (depth["estimate"], depth["ci_low"], depth["ci_high"])
-
-
-def _kernels_per_layer(cells: pd.DataFrame) -> float:
-    known = cells.dropna(subset=["kernels"])
-    if known["n_layer"].nunique() < 2:
-        return float("nan")
-    design = np.column_stack([np.ones(len(known)), known["n_layer"], known["n_embd"]])
-    coefficients, *_ = np.linalg.lstsq(design, known["kernels"].to_numpy(dtype=float), rcond=None)
-    return float(coefficients[1])
 
 
 def _handoff_floor(cells: pd.DataFrame, kernels_per_layer: float) -> dict:
@@ -82,7 +74,7 @@ def layer_costs(fits: Sequence[GroupFit], floor: pd.DataFrame) -> pd.DataFrame:
                       & (floor["batch_size"] == key.batch_size) & (floor["prompt_len"] == key.prompt_len)]
         graphed = len(cells) and bool((cells["graph_launches"].fillna(0) > 0).all())
         depth = _depth_coefficient(fit)
-        kernels = _kernels_per_layer(cells) if graphed else float("nan")
+        kernels = per_layer_slope(cells, "kernels") if graphed else float("nan")
         if depth is None or not np.isfinite(kernels) or kernels <= 0:
             continue
         rows.append({

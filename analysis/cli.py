@@ -149,8 +149,12 @@ COMPARE_FORMATS = ("md", "csv", "json")
 KNOWN_RUNS_SHOWN = 5  # run ids an unknown-id error lists: enough to spot a typo, one line
 # the compare table's columns, in reading order; the configuration first, regime last (it is long)
 COMPARE_COLUMNS = ["phase", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len",
-                   "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "rounds_a", "rounds_b",
-                   "q_value", "moved", "direction", "regression", "regime", "cell_key"]
+                   "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "rerun_ci_low",
+                   "rerun_ci_high", "rerun_basis", "rounds_a", "rounds_b", "q_value", "moved", "direction", "regression",
+                   "regime", "cell_key"]
+# `compare` reads only medians and within-run SEs of the store's cells for the re-run history: no
+# replicates of the median are needed, so the fewest the statistics accept
+HISTORY_RESAMPLES = 2
 
 
 def _check_run_ids(con, run_ids: list[str]) -> None:
@@ -173,7 +177,8 @@ def _fact(value) -> str:
 def compare_markdown_view(table: pd.DataFrame) -> pd.DataFrame:
     """The compare table for a terminal or a CI log: moved cells first, largest change first,
     the CI and verdict as text, the regime only when the runs span several (it is long)."""
-    from analysis.intervals import ci_text
+    from analysis.intervals import RERUN_HEADER, ci_text
+    from analysis.rerun import rerun_text
 
     order = np.lexsort((-np.abs(np.log(table["ratio"].to_numpy(np.float64))),
                         ~table["moved"].fillna(False).astype(bool).to_numpy()))
@@ -187,7 +192,9 @@ def compare_markdown_view(table: pd.DataFrame) -> pd.DataFrame:
         "batch": rows["batch_size"], "prompt": rows["prompt_len"], "gen": rows["gen_len"],
         "a ms": rows["median_a"].map("{:.4g}".format), "b ms": rows["median_b"].map("{:.4g}".format),
         "b / a": rows["ratio"].map("{:.3f}x".format),
-        "95% CI": [ci_text(lo, hi, kind) for lo, hi, kind in zip(rows["ratio_ci_low"], rows["ratio_ci_high"], rows["ci_kind"])],
+        "95% CI, these runs' rounds": [ci_text(lo, hi, kind) for lo, hi, kind
+                                       in zip(rows["ratio_ci_low"], rows["ratio_ci_high"], rows["ci_kind"])],
+        RERUN_HEADER: [rerun_text(lo, hi) for lo, hi in zip(rows["rerun_ci_low"], rows["rerun_ci_high"])],
         "q": rows["q_value"].map(lambda q: "" if pd.isna(q) else f"{q:.3g}"), "verdict": verdict})
     if rows["regime"].nunique() > 1:
         view["regime"] = rows["regime"]
@@ -208,11 +215,14 @@ def compare(
 
     A cell moved when Benjamini-Hochberg at FDR 5% over the compared cells rejects "no
     change" (Welch's t on the rounds' log medians); it is a regression when it moved slower
-    by more than --threshold. Exit codes: 0 no regression, 1 regression, 2 error.
+    by more than --threshold. Beside the CI, each ratio's re-run interval: where the ratio of
+    a repeat of both runs is expected, from the dataset's repeated runs ("no history" without
+    them). Exit codes: 0 no regression, 1 regression, 2 error.
     """
     from analysis.export import safe_csv
     from analysis.run_compare import (FDR, compare_runs_by_round, comparison_summary, environment_differences,
                                       regressions, run_table)
+    from analysis.stats import compute_cell_stats
     from vocabulary import PHASES
 
     if fmt not in COMPARE_FORMATS:
@@ -225,7 +235,8 @@ def compare(
     _, con = open_dataset(db, snapshot)
     try:
         _check_run_ids(con, [run_a, run_b])
-        table = compare_runs_by_round(con, run_a, run_b, {"phase": list(phase)})
+        cells = compute_cell_stats(con, {"phase": list(phase)}, n_resamples=HISTORY_RESAMPLES).frame
+        table = compare_runs_by_round(con, run_a, run_b, {"phase": list(phase)}, cells=cells)
         differences = environment_differences(run_table(con), run_a, run_b)
     except ValueError as error:
         fail(str(error))

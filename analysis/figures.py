@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from analysis.intervals import CI_NONE
+from analysis.intervals import CI_NONE, interval_of
 from analysis.shapes import names_architecture, pair_labels
 
 WEBGL_THRESHOLD = 1000  # points; beyond this SVG scatter makes the page sluggish
@@ -69,7 +69,7 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def _with_kind(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """`columns` then each row's CI kind (analysis.intervals), so a tooltip says what its error bar is across."""
     kind = frame["ci_kind"] if "ci_kind" in frame else pd.Series(CI_NONE, index=frame.index)
-    return np.column_stack([frame[columns].to_numpy(dtype=object), kind.to_numpy(dtype=object)])
+    return np.column_stack([frame[columns].to_numpy(dtype=object), kind.map(interval_of).to_numpy(dtype=object)])
 
 
 def _band(band: pd.DataFrame, x: str, name: str, color: str | None = None) -> list[go.Scatter]:
@@ -232,6 +232,14 @@ def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth")
     return fig
 
 
+def _rerun_texts(rows: pd.DataFrame) -> list[str]:
+    """Each row's re-run interval as a tooltip says it ("no history" where it has none)."""
+    from analysis.rerun import rerun_text
+
+    nan = pd.Series(np.nan, index=rows.index)
+    return [rerun_text(lo, hi) for lo, hi in zip(rows.get("rerun_ci_low", nan), rows.get("rerun_ci_high", nan))]
+
+
 def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
     """The seed pair's ratio (deep-narrow / shallow-wide decode time) per regime, backend and
     dtype with its 95% CI, on a log axis around 1: which side of 1 each lands on, and how sure,
@@ -254,9 +262,10 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
             marker={"symbol": np.where(has_ci, "circle", "circle-open"), "size": 9, "color": qualitative.Plotly[(row - 1) % len(qualitative.Plotly)]},
             error_x={"type": "data", "symmetric": False, "array": (high - rows["ratio"]).to_numpy(),
                      "arrayminus": (rows["ratio"] - low).to_numpy()},
-            customdata=np.column_stack([rows["ci_kind"].fillna(CI_NONE), rows["n_runs_a"], rows["n_runs_b"]]),
-            hovertemplate=f"{regime}<br>%{{y}}: %{{x:.2f}}x<br>CI %{{customdata[0]}}, runs %{{customdata[1]}} / "
-                          "%{customdata[2]}<extra></extra>",
+            customdata=np.column_stack([rows["ci_kind"].map(interval_of), rows["n_runs_a"], rows["n_runs_b"],
+                                        _rerun_texts(rows)]),
+            hovertemplate=f"{regime}<br>%{{y}}: %{{x:.2f}}x<br>95% CI %{{customdata[0]}}, runs %{{customdata[1]}} / "
+                          "%{customdata[2]}<br>95% re-run interval %{customdata[3]}<extra></extra>",
         ), row=row, col=1)
         fig.add_vline(x=1, line_dash="dot", row=row, col=1)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
@@ -358,8 +367,10 @@ def inversion_heatmap(pairs: pd.DataFrame) -> go.Figure:
     fig.add_trace(go.Scatter(
         x=sig["model_name_b"].to_numpy(), y=sig["model_name_a"].to_numpy(), mode="markers+text", text=["*"] * len(sig),
         marker={"symbol": "circle-open", "size": 10, "color": "black"}, name="significant inversion",
-        customdata=_with_kind(sig, ["cell_id_a", "cell_id_b", "ratio_ci_low", "ratio_ci_high"]),
-        hovertemplate="%{y} slower than %{x}: CI [%{customdata[2]:.2f}, %{customdata[3]:.2f}], %{customdata[4]}<extra></extra>",
+        customdata=np.column_stack([_with_kind(sig, ["cell_id_a", "cell_id_b", "ratio_ci_low", "ratio_ci_high"]),
+                                    _rerun_texts(sig)]),
+        hovertemplate="%{y} slower than %{x}: 95% CI [%{customdata[2]:.2f}, %{customdata[3]:.2f}] %{customdata[4]}"
+                      "<br>95% re-run interval %{customdata[5]}<extra></extra>",
     ))
     fig.update_layout(title="Latency inversions: median(smaller) / median(larger)",
                       xaxis_title="larger model", yaxis_title="smaller model", template="plotly_white")

@@ -33,9 +33,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import CI_NONE, NO_CI, ci_text  # noqa: F401 - NO_CI re-exported for the README tables
+from analysis.intervals import CI_NONE, NO_CI, RERUN_HEADER, ci_text  # noqa: F401 - NO_CI re-exported for the README tables
 from analysis.inversions import SIGNIFICANT_LABEL, headlines, pair_ratios
 from analysis.reproducibility import pooled_stats
+from analysis.rerun import NO_HISTORY, RERUN_COLUMNS, add_pair_rerun_intervals, add_rerun_intervals, between_run_history, rerun_text
 from analysis.shapes import pair_labels
 from analysis.stats import CellStats, across_families, compute_cell_stats
 from vocabulary import PROTOCOL_VERSION
@@ -47,7 +48,8 @@ SEED_PHASE = "decode"  # the phase the "latency inversion" claim is about (ms pe
 DEEP_NARROW, SHALLOW_WIDE = "gpt2-5m", "gpt2-25m"
 TOP_INVERSIONS = 10  # one per group: enough to show every backend that inverts, few enough to read first
 PAIR_COLUMNS = ("group_id", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len", "gen_len", "model_name_a",
-                "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant")  # what an empty headline still carries
+                "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", *RERUN_COLUMNS,
+                "significant")  # what an empty headline still carries
 COUNT_COLUMNS = ("regime", "groups", "shape_pairs", "inverted", "significant", "without_ci")
 
 
@@ -57,7 +59,8 @@ class Headline:
 
     `seed_pairs`: one row per (regime, backend, dtype) that measured both seed models at the
     seed point, with the pair columns of `inversions.pair_ratios` (ratio = DEEP_NARROW /
-    SHALLOW_WIDE) plus n_runs_a/b. `inversions`: the strongest significant inversion of each
+    SHALLOW_WIDE), the ratio's re-run interval (`analysis.rerun`: rerun_ci_low/high,
+    rerun_basis) plus n_runs_a/b; every pair below carries the re-run interval too. `inversions`: the strongest significant inversion of each
     group, the `TOP_INVERSIONS` strongest groups by CI lower bound, with the group's
     shape_pairs, inverted and significant counts. `counts`: per regime, groups, shape pairs,
     inverted, significant and without CI. `pairs`: every shape pair of every group, for
@@ -94,6 +97,9 @@ def build_headline(stats: CellStats, top: int = TOP_INVERSIONS, *, all_protocols
         return Headline(*(pd.DataFrame(columns=columns) for columns in (PAIR_COLUMNS, PAIR_COLUMNS, COUNT_COLUMNS,
                                                                          PAIR_COLUMNS)))
     pairs = pair_ratios(pooled, inversions_only=False)
+    # Beside each ratio's CI, where a new run's ratio is expected (analysis.rerun), from the per-run history.
+    cells = add_rerun_intervals(pooled.frame, between_run_history(stats.frame), confidence=stats.confidence)
+    pairs = add_pair_rerun_intervals(pairs, cells, confidence=stats.confidence)
     runs = dict(zip(pooled.frame["cell_id"], pooled.frame["n_runs"]))
     pairs["n_runs_a"], pairs["n_runs_b"] = pairs["cell_id_a"].map(runs), pairs["cell_id_b"].map(runs)
     pairs["protocol_version"] = (np.minimum(pairs["protocol_version_a"], pairs["protocol_version_b"]).astype(int)
@@ -162,12 +168,17 @@ def seed_table(headline: Headline) -> pd.DataFrame:
         "regime": r.regime, "backend": r.backend, "phase": r.phase, "dtype": r.dtype,
         f"{DEEP_NARROW} ms/token": f"{r.median_a:.3f}", f"{SHALLOW_WIDE} ms/token": f"{r.median_b:.3f}",
         "ratio": f"{r.ratio:.2f}x", "95% CI": ci_text(r.ratio_ci_low, r.ratio_ci_high, r.ci_kind),
-        "CI kind": r.ci_kind, "runs": _runs(r.n_runs_a, r.n_runs_b),
+        "CI kind": r.ci_kind, RERUN_HEADER: _rerun(r), "runs": _runs(r.n_runs_a, r.n_runs_b),
         SIGNIFICANT_LABEL: "yes" if r.significant else "no",
     } for r in headline.seed_pairs.itertuples()]
     return pd.DataFrame(rows, columns=["regime", "backend", "phase", "dtype", f"{DEEP_NARROW} ms/token",
-                                       f"{SHALLOW_WIDE} ms/token", "ratio", "95% CI", "CI kind", "runs",
+                                       f"{SHALLOW_WIDE} ms/token", "ratio", "95% CI", "CI kind", RERUN_HEADER, "runs",
                                        SIGNIFICANT_LABEL])
+
+
+def _rerun(row) -> str:
+    """A pair's re-run interval as its table shows it (a headline kept before it existed has none)."""
+    return rerun_text(getattr(row, "rerun_ci_low", float("nan")), getattr(row, "rerun_ci_high", float("nan")))
 
 
 def inversion_table(headline: Headline) -> pd.DataFrame:
@@ -178,11 +189,11 @@ def inversion_table(headline: Headline) -> pd.DataFrame:
         "batch": str(r.batch_size), "prompt": str(r.prompt_len),
         **dict(zip(("smaller but slower", "larger"), pair_labels(r))),
         "slower by": f"{r.ratio:.2f}x", "95% CI": ci_text(r.ratio_ci_low, r.ratio_ci_high, r.ci_kind),
-        "CI kind": r.ci_kind,
+        "CI kind": r.ci_kind, RERUN_HEADER: _rerun(r),
         "significant / inverted / shape pairs in group": f"{r.significant} / {r.inverted} / {r.shape_pairs}",
     } for r in headline.inversions.itertuples()]
     return pd.DataFrame(rows, columns=["regime", "backend", "phase", "dtype", "batch", "prompt", "smaller but slower",
-                                       "larger", "slower by", "95% CI", "CI kind",
+                                       "larger", "slower by", "95% CI", "CI kind", RERUN_HEADER,
                                        "significant / inverted / shape pairs in group"])
 
 
@@ -218,14 +229,17 @@ def _sections(headline: Headline, point: str, seed: pd.DataFrame,
         (f"The seed pair: {DEEP_NARROW} vs {SHALLOW_WIDE}",
          (f"{SEED_PHASE.capitalize()} ms per token at {point}, per regime, backend and dtype; medians pooled over runs "
           f"(geometric mean of run medians), ratio {DEEP_NARROW} / {SHALLOW_WIDE} (above 1: the deep, narrow model, "
-          "with fewer parameters, is slower) with its 95% CI and what the CI is across; "
-          f"{NO_CI} where a cell was measured in one round of one run.") if len(seed) else
+          "with fewer parameters, is slower) with its 95% CI and what the CI is across (across rounds: this run only; "
+          f"across runs: the value runs centre on; {NO_CI} where a cell was measured in one round of one run), and its "
+          f"{RERUN_HEADER}: where the ratio of a new run is expected, from the store's repeated runs of the backend "
+          f"on the regime (\"{NO_HISTORY}\" without them).") if len(seed) else
          f"No regime measured both {DEEP_NARROW} and {SHALLOW_WIDE} in {SEED_PHASE} at {point}.",
          seed),
         ("Strongest inversions",
          (f"A smaller model slower than a larger one, {SIGNIFICANT_LABEL} (Benjamini-Hochberg over the shape pairs "
           f"of each group; a pair without a CI never is): the strongest of each group, the {TOP_INVERSIONS} groups "
-          "with the highest CI lower bound; every phase and operating point, pooled over runs per shape.")
+          "with the highest CI lower bound; every phase and operating point, pooled over runs per shape; beside the "
+          f"CI, its {RERUN_HEADER} (where a new run's ratio is expected).")
          if len(inversions) else f"No inversion {SIGNIFICANT_LABEL}.",
          inversions),
         ("Shape pairs per regime",

@@ -46,11 +46,29 @@ CI_NONE = "none"
 CI_KINDS = (CI_NONE, CI_ACROSS_ROUNDS, CI_ACROSS_RUNS)  # weakest first
 NO_CI = "no CI"  # what a table, chart or README shows where the kind is CI_NONE
 # What a table says next to an interval of each kind (one vocabulary for text, README, UI).
+# A median or a ratio can carry two intervals, named apart everywhere they show: its CI ("this
+# run" when across the rounds of one run; across runs when pooled), and its re-run interval
+# (analysis.rerun: where another run's value is expected).
+THIS_RUN = "this run"
+RERUN_HEADER = "95% re-run interval"
 CI_KIND_NOTES = {
-    CI_ACROSS_RUNS: "CI across runs (Student t on run medians): includes run-to-run variance",
-    CI_ACROSS_ROUNDS: "CI across rounds of one run (Student t on round medians): leaves out run-to-run variance",
+    CI_ACROSS_RUNS: "95% CI across runs (Student t on run medians): the value runs centre on, run-to-run variance included",
+    CI_ACROSS_ROUNDS: (f"95% CI, {THIS_RUN}: across the rounds of one run (Student t on round medians): where this "
+                       "run's own value lies, run-to-run variance left out"),
     CI_NONE: "no CI: one run of one round has no independent replicate",
 }
+# A CI kind as a tooltip or a table cell names it: which interval, not only what it is across.
+INTERVAL_OF = {CI_ACROSS_RUNS: CI_ACROSS_RUNS, CI_ACROSS_ROUNDS: f"{CI_ACROSS_ROUNDS} ({THIS_RUN})", CI_NONE: NO_CI}
+
+
+def interval_of(kind: object) -> str:
+    """`INTERVAL_OF` of a CI kind (an unknown or missing kind reads as NO_CI)."""
+    return INTERVAL_OF.get(kind, NO_CI) if isinstance(kind, str) else NO_CI
+
+
+RERUN_NOTE = ("95% re-run interval: where the value of another run is expected to fall, this run's interval widened by "
+              "the between-run variance of the store's repeated runs of the backend on the regime (a ratio: of both "
+              "its sides); 'no history' where the store has no repeated runs to learn it from")
 MIN_UNITS = 2  # a t interval needs one degree of freedom
 # Log replicates are clipped here before exp: a t draw on 1 df (two runs) is Cauchy-tailed and
 # can pass exp's range; e^300 is far beyond any latency, and a ratio of two clipped draws stays finite.

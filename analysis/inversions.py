@@ -164,11 +164,13 @@ def headline_text(row: pd.Series) -> str:
 
 
 def inversions_summary(inversions: pd.DataFrame, max_rows: int = 50) -> dict[str, Any]:
-    """JSON-ready: counts (significant at FDR 5%, and uncorrected), headlines per group, the top significant pairs."""
+    """JSON-ready: counts (significant at FDR 5%, and uncorrected), headlines per group, the top significant pairs
+    (with their re-run interval where `analysis.rerun.add_pair_rerun_intervals` gave one)."""
     cols = [
         "group_id", "regime", "backend", "phase", "model_name_a", "family_a", "params_a", "n_layer_a", "n_embd_a",
         "n_kv_head_a", "median_a", "model_name_b", "family_b", "params_b", "n_layer_b", "n_embd_b", "n_kv_head_b", "median_b",
-        "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired", "p_value", "q_value", "significant", "rank",
+        "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "paired", "rerun_ci_low", "rerun_ci_high", "rerun_basis",
+        "p_value", "q_value", "significant", "rank",
     ]
     if inversions.empty:
         return {"n_inverted_pairs": 0, "n_significant": 0, "n_ci_above_1": 0, "n_without_ci": 0, "ci_kinds": {},

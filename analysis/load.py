@@ -237,14 +237,16 @@ def sorted_latencies(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] 
 # --- cells with their records (analysis.why, analysis.resources, the dashboard's tables) -----
 
 def profiled_cells(con: duckdb.DuckDBPyConnection, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Analysed cells that carry a profile, by cell: their shape and configuration, regime,
-    profile and the run's calibration as JSON text (calibration NULL where the run has none),
-    and decode_ms, the median of their decode samples (cells without any are left out)."""
+    """Analysed cells that carry a profile, by cell: their shape (with MLP width and vocabulary)
+    and configuration (backend options as JSON text, '{}' where none), regime, profile and the
+    run's calibration as JSON text (calibration NULL where the run has none), and decode_ms,
+    the median of their decode samples (cells without any are left out)."""
     where, params = _where(con, filters, phase=False)
     sql = f"""
         SELECT c.cell_id, c.model_name, {cell_select(con, ["family"])}, c.n_layer, c.n_embd, c.n_head,
-               {cell_select(con, ["n_kv_head"])}, c.params, c.backend,
-               c.device, c.dtype, c.batch_size, c.prompt_len, c.gen_len, r.regime,
+               {cell_select(con, ["n_kv_head"])}, c.n_inner, c.vocab_size, c.params, c.backend,
+               coalesce(CAST(c.backend_options AS VARCHAR), '{{}}') AS backend_options, c.device, c.dtype,
+               c.batch_size, c.prompt_len, c.gen_len, r.regime,
                CAST(c.profile AS VARCHAR) AS profile, CAST(r.calibration AS VARCHAR) AS calibration,
                median(s.latency_ms) AS decode_ms
         FROM cells c JOIN runs r USING (run_id) JOIN samples s ON s.cell_id = c.cell_id AND s.phase = 'decode'

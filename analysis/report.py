@@ -21,7 +21,9 @@ needs:
                           study's log latency ~ log params + log n_layer per fitted group (95% CIs)
             inversions    {n_inverted_pairs, n_significant (at FDR 5% within each group), n_without_ci,
                            ci_kinds (pairs per CI kind; each pair carries ci_kind and paired), n_ci_above_1
-                           (uncorrected), fdr, headlines: [{group_id, text}], significant: [...]}
+                           (uncorrected), fdr, headlines: [{group_id, text}], significant: [...]}: each
+                          significant pair with its re-run interval too (rerun_ci_low/high, rerun_basis:
+                          where a new run's ratio is expected, analysis.rerun)
             regimes       [{factor, comparison, status, message, levels, wald_depth, dropped}]
             backends      same shape as regimes, comparing backends within a regime
             reproducibility  {has_repeats, message, ...}: run-to-run variance (analysis.reproducibility)
@@ -72,7 +74,7 @@ from analysis.load import left_out
 from analysis.regimes import compare
 from analysis.regression import fit_across_families, fit_all, fit_group
 from analysis.resources import display_table, pair_ratio_text, resource_summary
-from analysis.rerun import RERUN_COLUMNS, add_rerun_intervals
+from analysis.rerun import RERUN_COLUMNS, add_pair_rerun_intervals, add_rerun_intervals, between_run_history, rerun_text
 from analysis.shape_answer import ShapeAnswer, shape_answer
 from analysis.reproducibility import has_repeats, pooled_stats, regressions_across_runs, reproducibility_summary
 from analysis.stats import CellStats, across_families, compute_cell_stats, summarize
@@ -99,7 +101,8 @@ def analyze(
     (analysis.regression.fit_across_families).
     """
     stats = compute_cell_stats(con, filters, n_resamples=n_resamples, seed=seed)
-    frame = add_rerun_intervals(stats.frame, confidence=stats.confidence)  # "next run" beside "this run"
+    history = between_run_history(stats.frame)
+    frame = add_rerun_intervals(stats.frame, history, confidence=stats.confidence)  # "next run" beside "this run"
     summary = summarize(frame)
     summary["cells"] = (frame[list(CELL_RECORD_COLUMNS)].assign(median_ci=interval_texts(frame)).to_dict("records")
                         if len(frame) else [])
@@ -108,14 +111,17 @@ def analyze(
         # belongs in the CIs, not in the number of observations.
         pooled = pooled_stats(stats)
         regressions = regressions_across_runs(stats, pooled)
-        inversions = {**inversions_summary(find_inversions(_grouped(pooled, pool_families))),
-                      "ci_includes_between_run_variance": True}
+        judged = add_rerun_intervals(pooled.frame, history, confidence=stats.confidence)
+        found = add_pair_rerun_intervals(find_inversions(_grouped(pooled, pool_families)), judged,
+                                         confidence=stats.confidence)
+        inversions = {**inversions_summary(found), "ci_includes_between_run_variance": True}
         compared = pooled.frame
         reproducibility = reproducibility_summary(stats, con, pooled=pooled, regressions=regressions)
     else:
         regressions = [fit.to_dict() for fit in fit_all(frame)] if len(frame) else []
-        inversions = {**inversions_summary(find_inversions(_grouped(stats, pool_families))),
-                      "ci_includes_between_run_variance": False}
+        found = add_pair_rerun_intervals(find_inversions(_grouped(stats, pool_families)), frame,
+                                         confidence=stats.confidence)
+        inversions = {**inversions_summary(found), "ci_includes_between_run_variance": False}
         compared = frame
         reproducibility = reproducibility_summary(stats)
     extra = {"family_fits": fit_across_families(compared)} if pool_families else {}
@@ -168,6 +174,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _number(value: Any) -> float:
+    """A JSON number back as a float (None, the JSON form of NaN, as NaN)."""
+    return float("nan") if value is None else float(value)
+
+
 def _table(records: list[dict[str, Any]], columns: list[str], floatfmt: str = "{:.4g}") -> str:
     if not records:
         return "  (none)"
@@ -188,7 +199,9 @@ def format_text(result: dict[str, Any]) -> str:
         for group_id, recs in sorted(by_group.items()):
             recs = sorted(recs, key=lambda r: (r["params"] or 0, r["cell_id"]))
             lines.append(f"-- {group_id}")
-            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci", "ci_kind", "cv", "tokens_per_s"]))
+            recs = [{**r, "rerun_ci": rerun_text(*(_number(r[c]) for c in ("rerun_ci_low", "rerun_ci_high")))} for r in recs]
+            lines.append(_table(recs, ["model_name", "n_layer", "n_embd", "params", "n", "median", "median_ci", "ci_kind",
+                                       "rerun_ci", "cv", "tokens_per_s"]))
     lines += ["", "== Depth vs width, per group =="]
     for reg in result["regressions"]:
         lines.append(f"-- {reg['group_id']} ({reg['n_cells']} cells, {reg['n_shapes']} shapes)")
@@ -221,8 +234,10 @@ def format_text(result: dict[str, Any]) -> str:
     if inv["significant"]:
         families = {r.get(f"family_{side}") for r in inv["significant"] for side in "ab"} - {None}
         named = ["family_a", "model_name_a", "family_b", "model_name_b"] if families - {"gpt2"} else ["model_name_a", "model_name_b"]
-        lines.append(_table(inv["significant"][:20], ["regime", "backend", "phase", *named, "ratio", "ratio_ci_low",
-                                                      "ratio_ci_high", "ci_kind"]))
+        rows = [{**r, "rerun_ci": rerun_text(*(_number(r.get(c)) for c in ("rerun_ci_low", "rerun_ci_high")))}
+                for r in inv["significant"][:20]]
+        lines.append(_table(rows, ["regime", "backend", "phase", *named, "ratio", "ratio_ci_low", "ratio_ci_high",
+                                   "ci_kind", "rerun_ci"]))
     for key, title in (("regimes", "Across regimes"), ("backends", "Across backends")):
         lines += ["", f"== {title} =="]
         if not result[key]:

@@ -130,7 +130,8 @@ def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -
     = `repeat_id`, n (all samples), n_runs, run_ids, cell_ids, run_median_min/max, median,
     ci_kind, median_ci_low/high, model_names (every name the unit was measured under; `model_name`
     joins them with NAME_SEPARATOR), unit_ids / unit_log_medians (the runs and their log medians
-    where pooled), log_median_se, ci_includes_between_run_variance, tokens/s, group_id.
+    where pooled), log_median_se (across runs where pooled), run_log_median_se (one run's
+    within-run SE, RMS over its runs), ci_includes_between_run_variance, tokens/s, group_id.
     """
     frame = with_repeat_key(stats.frame.reset_index(drop=True), by)
     n_resamples = stats.draws.shape[1] if stats.draws.ndim == 2 else 0
@@ -181,6 +182,9 @@ def pooled_stats(stats: CellStats, by: str = POOL_BY, seed: int | None = None) -
                                   else first["unit_log_medians"].iat[u] for u, rows in enumerate(units)]
     pooled["log_median_se"] = [float(np.std(log_median[rows], ddof=1) / np.sqrt(len(rows))) if len(rows) >= MIN_UNITS
                                else float(first["log_median_se"].iat[u]) for u, rows in enumerate(units)]
+    # One run's within-run noise (RMS over the runs): what a re-run adds besides its run effect (analysis.rerun).
+    run_se = frame["log_median_se"].to_numpy(np.float64)
+    pooled["run_log_median_se"] = [float(np.sqrt(np.mean(run_se[rows] ** 2))) for rows in units]
     with np.errstate(invalid="ignore"):
         low, high = percentile_ci(out, stats.confidence)
     pooled["median_ci_low"], pooled["median_ci_high"] = low, high

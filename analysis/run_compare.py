@@ -34,6 +34,7 @@ from statsmodels.stats.multitest import multipletests
 from analysis.figures import drawable_ci, spaced_log_ticks
 from analysis.intervals import CI_ACROSS_ROUNDS, CI_NONE, MIN_UNITS, NO_CI
 from analysis.load import compared_cells, run_cell_rounds, runs_with_counts
+from analysis.rerun import NO_HISTORY, rerun_text
 from vocabulary import PHASES
 from analysis.shapes import names_architecture
 from analysis.stats import CellStats
@@ -203,6 +204,7 @@ def compare_runs_by_round(
     *,
     confidence: float = 0.95,
     fdr: float = FDR,
+    cells: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per (cell key, phase) measured ok in both runs: median_b / median_a with a CI across rounds.
 
@@ -212,9 +214,13 @@ def compare_runs_by_round(
     when either run has fewer than MIN_ROUNDS rounds of the cell), p_value, q_value (BH over
     the cells with a CI), moved (True: beyond the rounds' noise at FDR `fdr`; False: within
     it; NA: no CI), direction ("slower" / "faster" / "equal": b against a). Filters are analysis.load's
-    (phase, backend, dtype, ...). Raises ValueError when a run has no ok cell under the
-    filters or the runs share no (cell, phase). A run compared with itself is allowed (a
-    sanity check: every ratio 1, nothing moved).
+    (phase, backend, dtype, ...). With `cells`, the per-run statistics of the store
+    (`analysis.stats.compute_cell_stats(...).frame`, both runs among them), each ratio also
+    gets its re-run interval (`analysis.rerun.ratio_rerun_intervals`: where the ratio of a
+    repeat of both runs is expected, from the store's repeated runs): rerun_ci_low/high and
+    rerun_basis ("no history" where there are none). Raises ValueError when a run has no ok
+    cell under the filters or the runs share no (cell, phase). A run compared with itself is
+    allowed (a sanity check: every ratio 1, nothing moved).
     """
     sides = []
     for run_id in (run_a, run_b):
@@ -239,12 +245,30 @@ def compare_runs_by_round(
     table["moved"] = pd.array([bool(q < fdr) if t else pd.NA for q, t in zip(table["q_value"], tested)], dtype="boolean")
     table["direction"] = np.select([table["ratio"] > 1, table["ratio"] < 1], ["slower", "faster"], "equal")
     table = table.drop(columns=["round_log_medians_a", "round_log_medians_b"])
+    if cells is not None:
+        table = _with_rerun(table, cells, run_a, run_b, confidence)
     described = compared_cells(con, run_a, run_b, sorted(table["cell_key"].unique()))
     table = described.merge(table, on="cell_key", how="right")
     order = {p: i for i, p in enumerate(PHASES)}
     table = table.assign(_phase=table["phase"].map(order)).sort_values(
         ["_phase", "backend", "dtype", "batch_size", "prompt_len", "params", "model_name"]).drop(columns="_phase")
     return table.reset_index(drop=True)
+
+
+def _with_rerun(table: pd.DataFrame, cells: pd.DataFrame, run_a: str, run_b: str, confidence: float) -> pd.DataFrame:
+    """`table` with each ratio's re-run interval: both runs' cells judged by the store's history."""
+    from analysis.rerun import add_rerun_intervals, between_run_history, ratio_rerun_intervals
+
+    history = between_run_history(cells)
+    key = pd.MultiIndex.from_frame(table[list(KEY_COLUMNS)])
+    sides = []
+    for run_id in (run_a, run_b):
+        judged = add_rerun_intervals(cells[cells["run_id"].astype(str) == run_id], history, confidence=confidence)
+        side = judged.drop_duplicates(list(KEY_COLUMNS)).set_index(list(KEY_COLUMNS)).reindex(key)
+        side["rerun_basis"] = side["rerun_basis"].fillna(NO_HISTORY)
+        sides.append(side)
+    judged = ratio_rerun_intervals(np.log(table["ratio"].to_numpy(np.float64)), sides[1], sides[0], confidence=confidence)
+    return table.assign(**{c: judged[c].to_numpy() for c in ("rerun_ci_low", "rerun_ci_high", "rerun_basis")})
 
 
 def regressions(table: pd.DataFrame, threshold: float) -> pd.Series:
@@ -319,11 +343,14 @@ def ratio_figure(table: pd.DataFrame, run_a: str, run_b: str) -> go.Figure:
                  "arrayminus": (sub["ratio"] - sub["ratio_ci_low"]).fillna(0).to_numpy()}
         ci_text = np.where(has_ci, "[" + sub["ratio_ci_low"].map("{:.3f}".format) + ", "
                            + sub["ratio_ci_high"].map("{:.3f}".format) + "]", NO_CI)
+        rerun = ([rerun_text(lo, hi) for lo, hi in zip(sub["rerun_ci_low"], sub["rerun_ci_high"])]
+                 if "rerun_ci_low" in sub else [NO_HISTORY] * len(sub))
         fig.add_trace(scatter(
             x=sub["label"].to_numpy(), y=sub["ratio"].to_numpy(), mode="markers", name=state,
             marker={"color": colour, "symbol": symbol, "size": size}, error_y=error,
-            customdata=np.column_stack([sub["cell_id_a"], sub["cell_id_b"], sub["label"], ci_text]),
-            hovertemplate="%{customdata[2]}<br>b / a = %{y:.3f}x, 95% CI %{customdata[3]}<extra></extra>",
+            customdata=np.column_stack([sub["cell_id_a"], sub["cell_id_b"], sub["label"], ci_text, rerun]),
+            hovertemplate="%{customdata[2]}<br>b / a = %{y:.3f}x, 95% CI across these runs' rounds %{customdata[3]}"
+                          "<br>95% re-run interval %{customdata[4]}<extra></extra>",
         ))
     fig.add_hline(y=1.0, line={"color": "#495057", "dash": "dot", "width": 1})
     drawable = drawable_ci(frame["ratio_ci_low"], frame["ratio_ci_high"])

@@ -31,7 +31,7 @@ from analysis.shapes import names_architecture, pair_labels, shape_label
 DEVICE_CLASSES = {"cuda": "GPUs", "cpu": "CPUs"}
 GROUP_COLUMNS = ["regime", "backend", "dtype", "batch_size", "prompt_len", "gen_len"]
 CELL_COLUMNS = ["group_id", "group", *GROUP_COLUMNS, "device_kind", "shape", "model_name", "n_layer", "n_embd", "params",
-                "ms_per_token", "ci_low", "ci_high", "ci_kind", "n_runs"]
+                "ms_per_token", "ci_low", "ci_high", "ci_kind", "rerun_ci_low", "rerun_ci_high", "n_runs"]
 VERDICT_COLUMNS = ["group", "shapes", "verdict", "fastest", "slowest", "slowest / fastest", "regime"]
 
 
@@ -55,7 +55,8 @@ class ShapeAnswer:
 
 def decode_cells(pooled: pd.DataFrame) -> pd.DataFrame:
     """Decode cells (pooled over runs) as the Overview lists them: a group label, the shape's
-    label, ms per token with its CI, sorted by group then latency."""
+    label, ms per token with its CI (and its re-run interval where `pooled` has one), sorted by
+    group then latency."""
     if pooled.empty:
         return pd.DataFrame(columns=CELL_COLUMNS)
     cells = pooled[pooled["phase"] == SEED_PHASE].copy()
@@ -71,6 +72,9 @@ def decode_cells(pooled: pd.DataFrame) -> pd.DataFrame:
     cells = cells.rename(columns={"median": "ms_per_token", "median_ci_low": "ci_low", "median_ci_high": "ci_high"})
     if "n_runs" not in cells:
         cells["n_runs"] = 1
+    for column in ("rerun_ci_low", "rerun_ci_high"):  # pooled cells judged by analysis.rerun carry them
+        if column not in cells:
+            cells[column] = float("nan")
     return cells[CELL_COLUMNS].sort_values(["regime", "group", "ms_per_token"], ignore_index=True)
 
 

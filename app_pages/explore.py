@@ -4,6 +4,7 @@ import io
 import streamlit as st
 
 from analysis.figures import latency_vs_params, sample_distributions
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_KIND_NOTES, RERUN_NOTE
 from vocabulary import PHASES, csv_safe
 from dashboard import cache, data, ui
 
@@ -24,7 +25,8 @@ def body(ctx: cache.Context) -> None:
     if phases:
         table = table[table["phase"].isin(phases) | table["phase"].isna()]
 
-    st.caption("Median latency of every measured cell and phase (bars: 95% CI of the median). "
+    st.caption("Median latency of every measured cell and phase in each run (bars: 95% CI of that run's median, "
+               "across its rounds). The table adds each median's re-run interval: where another run's is expected. "
                "Click a point or drag a box / lasso to select cells; the table and distributions follow.")
     avail = [p for p in PHASES if p in set(stats["phase"])]
     chart_phase = avail[0] if len(avail) == 1 else st.radio(
@@ -49,11 +51,15 @@ def body(ctx: cache.Context) -> None:
             "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
             "median": st.column_config.NumberColumn("median ms", format="%.4g"),
             "median_ci": st.column_config.TextColumn(
-                "95% CI", help="of the median; 'too noisy' where the bounds are over 10x apart, with the rounds "
-                "(or runs) a +-10% interval would need at the spread seen"),
-            "median_ci_low": st.column_config.NumberColumn("CI low", format="%.4g"),
-            "median_ci_high": st.column_config.NumberColumn("CI high", format="%.4g"),
-            "ci_kind": st.column_config.TextColumn("CI kind", help="across runs, across rounds of one run, or none"),
+                "95% CI, this run", help=f"{CI_KIND_NOTES[CI_ACROSS_ROUNDS]}; 'too noisy' where the bounds are over "
+                "10x apart, with the rounds a +-10% interval would need at the spread seen"),
+            "median_ci_low": st.column_config.NumberColumn("CI low, this run", format="%.4g"),
+            "median_ci_high": st.column_config.NumberColumn("CI high, this run", format="%.4g"),
+            "ci_kind": st.column_config.TextColumn("CI kind", help="across rounds of this run, or none (one round)"),
+            "rerun_ci_low": st.column_config.NumberColumn("re-run low", format="%.4g", help=RERUN_NOTE),
+            "rerun_ci_high": st.column_config.NumberColumn("re-run high", format="%.4g", help=RERUN_NOTE),
+            "rerun_basis": st.column_config.TextColumn("re-run from", help="the repeated runs the between-run "
+                                                       "variance rests on ('no history': none)"),
             "cv": st.column_config.NumberColumn("CV", format="%.3f"),
             "p5": st.column_config.NumberColumn(format="%.4g"), "p95": st.column_config.NumberColumn(format="%.4g"),
             "tokens_per_s": st.column_config.NumberColumn("tokens/s", format="%.0f"),

@@ -3,6 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import inversion_heatmap
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_KIND_NOTES, RERUN_NOTE
 from analysis.load import keys_by_group_id
 from dashboard import cache, data, ui
 from dashboard.text import md
@@ -12,15 +13,19 @@ from vocabulary import csv_safe
 SIDE = ["model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params", "median"]
 TABLE_COLUMNS = ["rank", "regime", "backend", "phase", "dtype", "batch_size", "prompt_len",
                  *(f"{c}_a" for c in SIDE), *(f"{c}_b" for c in SIDE),
-                 "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "significant"]
+                 "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind", "rerun_ci_low", "rerun_ci_high", "rerun_basis",
+                 "significant"]
+CI_HELP = f"{CI_KIND_NOTES[CI_ACROSS_RUNS]}; or {CI_KIND_NOTES[CI_ACROSS_ROUNDS]} (the row's CI kind says which)"
 
 
 def body(ctx: cache.Context) -> None:
     if not ui.page_header(
         ctx, "Latency inversions",
         "For cells A, B of one group with params(A) < params(B): ratio = median(A) / median(B), with a "
-        "95% CI across runs (or across rounds of one run; none for one round of one run, which is never significant). "
-        "Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the group's pairs)."):
+        "95% CI across runs (or across rounds of one run: this run only; none for one round of one run, which is "
+        "never significant). Above 1 the smaller model is slower; significant at FDR 5% (Benjamini-Hochberg over the "
+        "group's pairs). Beside it, the ratio's 95% re-run interval: where a new run's ratio is expected, from the "
+        "dataset's repeated runs."):
         return
     n_pairs = data.pair_counts(cache.pooled_frame(ctx))
     keys = keys_by_group_id(cache.pooled_frame(ctx))
@@ -68,7 +73,13 @@ def body(ctx: cache.Context) -> None:
         "params_a": st.column_config.NumberColumn("params A", format="%.3g"),
         "params_b": st.column_config.NumberColumn("params B", format="%.3g"),
         **{f"n_kv_head_{s}": st.column_config.NumberColumn(f"KV heads {s.upper()}") for s in "ab"},
-        **{c: st.column_config.NumberColumn(format="%.4g") for c in ("median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high")},
+        **{c: st.column_config.NumberColumn(format="%.4g") for c in ("median_a", "median_b", "ratio")},
+        "ratio_ci_low": st.column_config.NumberColumn("CI low", format="%.4g", help=CI_HELP),
+        "ratio_ci_high": st.column_config.NumberColumn("CI high", format="%.4g", help=CI_HELP),
+        "ci_kind": st.column_config.TextColumn("CI kind", help="across runs, or across rounds: this run only"),
+        "rerun_ci_low": st.column_config.NumberColumn("re-run low", format="%.4g", help=RERUN_NOTE),
+        "rerun_ci_high": st.column_config.NumberColumn("re-run high", format="%.4g", help=RERUN_NOTE),
+        "rerun_basis": st.column_config.TextColumn("re-run from", help="the repeated runs the between-run variance rests on"),
     })
     st.download_button("Download CSV", lambda: csv_safe(table).to_csv(index=False), "shapebench-inversions.csv", "text/csv",
                        on_click="ignore")

@@ -7,6 +7,8 @@ import streamlit as st
 from analysis.budget import budget_comparisons, budget_sentences, budget_table, flips
 from analysis.figures import budget_ratios, seed_pair_ratios, shape_latencies
 from analysis.headline import earlier_protocol_note, headline_sections, split_by_regime
+from analysis.intervals import RERUN_HEADER, interval_of
+from analysis.rerun import NO_HISTORY
 from dashboard import cache, data, sidebar, source, ui
 from dashboard.text import interval, md, table_text
 
@@ -43,15 +45,19 @@ def own_shapes(shapes) -> None:
     if shapes.cells.empty:
         return
     st.subheader("Your shapes")
-    st.caption("Decode ms per token of each measured shape (median pooled over runs, 95% CI); per group the "
-               "fastest and slowest shape and whether depth or parameter count explains latency, or what to "
-               "measure before that can be told.")
+    st.caption("Decode ms per token of each measured shape (median pooled over runs, 95% CI across runs, or across "
+               "the rounds of one run: this run only) and its 95% re-run interval (where a new run's median is "
+               "expected); per group the fastest and slowest shape and whether depth or parameter count explains "
+               "latency, or what to measure before that can be told.")
     ui.chart(shape_latencies(shapes.cells), "overview_shapes", "decode ms per token per shape")
     st.dataframe(table_text(shapes.groups), hide_index=True)
-    cells = shapes.cells.assign(**{"95% CI": [interval(lo, hi) for lo, hi in
-                                              zip(shapes.cells["ci_low"], shapes.cells["ci_high"])]})
-    st.dataframe(table_text(cells[["regime", "group", "shape", "ms_per_token", "95% CI", "ci_kind", "n_runs"]]
-                            .rename(columns={"ms_per_token": "ms/token", "ci_kind": "CI across", "n_runs": "runs"})),
+    cells = shapes.cells.assign(**{
+        "95% CI": [interval(lo, hi) for lo, hi in zip(shapes.cells["ci_low"], shapes.cells["ci_high"])],
+        "CI across": shapes.cells["ci_kind"].map(interval_of),
+        RERUN_HEADER: [interval(lo, hi) if lo == lo else NO_HISTORY
+                       for lo, hi in zip(shapes.cells["rerun_ci_low"], shapes.cells["rerun_ci_high"])]})
+    st.dataframe(table_text(cells[["regime", "group", "shape", "ms_per_token", "95% CI", "CI across", RERUN_HEADER,
+                                   "n_runs"]].rename(columns={"ms_per_token": "ms/token", "n_runs": "runs"})),
                  hide_index=True)
 
 

@@ -3,10 +3,13 @@ import pandas as pd
 import streamlit as st
 
 from analysis.figures import run_medians_figure
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_ACROSS_RUNS, CI_KIND_NOTES
 from analysis.load import GroupKey, keys_by_group_id
 from analysis.reproducibility import FDR, MIN_SPREAD, NO_REPEATS_MESSAGE
 from dashboard import cache, ui
 
+# The intervals here are of values pooled over runs: which one each row's CI kind names.
+POOLED_CI_HELP = f"{CI_KIND_NOTES[CI_ACROSS_RUNS]} (a value measured in one run: {CI_KIND_NOTES[CI_ACROSS_ROUNDS]})"
 INVERSION_COLUMNS = ["group", "model_name_a", "model_name_b", "ratio", "ratio_ci_low", "ratio_ci_high", "ci_kind",
                      "runs_significant", "n_runs", "verdict", "regime"]
 CELL_COLUMNS = ["model_name", "group", "n_runs", "run medians (ms)", "spread_ratio", "q_value",
@@ -81,7 +84,9 @@ def body(ctx: cache.Context) -> None:
     not_repro = inversions[inversions["verdict"] == "not reproducible"] if len(inversions) else inversions
     if len(not_repro):
         st.dataframe(_split(not_repro, keys)[INVERSION_COLUMNS], hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.3g") for c in ("ratio", "ratio_ci_low", "ratio_ci_high")})
+            "ratio": st.column_config.NumberColumn(format="%.3g"),
+            "ratio_ci_low": st.column_config.NumberColumn("CI low", format="%.3g", help=POOLED_CI_HELP),
+            "ratio_ci_high": st.column_config.NumberColumn("CI high", format="%.3g", help=POOLED_CI_HELP)})
     else:
         st.info("Every inversion significant within a run is also significant across runs.")
 
@@ -106,7 +111,9 @@ def body(ctx: cache.Context) -> None:
         "run medians (ms)": bad["run_medians"].map(lambda ms: " / ".join(f"{m:.3g}" for m in ms)),
     })
     st.dataframe(bad[CELL_COLUMNS], hide_index=True, column_config={
-        c: st.column_config.NumberColumn(format="%.3g") for c in ("spread_ratio", "q_value", "median", "median_ci_low", "median_ci_high")})
+        **{c: st.column_config.NumberColumn(format="%.3g") for c in ("spread_ratio", "q_value", "median")},
+        "median_ci_low": st.column_config.NumberColumn("CI low", format="%.3g", help=POOLED_CI_HELP),
+        "median_ci_high": st.column_config.NumberColumn("CI high", format="%.3g", help=POOLED_CI_HELP)})
 
 
 ui.guard(body)

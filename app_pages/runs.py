@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.intervals import CI_ACROSS_ROUNDS, CI_KIND_NOTES, RERUN_NOTE
 from analysis.run_results import display_frame, run_results
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
 from dashboard import cache, filters as flt, runs as run_control, sidebar, source, ui
@@ -16,8 +17,18 @@ RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version"
                "cells_failed", "samples", "host_fingerprint", "regime"]
 ROW_PX, MAX_TABLE_PX = 35, 600  # st.dataframe's row height; past this many pixels the table scrolls
 COMPARE_COLUMNS = ["phase", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len",
-                   "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "rounds_a", "rounds_b", "q_value",
-                   "verdict", "regime", "cell_key"]
+                   "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "rerun_ci_low", "rerun_ci_high",
+                   "rerun_basis", "rounds_a", "rounds_b", "q_value", "verdict", "regime", "cell_key"]
+
+
+# Which interval each column is: the two runs' rounds (these runs) or a re-run of both.
+COMPARE_CONFIG = {
+    "ratio_ci_low": st.column_config.NumberColumn("CI low, these runs", format="%.4g", help=CI_KIND_NOTES[CI_ACROSS_ROUNDS]),
+    "ratio_ci_high": st.column_config.NumberColumn("CI high, these runs", format="%.4g", help=CI_KIND_NOTES[CI_ACROSS_ROUNDS]),
+    "rerun_ci_low": st.column_config.NumberColumn("re-run low", format="%.4g", help=RERUN_NOTE),
+    "rerun_ci_high": st.column_config.NumberColumn("re-run high", format="%.4g", help=RERUN_NOTE),
+    "rerun_basis": st.column_config.TextColumn("re-run from", help="the repeated runs the between-run variance rests on"),
+}
 
 
 def _run_label(runs: pd.DataFrame):
@@ -80,9 +91,11 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
                 "protocol 1 run does), so there is no independent unit to judge noise by. Their ratios are shown, "
                 "but whether they moved cannot be told.")
     ui.chart(ratio_figure(table, run_a, run_b), "runs_ratio_chart", f"run {run_b} / run {run_a}")
-    st.caption("CIs: Welch's t on the log medians of each run's rounds. They leave out run-to-run variance, so two "
-               "ordinary runs of one plan differ beyond them even when nothing changed: read a comparison next to "
-               "such a pair (Reproducibility shows the spread of repeat runs).")
+    st.caption("CIs: Welch's t on the log medians of each run's rounds, these two runs only. They leave out "
+               "run-to-run variance, so two ordinary runs of one plan differ beyond them even when nothing changed. "
+               "The re-run interval adds it, from the dataset's repeated runs: where the ratio of a repeat of both "
+               "runs is expected; a ratio inside it is within what re-running moves (Reproducibility shows the spread "
+               "of repeat runs).")
     shown = table.assign(verdict=_verdict(table))
     moved = shown[shown["moved"].fillna(False).astype(bool)]
     if s["with_ci"]:
@@ -90,9 +103,10 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
                     "**No cell moved beyond the rounds' noise.**")
     if len(moved):
         largest_first = np.argsort(-np.abs(np.log(moved["ratio"].to_numpy(np.float64))), kind="stable")
-        st.dataframe(moved.iloc[largest_first][COMPARE_COLUMNS], hide_index=True, key="runs_moved")
+        st.dataframe(moved.iloc[largest_first][COMPARE_COLUMNS], hide_index=True, key="runs_moved",
+                     column_config=COMPARE_CONFIG)
     with st.expander(f"Every compared cell ({len(shown):,})"):
-        st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
+        st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all", column_config=COMPARE_CONFIG)
 
 
 def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> bool:

@@ -4,7 +4,9 @@ import streamlit as st
 
 from analysis.at_limit import layer_cost_text, layer_costs
 from analysis.figures import kernels_vs_depth, why_components
+from analysis.datasheet import datasheet_note
 from analysis.why import paid_split
+from analysis.why_layers import FORMULA, NOT_CALIBRATED, fit_table, limit_table, select, shape_table
 from dashboard import cache, ui
 from dashboard.text import md, table_text
 
@@ -100,6 +102,27 @@ def body(ctx: cache.Context) -> None:
         for line in layer_cost_text(costs):
             st.markdown(f"- {md(line, 500)}")
         st.dataframe(table_text(costs, digits=3), hide_index=True)
+
+    workload = tuple(int(v) for v in group[WORKLOAD].iloc[0])
+    costs = cache.layer_cost(ctx)
+    fits, shapes = (select(costs[k], regime, dtype, workload, backend) for k in ("fits", "shapes"))
+    if len(fits):
+        st.subheader("Per layer: hand-offs and weight reads")
+        st.caption(f"`{FORMULA}` over the group's shapes (least squares weighted by 1 / decode², HC3, 95% CIs "
+                   "on Student t; a shape measured in several runs enters once, at the geometric mean of its runs): a layer costs its phases x the "
+                   "hand-off + its weight MB x µs per MB, and the LM head is a term of its own. Calibrated: the "
+                   "hand-off of this kind and the copy bandwidth the run measured; "
+                   f"\"{NOT_CALIBRATED}\" where the run did not measure them. 1000 / (µs per MB) is GB/s.")
+        st.dataframe(table_text(fit_table(fits), digits=3), hide_index=True)
+        st.dataframe(table_text(shape_table(shapes), digits=3), hide_index=True)
+
+    limits = select(costs["shapes"], regime, dtype, workload)
+    if len(limits):
+        st.subheader("Decode time against the weight-read limit")
+        st.caption(f"Per backend: each shape's decode median over the bytes one step reads (every layer and the LM "
+                   f"head) / bandwidth, at the copy bandwidth the run measured (\"{NOT_CALIBRATED}\" where it did "
+                   f"not) and at the datasheet figure: {md(datasheet_note(regime), 300)}.")
+        st.dataframe(table_text(limit_table(limits), digits=3), hide_index=True)
 
     st.subheader("Verdict per cell")
     table = group.sort_values(["n_layer", "n_embd"])[VERDICT_COLUMNS].rename(columns=VERDICT_NAMES)

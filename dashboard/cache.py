@@ -279,6 +279,10 @@ compare = cached_query("Comparing...", on_disk=True)(results.compare)
 why_floor = cached_query("Modelling profiled cells...", on_disk=True)(results.why_floor)
 # The fitted cost per launch (or per kernel in a graph) per (regime, backend, dtype), with CIs.
 launch_overhead = cached_query("Fitting launch overheads...", on_disk=True)(results.launch_overhead)
+# The pooled cells with their re-run intervals (analysis.rerun), for the ratios built on them.
+pooled_rerun = cached_query("Estimating re-run intervals...", on_disk=True)(results.pooled_rerun)
+# Per shape and group: a layer's hand-offs and weight reads and the LM head, fitted and calibrated (analysis.why_layers).
+layer_cost = cached_query("Fitting per-layer costs...", on_disk=True)(results.layer_cost)
 # The selection's headline (analysis.headline), the one README and HTML report show.
 headline = cached_query("Pooling the headline over runs...", on_disk=True)(results.headline)
 # "Does shape drive latency?" in a sentence per hardware class, with the decode cells behind it (analysis.shape_answer).
@@ -310,11 +314,13 @@ def run_list(ctx: Context) -> pd.DataFrame:
 
 @cached_query("Comparing the two runs...")
 def run_comparison(ctx: Context, run_a: str, run_b: str) -> pd.DataFrame:
-    """Per cell and phase of both runs (under the filters): ratio of medians b / a with a CI across rounds."""
+    """Per cell and phase of both runs (under the filters): ratio of medians b / a with a CI across
+    rounds, and its re-run interval from the dataset's repeated runs (the kept per-run statistics)."""
     from analysis.run_compare import compare_runs_by_round
 
+    cells = cell_frame(ctx)
     with ctx.reading() as con:
-        return compare_runs_by_round(con, run_a, run_b, ctx.filters)
+        return compare_runs_by_round(con, run_a, run_b, ctx.filters, cells=cells)
 
 
 @cached_query()

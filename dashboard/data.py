@@ -71,9 +71,14 @@ def integrity(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
-    """One row per (cell, phase) with its statistics; failed cells kept with their error."""
-    stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
-                 "tokens_per_s"]
+    """One row per (cell, phase) with its statistics (the CI of this run's median and, where
+    `stats` carries it, its re-run interval); failed cells kept with their error."""
+    from analysis.rerun import NO_HISTORY, RERUN_COLUMNS  # statsmodels, on first use only
+
+    stat_cols = ["cell_id", "phase", "n", "median", "median_ci_low", "median_ci_high", "ci_kind", *RERUN_COLUMNS, "cv",
+                 "p5", "p95", "tokens_per_s"]
+    if len(stats) and "rerun_basis" not in stats:  # statistics without the re-run interval: it has no history
+        stats = stats.assign(rerun_ci_low=np.nan, rerun_ci_high=np.nan, rerun_basis=NO_HISTORY)
     if len(stats):
         # an interval too wide to mean anything is shown as "too noisy (N rounds would be needed)"
         # and its bounds are left empty (analysis.intervals.interval_text)
@@ -94,8 +99,8 @@ def explore_table(cells: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
     merged = with_family(merged)
     cols = ["regime", "backend", "phase", "model_name", "family", "n_layer", "n_embd", "n_head", "n_kv_head", "params_m",
             "dtype", "batch_size",
-            "prompt_len", "gen_len", "status", "n", "median", "median_ci", "median_ci_low", "median_ci_high", "ci_kind", "cv", "p5", "p95",
-            "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
+            "prompt_len", "gen_len", "status", "n", "median", "median_ci", "median_ci_low", "median_ci_high", "ci_kind",
+            *RERUN_COLUMNS, "cv", "p5", "p95", "tokens_per_s", "peak_memory_mib", "mj_per_token", "power_w", "flags", "error", "cell_id", "run_id"]
     return merged[cols].reset_index(drop=True)
 
 

@@ -82,7 +82,11 @@ def cell_stats(r: Reader):
 
 
 def cell_frame(r: Reader) -> pd.DataFrame:
-    return r.get("cell_stats").frame
+    """Per-run statistics of every cell and phase, each with its re-run interval (analysis.rerun)."""
+    from analysis.rerun import add_rerun_intervals
+
+    stats = r.get("cell_stats")
+    return add_rerun_intervals(stats.frame, confidence=stats.confidence)
 
 
 def pooled(r: Reader):
@@ -94,6 +98,14 @@ def pooled(r: Reader):
 
 def pooled_frame(r: Reader) -> pd.DataFrame:
     return r.get("pooled").frame
+
+
+def pooled_rerun(r: Reader) -> pd.DataFrame:
+    """The pooled cells with their re-run intervals (analysis.rerun), judged by the per-run history."""
+    from analysis.rerun import add_rerun_intervals, between_run_history
+
+    stats = r.get("pooled")
+    return add_rerun_intervals(stats.frame, between_run_history(r.get("cell_frame")), confidence=stats.confidence)
 
 
 def cells(r: Reader) -> pd.DataFrame:
@@ -122,9 +134,12 @@ def family_fits(r: Reader) -> list[dict]:
 
 
 def inversions(r: Reader) -> pd.DataFrame:
+    """Every inverted pair of the pooled cells, with its ratio's re-run interval."""
     from analysis.inversions import find_inversions
+    from analysis.rerun import add_pair_rerun_intervals
 
-    return find_inversions(r.get("pooled"))
+    stats = r.get("pooled")
+    return add_pair_rerun_intervals(find_inversions(stats), r.get("pooled_rerun"), confidence=stats.confidence)
 
 
 def group_pairs(r: Reader, group_id: str) -> pd.DataFrame:
@@ -132,10 +147,13 @@ def group_pairs(r: Reader, group_id: str) -> pd.DataFrame:
     from analysis.inversions import pair_ratios
     from analysis.stats import CellStats
 
+    from analysis.rerun import add_pair_rerun_intervals
+
     stats = r.get("pooled")
     rows = (stats.frame["group_id"] == group_id).to_numpy()
     sub = CellStats(stats.frame[rows].reset_index(drop=True), stats.draws[rows], stats.confidence, stats.seed)
-    return pair_ratios(sub, inversions_only=False)
+    return add_pair_rerun_intervals(pair_ratios(sub, inversions_only=False), r.get("pooled_rerun"),
+                                    confidence=stats.confidence)
 
 
 def pair_groups(r: Reader) -> list[str]:
@@ -164,6 +182,13 @@ def launch_overhead(r: Reader) -> list[dict]:
     floor = r.get("why_floor")
     calibrated = floor[floor["bandwidth_gb_s"].notna()] if len(floor) else floor
     return fit_launch_overhead(calibrated) if len(calibrated) else []
+
+
+def layer_cost(r: Reader) -> dict[str, pd.DataFrame]:
+    """Per shape and group: hand-offs and weight reads, fitted and calibrated (analysis.why_layers)."""
+    from analysis.why_layers import layer_cost as fit
+
+    return fit(r.get("why_floor"))
 
 
 def explain_cells(r: Reader, slow_cell: str, fast_cell: str) -> str | None:
@@ -201,7 +226,7 @@ def shape_answer(r: Reader, all_protocols: bool):
     from the kept headline, pooled cells and fits: cheap, so never kept on disk itself."""
     from analysis.shape_answer import shape_answer as answer_of
 
-    return answer_of(r.get("pooled_frame"), r.get("fits"), r.get("headline", all_protocols))
+    return answer_of(r.get("pooled_rerun"), r.get("fits"), r.get("headline", all_protocols))
 
 
 def repeat_table(r: Reader) -> pd.DataFrame:
@@ -246,9 +271,9 @@ def regressions_across_runs(r: Reader) -> list[dict]:
 
 
 RESULTS: dict[str, Callable[..., Any]] = {f.__name__: f for f in (
-    cell_stats, cell_frame, pooled, pooled_frame, cells, explore_rows, fits, family_fits, inversions, group_pairs, compare,
-    why_floor, launch_overhead, headline, shape_answer, repeat_table, repeat_runs, variance_table, inversions_across_runs,
-    regressions_across_runs)}
+    cell_stats, cell_frame, pooled, pooled_frame, pooled_rerun, cells, explore_rows, fits, family_fits, inversions,
+    group_pairs, compare, why_floor, launch_overhead, layer_cost, headline, shape_answer, repeat_table, repeat_runs,
+    variance_table, inversions_across_runs, regressions_across_runs)}
 
 
 def first_visit(r: Reader) -> Iterator[tuple[str, tuple]]:
@@ -258,12 +283,12 @@ def first_visit(r: Reader) -> Iterator[tuple[str, tuple]]:
     bundle) and no page reads them once the results below are kept. Every group's heatmap,
     not only the page's default one: the pairs are small and a second group is then instant.
     """
-    yield from (("cell_frame", ()), ("headline", (False,)), ("pooled_frame", ()),
+    yield from (("cell_frame", ()), ("headline", (False,)), ("pooled_frame", ()), ("pooled_rerun", ()),
                 ("fits", ()), ("explore_rows", ()), ("inversions", ()))
     yield from (("group_pairs", (g,)) for g in pair_groups(r))
     yield from (("compare", ("regime",)), ("compare", ("backend",)), ("why_floor", ()), ("launch_overhead", ()),
-                ("repeat_table", ()), ("repeat_runs", ()), ("variance_table", ()), ("inversions_across_runs", ()),
-                ("regressions_across_runs", ()))
+                ("layer_cost", ()), ("repeat_table", ()), ("repeat_runs", ()), ("variance_table", ()),
+                ("inversions_across_runs", ()), ("regressions_across_runs", ()))
 
 
 # --- computing them outside the dashboard --------------------------------------------------------

@@ -107,6 +107,14 @@ def test_analyze_json_carries_the_rerun_fields_on_every_cell_of_the_bundle(bundl
     assert all(c["rerun_ci_low"] is None and c["rerun_ci_high"] is None for c in cells if c["rerun_basis"] == NO_HISTORY)
 
 
+def test_analyze_json_gives_every_significant_inversion_its_rerun_interval(bundled_analysis):
+    pairs = bundled_analysis["inversions"]["significant"]
+    assert pairs and all(set(RERUN_COLUMNS) <= set(p) for p in pairs)
+    judged = [p for p in pairs if p["rerun_basis"] != NO_HISTORY]
+    assert judged, "the bundle's cuda-graph runs are repeated: their ratios have a history"
+    assert all(p["rerun_ci_low"] < p["ratio"] < p["rerun_ci_high"] for p in judged)
+
+
 @pytest.fixture(scope="module")
 def bundled_analysis(bundled_con):
     """`analyze` on the bundled snapshot's cuda-graph decode cells (measured in several runs on each GPU)."""

@@ -131,6 +131,33 @@ def test_a_planted_slowdown_moves_every_cell_and_reads_as_slower():
                        "faster": 0, "no_ci": 0}
 
 
+def test_with_the_stores_statistics_each_ratio_gets_a_rerun_interval_wider_than_its_rounds_ci():
+    """The two runs are the store's history: run-to-run variance (here the planted 1.3x shift)
+    widens the re-run interval of every cell's ratio beyond its CI across the two runs' rounds."""
+    from analysis.rerun import NO_HISTORY
+    from analysis.stats import compute_cell_stats
+
+    con = _store_with_rounds((1.0, 1.3))
+    cells = compute_cell_stats(con, n_resamples=20).frame
+    table = compare_runs_by_round(con, "run-0", "run-1", cells=cells)
+    assert (table["rerun_basis"] != NO_HISTORY).all() and table["rerun_basis"].str.startswith("across 2 runs").all()
+    assert ((table["rerun_ci_low"] < table["ratio_ci_low"]) & (table["ratio_ci_high"] < table["rerun_ci_high"])).all()
+    assert ((table["rerun_ci_low"] < table["ratio"]) & (table["ratio"] < table["rerun_ci_high"])).all()
+    plain = compare_runs_by_round(con, "run-0", "run-1")
+    assert "rerun_ci_low" not in plain  # without the store's statistics, no history is guessed
+
+
+def test_a_store_whose_cells_were_never_repeated_gives_no_history():
+    from analysis.rerun import NO_HISTORY
+    from analysis.stats import compute_cell_stats
+
+    con = _store_with_rounds((1.0, 1.3))
+    cells = compute_cell_stats(con, n_resamples=20).frame
+    only_a = cells[cells["run_id"] == "run-0"]  # a history that never saw a cell twice
+    table = compare_runs_by_round(con, "run-0", "run-1", cells=only_a)
+    assert (table["rerun_basis"] == NO_HISTORY).all() and table["rerun_ci_low"].isna().all()
+
+
 def test_a_run_without_rounds_gives_no_ci_and_no_verdict_but_still_its_ratio():
     con = _store_with_rounds((1.0, 1.3), rounds_in=("run-0",))
     table = compare_runs_by_round(con, "run-0", "run-1")

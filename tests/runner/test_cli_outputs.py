@@ -61,6 +61,9 @@ def test_a_run_compared_with_itself_exits_0_with_nothing_moved(baseline_run):
     assert result["summary"]["n"] > 0 and result["summary"]["moved"] == 0 and result["summary"]["regressions"] == 0
     assert {cell["phase"] for cell in result["cells"]} == {"decode"}  # the default phase
     assert all(cell["ratio"] == 1.0 and cell["moved"] is False for cell in result["cells"])
+    # the bundle repeats this run's cells: each ratio's re-run interval, from that history, holds 1
+    judged = [cell for cell in result["cells"] if cell["rerun_basis"] != "no history"]
+    assert judged and all(cell["rerun_ci_low"] < 1.0 < cell["rerun_ci_high"] for cell in judged)
 
 
 def test_a_planted_2x_slowdown_exits_1_and_lists_every_moved_cell(store_with_planted_slowdown, baseline_run):

@@ -147,7 +147,7 @@ def test_why_splits_each_h100_decode_step_and_fits_the_cost_per_launch_with_a_ci
     assert not fits.isin(["None", "nan"]).any().any(), "an absent fit reads as a dash"
     graph = fits[(fits["backend"] == "cuda-graph") & (fits["dtype"] == "float32")].iloc[0]
     assert graph["cost per"] == "kernel in a CUDA graph"
-    verdicts = at.dataframe[1].value
+    verdicts = next(d.value for d in at.dataframe if "not explained ms" in d.value.columns)
     assert len(verdicts) == len(bars)
     assert set(verdicts["verdict"]) <= {"launch-bound", "memory-bound", "compute-bound", "mostly unexplained"}
     # the verdict stands on the tallest bar: "not explained" is never the largest part of a bound cell
