@@ -323,10 +323,11 @@ def measure_in_rounds(
     `done` read from the round files of the others): a cell finishes in the process that
     measures its last round.
 
-    `deadline` (time.time() seconds; an adaptive plan's budget_s): no round starts past it.
-    The cells that have min_rounds are then finished as they stand (STOP_BUDGET: a resume
-    measures them further), the others keep their rounds for a resume, and `on_budget()` is
-    called once.
+    `deadline` (time.time() seconds; an adaptive plan's budget_s): no round starts past it,
+    once this call has measured one (so a budget shorter than the setup still lets every resume
+    progress). The cells that have min_rounds are then finished as they stand (STOP_BUDGET: a
+    resume measures them further), the others keep their rounds for a resume, and
+    `on_budget()` is called once.
     """
     import random
 
@@ -343,8 +344,10 @@ def measure_in_rounds(
     def needs_round(i: int) -> bool:  # an adaptive cell past min_rounds that has reached its stop takes none
         return i not in finished and policy.stop(kept(i)) is None
 
+    measured_here = [False]  # every call measures a cell-round before the deadline counts: a resume always progresses
+
     def out_of_time() -> bool:
-        return deadline is not None and time.time() >= deadline
+        return deadline is not None and measured_here[0] and time.time() >= deadline
 
     order = list(range(len(cells)))
     for round_index in range(policy.max_rounds):
@@ -392,6 +395,7 @@ def measure_in_rounds(
                     every_round = settings.resource_windows == "every-round"
                     record = measure_round(prepared[i], settings, round_index, track_resources=every_round,
                                            policy=policy)
+                    measured_here[0] = True
                     done.setdefault(i, {})[round_index] = record
                     stop = policy.stop(kept(i))
                     if policy.adaptive:

@@ -157,6 +157,40 @@ def test_a_resumed_adaptive_run_loses_at_most_the_round_in_flight(tmp_path, plan
     assert Counter(started_rounds(run)[NOISY]) == Counter({0: 1, 1: 1, 2: 1, 3: 2, 4: 1})
 
 
+def test_a_budget_shorter_than_a_round_still_measures_one_cell_round_per_start_so_resumes_progress(tmp_path, planted):
+    run = start_run(adaptive_plan(budget_s=1), tmp_path / "runs")
+    segments = 0
+    while run.read_meta()["status"] != "finished":
+        before = sum(len(rounds) for rounds in started_rounds(run).values())
+        continue_run(run)
+        segments += 1
+        assert sum(len(rounds) for rounds in started_rounds(run).values()) == before + 1
+        assert segments <= 7
+    # the same cells, rounds and verdicts as a run with no budget: 2 rounds + 5 rounds
+    assert segments == 7 and started_rounds(run) == {QUIET: [0, 1], NOISY: [0, 1, 2, 3, 4]}
+    assert {name: r["stop_reason"] for name, r in records_by_name(run).items()} == {
+        QUIET: STOP_PRECISION, NOISY: STOP_MAX_ROUNDS}
+
+
+def test_a_processes_run_with_a_budget_stops_between_workers_and_resumes(tmp_path):
+    # real worker processes, so real timings: one cell, exactly two rounds, a budget no round fits
+    models = {"custom": [{"name": QUIET, "n_layer": 1, "n_embd": 32, "n_head": 2, **TINY_SHAPE}]}
+    plan = parse_plan(plan_dict(backends=["hf-eager"], gen_lens=[2], models=models, measure=ADAPTIVE | {
+        "processes": True, "min_rounds": 2, "max_rounds": 2, "budget_s": 0.001}))
+    run = start_run(plan, tmp_path / "runs")
+    seen = []
+    continue_run(run, seen.append)
+    assert run.read_meta()["status"] == "interrupted" and run.read_meta()["stop_reason"] == STOP_BUDGET
+    assert [e["round"] for e in seen if e["event"] == "round_finished"] == [0], "one cell-round, then the budget"
+    assert any(e["event"] == "budget_spent" for e in seen) and not run.cell_records()
+
+    continue_run(run)
+    [record] = run.cell_records()
+    assert run.read_meta()["status"] == "finished" and record["rounds_used"] == 2
+    assert record["decode_round"] == [0, 1] and len(set(record["worker"])) == 2, "one worker per round"
+    assert record["stop_reason"] in (STOP_PRECISION, STOP_MAX_ROUNDS)
+
+
 def test_a_plan_without_precision_keeps_its_fixed_rounds(tmp_path):
     fixed = {k: v for k, v in ADAPTIVE.items() if k not in ("precision", "min_rounds", "max_rounds")}
     plan = parse_plan(plan_dict(backends=["hf-eager"], gen_lens=[2], measure=fixed | {"rounds": 2}))
