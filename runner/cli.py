@@ -309,7 +309,7 @@ def _history_rounds(db: Optional[Path], device: str, measure) -> dict[str, tuple
         from analysis.predict import rounds_from_history
         from store.dataset import open_read_only, resolve
 
-        con = open_read_only(resolve(db if db is not None and db.exists() else None))
+        con = open_read_only(resolve(db))
     except Exception:  # noqa: BLE001 - no history to read: the estimate says so
         return {}
     try:
