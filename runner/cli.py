@@ -78,7 +78,8 @@ def run(
     from runner.executor import continue_run, execute
     from runner.lifecycle import RunError
     from runner.plan import PlanError
-    from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
+    from runner.runfiles import BUDGET_EVENT, RunDir
+    from vocabulary import STOP_BUDGET
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if ray_resource and not ray:

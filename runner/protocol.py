@@ -18,10 +18,10 @@ from runner import correctness, telemetry, trackers
 from runner.backends import Unsupported, get_backend
 from runner.models import build_model, count_params, make_inputs
 from runner.plan import Cell, MeasureSettings
-from runner.rounds import RoundPolicy, decode_half_width, reps_in_round  # noqa: F401 - reps_in_round: the split, re-exported
-from runner.runfiles import STOP_BUDGET, CellResult, integrity_flags
+from runner.rounds import RoundPolicy, decode_half_width
+from runner.runfiles import CellResult, integrity_flags
 from runner.timing import make_timer, synchronize, validate_samples, warm_up
-from vocabulary import DTYPES, PHASES
+from vocabulary import DTYPES, STOP_BUDGET, STOP_PRECISION
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # vocabulary name -> torch dtype
 
@@ -222,11 +222,9 @@ def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records
                 references: ReferenceCache | None = None, seed: int = 0, stop: str | None = None) -> CellResult:
     """The cell's record from its rounds: samples in round order with their round ids, the
     rounds used and the decode median's relative half-width across them, with `stop` (an
-    adaptive plan's runner.runfiles.STOP_REASONS) whether it reached the precision asked, the
+    adaptive plan's vocabulary.STOP_REASONS) whether it reached the precision asked, the
     correctness gate (after every timed round of this cell), flags. Closes the session
     unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
-    from runner.runfiles import STOP_PRECISION
-
     result = prepared.result
     merge_rounds(result, round_records)
     result.rounds_used = len(round_records)

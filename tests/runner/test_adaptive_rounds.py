@@ -19,10 +19,10 @@ import pytest
 from runner import protocol
 from runner.executor import continue_run, start_run
 from runner.plan import PlanError, parse_plan
-from runner.runfiles import STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION
 from store.db import connect
 from store.ingest import ingest_run_dir
 from tests.runner.helpers import TINY_SHAPE, plan_dict
+from vocabulary import STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION
 
 real_measure_round = protocol.measure_round
 QUIET, NOISY = "quiet", "noisy"
