@@ -607,7 +607,7 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
     if measure.processes and worker_rounds > 0:
         total += worker_rounds * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
     if measure.adaptive and measure.budget_s is not None:
-        total = min(total, PROCESS_START_S + FIRST_BUILD_S + measure.budget_s + (total - measuring))
+        total = min(total, total - measuring + measure.budget_s)  # the start and the gate are outside the budget
     return total
 
 

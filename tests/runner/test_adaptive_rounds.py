@@ -223,3 +223,21 @@ def test_a_recorded_adaptive_plan_validates_again_as_a_resume_reads_it():
     assert again.measure == plan.measure and again.measure.planned_rounds == 5
     fixed = parse_plan(plan_dict())
     assert parse_plan(fixed.model_dump(mode="json")).measure.planned_rounds == fixed.measure.rounds
+
+
+def test_the_estimate_counts_the_rounds_a_cell_is_expected_to_need_and_stops_at_the_budget():
+    from runner.plan import estimate_seconds, expand
+
+    plan = adaptive_plan(precision=0.03, min_rounds=3, max_rounds=12)
+    cells = expand(plan, device="cpu")
+    at_min = estimate_seconds(cells, plan.measure, energy_counter=False)
+    assert estimate_seconds(cells, plan.measure, energy_counter=False, rounds=3) == at_min
+    more = estimate_seconds(cells, plan.measure, energy_counter=False, rounds={"hf-eager": 8})
+    most = estimate_seconds(cells, plan.measure, energy_counter=False, rounds=50)  # clipped to max_rounds
+    assert at_min < more < most == estimate_seconds(cells, plan.measure, energy_counter=False, rounds=12)
+    budget = plan.measure.model_copy(update={"budget_s": 1.0})
+    assert estimate_seconds(cells, budget, energy_counter=False, rounds=12) < most
+    # a plan of fixed rounds reads `rounds` and nothing else
+    fixed = parse_plan(plan_dict(measure={"rounds": 3}))
+    assert estimate_seconds(expand(fixed, device="cpu"), fixed.measure, energy_counter=False, rounds=12) == \
+        estimate_seconds(expand(fixed, device="cpu"), fixed.measure, energy_counter=False)
