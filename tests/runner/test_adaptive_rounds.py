@@ -93,6 +93,13 @@ def test_adaptive_rounds_stop_a_cell_at_its_precision_and_go_on_for_a_noisy_one(
     finished = {e["key"]: e for e in seen if e["event"] == "cell_finished"}
     assert sorted(e["precision_reached"] for e in finished.values()) == [False, True]
     assert all("decode_half_width" in e for e in seen if e["event"] == "round_finished")
+    # the half-width a cell stops on is the one of the interval the run's results show (analysis.run_results)
+    from analysis.run_results import run_results
+
+    shown = run_results(run.path).set_index("model")
+    for name, record in records_by_name(run).items():
+        low, high = shown.loc[name, "decode_ci_low"], shown.loc[name, "decode_ci_high"]
+        assert record["decode_half_width"] == pytest.approx((high / low) ** 0.5 - 1, rel=1e-9)
 
 
 def test_a_budget_ends_an_adaptive_run_cleanly_and_a_resume_measures_its_open_cells_further(tmp_path, planted):
