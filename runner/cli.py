@@ -78,7 +78,8 @@ def run(
     from runner.executor import continue_run, execute
     from runner.lifecycle import RunError
     from runner.plan import PlanError
-    from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
+    from runner.runfiles import BUDGET_EVENT, RunDir
+    from vocabulary import STOP_BUDGET
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     if ray_resource and not ray:
@@ -311,7 +312,7 @@ def _history_rounds(db: Optional[Path], device: str, measure) -> dict[str, tuple
         from analysis.predict import rounds_from_history
         from store.dataset import open_read_only, resolve
 
-        con = open_read_only(resolve(db if db is not None and db.exists() else None))
+        con = open_read_only(resolve(db))
     except Exception:  # noqa: BLE001 - no history to read: the estimate says so
         return {}
     try:

@@ -17,7 +17,8 @@ from runner.lifecycle import (
 )
 from runner.machine_load import LoadSampler
 from runner.plan import Cell, MeasureSettings, Plan, expand, resolve_device
-from runner.runfiles import BUDGET_EVENT, STOP_BUDGET, RunDir
+from runner.runfiles import BUDGET_EVENT, RunDir
+from vocabulary import STOP_BUDGET
 
 
 def start_run(
@@ -102,7 +103,7 @@ def continue_run(run: RunDir, progress: ProgressCallback | None = None, *, only_
     this process then only starts the workers, forwards their progress and keeps the run's
     status. With `[measure] precision` and `budget_s`, this start or resume measures until
     time.time() + budget_s (`deadline`); the run then ends interrupted with stop_reason
-    "budget" (runner.runfiles.STOP_BUDGET), and a resume measures its open cells further,
+    "budget" (vocabulary.STOP_BUDGET), and a resume measures its open cells further,
     the budget-stopped ones included."""
     import time
 
@@ -198,7 +199,6 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
         # runs flagged their own parent as foreign): name our pid too, as NVML sees it here
         telemetry.RELATED_GPU_PIDS_ENV: ",".join(str(pid) for pid in telemetry.own_gpu_pids() | {os.getpid()}),
     }
-    reopened = run.reopenable_keys() if settings.adaptive else set()
     spent = False
 
     def next_rounds():
@@ -206,8 +206,8 @@ def _rounds_in_workers(run: RunDir, progress: ProgressCallback | None, rounds: i
             yield from rounds_left(run, rounds)
             return
         started = -1
-        while not spent:  # read again after every worker: cells that reached their target leave
-            later = [r for r in rounds_left(run, rounds, reopened) if r > started]
+        while not spent:  # read again after every worker: cells that reached their target (or stopped) leave
+            later = [r for r in rounds_left(run, rounds, run.reopenable_keys()) if r > started]
             if not later:
                 return
             started = later[0]

@@ -25,9 +25,9 @@ from typing import Callable, Iterator
 from runner import TOOL_VERSION
 from runner.plan import Cell, Plan
 from runner.runfiles import (
-    MACHINE_LOAD_EVENT, STOP_BUDGET, CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
+    MACHINE_LOAD_EVENT, CellResult, RunDir, cell_record, new_run_id, now_iso, planned_cell, run_meta, summary_of,
 )
-from vocabulary import PROTOCOL_VERSION
+from vocabulary import PROTOCOL_VERSION, STOP_BUDGET
 
 ProgressCallback = Callable[[dict], None]
 # A round worker's progress lines on its stdout start with this (runner.round_worker).
@@ -185,7 +185,7 @@ def sample_machine(run: RunDir, sampler, progress: ProgressCallback | None, at: 
 
 def end_run(run: RunDir, status: str, reason: str | None = None, **fields) -> None:
     """Mark the run finished (with its end time) or interrupted, and log it with its counts;
-    `reason` says what stopped it where that was no interrupt (runner.runfiles.STOP_BUDGET:
+    `reason` says what stopped it where that was no interrupt (vocabulary.STOP_BUDGET:
     an adaptive plan's budget_s), as meta.json's and the event's stop_reason.
 
     The space the run held (runfiles.RunDir.reserve_space) is given back first, so these writes

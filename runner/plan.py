@@ -197,7 +197,7 @@ class MeasureSettings(BaseModel):
         "across rounds the analysis draws; after min_rounds, further short rounds (one generation) go only to the cells "
         "not there yet, up to max_rounds; unset: every cell takes `rounds`")
     min_rounds: int = Field(default=3, ge=2, le=MAX_ROUNDS, description="with precision: rounds every cell takes, the reps split over them (2 is the fewest a t interval needs; 3 is the fixed plans' default)")
-    max_rounds: int = Field(default=20, ge=2, le=MAX_ROUNDS, description="with precision: no cell takes more rounds (a cell with a 20% round-to-round spread needs about 170 for +-3%: it stops here, marked not reached)")
+    max_rounds: int = Field(default=20, ge=2, le=MAX_ROUNDS, description="with precision: no cell takes more rounds (a cell with a 20% round-to-round spread needs about 180 for +-3%: it stops here, marked not reached)")
     budget_s: float | None = Field(
         default=None, gt=0, le=MAX_BUDGET_S, allow_inf_nan=False,
         description="with precision: wall seconds a start or a resume may measure for; no round starts past it, cells "
@@ -607,7 +607,7 @@ def estimate_seconds(cells: list[Cell], measure: MeasureSettings, energy_counter
     if measure.processes and worker_rounds > 0:
         total += worker_rounds * (PROCESS_START_S + FIRST_BUILD_S)  # a fresh worker process per round
     if measure.adaptive and measure.budget_s is not None:
-        total = min(total, PROCESS_START_S + FIRST_BUILD_S + measure.budget_s + (total - measuring))
+        total = min(total, total - measuring + measure.budget_s)  # the start and the gate are outside the budget
     return total
 
 

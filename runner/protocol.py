@@ -18,10 +18,10 @@ from runner import correctness, telemetry, trackers
 from runner.backends import Unsupported, get_backend
 from runner.models import build_model, count_params, make_inputs
 from runner.plan import Cell, MeasureSettings
-from runner.rounds import RoundPolicy, decode_half_width, reps_in_round  # noqa: F401 - reps_in_round: the split, re-exported
-from runner.runfiles import STOP_BUDGET, CellResult, integrity_flags
+from runner.rounds import RoundPolicy, decode_half_width
+from runner.runfiles import CellResult, integrity_flags
 from runner.timing import make_timer, synchronize, validate_samples, warm_up
-from vocabulary import DTYPES, PHASES
+from vocabulary import DTYPES, STOP_BUDGET, STOP_PRECISION
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # vocabulary name -> torch dtype
 
@@ -222,11 +222,9 @@ def finish_cell(prepared: PreparedCell, settings: MeasureSettings, round_records
                 references: ReferenceCache | None = None, seed: int = 0, stop: str | None = None) -> CellResult:
     """The cell's record from its rounds: samples in round order with their round ids, the
     rounds used and the decode median's relative half-width across them, with `stop` (an
-    adaptive plan's runner.runfiles.STOP_REASONS) whether it reached the precision asked, the
+    adaptive plan's vocabulary.STOP_REASONS) whether it reached the precision asked, the
     correctness gate (after every timed round of this cell), flags. Closes the session
     unless a profile is still to be taken (`profile_prepared`, after every timed round)."""
-    from runner.runfiles import STOP_PRECISION
-
     result = prepared.result
     merge_rounds(result, round_records)
     result.rounds_used = len(round_records)
@@ -323,10 +321,11 @@ def measure_in_rounds(
     `done` read from the round files of the others): a cell finishes in the process that
     measures its last round.
 
-    `deadline` (time.time() seconds; an adaptive plan's budget_s): no round starts past it.
-    The cells that have min_rounds are then finished as they stand (STOP_BUDGET: a resume
-    measures them further), the others keep their rounds for a resume, and `on_budget()` is
-    called once.
+    `deadline` (time.time() seconds; an adaptive plan's budget_s): no round starts past it,
+    once this call has measured one (so a budget shorter than the setup still lets every resume
+    progress). The cells that have min_rounds are then finished as they stand (STOP_BUDGET: a
+    resume measures them further), the others keep their rounds for a resume, and
+    `on_budget()` is called once.
     """
     import random
 
@@ -343,8 +342,10 @@ def measure_in_rounds(
     def needs_round(i: int) -> bool:  # an adaptive cell past min_rounds that has reached its stop takes none
         return i not in finished and policy.stop(kept(i)) is None
 
+    measured_here = [False]  # every call measures a cell-round before the deadline counts: a resume always progresses
+
     def out_of_time() -> bool:
-        return deadline is not None and time.time() >= deadline
+        return deadline is not None and measured_here[0] and time.time() >= deadline
 
     order = list(range(len(cells)))
     for round_index in range(policy.max_rounds):
@@ -392,6 +393,7 @@ def measure_in_rounds(
                     every_round = settings.resource_windows == "every-round"
                     record = measure_round(prepared[i], settings, round_index, track_resources=every_round,
                                            policy=policy)
+                    measured_here[0] = True
                     done.setdefault(i, {})[round_index] = record
                     stop = policy.stop(kept(i))
                     if policy.adaptive:

@@ -20,8 +20,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from runner.runfiles import STOP_MAX_ROUNDS, STOP_PRECISION, decode_round_medians
-from vocabulary import PHASES
+from runner.runfiles import decode_round_medians
+from vocabulary import PHASES, STOP_MAX_ROUNDS, STOP_PRECISION
 
 CONFIDENCE = 0.95  # the analysis's intervals are 95% (analysis.stats, analysis.run_results)
 
@@ -82,7 +82,7 @@ class RoundPolicy:
         return {phase: reps_in_round(getattr(settings, f"{phase}_reps"), split, round_index) for phase in PHASES}
 
     def stop(self, round_records: Sequence[Mapping]) -> str | None:
-        """Why the cell takes no further round (runner.runfiles.STOP_REASONS; "" in a fixed
+        """Why the cell takes no further round (vocabulary.STOP_REASONS; "" in a fixed
         plan whose rounds are all done), or None while it needs another."""
         used = len(round_records)
         if not self.adaptive:

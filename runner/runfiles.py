@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from vocabulary import BUSY_MACHINE_FLAG, STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION, STOP_REASONS  # noqa: F401 - the run files' stop reasons
+from vocabulary import BUSY_MACHINE_FLAG, STOP_BUDGET
 
 FORMAT_VERSION = 1
 # A run file is a few KB to a few MB (a meta.json planning 20,000 cells, a cell with 10,000

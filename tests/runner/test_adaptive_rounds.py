@@ -19,10 +19,10 @@ import pytest
 from runner import protocol
 from runner.executor import continue_run, start_run
 from runner.plan import PlanError, parse_plan
-from runner.runfiles import STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION
 from store.db import connect
 from store.ingest import ingest_run_dir
 from tests.runner.helpers import TINY_SHAPE, plan_dict
+from vocabulary import STOP_BUDGET, STOP_MAX_ROUNDS, STOP_PRECISION
 
 real_measure_round = protocol.measure_round
 QUIET, NOISY = "quiet", "noisy"
@@ -93,6 +93,13 @@ def test_adaptive_rounds_stop_a_cell_at_its_precision_and_go_on_for_a_noisy_one(
     finished = {e["key"]: e for e in seen if e["event"] == "cell_finished"}
     assert sorted(e["precision_reached"] for e in finished.values()) == [False, True]
     assert all("decode_half_width" in e for e in seen if e["event"] == "round_finished")
+    # the half-width a cell stops on is the one of the interval the run's results show (analysis.run_results)
+    from analysis.run_results import run_results
+
+    shown = run_results(run.path).set_index("model")
+    for name, record in records_by_name(run).items():
+        low, high = shown.loc[name, "decode_ci_low"], shown.loc[name, "decode_ci_high"]
+        assert record["decode_half_width"] == pytest.approx((high / low) ** 0.5 - 1, rel=1e-9)
 
 
 def test_a_budget_ends_an_adaptive_run_cleanly_and_a_resume_measures_its_open_cells_further(tmp_path, planted):
@@ -157,6 +164,40 @@ def test_a_resumed_adaptive_run_loses_at_most_the_round_in_flight(tmp_path, plan
     assert Counter(started_rounds(run)[NOISY]) == Counter({0: 1, 1: 1, 2: 1, 3: 2, 4: 1})
 
 
+def test_a_budget_shorter_than_a_round_still_measures_one_cell_round_per_start_so_resumes_progress(tmp_path, planted):
+    run = start_run(adaptive_plan(budget_s=1), tmp_path / "runs")
+    segments = 0
+    while run.read_meta()["status"] != "finished":
+        before = sum(len(rounds) for rounds in started_rounds(run).values())
+        continue_run(run)
+        segments += 1
+        assert sum(len(rounds) for rounds in started_rounds(run).values()) == before + 1
+        assert segments <= 7
+    # the same cells, rounds and verdicts as a run with no budget: 2 rounds + 5 rounds
+    assert segments == 7 and started_rounds(run) == {QUIET: [0, 1], NOISY: [0, 1, 2, 3, 4]}
+    assert {name: r["stop_reason"] for name, r in records_by_name(run).items()} == {
+        QUIET: STOP_PRECISION, NOISY: STOP_MAX_ROUNDS}
+
+
+def test_a_processes_run_with_a_budget_stops_between_workers_and_resumes(tmp_path):
+    # real worker processes, so real timings: one cell, exactly two rounds, a budget no round fits
+    models = {"custom": [{"name": QUIET, "n_layer": 1, "n_embd": 32, "n_head": 2, **TINY_SHAPE}]}
+    plan = parse_plan(plan_dict(backends=["hf-eager"], gen_lens=[2], models=models, measure=ADAPTIVE | {
+        "processes": True, "min_rounds": 2, "max_rounds": 2, "budget_s": 0.001}))
+    run = start_run(plan, tmp_path / "runs")
+    seen = []
+    continue_run(run, seen.append)
+    assert run.read_meta()["status"] == "interrupted" and run.read_meta()["stop_reason"] == STOP_BUDGET
+    assert [e["round"] for e in seen if e["event"] == "round_finished"] == [0], "one cell-round, then the budget"
+    assert any(e["event"] == "budget_spent" for e in seen) and not run.cell_records()
+
+    continue_run(run)
+    [record] = run.cell_records()
+    assert run.read_meta()["status"] == "finished" and record["rounds_used"] == 2
+    assert record["decode_round"] == [0, 1] and len(set(record["worker"])) == 2, "one worker per round"
+    assert record["stop_reason"] in (STOP_PRECISION, STOP_MAX_ROUNDS)
+
+
 def test_a_plan_without_precision_keeps_its_fixed_rounds(tmp_path):
     fixed = {k: v for k, v in ADAPTIVE.items() if k not in ("precision", "min_rounds", "max_rounds")}
     plan = parse_plan(plan_dict(backends=["hf-eager"], gen_lens=[2], measure=fixed | {"rounds": 2}))
@@ -189,3 +230,21 @@ def test_a_recorded_adaptive_plan_validates_again_as_a_resume_reads_it():
     assert again.measure == plan.measure and again.measure.planned_rounds == 5
     fixed = parse_plan(plan_dict())
     assert parse_plan(fixed.model_dump(mode="json")).measure.planned_rounds == fixed.measure.rounds
+
+
+def test_the_estimate_counts_the_rounds_a_cell_is_expected_to_need_and_stops_at_the_budget():
+    from runner.plan import estimate_seconds, expand
+
+    plan = adaptive_plan(precision=0.03, min_rounds=3, max_rounds=12)
+    cells = expand(plan, device="cpu")
+    at_min = estimate_seconds(cells, plan.measure, energy_counter=False)
+    assert estimate_seconds(cells, plan.measure, energy_counter=False, rounds=3) == at_min
+    more = estimate_seconds(cells, plan.measure, energy_counter=False, rounds={"hf-eager": 8})
+    most = estimate_seconds(cells, plan.measure, energy_counter=False, rounds=50)  # clipped to max_rounds
+    assert at_min < more < most == estimate_seconds(cells, plan.measure, energy_counter=False, rounds=12)
+    budget = plan.measure.model_copy(update={"budget_s": 1.0})
+    assert estimate_seconds(cells, budget, energy_counter=False, rounds=12) < most
+    # a plan of fixed rounds reads `rounds` and nothing else
+    fixed = parse_plan(plan_dict(measure={"rounds": 3}))
+    assert estimate_seconds(expand(fixed, device="cpu"), fixed.measure, energy_counter=False, rounds=12) == \
+        estimate_seconds(expand(fixed, device="cpu"), fixed.measure, energy_counter=False)

@@ -66,6 +66,22 @@ def test_plan_command_prints_the_cells_and_an_estimate():
     assert "rough estimate:" in done.stdout
 
 
+def test_plan_command_estimates_an_adaptive_plans_rounds_from_earlier_runs_of_each_backend(tmp_path):
+    done = run_cli("plan", REPO_ROOT / "plans" / "seed-precision.toml")  # no store here: the bundled data
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    assert "seed-precision: 42 cells on cuda" in text and "precision +-3% of each decode median, 3 to 12 rounds" in text
+    for backend in ("hf-eager", "hf-sdpa", "cuda-graph"):
+        assert f"{backend}: " in text and "rounds a cell (mean needed by" in text
+    assert "rough estimate:" in text and "resume it with --resume" in text
+    # a plan of a backend no earlier run measured says what it assumes
+    plan = tmp_path / "adaptive.toml"
+    write_plan(plan, backends=["hf-sdpa"], measure={"precision": 0.05, "min_rounds": 2, "max_rounds": 6})
+    done = run_cli("plan", plan, "--db", tmp_path / "no-store.duckdb")
+    assert done.returncode == 0, done.stderr
+    assert "hf-sdpa: no earlier runs; assuming 2 to 6 rounds" in " ".join(done.stdout.split())
+
+
 def test_list_shows_every_backend_and_what_runs_here():
     done = run_cli("list")
     assert done.returncode == 0, done.stderr

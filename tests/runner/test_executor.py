@@ -201,3 +201,29 @@ def test_a_processes_run_interrupted_between_rounds_resumes_without_measuring_a_
     assert run.read_meta()["status"] == "finished" and len(run.cell_records()) == 2
     zero = [e["key"] for e in events_of(run, "cell_started") if e["round"] == 0]
     assert sorted(zero) == sorted(e["key"] for e in run.read_meta()["cells"]), "round 0 was not measured again"
+
+
+def test_a_processes_run_builds_the_correctness_reference_once_per_cell_in_the_worker_of_its_last_round(
+        tmp_path, monkeypatch):
+    # each round worker is `continue_run(run, only_round=r)` in a fresh process; called here in turn
+    # with the hf-eager reference build counted, round by round
+    from runner import correctness
+
+    built = []
+    real_reference = correctness.make_reference
+
+    def make_reference(*args, **kwargs):
+        built.append(current_round[0])
+        return real_reference(*args, **kwargs)
+
+    monkeypatch.setattr(correctness, "make_reference", make_reference)
+    three = {"prefill_reps": 3, "decode_reps": 3, "e2e_reps": 3, "rounds": 3, "processes": True, "energy_window_s": 0}
+    plan = parse_plan(plan_dict(backends=["hf-sdpa"], gen_lens=[2], measure=plan_dict()["measure"] | three))
+    run = start_run(plan, tmp_path / "runs")
+    current_round = [None]
+    for round_index in range(3):
+        current_round[0] = round_index
+        continue_run(run, only_round=round_index)
+    records = run.cell_records()
+    assert len(records) == 2 and all(r["correctness"] and r["correctness"]["ok"] for r in records)
+    assert built == [2, 2], "one reference per cell (two shapes), both in the last round's worker, none before"
