@@ -6,7 +6,7 @@ import streamlit as st
 from analysis.run_results import display_frame, run_results
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
 from dashboard import cache, filters as flt, runs as run_control, sidebar, source, ui
-from dashboard.text import dash_missing, md
+from dashboard.text import md
 from runner.runfiles import list_run_dirs
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
@@ -90,9 +90,9 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
                     "**No cell moved beyond the rounds' noise.**")
     if len(moved):
         largest_first = np.argsort(-np.abs(np.log(moved["ratio"].to_numpy(np.float64))), kind="stable")
-        st.dataframe(moved.iloc[largest_first][COMPARE_COLUMNS], hide_index=True, key="runs_moved")
+        ui.table(moved.iloc[largest_first][COMPARE_COLUMNS], key="runs_moved", p_columns=("q_value",))
     with st.expander(f"Every compared cell ({len(shown):,})"):
-        st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all")
+        ui.table(shown[COMPARE_COLUMNS], key="runs_all", p_columns=("q_value",))
 
 
 def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> bool:
@@ -146,13 +146,12 @@ def body(ctx: cache.Context) -> None:
     if linked:
         st.subheader("Every run")
     launch_us = pd.to_numeric(runs["host_launch_us"], errors="coerce").round(1)
-    shown = dash_missing(runs[RUN_COLUMNS].assign(host_launch_us=launch_us))  # "—" where not recorded, never None
-    st.dataframe(shown, hide_index=True, key="runs_table",
-                 height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
-                     "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-                     "protocol_version": st.column_config.NumberColumn("protocol"),
-                     "host_launch_us": "host launch (µs)",
-                     "plan_name": "plan"})
+    ui.table(runs[RUN_COLUMNS].assign(host_launch_us=launch_us), key="runs_table",  # "—" where not recorded
+             height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
+                 "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+                 "protocol_version": st.column_config.NumberColumn("protocol"),
+                 "host_launch_us": "host launch (µs)",
+                 "plan_name": "plan"})
     _compare(ctx, runs)
 
 

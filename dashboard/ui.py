@@ -22,7 +22,7 @@ from dashboard import filters as flt
 from dashboard.cache import Context, cell_frame
 from dashboard.sidebar import context
 from dashboard.source import NOT_OPEN_KEY, STORE
-from dashboard.text import md
+from dashboard.text import MISSING, md, table_frame
 
 log = logging.getLogger("shapebench.dashboard")
 # A chart's subtitle wraps at about what a half-width chart shows in one line, and a few lines at most.
@@ -98,6 +98,13 @@ def chart(fig, key: str, shows: str, **kwargs):
     filename = "shapebench-" + (re.sub(r"[^A-Za-z0-9.]+", "-", shows).strip("-")[:150] or "chart")
     config = {"toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
     return st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def table(frame, key: str | None = None, p_columns=(), **kwargs):
+    """st.dataframe of a sortable page table: MISSING wherever a value is absent (never None,
+    nan or <NA>), p- and q-values in `p_columns` as '<0.001'-style text (dashboard.text.table_frame),
+    numbers kept as numbers for sorting and their column formats; no index."""
+    return st.dataframe(table_frame(frame, p_columns), key=key, hide_index=True, placeholder=MISSING, **kwargs)
 
 
 def _top_margin(fig, needed: int) -> None:

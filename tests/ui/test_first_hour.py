@@ -1,14 +1,19 @@
 """What a new user reads first, on the bundled data the dashboard opens by default: the seed
-pair's regime titles above their panels (never over a row) as the page draws the chart, and
-the Regimes legend at the top of its chart."""
+pair's regime titles above their panels (never over a row) as the page draws the chart, the
+Regimes legend at the top of its chart, and the Explore, Inversions and Reproducibility
+tables without a raw None, nan or 2.51e-243."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from tests.analysis.test_chart_layout import TITLE_TEXT_PX, title_strips
 from tests.ui.conftest import PAGES, assert_clean, plotly_specs
+
+RAW = re.compile(r"^(None|nan|NaN|<NA>|NaT)$")
+TINY_FLOAT = re.compile(r"\de-\d")  # 2.51e-243: floating point, not a reading
 
 
 def _open(at, page: str):
@@ -50,3 +55,22 @@ def test_regimes_legend_is_at_the_top_of_each_chart_and_names_each_level_once(ap
     coefficients, side = specs[0], specs[1]
     colours = {t["name"]: t["marker"]["color"] for t in coefficients["data"]}
     assert all(colours[t["name"]] == t["marker"]["color"] for t in side["data"]), "one colour per regime on both charts"
+
+
+@pytest.mark.parametrize("page", ["explore", "inversions", "reproducibility"])
+def test_tables_show_a_dash_for_absent_values_and_no_raw_floats(app_env, page):
+    at = _open(app_env(), page)
+    tables = list(at.dataframe)
+    assert tables
+    for table in tables:
+        assert table.proto.placeholder == "—", "an absent value (null: None or nan) reads as a dash, not None"
+        frame = table.value
+        for column in frame.columns:
+            if frame[column].dtype == object or str(frame[column].dtype) == "str":
+                values = [v for v in frame[column] if isinstance(v, str)]
+                assert not [v for v in values if RAW.match(v.strip())], (page, column)
+                assert not [v for v in values if TINY_FLOAT.search(v) and column.startswith(("p", "q"))], (page, column)
+    if page == "reproducibility":
+        [cells] = [t.value for t in tables if "q_value" in t.value.columns]
+        assert cells["q_value"].str.fullmatch(r"<0\.001|\d(\.\d+)?|—").all(), "p-values as '<0.001' or digits"
+        assert (cells["q_value"] == "<0.001").any(), "the bundle's 2.51e-243 reads '<0.001'"
