@@ -8,8 +8,9 @@ import duckdb
 
 # 2: runs.protocol_version, samples.round and samples.worker;
 # 3: cells' memory and energy (weight_bytes ... resources, runner.trackers);
-# 4: cells.family and cells.n_kv_head (model families, grouped-query attention)
-SCHEMA_VERSION = 4
+# 4: cells.family and cells.n_kv_head (model families, grouped-query attention);
+# 5: runs.machine_load (the run's busy-machine verdict, NULL before it was sampled)
+SCHEMA_VERSION = 5
 FAMILIES_VERSION = 4  # the first with cells.family and cells.n_kv_head
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 
