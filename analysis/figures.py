@@ -461,7 +461,9 @@ def regime_comparison(stats: pd.DataFrame, factor: str = "regime", levels=None) 
         fig.add_trace(trace)
     legend = legend_placement([t.name for t in fig.data], factor)
     fig.update_layout(legend=legend, margin={"t": TITLE_MARGIN_PX + (LEGEND_ROW_PX if legend["orientation"] == "h" else 0)})
-    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True, stats.get("phase", ()))
+    # ticks from the data: medians within one decade would get no labelled tick at all
+    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True, stats.get("phase", ()),
+                   x_values=frame["params_m"], y_values=_latency_extent(stats))
 
 
 def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figure:
