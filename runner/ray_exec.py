@@ -306,11 +306,11 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
     segment = f"{run.run_id}-{uuid.uuid4().hex[:8]}"
     regimes = RegimeRuns(run)
     begin_segment(run, done=len(done), total=total, executor="ray")
-    sample_driver = DriverLoad(regimes, progress)
-    sample_driver("run_start")
     pending: dict = {}
     nodes: Counter = Counter()
-    try:
+    try:  # the samples too: a Ctrl-C or SIGTERM while one is taken (the first waits 0.5 s) marks the runs interrupted
+        sample_driver = DriverLoad(regimes, progress)
+        sample_driver("run_start")
         for group in group_entries(todo):
             pending[task.remote(group, measure, meta["input_seed"], device, segment)] = group
         if progress:
@@ -336,6 +336,7 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
                 record_cell(target, record, done=done, total=total, progress=progress, node=outcome["node"])
                 regimes.record(target, record["cell_key"])
             sample_driver("task_end", node=outcome["node"])
+        sample_driver("run_end")
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
@@ -346,7 +347,6 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
         for ref in pending:
             ray.cancel(ref, force=True)
         raise RunError(write_failure(run, error)) from None
-    sample_driver("run_end")
     runs = regimes.split_planned()
     end_run(run, "finished", nodes=dict(nodes))
     for other in runs[1:]:
