@@ -7,6 +7,7 @@ the dashboard maps back to rows. Point traces switch to WebGL (Scattergl) past
 """
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -194,13 +195,50 @@ def comparison_label(comparison: dict[str, Any]) -> str:
     return " ".join(f"{short[k]}{v}" if k in short else str(v) for k, v in comparison.items() if v is not None)
 
 
+# A legend above the plot is one row of entries, each a symbol (about 40 px with its gap) and
+# its name (about 7 px a character at plotly's 12 px font); a row up to LEGEND_ROW_WIDTH_PX
+# fits a dashboard chart on a laptop's screen without wrapping into the title above it.
+LEGEND_ENTRY_PX, LEGEND_CHAR_PX, LEGEND_ROW_WIDTH_PX = 40, 7, 700
+LEGEND_ROW_PX = 28  # the height of that row, which the figure's top margin must hold
+TITLE_MARGIN_PX = 60  # a one-line figure title above the plot
+
+
+def legend_placement(names, title: str | None = None) -> dict[str, Any]:
+    """Where a legend of `names` reads well on a chart: one horizontal row above the plot,
+    from its left edge, when the names fit on a line (LEGEND_ROW_WIDTH_PX); else a column at
+    the top right beside the plot's first rows. Never under the plot: under a tall chart it
+    lands thousands of pixels away from the rows read first. `title` leads the entries."""
+    names = [str(name) for name in names]
+    width = LEGEND_ENTRY_PX * len(names) + LEGEND_CHAR_PX * (sum(map(len, names)) + len(title or ""))
+    placement: dict[str, Any] = {"title": {"text": title}} if title else {}
+    if width <= LEGEND_ROW_WIDTH_PX:
+        return placement | {"orientation": "h", "x": 0, "xanchor": "left", "y": 1, "yanchor": "bottom"}
+    return placement | {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
+
+
+def legend_above(fig: go.Figure) -> bool:
+    """Whether the figure's legend sits in the top margin (legend_placement's row): the margin
+    then holds LEGEND_ROW_PX for it below the title."""
+    legend = fig.layout.legend
+    return bool(fig.layout.showlegend is not False and legend.orientation == "h" and legend.y is not None
+                and legend.y >= 1 and legend.yanchor == "bottom")
+
+
+def level_colors(levels) -> dict[str, str]:
+    """One colour per level (regime or backend), by sorted name: every chart of one comparison
+    colours a level alike, also where it shows only some of the levels."""
+    palette = qualitative.Plotly
+    return {level: palette[i % len(palette)] for i, level in enumerate(sorted({str(v) for v in levels}))}
+
+
 def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth") -> go.Figure:
     """Depth (or width) elasticity per level with 95% CIs: one row per comparison group, one
-    colour per level (regime or backend), the levels of a row side by side.
+    colour per level (regime or backend, `level_colors`), the levels of a row side by side.
 
     One trace per level, so the legend names each regime or backend once however many
     groups there are (a trace per group repeated the same names and stacked every group's
-    points on the same few rows).
+    points on the same few rows). The legend sits at the top (`legend_placement`): the chart
+    grows with the groups, to thousands of pixels.
     """
     ok = [comp for comp in comparisons if comp.get("status") == "ok"]
     rows = []
@@ -211,11 +249,12 @@ def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth")
                          "effect": lv[f"{variable}_effect"], "low": lv[f"{variable}_ci_low"],
                          "high": lv[f"{variable}_ci_high"]})
     frame = pd.DataFrame(rows, columns=["group", "level", "n_cells", "effect", "low", "high"])
+    colors = level_colors(frame["level"])
     fig = go.Figure()
-    for index, (level, sub) in enumerate(frame.groupby("level", sort=True)):
+    for level, sub in frame.groupby("level", sort=True):
         fig.add_trace(go.Scatter(
             x=sub["effect"], y=sub["group"], mode="markers", name=level, orientation="h",
-            offsetgroup=level, legendgroup=level, marker={"size": 8, "color": qualitative.Plotly[index % len(qualitative.Plotly)]},
+            offsetgroup=level, legendgroup=level, marker={"size": 8, "color": colors[level]},
             error_x={"type": "data", "symmetric": False, "array": (sub["high"] - sub["effect"]).to_numpy(),
                      "arrayminus": (sub["effect"] - sub["low"]).to_numpy()},
             customdata=np.column_stack([sub["level"], sub["n_cells"]]),
@@ -224,11 +263,13 @@ def coefficient_plot(comparisons: list[dict[str, Any]], variable: str = "depth")
     fig.add_vline(x=0, line_dash="dot")
     factor = ok[0]["factor"] if ok else "level"
     n_rows, n_levels = frame["group"].nunique(), max(1, frame["level"].nunique())
+    legend = legend_placement(colors, factor)
+    top = TITLE_MARGIN_PX + (LEGEND_ROW_PX if legend["orientation"] == "h" else 0)
     fig.update_layout(title=f"{variable.capitalize()} elasticity per {factor} (95% CI)",
                       xaxis_title=f"d log latency / d log {variable}", yaxis={"title": None, "autorange": "reversed"},
                       template="plotly_white", scattermode="group", scattergap=0.3,
-                      height=180 + n_rows * max(28, 12 * n_levels),
-                      legend={"title": {"text": factor}, "orientation": "h", "y": -0.1, "yanchor": "top"})
+                      height=top + 80 + n_rows * max(28, 12 * n_levels), margin={"t": top, "b": 80},
+                      legend=legend)
     return fig
 
 
@@ -240,18 +281,40 @@ def _rerun_texts(rows: pd.DataFrame) -> list[str]:
     return [rerun_text(lo, hi) for lo, hi in zip(rows.get("rerun_ci_low", nan), rows.get("rerun_ci_high", nan))]
 
 
+# The seed-pair chart is laid out in pixels, so a regime's title always has its own strip
+# above its panel whatever the number of regimes (a fraction of the figure for the gap, as
+# make_subplots' vertical_spacing, shrinks as regimes are added until titles cover rows).
+SEED_ROW_PX = 24  # one backend/dtype row: a marker with its CI bar and a tick label
+SEED_PANEL_PAD_PX = 12  # above and below a panel's rows, so a marker never touches the title strip
+SEED_TITLE_PX = 30  # the strip above each panel: a 13 px title (about 17 px tall) and air
+SEED_TITLE_FONT_PX = 13
+SEED_MARGIN = {"t": 70, "b": 70, "r": 30}  # title; the x axis' ticks and title
+
+
 def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
     """The seed pair's ratio (deep-narrow / shallow-wide decode time) per regime, backend and
     dtype with its 95% CI, on a log axis around 1: which side of 1 each lands on, and how sure,
     reads faster than the table. A ratio with no CI is a hollow marker without bars.
 
-    `seed_pairs` is `analysis.headline.Headline.seed_pairs`; one panel per regime (titled with
-    its full name, so no regime is cut), the x axis shared.
+    `seed_pairs` is `analysis.headline.Headline.seed_pairs`; one panel per regime, the x axis
+    shared. Each panel is titled with its regime's full name (so no regime is cut) in a strip
+    of SEED_TITLE_PX above it, inside the plot area: the titles are the first annotations,
+    at the top of their panel's domain.
     """
     regimes = sorted(seed_pairs["regime"].unique()) if len(seed_pairs) else []
     heights = [max(1, int((seed_pairs["regime"] == r).sum())) for r in regimes] or [1]
-    fig = make_subplots(rows=len(heights), cols=1, shared_xaxes=True, row_heights=heights, vertical_spacing=0.12 / len(heights),
-                        subplot_titles=regimes or None)
+    panels = [SEED_ROW_PX * h + 2 * SEED_PANEL_PAD_PX for h in heights]
+    plot_px = sum(panels) + SEED_TITLE_PX * len(panels)
+    fig = make_subplots(rows=len(heights), cols=1, shared_xaxes=True)
+    top = plot_px
+    for row, panel in enumerate(panels, start=1):  # top to bottom, in pixels from the plot area's bottom
+        top -= SEED_TITLE_PX
+        fig.update_yaxes(domain=[(top - panel) / plot_px, top / plot_px], row=row, col=1)
+        top -= panel
+    for row, regime in enumerate(regimes, start=1):
+        domain = fig.get_subplot(row, 1).yaxis.domain
+        fig.add_annotation(text=html.escape(str(regime)), x=0.5, xref="paper", xanchor="center", y=domain[1], yref="paper",
+                           yanchor="bottom", showarrow=False, font={"size": SEED_TITLE_FONT_PX})
     for row, regime in enumerate(regimes, start=1):
         rows = seed_pairs[seed_pairs["regime"] == regime].sort_values(["backend", "dtype"])
         has_ci = rows["ratio_ci_low"].notna() & rows["ratio_ci_high"].notna()
@@ -273,8 +336,8 @@ def seed_pair_ratios(seed_pairs: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}x" for t in ticks])
     fig.update_xaxes(title_text="gpt2-5m / gpt2-25m decode ms per token (log; 1x = same speed)", row=len(heights), col=1)
     fig.update_layout(title="Seed pair: above 1x the deep, narrow model is slower (95% CI; hollow: no CI)",
-                      template="plotly_white", showlegend=False, height=120 + 24 * int(sum(heights)) + 40 * len(heights),
-                      margin={"t": 70})
+                      template="plotly_white", showlegend=False,
+                      height=SEED_MARGIN["t"] + plot_px + SEED_MARGIN["b"], margin=SEED_MARGIN)
     return fig
 
 
@@ -399,14 +462,25 @@ def sample_distributions(samples: pd.DataFrame, kind: str = "box") -> go.Figure:
     return fig
 
 
-def regime_comparison(stats: pd.DataFrame, factor: str = "regime") -> go.Figure:
-    """Median latency vs params, one trace per regime (or backend), log axes, CI bars."""
+def regime_comparison(stats: pd.DataFrame, factor: str = "regime", levels=None) -> go.Figure:
+    """Median latency vs params, one trace per regime (or backend), log axes, CI bars.
+
+    `levels`: every level of the comparison (default: those in `stats`), so each level has the
+    colour `coefficient_plot` gives it (`level_colors`) even where this chart shows fewer.
+    """
     fig = go.Figure()
     frame = stats.assign(params_m=stats["params"] / 1e6)
+    colors = level_colors(levels if levels is not None else frame[factor].unique())
     for level, sub in frame.groupby(factor, sort=True):
         sub = sub.sort_values("params_m")
-        fig.add_trace(_points(sub, "params_m", name=str(level), color_by_width=False))
-    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True, stats.get("phase", ()))
+        trace = _points(sub, "params_m", name=str(level), color_by_width=False)
+        trace.marker.color = colors.get(str(level))
+        fig.add_trace(trace)
+    legend = legend_placement([t.name for t in fig.data], factor)
+    fig.update_layout(legend=legend, margin={"t": TITLE_MARGIN_PX + (LEGEND_ROW_PX if legend["orientation"] == "h" else 0)})
+    # ticks from the data: medians within one decade would get no labelled tick at all
+    return _layout(fig, f"Latency vs parameters per {factor}", "parameters (millions)", True, stats.get("phase", ()),
+                   x_values=frame["params_m"], y_values=_latency_extent(stats))
 
 
 def run_medians_figure(runs: pd.DataFrame, label: str = "model_name") -> go.Figure:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from runner.runfiles import RESOURCE_COLUMNS
 from store.schema import KNOWN_BEFORE, table_columns
-from vocabulary import PHASES
+from vocabulary import BUSY_MACHINE_FLAG, PHASES
 
 # Columns a filter may name, with the table alias that holds them.
 FILTER_COLUMNS: dict[str, str] = {
@@ -337,16 +337,20 @@ def run_environments(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> 
 
 def runs_with_counts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every run, newest first: run_id, started_at, status, plan_name, protocol_version (as
-    stored, NULL before protocol 2), regime, plan and environment as JSON text, git_revision,
-    tool_version, and its counts: cells_ok, cells_failed (any other status), samples."""
-    return con.execute("""
+    stored, NULL before protocol 2), regime, plan, environment and machine_load as JSON text
+    (machine_load NULL where not sampled, and in a store opened read-only before schema 5),
+    git_revision, tool_version, and its counts: cells_ok, cells_failed (any other status),
+    busy_cells (flagged BUSY_MACHINE_FLAG), samples."""
+    machine_load = "r.machine_load::VARCHAR" if "machine_load" in table_columns(con, "runs") else "NULL::VARCHAR"
+    return con.execute(f"""
         SELECT r.run_id, r.started_at, r.status, r.plan_name, r.protocol_version, r.regime, r.plan::VARCHAR AS plan,
-               r.environment::VARCHAR AS environment, r.git_revision, r.tool_version,
+               r.environment::VARCHAR AS environment, {machine_load} AS machine_load, r.git_revision, r.tool_version,
                (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status = 'ok') AS cells_ok,
                (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND c.status <> 'ok') AS cells_failed,
+               (SELECT count(*) FROM cells c WHERE c.run_id = r.run_id AND list_contains(c.flags, ?)) AS busy_cells,
                (SELECT count(*) FROM samples s JOIN cells c USING (cell_id) WHERE c.run_id = r.run_id) AS samples
         FROM runs r ORDER BY r.started_at DESC NULLS LAST, r.run_id DESC
-    """).df()
+    """, [BUSY_MACHINE_FLAG]).df()
 
 
 def run_cell_rounds(con: duckdb.DuckDBPyConnection, run_id: str, filters: Mapping[str, Any] | None = None) -> pd.DataFrame:

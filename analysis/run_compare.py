@@ -69,9 +69,9 @@ ENVIRONMENT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("cpu_affinity", ("cpu_affinity",)),
     ("executor", ("executor",)),
 )
-RUN_COLUMNS = ("run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "regime",
-               *(name for name, _ in ENVIRONMENT_FIELDS), "host_fingerprint", "git_revision", "tool_version",
-               "cells_ok", "cells_failed", "samples")
+RUN_COLUMNS = ("run_id", "started_at", "status", "busy_machine", "machine_load", "plan_name", "protocol_version",
+               "rounds", "regime", *(name for name, _ in ENVIRONMENT_FIELDS), "host_fingerprint", "git_revision",
+               "tool_version", "cells_ok", "cells_failed", "busy_cells", "samples")
 
 
 def _dig(value: Any, path: Sequence[str]) -> Any:
@@ -109,17 +109,36 @@ def _fingerprint_text(fp: Any) -> str | None:
     return " · ".join(parts)
 
 
+def busy_verdict(machine_load: Any, busy_cells: int) -> tuple[str | None, str | None]:
+    """(busy_machine, machine_load) of a run for a table: "yes" / "no" and what its load
+    samples said, from the verdict its meta.json recorded (runner.machine_load.load_summary,
+    kept in runs.machine_load); (None, None) where the run was not sampled. A run stored
+    without the verdict whose cells are flagged busy (`busy_cells`) was busy all the same."""
+    summary = _json(machine_load)
+    if not summary.get("samples"):
+        return ("yes", f"{busy_cells} cells flagged busy") if busy_cells else (None, None)
+    where = " on the Ray driver's machine" if (summary.get("worst") or {}).get("machine") == "driver" else ""
+    text = f"{summary.get('busy_samples', 0)} of {summary['samples']} load samples busy{where}"
+    reasons = (summary.get("worst") or {}).get("reasons") or []
+    if summary.get("busy") and reasons:
+        text += "; at worst " + "; ".join(map(str, reasons))
+    return ("yes" if summary.get("busy") or busy_cells else "no"), text
+
+
 def run_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every run, newest first, with what it ran and where (RUN_COLUMNS).
 
     protocol_version is NULL for runs recorded before protocol 2 (read as 1); rounds is the
     plan's rounds per cell under protocol 2 (1 under protocol 1). Environment entries a run
     did not record (no GPU on a CPU run, no host fingerprint before protocol 2) are empty.
+    busy_machine and machine_load say whether the machine was busy while it measured
+    (`busy_verdict`), empty for a run from before the sampler.
     """
     rows = runs_with_counts(con)
     out = []
     for row in rows.to_dict("records"):
         env, plan = _json(row.pop("environment")), _json(row.pop("plan"))
+        row["busy_machine"], row["machine_load"] = busy_verdict(row["machine_load"], int(row["busy_cells"]))
         protocol = row["protocol_version"]
         protocol = 1 if protocol is None or pd.isna(protocol) else int(protocol)
         rounds = _dig(plan, ("measure", "rounds")) if protocol >= 2 else 1
@@ -155,7 +174,7 @@ def default_pair(runs: pd.DataFrame) -> tuple[str, str] | None:
 
 
 ENVIRONMENT_COMPARED = ("regime", "plan_name", "protocol_version", "rounds", *(name for name, _ in ENVIRONMENT_FIELDS),
-                        "host_fingerprint", "git_revision", "tool_version")
+                        "host_fingerprint", "git_revision", "tool_version", "busy_machine")
 
 
 def environment_differences(runs: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:

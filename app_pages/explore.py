@@ -45,10 +45,11 @@ def body(ctx: cache.Context) -> None:
         st.warning(f"{failed} row(s) are cells that failed or are unsupported: no statistics, see the error column.")
     for advice in data.flag_advice(f for flags in shown["flags"].dropna() for f in flags.split(", ") if f):
         st.warning(advice)
-    picked = st.dataframe(
-        shown, hide_index=True, key="explore_table", on_select="rerun", selection_mode="multi-row",
+    picked = ui.table(
+        shown, key="explore_table", on_select="rerun", selection_mode="multi-row",
         column_config={
             "params_m": st.column_config.NumberColumn("params (M)", format="%.2f"),
+            "n": st.column_config.NumberColumn("samples", format="%d"),
             "median": st.column_config.NumberColumn("median ms", format="%.4g"),
             "median_ci": st.column_config.TextColumn(
                 "95% CI, this run", help=f"{CI_KIND_NOTES[CI_ACROSS_ROUNDS]}; 'too noisy' where the bounds are over "

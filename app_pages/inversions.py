@@ -69,7 +69,7 @@ def body(ctx: cache.Context) -> None:
     if table.empty:
         st.info("No inversion matches: the smaller models are as fast or faster here.")
         return
-    st.dataframe(table, hide_index=True, column_config={
+    ui.table(table, column_config={
         "params_a": st.column_config.NumberColumn("params A", format="%.3g"),
         "params_b": st.column_config.NumberColumn("params B", format="%.3g"),
         **{f"n_kv_head_{s}": st.column_config.NumberColumn(f"KV heads {s.upper()}") for s in "ab"},

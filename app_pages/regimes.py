@@ -23,12 +23,14 @@ def _coefficients_figure(ctx: cache.Context, factor: str):
 def _side_by_side_figure(ctx: cache.Context, factor: str, choice: int):
     """The chosen comparison group's shapes, one colour per level (analysis.figures.regime_comparison):
     medians pooled over runs, one point per shape and level (per-run cells stacked a shape's CI bars)."""
-    comp = [c for c in cache.compare(ctx, factor) if c["status"] == "ok"][choice]["comparison"]
+    ok = [c for c in cache.compare(ctx, factor) if c["status"] == "ok"]
+    comp = ok[choice]["comparison"]
     stats = cache.pooled_frame(ctx)
     mask = pd.Series(True, index=stats.index)
     for key, value in comp.items():
         mask &= stats[key] == value
-    return regime_comparison(stats[mask], factor)
+    levels = {lv["level"] for c in ok for lv in c["levels"]}  # every level coloured as on the chart above
+    return regime_comparison(stats[mask], factor, levels)
 
 
 def _section(ctx: cache.Context, factor: str) -> None:

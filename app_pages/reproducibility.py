@@ -59,7 +59,7 @@ def body(ctx: cache.Context) -> None:
     st.subheader("Between-run variance per group")
     components = _split(cache.variance_table(ctx), keys)
     components = components[["group", *[c for c in components.columns if c not in ("group", "group_id", "regime")], "regime"]]
-    st.dataframe(components, hide_index=True, column_config={
+    ui.table(components, column_config={
         **{c: st.column_config.NumberColumn(format="%.3f") for c in (
             "between_run_sd", "between_run_sd_ci_low", "between_run_sd_ci_high", "within_run_se",
             "median_spread_ratio", "max_spread_ratio")},
@@ -83,7 +83,7 @@ def body(ctx: cache.Context) -> None:
                f"{int(verdicts.get('not reproducible', 0)):,} are significant within some run but not across runs (below).")
     not_repro = inversions[inversions["verdict"] == "not reproducible"] if len(inversions) else inversions
     if len(not_repro):
-        st.dataframe(_split(not_repro, keys)[INVERSION_COLUMNS], hide_index=True, column_config={
+        ui.table(_split(not_repro, keys)[INVERSION_COLUMNS], column_config={
             "ratio": st.column_config.NumberColumn(format="%.3g"),
             "ratio_ci_low": st.column_config.NumberColumn("CI low", format="%.3g", help=POOLED_CI_HELP),
             "ratio_ci_high": st.column_config.NumberColumn("CI high", format="%.3g", help=POOLED_CI_HELP)})
@@ -99,7 +99,7 @@ def body(ctx: cache.Context) -> None:
     } for r in regressions])
     if len(fits):
         fits = _split(fits, keys)
-        st.dataframe(fits[["group", "runs per cell", "pooled verdict", "across runs", "per run", "regime"]], hide_index=True)
+        ui.table(fits[["group", "runs per cell", "pooled verdict", "across runs", "per run", "regime"]])
 
     st.subheader("Irreproducible cells and what differed between their runs")
     bad = table[table["irreproducible"]].sort_values("spread_ratio", ascending=False)
@@ -110,8 +110,9 @@ def body(ctx: cache.Context) -> None:
         "environment differs in": bad["environment_diff"].map(_env_text),
         "run medians (ms)": bad["run_medians"].map(lambda ms: " / ".join(f"{m:.3g}" for m in ms)),
     })
-    st.dataframe(bad[CELL_COLUMNS], hide_index=True, column_config={
-        **{c: st.column_config.NumberColumn(format="%.3g") for c in ("spread_ratio", "q_value", "median")},
+    ui.table(bad[CELL_COLUMNS], p_columns=("q_value",), column_config={
+        "q_value": st.column_config.TextColumn("q (BH)", help="Cochran's Q p-value, Benjamini-Hochberg adjusted"),
+        **{c: st.column_config.NumberColumn(format="%.3g") for c in ("spread_ratio", "median")},
         "median_ci_low": st.column_config.NumberColumn("CI low", format="%.3g", help=POOLED_CI_HELP),
         "median_ci_high": st.column_config.NumberColumn("CI high", format="%.3g", help=POOLED_CI_HELP)})
 

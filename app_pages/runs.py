@@ -7,14 +7,17 @@ from analysis.intervals import CI_ACROSS_ROUNDS, CI_KIND_NOTES, RERUN_NOTE
 from analysis.run_results import display_frame, run_results
 from analysis.run_compare import FDR, NO_CI, comparison_summary, default_pair, environment_differences, ratio_figure
 from dashboard import cache, filters as flt, runs as run_control, sidebar, source, ui
-from dashboard.text import dash_missing, md
+from dashboard.text import md
+from runner.machine_load import BUSY_ADVICE
 from runner.runfiles import list_run_dirs
+from vocabulary import BUSY_MACHINE_FLAG
 
 # What tells runs apart first (device, driver, host, libraries), the long regime key last.
-RUN_COLUMNS = ["run_id", "started_at", "status", "plan_name", "protocol_version", "rounds", "gpu", "gpu_count", "driver",
-               "cuda", "host_cpu", "cpu_count", "host_class", "host_launch_us", "threads", "cpu_affinity", "torch",
-               "transformers", "vllm", "onnxruntime", "python", "executor", "git_revision", "tool_version", "cells_ok",
-               "cells_failed", "samples", "host_fingerprint", "regime"]
+RUN_COLUMNS = ["run_id", "started_at", "status", "busy_machine", "plan_name", "protocol_version", "rounds", "gpu",
+               "gpu_count", "driver", "cuda", "host_cpu", "cpu_count", "host_class", "host_launch_us", "threads",
+               "cpu_affinity", "torch", "transformers", "vllm", "onnxruntime", "python", "executor", "git_revision",
+               "tool_version", "cells_ok", "cells_failed", "busy_cells", "samples", "machine_load", "host_fingerprint",
+               "regime"]
 ROW_PX, MAX_TABLE_PX = 35, 600  # st.dataframe's row height; past this many pixels the table scrolls
 COMPARE_COLUMNS = ["phase", "model_name", "n_layer", "n_embd", "backend", "dtype", "batch_size", "prompt_len", "gen_len",
                    "median_a", "median_b", "ratio", "ratio_ci_low", "ratio_ci_high", "rerun_ci_low", "rerun_ci_high",
@@ -103,10 +106,10 @@ def _compare(ctx: cache.Context, runs: pd.DataFrame) -> None:
                     "**No cell moved beyond the rounds' noise.**")
     if len(moved):
         largest_first = np.argsort(-np.abs(np.log(moved["ratio"].to_numpy(np.float64))), kind="stable")
-        st.dataframe(moved.iloc[largest_first][COMPARE_COLUMNS], hide_index=True, key="runs_moved",
-                     column_config=COMPARE_CONFIG)
+        ui.table(moved.iloc[largest_first][COMPARE_COLUMNS], key="runs_moved", p_columns=("q_value",),
+                 column_config=COMPARE_CONFIG)
     with st.expander(f"Every compared cell ({len(shown):,})"):
-        st.dataframe(shown[COMPARE_COLUMNS], hide_index=True, key="runs_all", column_config=COMPARE_CONFIG)
+        ui.table(shown[COMPARE_COLUMNS], key="runs_all", p_columns=("q_value",), column_config=COMPARE_CONFIG)
 
 
 def _linked_run(ctx: cache.Context, runs: pd.DataFrame) -> bool:
@@ -159,14 +162,23 @@ def body(ctx: cache.Context) -> None:
         return
     if linked:
         st.subheader("Every run")
+    busy = runs[runs["busy_machine"] == "yes"]
+    if len(busy):
+        st.warning(f"{len(busy)} run(s) measured on a busy machine ({md(', '.join(busy['run_id'].tolist()), 1000)}): "
+                   f"their busy cells are flagged {BUSY_MACHINE_FLAG}; read their numbers with care. To measure again: "
+                   f"{md(BUSY_ADVICE, 1000)}")
     launch_us = pd.to_numeric(runs["host_launch_us"], errors="coerce").round(1)
-    shown = dash_missing(runs[RUN_COLUMNS].assign(host_launch_us=launch_us))  # "—" where not recorded, never None
-    st.dataframe(shown, hide_index=True, key="runs_table",
-                 height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
-                     "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-                     "protocol_version": st.column_config.NumberColumn("protocol"),
-                     "host_launch_us": "host launch (µs)",
-                     "plan_name": "plan"})
+    ui.table(runs[RUN_COLUMNS].assign(host_launch_us=launch_us), key="runs_table",  # "—" where not recorded
+             height=min(MAX_TABLE_PX, ROW_PX * (len(runs) + 1) + 3), column_config={
+                 "started_at": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
+                 "protocol_version": st.column_config.NumberColumn("protocol"),
+                 "host_launch_us": "host launch (µs)",
+                 "busy_machine": st.column_config.TextColumn(
+                     "busy machine", help="whether other programs, load or CPU steal competed with the run "
+                     "(its machine-load samples); empty: a run from before they were taken"),
+                 "busy_cells": st.column_config.NumberColumn("cells busy", help=f"cells flagged {BUSY_MACHINE_FLAG}"),
+                 "machine_load": st.column_config.TextColumn("machine load", help="busy samples of all, the worst reasons"),
+                 "plan_name": "plan"})
     _compare(ctx, runs)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+
 from vocabulary import printable
 
 # CommonMark lets any ASCII punctuation be escaped with a backslash; these are the ones
@@ -31,10 +33,12 @@ def md(value: object, limit: int = MAX_INLINE) -> str:
 
 # --- numbers in page tables --------------------------------------------------------------
 # A table cell is read, not parsed: "—" where nothing was measured (never None, nan or <NA>),
-# 4 significant digits, and p-values below what any test here can resolve as "<1e-10"
-# (a p of 2.51e-243 is a statement about floating point, not about the data).
+# 4 significant digits, and p-values (and q-values) below 0.001 as "<0.001", as journals print
+# them: no test here resolves smaller ones (a p of 2.51e-243 is a statement about floating
+# point, not about the data), and the decisions are taken at 5%.
 MISSING = "—"
-P_FLOOR = 1e-10
+P_FLOOR = 0.001
+_MISSING_TEXT = ("", "None", "nan", "NaN", "<NA>", "NaT")  # how an absent value reads once made text
 
 
 def is_missing(value: object) -> bool:
@@ -62,7 +66,7 @@ def number(value: object, digits: int = 4) -> str:
 
 
 def p_value(value: object) -> str:
-    """A p-value (or q-value) for a table: two digits, '<1e-10' below P_FLOOR."""
+    """A p-value (or q-value) for a table: two significant digits, '<0.001' below P_FLOOR."""
     if is_missing(value):
         return MISSING
     p = float(value)
@@ -92,7 +96,7 @@ def _cell(value: object, digits: int) -> str:
         items = value.tolist()
         return ", ".join(str(v) for v in items) if items else MISSING
     if isinstance(value, str):
-        return value if value.strip() and value not in ("None", "nan", "NaN", "<NA>") else MISSING
+        return value if value.strip() not in _MISSING_TEXT else MISSING
     if isinstance(value, (int, float)) or hasattr(value, "dtype"):
         return number(value.item() if hasattr(value, "item") else value, digits)
     return MISSING if is_missing(value) else str(value)
@@ -111,8 +115,31 @@ def interval(low: object, high: object, digits: int = 3) -> str:
     return f"{low:.{digits}g}-{high:.{digits}g}"
 
 
-def dash_missing(frame, digits: int = 4):
-    """`frame` with only its columns that hold a missing value turned into text (`table_text`'s
-    cells, "—" where absent): a sortable table keeps its complete numeric columns as numbers."""
-    gaps = [c for c in frame.columns if frame[c].map(is_missing).any()]
-    return frame.assign(**{c: frame[c].map(lambda v: _cell(v, digits)) for c in gaps}) if gaps else frame
+def table_frame(frame, p_columns=()):
+    """`frame` for a sortable page table (`dashboard.ui.table`: st.dataframe showing MISSING
+    for every absent value). Numbers stay numbers, so a column sorts as numbers and its
+    NumberColumn format applies; the `p_columns` become `p_value` text ('<0.001', never
+    2.51e-243); lists and arrays are joined; text that only says "absent" ('None', 'nan', '')
+    becomes absent. A copy: the frame itself is left as it is."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if column in p_columns:
+            shown[column] = shown[column].map(p_value)
+        elif not _numeric(shown[column]):
+            # built as objects: pandas' text dtype would turn each None back into nan
+            shown[column] = pd.Series([_text_or_absent(v) for v in shown[column]], index=shown.index, dtype=object)
+    return shown
+
+
+def _numeric(column) -> bool:
+    kind = getattr(column.dtype, "kind", "O")
+    return kind in "biufcmM"  # bool, integers, floats, complex, times: shown by their column type
+
+
+def _text_or_absent(value: object):
+    if isinstance(value, (list, tuple)) or (hasattr(value, "tolist") and getattr(value, "ndim", 0)):
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        return ", ".join(str(v) for v in items) if items else None
+    if isinstance(value, str):
+        return None if value.strip() in _MISSING_TEXT else value
+    return None if is_missing(value) else value

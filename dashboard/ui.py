@@ -17,15 +17,17 @@ from typing import Callable
 
 import streamlit as st
 
+from analysis.figures import LEGEND_ROW_PX, legend_above
 from dashboard import filters as flt
 from dashboard.cache import Context, cell_frame
 from dashboard.sidebar import context
 from dashboard.source import NOT_OPEN_KEY, STORE
-from dashboard.text import md
+from dashboard.text import MISSING, md, table_frame
 
 log = logging.getLogger("shapebench.dashboard")
 # A chart's subtitle wraps at about what a half-width chart shows in one line, and a few lines at most.
 SUBTITLE_CHARS, SUBTITLE_LINES = 90, 3
+PLOTLY_MARGIN_T = 100  # plotly.js' top margin where a figure sets none
 
 
 def guard(body: Callable[[Context], None]) -> None:
@@ -85,15 +87,36 @@ def chart(fig, key: str, shows: str, **kwargs):
     """
     lines = textwrap.wrap(shows, SUBTITLE_CHARS, max_lines=SUBTITLE_LINES, placeholder=" …") or [""]
     text = "<br>".join(html.escape(line) for line in lines)  # wrapped, never cut at the chart's edge
+    legend = LEGEND_ROW_PX if legend_above(fig) else 0  # a legend row between the titles and the plot
     if fig.layout.title.text:
         title_lines = 1 + str(fig.layout.title.text).count("<br>")
-        fig.update_layout(title_subtitle_text=text,
-                          margin_t=max(fig.layout.margin.t or 0, 50 + 22 * (title_lines + len(lines))))
+        fig.update_layout(title_subtitle_text=text)
+        _top_margin(fig, 50 + 22 * (title_lines + len(lines)) + legend)
     else:
-        fig.update_layout(title_text=text, margin_t=max(fig.layout.margin.t or 0, 40 + 22 * len(lines)))
+        fig.update_layout(title_text=text)
+        _top_margin(fig, 40 + 22 * len(lines) + legend)
     filename = "shapebench-" + (re.sub(r"[^A-Za-z0-9.]+", "-", shows).strip("-")[:150] or "chart")
     config = {"toImageButtonOptions": {"format": "png", "filename": filename, "scale": 2}}
     return st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def table(frame, key: str | None = None, p_columns=(), **kwargs):
+    """st.dataframe of a sortable page table: MISSING wherever a value is absent (never None,
+    nan or <NA>), p- and q-values in `p_columns` as '<0.001'-style text (dashboard.text.table_frame),
+    numbers kept as numbers for sorting and their column formats; no index."""
+    return st.dataframe(table_frame(frame, p_columns), key=key, hide_index=True, placeholder=MISSING, **kwargs)
+
+
+def _top_margin(fig, needed: int) -> None:
+    """At least `needed` pixels above the plot. A figure of a set height grows by what its
+    margin grows, so its plot area keeps the pixels it was laid out in (the seed-pair chart's
+    title strips, a coefficient plot's rows) instead of being squeezed by the subtitle."""
+    current = fig.layout.margin.t
+    top = max(current or 0, needed)
+    before = PLOTLY_MARGIN_T if current is None else current
+    if fig.layout.height is not None and top > before:
+        fig.update_layout(height=fig.layout.height + top - before)
+    fig.update_layout(margin_t=top)
 
 
 def upload_limit_mb(hosted: bool) -> int:

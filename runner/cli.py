@@ -277,6 +277,8 @@ def _warn_busy(event: dict, run_id: str, warned: set, where) -> None:
         return
     warned.add(run_id)
     when = "before the run" if event.get("at") == "run_start" else "during the run"
+    if sample.get("machine") == "driver":  # a Ray run samples the machine it was started on
+        when += " (on the Ray driver's machine)"
     where.print(f"[yellow]warning[/yellow] {when}: {escape(busy_text(sample))}", highlight=False)
 
 

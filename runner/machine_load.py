@@ -42,6 +42,9 @@ LISTED_CORES = 0.05
 TOP_COMPETITORS = 3  # how many competitors a sample names
 FIRST_SAMPLE_S = 0.5  # per-process CPU shares need an interval; the first sample waits this long
 
+# A Ray node's daemons on this host; its workers (named ray::...) are the raylet's children.
+RAY_DAEMONS = ("raylet", "gcs_server")
+
 BUSY_ADVICE = ("close other programs, wait for the load to fall, pin the run to free cores "
                "(taskset -c CORES python -m runner run ...), or use more rounds ([measure] rounds)")
 
@@ -62,6 +65,18 @@ def busy_reasons(sample: dict) -> list[str]:
 def busy_text(sample: dict) -> str:
     """One line for a user: what made the machine busy and what to do about it."""
     return f"the machine is busy ({'; '.join(busy_reasons(sample)) or 'no reason recorded'}): {BUSY_ADVICE}"
+
+
+def ray_pids() -> set[int]:
+    """This host's Ray processes: a node's daemons and workers. Under `--ray` they run the
+    run's own cells (a node started with `ray start` is no child of the driver), so a sampler
+    of the driver's machine counts them as the run's own, never as competitors."""
+    pids = set()
+    for proc in psutil.process_iter(["name"]):
+        name = proc.info.get("name") or ""
+        if name in RAY_DAEMONS or name.startswith("ray::"):
+            pids.add(proc.pid)
+    return pids
 
 
 class LoadSampler:

@@ -30,7 +30,7 @@ from runner.lifecycle import (
     measure_records, prepare_device, record_cell, run_repeats, write_failure,
 )
 from runner.plan import Plan, expand
-from runner.runfiles import RunDir, new_run_id, now_iso
+from runner.runfiles import MACHINE_LOAD_EVENT, RunDir, new_run_id, now_iso
 
 # A pin only has to select nodes, not count slots: num_cpus / num_gpus limit concurrency.
 PIN_AMOUNT = 0.001
@@ -268,6 +268,10 @@ class RegimeRuns:
         """The runs cloned for other regimes so far."""
         return tuple(run for run in self.by_regime.values() if run is not self.primary)
 
+    def runs(self) -> list[RunDir]:
+        """The first run, then each clone made so far."""
+        return [self.primary] + [r for r in self.by_regime.values() if r is not self.primary]
+
     def record(self, run: RunDir, key: str) -> None:
         if run is not self.primary:
             self.moved[run.run_id].add(key)
@@ -287,6 +291,34 @@ class RegimeRuns:
             planned = [e for e in meta["cells"] if e["key"] not in moved_all]
             self.primary.update_meta(cells=planned, n_cells_planned=len(planned))
         return [self.primary] + [r for r in self.by_regime.values() if r is not self.primary]
+
+
+class DriverLoad:
+    """Machine-load samples of the driver's machine (runner.machine_load) during a Ray run,
+    logged in every run of the segment as the direct executor logs its own (MACHINE_LOAD_EVENT;
+    each sample says `machine: driver`), so `end_run` gives each run's meta its verdict the same way.
+
+    Taken at the start, after each task's records are written and at the end: the samples'
+    intervals cover the whole segment. The driver cannot know when a worker is inside a timed
+    region, so a sample is taken where the driver works anyway (a task's results arriving).
+    This host's Ray processes are the run's own (`ray_pids`); on a remote cluster the verdict
+    is the driver's machine's, not the measuring nodes'.
+    """
+
+    def __init__(self, regimes: RegimeRuns, progress: ProgressCallback | None) -> None:
+        from runner.machine_load import LoadSampler, ray_pids
+
+        self.regimes, self.progress = regimes, progress
+        self.sampler = LoadSampler(own_pids={os.getpid()} | ray_pids())
+
+    def __call__(self, at: str, **where) -> dict:
+        sample = self.sampler.sample() | {"machine": "driver"}
+        fields = {"at": at, "sample": sample, **where}
+        for run in self.regimes.runs():
+            run.event(MACHINE_LOAD_EVENT, **fields)
+        if self.progress:
+            self.progress({"event": MACHINE_LOAD_EVENT, **fields})
+        return sample
 
 
 def continue_ray_run(run: RunDir, *, resource: str | None = None,
@@ -323,7 +355,9 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
         begin_segment(run, done=len(done), total=total, executor="ray")
     pending: dict = {}
     nodes: Counter = Counter()
-    try:
+    try:  # the samples too: a Ctrl-C or SIGTERM while one is taken (the first waits 0.5 s) marks the runs interrupted
+        sample_driver = DriverLoad(regimes, progress)
+        sample_driver("run_start")
         for group in group_entries(todo):
             pending[task.remote(group, measure, meta["input_seed"], device, segment)] = group
         if progress:
@@ -348,6 +382,8 @@ def continue_ray_run(run: RunDir, *, resource: str | None = None,
             for record in outcome["records"]:
                 record_cell(target, record, done=done, total=total, progress=progress, node=outcome["node"])
                 regimes.record(target, record["cell_key"])
+            sample_driver("task_end", node=outcome["node"])
+        sample_driver("run_end")
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)

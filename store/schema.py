@@ -10,7 +10,8 @@ import duckdb
 # 3: cells' memory and energy (weight_bytes ... resources, runner.trackers);
 # 4: cells.family and cells.n_kv_head (model families, grouped-query attention);
 # 5: cells.rounds_used, decode_half_width, precision_reached, stop_reason (adaptive rounds)
-SCHEMA_VERSION = 5
+# 6: runs.machine_load (the run's busy-machine verdict, NULL before it was sampled)
+SCHEMA_VERSION = 6
 FAMILIES_VERSION = 4  # the first with cells.family and cells.n_kv_head
 SCHEMA_SQL = (Path(__file__).with_name("schema.sql")).read_text()
 

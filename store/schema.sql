@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS runs (
     shuffle_seed  BIGINT,
     n_cells_planned INTEGER,
     calibration   JSON,               -- measured ceilings: bandwidth, compute, launch latency
-    protocol_version INTEGER          -- 1: one pass per cell, unpinned; 2: pinned host, interleaved rounds
+    protocol_version INTEGER,         -- 1: one pass per cell, unpinned; 2: pinned host, interleaved rounds
+    machine_load  JSON                -- busy-machine verdict of meta.json (runner.machine_load.load_summary):
+                                      -- busy, samples, busy_samples, worst; NULL: not sampled (older runs)
 );
 
 -- One measured combination (model shape, backend, device, dtype, batch, prompt, gen).
@@ -125,4 +127,5 @@ ALTER TABLE cells ADD COLUMN IF NOT EXISTS rounds_used INTEGER;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS decode_half_width DOUBLE;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS precision_reached BOOLEAN;
 ALTER TABLE cells ADD COLUMN IF NOT EXISTS stop_reason VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS machine_load JSON;
 -- (a store upgraded from before schema 4 gets n_kv_head = n_head: store.schema.init_schema)

@@ -26,7 +26,7 @@ MIB = 1 << 20
 MAX_TEXT_BYTES: dict[str, dict[str, int]] = {
     "runs": {"run_id": 128, "series_id": 128, "status": 32, "plan_name": 256, "plan": MIB,
              "environment": 256 * KIB, "regime": 512, "device_kind": 16, "tool_version": 128,
-             "git_revision": 128, "calibration": 256 * KIB},
+             "git_revision": 128, "calibration": 256 * KIB, "machine_load": 64 * KIB},
     "cells": {"cell_id": 256, "run_id": 128, "cell_key": 64, "model_name": 256, "model_source": 32,
               "backend": 64, "backend_options": 64 * KIB, "device": 16, "dtype": 16, "status": 32,
               "error": 64 * KIB, "flags": 64, "correctness": 256 * KIB, "telemetry": 256 * KIB,
@@ -37,7 +37,7 @@ MAX_TEXT_BYTES: dict[str, dict[str, int]] = {
 # control character; every other text column (a name, an id, a regime) holds none at all, so
 # nothing from a snapshot or a run file can drive a terminal or hide text (vocabulary).
 FREE_TEXT = frozenset({"error", "plan", "environment", "calibration", "backend_options", "correctness", "telemetry",
-                       "profile", "resources"})
+                       "profile", "resources", "machine_load"})
 # A text column this version does not know yet (added by a newer schema) gets this bound.
 DEFAULT_TEXT_BYTES = 64 * KIB
 # A list column (flags) holds at most this many values per row.
@@ -58,7 +58,7 @@ def _json_object(col: str) -> str:
 
 # The JSON columns and the shape the analysis and the pages read them as: each an object (or
 # NULL); a cell's resources hold their per-phase records under "phases", an object of objects.
-JSON_OBJECTS = {"runs": ("plan", "environment", "calibration"),
+JSON_OBJECTS = {"runs": ("plan", "environment", "calibration", "machine_load"),
                 "cells": ("backend_options", "correctness", "telemetry", "profile", "resources")}
 PHASE_RECORDS = ("CASE WHEN resources IS NULL THEN true WHEN json_valid(resources) THEN coalesce(json_type(resources, '$.phases') = 'OBJECT', true) "
                  "AND NOT list_contains(list_transform(json_extract(resources::VARCHAR, '$.phases.*'), "

@@ -114,10 +114,10 @@ def test_tables_show_dashes_and_readable_p_values_never_raw_floats():
                           "note": ["fit", None, "nan"], "runs": [[1, 2], [], ["r"]]})
     shown = table_text(frame, p_columns=("p_value",))
     assert shown["estimate"].tolist() == ["1.235", MISSING, MISSING]
-    assert shown["p_value"].tolist() == ["<1e-10", "0.031", MISSING]
+    assert shown["p_value"].tolist() == ["<0.001", "0.031", MISSING]
     assert shown["note"].tolist() == ["fit", MISSING, MISSING]
     assert shown["runs"].tolist() == ["1, 2", MISSING, "r"]
-    assert p_value(0.5) == "0.5"
+    assert p_value(0.5) == "0.5" and p_value(0.0042) == "0.0042" and p_value(0.001) == "0.001"
     assert interval(6.5, 10.66) == "6.5-10.7"
     assert interval(3.8e-7, 4.7e6) == "too wide to tell"
     assert interval(None, 1.0) == MISSING
@@ -146,10 +146,16 @@ def test_latency_charts_leave_a_two_round_cells_absurd_ci_undrawn():
     assert max(fig.layout.yaxis.tickvals) <= 100, "the axis holds the medians, not 1e6 ms"
 
 
-def test_dash_missing_turns_only_columns_with_gaps_into_text():
-    from dashboard.text import dash_missing
+def test_sortable_tables_keep_numbers_and_leave_absent_values_to_the_placeholder():
+    from dashboard.text import table_frame
 
-    frame = pd.DataFrame({"protocol": [2, 1], "gpu_count": [1.0, np.nan], "gpu": ["NVIDIA H200", None]})
-    shown = dash_missing(frame)
-    assert shown["protocol"].tolist() == [2, 1], "a complete column stays numeric (sortable)"
-    assert shown["gpu_count"].tolist() == ["1", MISSING] and shown["gpu"].tolist() == ["NVIDIA H200", MISSING]
+    frame = pd.DataFrame({"protocol": [2, 1], "gpu_count": [1.0, np.nan], "gpu": ["NVIDIA H200", None],
+                          "note": ["nan", ""], "q_value": [2.51e-243, np.nan],
+                          "runs": [np.array(["r1", "r2"]), np.array([], dtype=object)]})
+    shown = table_frame(frame, p_columns=("q_value",))
+    assert shown["protocol"].tolist() == [2, 1], "a numeric column stays numeric (sortable)"
+    assert shown["gpu_count"].iloc[0] == 1.0 and np.isnan(shown["gpu_count"].iloc[1]), "absent: the table's placeholder"
+    assert shown["gpu"].tolist() == ["NVIDIA H200", None] and shown["note"].tolist() == [None, None]
+    assert shown["q_value"].tolist() == ["<0.001", MISSING]
+    assert shown["runs"].tolist() == ["r1, r2", None]
+    assert frame["note"].tolist() == ["nan", ""], "the frame itself is left as it is"

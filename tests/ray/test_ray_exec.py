@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 
+import psutil
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -191,6 +194,44 @@ def test_a_plan_asking_for_calibration_gets_its_nodes_ceilings_through_ray(tmp_p
     [(stored,)] = con.execute("SELECT calibration FROM runs").fetchall()
     con.close()
     assert json.loads(stored)["bandwidth_gb_s"] == calibration["bandwidth_gb_s"]
+
+
+def other_program() -> psutil.Process:
+    """A CPU-bound process that is no child of this one (the shell that starts it exits at
+    once), as another program on the machine: a child of the driver would count as the run's own."""
+    from tests.runner.test_machine_load import BUSY_LOOP
+
+    started = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{BUSY_LOOP}" >/dev/null 2>&1 & echo $!'],
+                             capture_output=True, text=True, check=True)
+    return psutil.Process(int(started.stdout))
+
+
+def test_ray_run_samples_the_drivers_machine_load_into_its_meta_as_a_direct_run_does(tmp_path):
+    from runner.machine_load import RAY_DAEMONS, ray_pids
+    from tests.runner.helpers import small_plan
+
+    loops = [other_program(), other_program()]  # two, so the planted load tops the threshold on a busy 2-core machine
+    try:
+        events = []
+        [run] = ray_exec.execute_ray(small_plan(), tmp_path / "runs", progress=events.append)
+    finally:
+        for loop in loops:
+            loop.kill()
+
+    samples = [e for e in run.events() if e["event"] == "machine_load"]
+    assert [e["at"] for e in samples][0] == "run_start" and samples[-1]["at"] == "run_end"
+    assert [e["at"] for e in samples].count("task_end") == 2, "one after each task's records (one model x 2 backends)"
+    assert all(e["sample"]["machine"] == "driver" for e in samples)
+    summary = run.read_meta()["machine_load"]
+    assert summary["samples"] == len(samples) == len(run.machine_load_samples())
+    assert summary["busy"] is True, "the planted loops are seen on the driver's machine"
+    planted = {loop.pid for loop in loops}
+    assert planted & {p["pid"] for e in samples for p in e["sample"]["competing"]}
+    competitors = {p["name"] for e in samples for p in e["sample"]["competing"]}
+    assert not {n for n in competitors if n.startswith("ray::") or n in RAY_DAEMONS}, "Ray's workers are the run's own"
+    assert ray_pids(), "this host's Ray node is found by its processes"
+    assert [e for e in events if e["event"] == "machine_load"] == [
+        {"event": "machine_load", **{k: v for k, v in e.items() if k not in ("event", "ts")}} for e in samples]
 
 
 def test_a_full_disk_under_a_ray_run_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch):

@@ -125,3 +125,32 @@ def test_two_protocol_2_runs_compare_with_cis_across_rounds_and_a_verdict_per_ce
     moved = int(expected["moved"].fillna(False).sum())
     headings = [t for t in texts(at, "markdown") if "moved beyond" in t]
     assert headings == [f"**Cells that moved beyond noise ({moved})**" if moved else "**No cell moved beyond the rounds' noise.**"]
+
+
+def test_runs_table_says_which_run_was_measured_on_a_busy_machine(app_env, copy_store):
+    db, runs = copy_store
+    verdict = {"busy": True, "samples": 6, "busy_samples": 2,
+               "worst": {"busy": True, "reasons": ["other processes use 1.9 cores: ffmpeg (1.9 cores)"]}}
+    from runner.runfiles import RunDir
+
+    con = duckdb.connect(str(db))
+    try:
+        [(run_id, recorded)] = con.execute("SELECT run_id, machine_load FROM runs").fetchall()
+        assert json.loads(recorded)["samples"] >= 2, "the runner's meta verdict is stored with its run"
+        con.execute("UPDATE runs SET machine_load = ?", [json.dumps(verdict)])
+    finally:
+        con.close()
+    RunDir(runs / run_id).update_meta(machine_load=verdict)  # as a run beside ffmpeg records it (and is ingested again)
+    at = open_runs(app_env(db=db, runs=runs))
+    row = runs_frame(at).set_index("run_id").loc[run_id]
+    assert row["busy_machine"] == "yes"
+    assert row["machine_load"] == "2 of 6 load samples busy; at worst other processes use 1.9 cores: ffmpeg (1.9 cores)"
+    assert any("1 run(s) measured on a busy machine" in w and run_id in w for w in texts(at, "warning"))
+
+
+def test_bundled_runs_from_before_the_sampler_show_a_dash_not_a_verdict(app_env):
+    at = open_runs(app_env())
+    table = next(df for df in at.dataframe if "busy_machine" in df.value.columns)
+    assert table.value["busy_machine"].isna().all(), "not sampled, which is not 'no'"
+    assert table.proto.placeholder == "—"
+    assert not [w for w in texts(at, "warning") if "busy machine" in w]
