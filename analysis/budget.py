@@ -157,8 +157,17 @@ def budget_sentences(comparisons: pd.DataFrame, within_run_mark: str = "") -> li
     out = []
     for (regime, family, comparison), rows in comparisons.groupby(["regime", "family", "comparison"], sort=True):
         widest = rows.sort_values(["first_layers", "second_layers"], ascending=[False, True]).iloc[0]
-        parts = "; ".join(f"{r.backend} {r.dtype} batch {r.batch_size} {_ratio_text(r, within_run_mark)}"
-                          for r in rows.sort_values(["backend", "dtype", "batch_size"]).itertuples())
+        # what tells the rows apart beyond backend, dtype and batch: the KV heads (depth) or the depth (KV heads)
+        apart = "first_kv_heads" if comparison == DEPTH else "first_layers"
+        several = rows.groupby(["backend", "dtype", "batch_size"])[apart].nunique().max() > 1
+
+        def where(r) -> str:
+            extra = "" if not several else (f", {r.first_kv_heads} KV head{'s' if r.first_kv_heads != 1 else ''}" if comparison == DEPTH
+                                             else f", {r.first_layers} layers")
+            return f"{r.backend} {r.dtype} batch {r.batch_size}{extra}"
+
+        parts = "; ".join(f"{where(r)} {_ratio_text(r, within_run_mark)}"
+                          for r in rows.sort_values(["backend", "dtype", "batch_size", apart]).itertuples())
         if comparison == DEPTH:
             what = (f"{family} at about {widest.params_m:.0f}M parameters, {widest.first_layers} layers against "
                     f"{widest.second_layers}")

@@ -76,3 +76,23 @@ def test_readme_headline_quotes_the_generated_results(backend):
     readme = README.read_text()
     for figure in (row["ratio"].removesuffix("x"), row["95% CI"], f"{row['runs']} runs"):
         assert figure in readme, f"README's headline lacks {figure!r} ({backend} float32 in docs/results.md)"
+
+
+def equal_parameter_rows() -> list[dict[str, str]]:
+    """The depth rows of docs/results.md's 'At equal parameters' table, by column name."""
+    results = (ROOT / "docs" / "results.md").read_text()
+    section = results.split("### At equal parameters", 1)[1].split("\n### ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split(" | ")]
+    rows = [dict(zip(header, [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))])) for line in table[2:]]
+    return [row for row in rows if row["comparison"] == "depth"]
+
+
+def test_readme_equal_parameter_figures_are_the_generated_ones():
+    readme = README.read_text()
+    cpu = [row for row in equal_parameter_rows() if "Intel" in row["device"] and "de86c054" in row["device"]
+           and row["backend"] == "hf-sdpa" and "llama" in row["shape"]]
+    assert len(cpu) == 2, cpu  # one KV head and three
+    for row in cpu:
+        figure = f"**{row['ratio']}** {row['95% CI'].rstrip('†')}"
+        assert figure in readme, f"README lacks {figure!r} (the equal-parameter row of docs/results.md)"

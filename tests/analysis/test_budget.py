@@ -98,7 +98,8 @@ def test_sentences_and_table_say_which_shapes_and_the_interval(comparisons):
     sentences = budget_sentences(comparisons)
     depth = [s for s in sentences if "layers against" in s]
     assert any(s.startswith("On NVIDIA H100 80GB HBM3 x1, llama at about 125M parameters, 30 layers against 6 "
-                            "(time per token, 95% CI): cuda-graph bfloat16 batch 1 ") for s in depth)
+                            "(time per token, 95% CI): cuda-graph bfloat16 batch 1, 1 KV head ") for s in depth)
+    assert any("cuda-graph bfloat16 batch 1, 3 KV heads " in s for s in depth)  # each row says what sets it apart
     assert any("3 KV heads against 1" in s for s in sentences)
     table = budget_table(comparisons)
     assert set(table["slower?"]) <= {SLOWER, FASTER, SAME}
