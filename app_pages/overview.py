@@ -83,7 +83,7 @@ def body(ctx: cache.Context) -> None:
     store_offer(ctx)
     if not ui.page_header(
         ctx, "Does shape drive latency?",
-        "Depth x width of small GPT-2s against measured inference latency. "
+        "Depth x width (and KV heads) of small decoders (GPT-2, Llama, Qwen2) against measured inference latency. "
         "An *inversion* is a smaller model that runs slower than a larger one; "
         "it counts as significant at FDR 5% (Benjamini-Hochberg over each group's pairs; its 95% CI then lies above 1)."):
         _integrity(ctx)
