@@ -116,7 +116,10 @@ def test_pairs_are_counted_once_per_shape_pair_however_many_runs_or_names_measur
         expected = sum(1 for a, b in combinations(distinct, 2) if a != b)
         pairs = headline.pairs[headline.pairs["group_id"] == group_id]
         assert len(pairs) == expected, group_id
-        keys = pairs[["n_layer_a", "n_embd_a", "n_layer_b", "n_embd_b"]].apply(tuple, axis=1)
+        # a shape is its depth, width, KV heads and parameter count (30 x 576 with 1 or 3 KV heads, or
+        # with another vocabulary, are other shapes)
+        keys = pairs[["n_layer_a", "n_embd_a", "n_kv_head_a", "params_a", "n_layer_b", "n_embd_b", "n_kv_head_b",
+                      "params_b"]].apply(tuple, axis=1)
         assert keys.is_unique, group_id
     counts = headline.counts.set_index("regime")
     per_regime = headline.pairs.groupby("regime")

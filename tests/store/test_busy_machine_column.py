@@ -47,13 +47,18 @@ def test_the_runs_verdict_is_stored_with_it_and_read_back_in_the_runs_table(tmp_
 
 def test_runs_from_before_the_sampler_read_as_not_sampled_not_as_quiet():
     assert "machine_load" in ADDED_COLUMNS["runs"]
-    con = open_snapshot(BUNDLED_SNAPSHOT)  # schema 4: no machine_load column in its Parquet
+    con = open_snapshot(BUNDLED_SNAPSHOT)
     try:
         runs = run_table(con)
-        assert len(runs) and runs["busy_machine"].isna().all() and runs["machine_load"].isna().all()
-        assert (runs["busy_cells"] == 0).all()
-        a, b = runs["run_id"].iloc[:2]
+        stored = dict(con.execute("SELECT run_id, machine_load FROM runs").fetchall())
+        before = runs[runs["run_id"].map(lambda run_id: stored[run_id] is None)]
+        assert len(before) >= 2, "the bundled data holds runs from before the load sampler"
+        assert before["busy_machine"].isna().all() and before["machine_load"].isna().all()
+        assert (before["busy_cells"] == 0).all()
+        a, b = before["run_id"].iloc[:2]
         assert "busy_machine" not in environment_differences(runs, a, b)["field"].tolist()
+        sampled = runs[runs["run_id"].map(lambda run_id: stored[run_id] is not None)]
+        assert sampled["busy_machine"].isin(["yes", "no"]).all()  # a sampled run says which
     finally:
         con.close()
 

@@ -60,14 +60,18 @@ def test_a_family_store_exports_and_imports_with_its_columns(families_store):
     assert copy.execute(query).fetchall() == families_store.execute(query).fetchall()
 
 
-def test_the_bundled_snapshot_reads_as_gpt2_with_as_many_kv_heads_as_heads():
+def test_the_bundled_snapshot_names_every_cells_family_and_its_gpt2_cells_have_as_many_kv_heads_as_heads():
     con = open_snapshot(BUNDLED_SNAPSHOT)
     try:
-        total, gpt2, full = con.execute(
-            "SELECT count(*), count(*) FILTER (family = 'gpt2'), count(*) FILTER (n_kv_head = n_head) FROM cells").fetchone()
-        assert total > 0 and gpt2 == full == total
+        total, gpt2, full, unnamed = con.execute(
+            "SELECT count(*), count(*) FILTER (family = 'gpt2'), count(*) FILTER (family = 'gpt2' AND n_kv_head = n_head), "
+            "count(*) FILTER (family IS NULL OR n_kv_head IS NULL) FROM cells").fetchone()
+        assert total > 0 and gpt2 > 0 and gpt2 == full and unnamed == 0
         cells = load_cells(con)
-        assert set(cells["family"]) == {"gpt2"} and (cells["n_kv_head"] == cells["n_head"]).all()
+        assert set(cells["family"]) <= {"gpt2", "llama", "qwen2"}
+        gpt2_cells = cells[cells["family"] == "gpt2"]
+        assert len(gpt2_cells) and (gpt2_cells["n_kv_head"] == gpt2_cells["n_head"]).all()
+        assert (cells["n_head"] % cells["n_kv_head"] == 0).all()
     finally:
         con.close()
 

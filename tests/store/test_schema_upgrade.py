@@ -5,21 +5,38 @@ from __future__ import annotations
 import json
 
 import duckdb
+import pyarrow as pa
 
 from store.dataset import BUNDLED_SNAPSHOT
 from store.db import connect
 from store.schema import ADDED_COLUMNS
-from store.snapshot import import_snapshot, open_snapshot_bytes
+from store.snapshot import import_snapshot, open_snapshot, open_snapshot_bytes
 
 
 def schema_1_snapshot(forge) -> bytes:
-    """The bundled snapshot as schema-1 shapebench wrote such data: none of the columns later
-    schemas add (schema.sql's ALTER lines), manifest version 1, checksums re-signed."""
-    files = {p.name: p.read_bytes() for p in BUNDLED_SNAPSHOT.iterdir()}
-    for table, columns in ADDED_COLUMNS.items():
+    """The bundled snapshot as schema-1 shapebench wrote such data: the runs it could hold (GPT-2
+    only: a llama cell without its KV heads would be another cell's double), none of the columns
+    later schemas add (schema.sql's ALTER lines), no derived results, manifest version 1, counts
+    and checksums re-signed."""
+    import pyarrow.compute as pc
+
+    files = {p.name: p.read_bytes() for p in BUNDLED_SNAPSHOT.iterdir() if p.name != "derived.parquet"}
+    cells = forge.table(files, "cells")
+    later = set(pc.filter(cells["run_id"], pc.not_equal(cells["family"], "gpt2")).to_pylist())
+    kept = {}
+    for table in ("runs", "cells", "samples"):
         tbl = forge.table(files, table)
-        files[f"{table}.parquet"] = forge.parquet(tbl.drop_columns([c for c in columns if c in tbl.column_names]))
-    files["manifest.json"] = json.dumps(json.loads(files["manifest.json"]) | {"schema_version": 1}).encode()
+        if table == "samples":
+            tbl = tbl.filter(pc.is_in(tbl["cell_id"], value_set=kept["cells"]["cell_id"]))
+        else:
+            tbl = tbl.filter(pc.invert(pc.is_in(tbl["run_id"], value_set=pa.array(sorted(later), pa.string()))))
+        kept[table] = tbl.drop_columns([c for c in ADDED_COLUMNS.get(table, ()) if c in tbl.column_names])
+        files[f"{table}.parquet"] = forge.parquet(kept[table])
+    manifest = json.loads(files["manifest.json"])
+    manifest.pop("derived", None)
+    manifest["row_counts"] = {table: kept[table].num_rows for table in ("runs", "cells", "samples")}
+    manifest["regimes"] = sorted(set(kept["runs"]["regime"].to_pylist()))
+    files["manifest.json"] = json.dumps(manifest | {"schema_version": 1}).encode()
     return forge.rezip(files)
 
 
@@ -28,8 +45,10 @@ def test_a_schema_1_snapshot_opens_with_rounds_unrecorded_and_protocol_1(forge):
     try:
         assert con.execute("SELECT count(*) FILTER (round IS NOT NULL OR worker IS NOT NULL) FROM samples").fetchone()[0] == 0
         assert con.execute("SELECT DISTINCT protocol_version FROM runs").fetchall() == [(1,)]
-        manifest = json.loads((BUNDLED_SNAPSHOT / "manifest.json").read_text())
-        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == manifest["row_counts"]["runs"]
+        gpt2_only = open_snapshot(BUNDLED_SNAPSHOT).execute(
+            "SELECT count(DISTINCT run_id) FILTER (run_id NOT IN (SELECT run_id FROM cells WHERE family <> 'gpt2')) "
+            "FROM runs").fetchone()[0]
+        assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == gpt2_only > 0
     finally:
         con.close()
 
