@@ -152,6 +152,15 @@ def fake_running_run(runs: Path, lock: Path | None, run_id: str = "20261124-1200
     return run.path
 
 
+def open_page(at: AppTest, page: str) -> AppTest:
+    """Run the app and switch to `page` (a PAGES key; "overview" is where it opens), checked clean."""
+    at.run()
+    if page != "overview":
+        at.switch_page(PAGES[page]).run()
+    assert_clean(at)
+    return at
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     """The elements' text as a reader sees it: markdown backslash escapes (data text is escaped
     so it can never render as markup) removed."""

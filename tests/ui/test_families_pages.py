@@ -10,7 +10,7 @@ import pytest
 from store.db import connect
 from tests.analysis.families import ingest, run_files
 from tests.analysis.test_families_analysis import LLAMA_FACTOR, SHAPES, latency
-from tests.ui.conftest import PAGES, assert_clean, plotly_specs, texts
+from tests.ui.conftest import PAGES, assert_clean, open_page, plotly_specs, texts
 
 FAMILIES = sorted({s.family for s in SHAPES})
 KV_HEADS = sorted({s.n_kv_head for s in SHAPES})
@@ -24,14 +24,6 @@ def mixed_store(tmp_path_factory):
     ingest(con, run_files("run-1", SHAPES, latency, seed=1), run_files("run-2", SHAPES, latency, seed=2, run_factor=1.05))
     con.close()
     return path
-
-
-def open_page(at, page: str):
-    at.run()
-    if page != "overview":
-        at.switch_page(PAGES[page]).run()
-    assert_clean(at)
-    return at
 
 
 def test_the_family_and_kv_heads_filters_narrow_explore_and_go_into_the_link(app_env, mixed_store):

@@ -10,18 +10,10 @@ import re
 import pytest
 
 from tests.analysis.test_chart_layout import TITLE_TEXT_PX, title_strips
-from tests.ui.conftest import PAGES, assert_clean, plotly_specs
+from tests.ui.conftest import open_page, plotly_specs
 
 RAW = re.compile(r"^(None|nan|NaN|<NA>|NaT)$")
 TINY_FLOAT = re.compile(r"\de-\d")  # 2.51e-243: floating point, not a reading
-
-
-def _open(at, page: str):
-    at.run()
-    if page != "overview":
-        at.switch_page(PAGES[page]).run()
-    assert_clean(at)
-    return at
 
 
 def _chart(at, key: str) -> dict:
@@ -31,7 +23,7 @@ def _chart(at, key: str) -> dict:
 
 
 def test_seed_pair_titles_sit_above_their_panels_as_the_overview_draws_them(app_env):
-    at = _open(app_env(), "overview")
+    at = open_page(app_env(), "overview")
     layout = _chart(at, "overview_seed_pair")["layout"]
     regimes = [a["text"] for a in layout["annotations"] if a.get("yanchor") == "bottom"]
     assert len(regimes) >= 2, "the bundle measures the seed pair on several regimes"
@@ -41,7 +33,7 @@ def test_seed_pair_titles_sit_above_their_panels_as_the_overview_draws_them(app_
 
 
 def test_regimes_legend_is_at_the_top_of_each_chart_and_names_each_level_once(app_env):
-    at = _open(app_env(), "regimes")
+    at = open_page(app_env(), "regimes")
     specs = plotly_specs(at)
     assert len(specs) == 4, "per tab: the coefficient plot and the side-by-side chart"
     for spec in specs:
@@ -59,7 +51,7 @@ def test_regimes_legend_is_at_the_top_of_each_chart_and_names_each_level_once(ap
 
 @pytest.mark.parametrize("page", ["explore", "inversions", "reproducibility"])
 def test_tables_show_a_dash_for_absent_values_and_no_raw_floats(app_env, page):
-    at = _open(app_env(), page)
+    at = open_page(app_env(), page)
     tables = list(at.dataframe)
     assert tables
     for table in tables:

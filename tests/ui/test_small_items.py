@@ -9,29 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import PAGES, ROOT, assert_clean, fake_running_run
+from tests.ui.conftest import ROOT, fake_running_run, open_page
 from tests.ui.live_server import CHROMIUM, streamlit_server
-
-
-def _open(at, page: str):
-    at.run()
-    if page != "overview":
-        at.switch_page(PAGES[page]).run()
-    assert_clean(at)
-    return at
 
 
 def test_snapshot_uploader_states_the_configured_limit_locally_and_the_upload_limit_hosted(app_env):
     configured = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
-    local = _open(app_env(), "snapshots")
+    local = open_page(app_env(), "snapshots")
     assert [u.proto.max_upload_size_mb for u in local.get("file_uploader")] == [configured]
     assert any("50 MB" in c.value for c in local.caption), "opening read-only in a session has the upload limit"
-    hosted = _open(app_env(hosted=True), "snapshots")
+    hosted = open_page(app_env(hosted=True), "snapshots")
     assert [u.proto.max_upload_size_mb for u in hosted.get("file_uploader")] == [50]
 
 
 def test_exported_png_is_named_after_the_group_it_shows_and_says_it_in_the_figure(app_env):
-    at = _open(app_env(), "depth_width")
+    at = open_page(app_env(), "depth_width")
     group = at.selectbox(key="dw_group").value
     charts = at.get("plotly_chart")
     assert len(charts) == 2
@@ -109,7 +101,7 @@ def test_run_page_offers_resume_for_an_interrupted_run_and_starts_it(app_env, tm
     run_id = _interrupted_run(runs_dir)
     resumed = []
     monkeypatch.setattr(runs, "resume", lambda rid, where: resumed.append((rid, Path(where))))
-    at = _open(app_env(runs=runs_dir), "run")
+    at = open_page(app_env(runs=runs_dir), "run")
     button = at.button(key=f"run_resume_{run_id}")
     assert "2 / 5 cells done" in button.label and not button.disabled
     button.click().run()
@@ -129,7 +121,7 @@ def test_a_plan_toml_is_validated_as_the_runner_validates_it_with_each_message_u
 
 
 def test_run_page_edits_a_plan_as_toml_shows_errors_under_the_editor_and_starts_only_a_valid_one(app_env):
-    at = _open(app_env(), "run")
+    at = open_page(app_env(), "run")
     at.radio(key="run_mode").set_value("Write or upload a plan (TOML)").run()
     editor = at.text_area(key="run_plan_toml")
     assert "tiny-gpt2" in editor.value, "the editor starts from the form's plan"
